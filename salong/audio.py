@@ -1,0 +1,127 @@
+"""Audio in and out: read what libsndfile reads, resample with soxr, write atomically.
+
+Audio arrays are float32 numpy arrays shaped (channels, samples).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from salong.checkpoint import write_atomic
+from salong.errors import SalongError
+
+# Output extension -> (libsndfile format, subtype). 16-bit PCM is what players expect;
+# Vorbis and MP3 are lossy and only for listening.
+WRITE_FORMATS: dict[str, tuple[str, str]] = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+}
+
+# Leaves a little headroom below full scale so lossy encoders do not overshoot.
+PEAK_CEILING = 0.989  # about -0.1 dBFS
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read any file libsndfile reads (wav, flac, ogg, mp3, ...) as float32 (channels, samples)."""
+    path = Path(path)
+    if not path.exists():
+        raise SalongError(f"audio file {str(path)!r} not found; check the path")
+    if path.is_dir():
+        raise SalongError(f"{str(path)!r} is a directory; give an audio file")
+    if not os.access(path, os.R_OK):
+        raise SalongError(f"audio file {str(path)!r} is not readable; check its permissions")
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+    except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
+        raise SalongError(
+            f"cannot decode {str(path)!r} as audio ({str(exc).strip() or type(exc).__name__}); "
+            "use wav, flac, ogg or mp3"
+        ) from None
+    if data.shape[0] == 0:
+        raise SalongError(f"audio file {str(path)!r} is empty (0 samples)")
+    audio = np.ascontiguousarray(data.T)  # (channels, samples)
+    if not np.isfinite(audio).all():
+        raise SalongError(f"audio file {str(path)!r} holds NaN or infinite samples")
+    return audio, int(sample_rate)
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Band-limited resampling with soxr (high quality), (channels, samples) in and out."""
+    if from_rate == to_rate:
+        return audio
+    if from_rate <= 0 or to_rate <= 0:
+        raise SalongError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
+    out = soxr.resample(audio.T, from_rate, to_rate, quality="HQ")  # (samples, channels)
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """Mono <-> stereo: mono is duplicated; extra channels are averaged down to mono or
+    dropped beyond the first `channels` (the usual front left/right)."""
+    have = audio.shape[0]
+    if have == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(axis=0, keepdims=True)
+    if have == 1:
+        return np.repeat(audio, channels, axis=0)
+    if have > channels:
+        return audio[:channels]
+    raise SalongError(f"cannot turn {have}-channel audio into {channels} channels")
+
+
+def load_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
+    """Read a file and bring it to a model's rate and channel count."""
+    audio, rate = read_audio(path)
+    return to_channels(resample(audio, rate, sample_rate), channels)
+
+
+def peak_limit(audio: np.ndarray, ceiling: float = PEAK_CEILING) -> np.ndarray:
+    """Scale down audio whose peak exceeds `ceiling` so it never clips or wraps.
+
+    A single gain keeps the waveform (and its dynamics) intact; quieter audio is
+    returned unchanged. Non-finite samples are an internal error, not clipped away.
+    """
+    assert np.isfinite(audio).all(), "non-finite audio reached the writer"
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak <= ceiling:
+        return audio
+    return (audio * (ceiling / peak)).astype(np.float32)
+
+
+def output_format(path: str | Path, fmt: str | None = None) -> str:
+    """The output format from `fmt` or else the file extension, validated."""
+    name = (fmt or Path(path).suffix.lstrip(".")).lower()
+    if name not in WRITE_FORMATS:
+        known = ", ".join(WRITE_FORMATS)
+        what = f"format {fmt!r}" if fmt else f"output extension {Path(path).suffix or '(none)'!r}"
+        raise SalongError(f"unknown {what} for {str(path)!r}; use one of: {known}")
+    return name
+
+
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None) -> Path:
+    """Write (channels, samples) audio atomically, format from the extension or `fmt`.
+
+    The file appears complete or not at all: it is written to a temporary file in the
+    same folder and renamed. Audio that would clip is peak-limited first.
+    """
+    name = output_format(path, fmt)
+    if audio.ndim != 2 or audio.shape[1] == 0:
+        raise SalongError(f"refusing to write {str(path)!r}: audio must be (channels, samples) and non-empty")
+    major, subtype = WRITE_FORMATS[name]
+    data = np.ascontiguousarray(peak_limit(np.asarray(audio, dtype=np.float32)).T)  # (samples, channels)
+
+    def write(tmp: Path) -> None:
+        try:
+            sf.write(str(tmp), data, sample_rate, format=major, subtype=subtype)
+        except (sf.LibsndfileError, sf.SoundFileError) as exc:
+            raise SalongError(f"could not write {str(path)!r} ({str(exc).strip()}); is the disk full?") from None
+
+    return write_atomic(path, write, suffix=f".{name}.part")

@@ -1,0 +1,250 @@
+"""Model checkpoints: one `.safetensors` file holding the weights and the JSON config.
+
+A checkpoint is self-contained: its metadata names the model kind, the format
+version and the config, which is enough to rebuild the model with no other file.
+Loading is strict (every tensor used, every shape checked) and nothing is ever
+unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from salong.errors import SalongError
+
+FORMAT_VERSION = 1
+FORMAT_KEY = "salong_format"
+
+C = TypeVar("C")
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+# --- configs -------------------------------------------------------------------------
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A frozen-dataclass config as plain JSON-able data (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+    """Rebuild a config dataclass; unknown keys are an error, missing keys take defaults.
+
+    Nested dataclass fields and tuple fields are restored from their JSON form.
+    """
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise SalongError(
+            f"config for {cls.__name__} has unknown fields {unknown}; "
+            "the checkpoint was written by a newer or different salong"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _restore(hints.get(name), value)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SalongError(f"invalid {cls.__name__}: {exc}") from None
+
+
+def _restore(hint: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        return config_from_dict(hint, value)
+    if isinstance(value, list):
+        return tuple(_restore(None, v) for v in value)
+    return value
+
+
+# --- writing -------------------------------------------------------------------------
+
+
+def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Path]:
+    """A temporary path in the destination folder, to be renamed onto `path`.
+
+    The folder must exist and be writable; the temp file lives beside the target so
+    the final `os.replace` is an atomic rename on the same file system.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise SalongError(f"output folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise SalongError(f"output folder {str(folder)!r} is not writable; choose another output path")
+    if path.is_dir():
+        raise SalongError(f"output path {str(path)!r} is a directory; give a file name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=folder)
+    except OSError as exc:
+        raise SalongError(
+            f"cannot write in output folder {str(folder)!r} ({exc.strerror}); choose another output path"
+        ) from None
+    os.close(fd)
+    return path, Path(tmp)
+
+
+def commit_atomic(tmp: Path, path: Path) -> None:
+    """Flush `tmp` to disk and rename it onto `path`."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None], suffix: str | None = None) -> Path:
+    """Run `write(tmp_path)` then rename onto `path`; on any failure remove the temp file.
+
+    A full disk or an interrupted run therefore never leaves a truncated file behind.
+    """
+    path, tmp = atomic_target(path, suffix)
+    try:
+        write(tmp)
+        commit_atomic(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+            raise SalongError(f"disk full while writing {str(path)!r}; free some space and retry") from None
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    state: torch.nn.Module | Mapping[str, torch.Tensor],
+    kind: str,
+    config: Any,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write weights + config to `path` atomically.
+
+    `extra` holds further JSON-able metadata (e.g. a tokenizer, a latent rate).
+    """
+    tensors = state.state_dict() if isinstance(state, torch.nn.Module) else dict(state)
+    # safetensors refuses shared or non-contiguous storage; a private copy is cheap next to a write.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    metadata = {
+        FORMAT_KEY: str(FORMAT_VERSION),
+        "kind": kind,
+        "config": json.dumps(config_to_dict(config) if dataclasses.is_dataclass(config) else config),
+    }
+    for key, value in (extra or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), ".safetensors")
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint file holds, before any model is built."""
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
+    def extra(self, key: str) -> Any:
+        """A JSON metadata entry written through `save_checkpoint(extra=...)`."""
+        if key not in self.metadata:
+            raise SalongError(f"{str(self.path)!r} has no {key!r} entry; it was not written by this salong command")
+        return json.loads(self.metadata[key])
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file, with clear errors for bad paths and files."""
+    path = Path(path)
+    if not path.exists():
+        raise SalongError(f"model file {str(path)!r} not found; check the path")
+    if path.is_dir():
+        raise SalongError(f"{str(path)!r} is a directory; give the path of a .safetensors model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise SalongError(
+            f"{str(path)!r} is not a readable safetensors checkpoint ({_short(exc)}); "
+            "the file may be truncated or of another format"
+        ) from None
+
+
+def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> Checkpoint:
+    """Read a salong checkpoint; `kind` (one or several) rejects checkpoints of other models."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get(FORMAT_KEY) is None or "kind" not in meta or "config" not in meta:
+        raise SalongError(f"{str(path)!r} is a safetensors file but not a salong checkpoint (no salong metadata)")
+    if int(meta[FORMAT_KEY]) > FORMAT_VERSION:
+        raise SalongError(
+            f"{str(path)!r} uses checkpoint format {meta[FORMAT_KEY]}, newer than this salong "
+            f"({FORMAT_VERSION}); upgrade salong"
+        )
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and meta["kind"] not in kinds:
+        raise SalongError(
+            f"{str(path)!r} is a {meta['kind']} checkpoint, but this needs a model of kind "
+            f"{' or '.join(kinds)}; pass the right file"
+        )
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+        config = json.loads(meta["config"])
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise SalongError(f"{str(path)!r} is corrupt ({_short(exc)}); re-export or re-download it") from None
+    return Checkpoint(path=path, kind=meta["kind"], config=config, tensors=tensors, metadata=meta)
+
+
+def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load every tensor into `model`; missing, unexpected or mis-shaped tensors are errors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise SalongError(f"{source} does not fit the model: tensors {', '.join(parts)}")
+    for key, value in tensors.items():
+        if tuple(own[key].shape) != tuple(value.shape):
+            raise SalongError(
+                f"{source} does not fit the model: {key} has shape {tuple(value.shape)}, "
+                f"the model expects {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(tensors, strict=True)
+
+
+def load_model(
+    path: str | Path,
+    kind: str,
+    config_cls: type[C],
+    build: Callable[[C], M],
+) -> tuple[M, C, Checkpoint]:
+    """Rebuild a model from a checkpoint of `kind`: config -> `build(config)` -> strict load."""
+    ckpt = load_checkpoint(path, kind)
+    config = config_from_dict(config_cls, ckpt.config)
+    model = build(config)
+    load_state_strict(model, ckpt.tensors, source=f"{str(ckpt.path)!r}")
+    model.eval()
+    return model, config, ckpt
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
