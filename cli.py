@@ -1,0 +1,243 @@
+"""The `salong` command line: each command parses, calls a library function, reports.
+
+Results go to stdout (one line per written file, for scripts); progress bars, warnings
+and errors go to stderr. A user-facing failure is one line and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+import salong
+from salong.errors import SalongError
+
+BUNDLED = Path(__file__).resolve().parent / "checkpoints"
+
+app = typer.Typer(
+    name="salong",
+    help="Text-to-music generation with latent diffusion (Stable Audio 2 style), offline on your machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"salong {salong.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_version, is_eager=True),
+) -> None:
+    """salong turns a text prompt and a length in seconds into a 44.1 kHz stereo song."""
+
+
+# --- shared helpers ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr, driven by a `(done, total)` callback."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def resolve_model(path: Optional[Path], kind: str) -> Path:
+    """The model file to use: the one given, or the bundled one for `kind`."""
+    if path is not None:
+        return path
+    bundled = BUNDLED / f"{kind}.safetensors"
+    if bundled.exists():
+        return bundled
+    raise SalongError(
+        f"no --model given and no bundled {kind} model in {str(BUNDLED)!r}; pass --model PATH "
+        f"(train one with `salong train {kind}`)"
+    )
+
+
+def output_for(source: Path, out: Optional[Path], many: bool, suffix: str) -> Path:
+    """Where one input's result goes: `out` itself for a single input, else inside folder `out`."""
+    name = source.name.split(".")[0] + suffix
+    if out is None:
+        return Path(name)
+    if many or out.is_dir():
+        if not out.exists():
+            if not out.parent.is_dir():
+                raise SalongError(f"output folder {str(out.parent)!r} does not exist; create it first")
+            out.mkdir()
+        return out / name
+    return out
+
+
+def each_input(paths: List[Path], run: Callable[[Path], Path]) -> None:
+    """Process inputs one by one; a failing input is reported and the rest still run."""
+    failed = 0
+    for path in paths:
+        try:
+            print(run(path), flush=True)
+        except SalongError as exc:
+            failed += 1
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    if failed:
+        raise SalongError(f"{failed} of {len(paths)} inputs failed (see above)")
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+@app.command()
+def synth(
+    count: int = typer.Argument(..., help="How many pieces to write."),
+    out_dir: Path = typer.Argument(..., help="Folder for the corpus (audio/ and metadata.jsonl)."),
+    seed: int = typer.Option(0, help="Seed of the corpus; the same seed writes the same files."),
+    min_seconds: float = typer.Option(5.0, help="Shortest piece, seconds."),
+    max_seconds: float = typer.Option(30.0, help="Longest piece, seconds (at most 285)."),
+    fmt: str = typer.Option("wav", "--format", help="Audio format: wav or flac."),
+) -> None:
+    """Write a procedural music corpus with exact captions (the training data format)."""
+    from salong.synth import write_corpus
+
+    with progress_bar("synthesising") as update:
+        path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt, progress=update)
+    print(path)
+
+
+@app.command()
+def encode(
+    inputs: List[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg, mp3, ...)."),
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Latents file for one input, or a folder for several. [default: NAME.latents.safetensors here]"
+    ),
+    model: Optional[Path] = typer.Option(None, help="Autoencoder checkpoint. [default: the bundled one]"),
+    mean: bool = typer.Option(False, "--mean", help="Deterministic latents (the posterior mean) instead of a sample."),
+    progress: bool = typer.Option(True, help="Show progress bars on stderr."),
+) -> None:
+    """Encode audio to latents (.safetensors) with the autoencoder."""
+    from salong.autoencoder import load_autoencoder
+    from salong.latents import encode_file, save_latents
+
+    ae, _ = load_autoencoder(resolve_model(model, "autoencoder"))
+
+    def run(path: Path) -> Path:
+        target = output_for(path, out, len(inputs) > 1, ".latents.safetensors")
+        with progress_bar(f"encoding {path.name}", progress) as update:
+            item = encode_file(ae, path, sample=not mean, progress=update)
+        return save_latents(target, item)
+
+    each_input(inputs, run)
+
+
+@app.command()
+def decode(
+    inputs: List[Path] = typer.Argument(..., help="Latents files written by `salong encode`."),
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Audio file for one input, or a folder for several. [default: NAME.wav here]"
+    ),
+    model: Optional[Path] = typer.Option(None, help="Autoencoder checkpoint. [default: the bundled one]"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. [default: from the extension]"),
+    progress: bool = typer.Option(True, help="Show progress bars on stderr."),
+) -> None:
+    """Decode latents back to audio with the original length and channel count."""
+    from salong.audio import output_format, write_audio
+    from salong.autoencoder import load_autoencoder
+    from salong.latents import decode_latents, load_latents
+
+    suffix = "." + (fmt or "wav")
+    if out is not None and not out.is_dir() and len(inputs) == 1:
+        output_format(out, fmt)  # reject a bad extension before decoding for minutes
+    elif fmt is not None:
+        output_format(Path("x" + suffix))
+    ae, _ = load_autoencoder(resolve_model(model, "autoencoder"))
+
+    def run(path: Path) -> Path:
+        target = output_for(path, out, len(inputs) > 1, suffix)
+        item = load_latents(path)
+        with progress_bar(f"decoding {path.name}", progress) as update:
+            audio = decode_latents(ae, item, progress=update)
+        return write_audio(target, audio, item.sample_rate, fmt)
+
+    each_input(inputs, run)
+
+
+@app.command()
+def info(path: Path = typer.Argument(..., help="A model checkpoint or latents file.")) -> None:
+    """Show what a checkpoint or latents file holds."""
+    import json
+
+    from salong.checkpoint import load_checkpoint, read_metadata
+    from salong.latents import load_latents
+
+    if read_metadata(path).get("kind") == "latents":
+        item = load_latents(path)
+        frames = int(item.latents.shape[1])
+        print(f"latents: {item.latent_dim} x {frames} frames at {item.latent_rate:.3f} Hz, "
+              f"{item.samples / item.sample_rate:.2f} s of {item.channels}-channel {item.sample_rate} Hz audio")
+        return
+    ckpt = load_checkpoint(path)
+    params = sum(t.numel() for t in ckpt.tensors.values())
+    print(f"{ckpt.kind}: {params / 1e6:.2f}M values in {len(ckpt.tensors)} tensors")
+    print(json.dumps(ckpt.config, indent=2))
+
+
+# --- entry point ---------------------------------------------------------------------
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run the CLI; every failure becomes one line on stderr and a non-zero exit status."""
+    try:
+        code = app(args=argv, prog_name="salong", standalone_mode=False)
+    except SalongError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument, bad number
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        message = exc.format_message().rstrip(".")
+        err.print(f"[red]error:[/red] {message}{hint}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted; no partial output was kept", highlight=False)
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            err.print("[red]error:[/red] disk full; free some space and run again", highlight=False)
+        else:
+            where = f" ({exc.filename})" if exc.filename else ""
+            err.print(f"[red]error:[/red] {exc.strerror or exc}{where}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
