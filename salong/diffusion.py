@@ -1,0 +1,368 @@
+"""Diffusion maths, k-diffusion style (DESIGN.md §6): objectives, schedules, samplers, guidance.
+
+The network is any callable `net(x_t, t, **cond)` with t in [0, 1]; it knows nothing of
+what follows. Two time axes appear:
+
+- t in [0, 1], what the network sees and training draws: cosine schedule
+  `alpha = cos(pi t / 2)`, `sigma_t = sin(pi t / 2)`, `x_t = alpha x0 + sigma_t eps`;
+- sigma = sigma_t / alpha = tan(pi t / 2) in [0, inf), the noise-to-signal ratio that
+  samplers step through, with `x = x0 + sigma eps` (so `x_t = x / sqrt(1 + sigma^2)`).
+
+`VDenoiser` turns a v-predicting network into a denoiser D(x, sigma) ≈ E[x0 | x]; samplers
+are pure functions `(denoiser, x, sigmas, extra_args, callback) -> x` over a sigma
+schedule that ends at 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Protocol
+
+import torch
+from torch import nn
+
+from salong.errors import SalongError
+
+Tensor = torch.Tensor
+
+
+class Denoiser(Protocol):
+    def __call__(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor: ...
+
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+def append_dims(x: Tensor, ndim: int) -> Tensor:
+    """Right-pad a (B,) tensor with singleton dims so it broadcasts against (B, ...)."""
+    return x.reshape(x.shape + (1,) * (ndim - x.ndim))  # (B, 1, ..., 1)
+
+
+def _masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean squared error; with a (B, L) mask (True = real audio) only over unmasked frames."""
+    err = (pred.float() - target.float()) ** 2  # (B, C, L)
+    if mask is None:
+        return err.mean()
+    keep = mask.to(torch.bool)[:, None, :].expand_as(err)  # (B, C, L)
+    return torch.where(keep, err, torch.zeros_like(err)).sum() / keep.sum().clamp(min=1)
+
+
+# --- the v-objective and its cosine schedule -----------------------------------------
+
+
+def alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Cosine schedule (Nichol & Dhariwal 2021; v-diffusion): alpha = cos(pi t/2), sigma = sin(pi t/2)."""
+    return torch.cos(t * math.pi / 2), torch.sin(t * math.pi / 2)
+
+
+def sigma_to_t(sigma: Tensor) -> Tensor:
+    """Noise-to-signal ratio -> network time: t = atan(sigma) * 2 / pi."""
+    return torch.atan(sigma) * 2 / math.pi
+
+
+def t_to_sigma(t: Tensor) -> Tensor:
+    """Network time -> noise-to-signal ratio: sigma = tan(pi t / 2)."""
+    return torch.tan(t * math.pi / 2)
+
+
+def v_scalings(sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Preconditioning of a v-model (Salimans & Ho 2022, in k-diffusion's sigma space).
+
+    c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1), c_in = 1/sqrt(s^2+1), which are alpha^2,
+    -sigma_t and alpha of `alpha_sigma(sigma_to_t(s))`: the same schedule `v_loss` trains on.
+    """
+    c_in = 1 / torch.sqrt(sigma**2 + 1)
+    return c_in**2, -sigma * c_in, c_in
+
+
+def v_loss(net: Callable[..., Tensor], x0: Tensor, t: Tensor, noise: Tensor, mask: Tensor | None = None, **cond: Any) -> Tensor:
+    """v-objective: x_t = alpha x0 + sigma eps, target v = alpha eps - sigma x0, MSE.
+
+    x0, noise (B, C, L); t (B,) in [0, 1]; mask (B, L) bool, True on real audio.
+    """
+    alpha, sigma = (append_dims(a, x0.ndim) for a in alpha_sigma(t))  # (B, 1, 1) each
+    x_t = alpha * x0 + sigma * noise
+    target = alpha * noise - sigma * x0
+    return _masked_mse(net(x_t, t, **cond), target, mask)
+
+
+class VDenoiser(nn.Module):
+    """Wraps a v-predicting network as a denoiser in sigma space (k-diffusion `VDenoiser`).
+
+    D(x, sigma) = c_skip x + c_out net(c_in x, atan(sigma) 2/pi). `loss` trains the same
+    network with the same schedule, so training and sampling cannot drift apart.
+    """
+
+    def __init__(self, net: Callable[..., Tensor]):
+        super().__init__()
+        self.inner_model = net
+
+    def forward(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in v_scalings(sigma))  # (B, 1, 1) each
+        return c_skip * x + c_out * self.inner_model(x * c_in, sigma_to_t(sigma), **cond)
+
+    def loss(self, x0: Tensor, t: Tensor, noise: Tensor, mask: Tensor | None = None, **cond: Any) -> Tensor:
+        return v_loss(self.inner_model, x0, t, noise, mask, **cond)
+
+
+# --- schedules -----------------------------------------------------------------------
+
+
+def _check_steps(steps: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise SalongError(f"steps must be an integer >= 1, got {steps!r}")
+
+
+def get_sigmas_loglinear(
+    steps: int, sigma_min: float = 0.3, sigma_max: float = 500.0, device: torch.device | str | None = None
+) -> Tensor:
+    """`steps` sigmas evenly spaced in log sigma from sigma_max down to sigma_min, then 0.
+
+    k-diffusion's polyexponential schedule with rho = 1, as Stable Audio Open samples with.
+    Defaults are its model card's (sigma_min 0.3, sigma_max 500); 0.01 / 100 also appear.
+    Returns (steps + 1,) float32.
+    """
+    _check_steps(steps)
+    if not 0 < sigma_min < sigma_max or not math.isfinite(sigma_max):
+        raise SalongError(
+            f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+        )
+    log_sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float64)
+    sigmas = torch.cat([log_sigmas.exp(), log_sigmas.new_zeros(1)])  # (steps + 1,)
+    return sigmas.to(device=device, dtype=torch.float32)
+
+
+def start_from_init(x_init: Tensor, noise: Tensor, sigmas: Tensor, sigma_start: float) -> tuple[Tensor, Tensor]:
+    """Audio-to-audio (SDEdit, Meng et al. 2022): noise clean latents to sigma_start, sample from there.
+
+    Returns (x_init + sigma_start * noise, [sigma_start] + the sigmas below it). To keep the
+    full step count instead, build the schedule with sigma_max = sigma_start.
+    """
+    if not sigma_start > 0 or not math.isfinite(sigma_start):
+        raise SalongError(f"init noise level sigma must be a finite number > 0, got {sigma_start!r}")
+    rest = sigmas[sigmas < sigma_start]  # keeps the final 0
+    return x_init + sigma_start * noise, torch.cat([sigmas.new_tensor([sigma_start]), rest])
+
+
+# --- samplers --------------------------------------------------------------------------
+
+
+def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+@torch.no_grad()
+def sample_euler(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: Mapping[str, Any] | None = None,
+    callback: Callback | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma
+    (Karras et al. 2022, Alg. 1 without the Heun correction). `generator` is unused."""
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])  # (B,)
+    for i in range(len(sigmas) - 1):
+        denoised = denoiser(x, sigmas[i] * s_in, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "denoised": denoised})
+        d = (x - denoised) / sigmas[i]
+        x = x + d * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: Mapping[str, Any] | None = None,
+    callback: Callback | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), multistep second order in lambda = -log sigma.
+
+    First order (DPM-Solver++ 1, i.e. DDIM) on the first step, where no earlier denoised
+    estimate exists, and on the last, which lands on sigma = 0 and returns the denoised
+    estimate. `generator` is unused.
+    """
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])  # (B,)
+    old_denoised = None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, sigma * s_in, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigma, "denoised": denoised})
+        if sigma_next == 0:
+            x = denoised
+        else:
+            lam, lam_next = -sigma.log(), -sigma_next.log()
+            h = lam_next - lam
+            if old_denoised is None:
+                d = denoised
+            else:
+                r = (lam - (-sigmas[i - 1].log())) / h  # h_last / h
+                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+            x = (sigma_next / sigma) * x - torch.expm1(-h) * d
+        old_denoised = denoised
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: Mapping[str, Any] | None = None,
+    callback: Callback | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion, midpoint variant).
+
+    Each step takes the exponential-integrator update of the SDE with noise fraction
+    `eta`, adds the second-order midpoint correction from the previous denoised estimate,
+    then fresh Gaussian noise drawn from `generator`, so a seeded generator gives the
+    same samples every run. eta = 0 is the ODE solver.
+    """
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])  # (B,)
+    old_denoised, h_last = None, None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, sigma * s_in, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigma, "denoised": denoised})
+        if sigma_next == 0:
+            x = denoised
+            h = None
+        else:
+            h = sigma.log() - sigma_next.log()  # lambda_next - lambda
+            eta_h = eta * h
+            x = (sigma_next / sigma) * torch.exp(-eta_h) * x - torch.expm1(-h - eta_h) * denoised
+            if old_denoised is not None:
+                r = h_last / h
+                x = x - 0.5 * torch.expm1(-h - eta_h) * (1 / r) * (denoised - old_denoised)
+            if eta:
+                x = x + _noise_like(x, generator) * sigma_next * torch.sqrt(-torch.expm1(-2 * eta_h)) * s_noise
+        old_denoised, h_last = denoised, h
+    return x
+
+
+Sampler = Callable[..., Tensor]
+
+SAMPLERS: dict[str, Sampler] = {
+    "dpmpp-2m": sample_dpmpp_2m,
+    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
+    "euler": sample_euler,
+}
+
+
+def get_sampler(name: str) -> Sampler:
+    """The sampler called `name` (underscores accepted for hyphens)."""
+    key = name.strip().lower().replace("_", "-")
+    if key not in SAMPLERS:
+        raise SalongError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[key]
+
+
+# --- classifier-free guidance --------------------------------------------------------
+
+
+def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[str, Any], scale: float) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022) in one batch: `u + scale * (c - u)`.
+
+    `cond` and `uncond` hold the same keyword arguments of `denoiser` (tensors with the batch
+    first, or None on both sides); the unconditional one usually has every cross-attention
+    token dropped (`cond_drop_mask` all True) or a negative prompt's tokens, timing kept.
+    Conditional and unconditional rows run as one batch of 2B. Scale 1 is just the
+    conditional denoiser.
+    """
+    if set(cond) != set(uncond):
+        raise ValueError(f"cond and uncond need the same keys, got {sorted(cond)} and {sorted(uncond)}")
+    if scale == 1.0:
+        return lambda x, sigma, **extra: denoiser(x, sigma, **cond, **extra)
+
+    both: dict[str, Any] = {}
+    for key in cond:
+        c, u = cond[key], uncond[key]
+        if c is None or u is None:
+            if c is not None or u is not None:
+                raise ValueError(f"{key!r} is None on one side of guidance only")
+            both[key] = None
+        else:
+            if c.shape != u.shape:
+                raise ValueError(f"{key!r}: cond {tuple(c.shape)} and uncond {tuple(u.shape)} differ in shape")
+            both[key] = torch.cat([c, u])  # (2B, ...)
+
+    def guided(x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
+        out = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **both, **extra)  # (2B, C, L)
+        c, u = out.chunk(2)  # (B, C, L) each
+        return u + scale * (c - u)
+
+    return guided
+
+
+# --- rectified flow (Stable Audio Open Small) ----------------------------------------
+
+
+def rf_loss(net: Callable[..., Tensor], x0: Tensor, t: Tensor, noise: Tensor, mask: Tensor | None = None, **cond: Any) -> Tensor:
+    """Rectified flow (Liu et al. 2022): x_t = (1 - t) x0 + t eps, target v = eps - x0, MSE."""
+    tt = append_dims(t, x0.ndim)  # (B, 1, 1)
+    return _masked_mse(net((1 - tt) * x0 + tt * noise, t, **cond), noise - x0, mask)
+
+
+class RFDenoiser(nn.Module):
+    """A velocity network as a denoiser over t: D(x, t) = x - t * net(x, t)."""
+
+    def __init__(self, net: Callable[..., Tensor]):
+        super().__init__()
+        self.inner_model = net
+
+    def forward(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        return x - append_dims(t, x.ndim) * self.inner_model(x, t, **cond)
+
+    def loss(self, x0: Tensor, t: Tensor, noise: Tensor, mask: Tensor | None = None, **cond: Any) -> Tensor:
+        return rf_loss(self.inner_model, x0, t, noise, mask, **cond)
+
+
+def get_ts_linear(steps: int, t_max: float = 1.0, device: torch.device | str | None = None) -> Tensor:
+    """Rectified-flow times t_max -> 0 in `steps` equal steps: (steps + 1,) float32."""
+    _check_steps(steps)
+    if not 0 < t_max <= 1:
+        raise SalongError(f"t_max must be in (0, 1], got {t_max!r}")
+    return torch.linspace(t_max, 0, steps + 1, dtype=torch.float32, device=device)
+
+
+@torch.no_grad()
+def sample_pingpong(
+    denoiser: Denoiser,
+    x: Tensor,
+    ts: Tensor,
+    extra_args: Mapping[str, Any] | None = None,
+    callback: Callback | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Ping-pong sampling for rectified-flow models (Stable Audio Open Small): denoise fully,
+    then re-noise to the next time with fresh noise: x = (1 - t') x0_hat + t' eps.
+
+    `denoiser` is an `RFDenoiser`; `ts` runs from about 1 down to 0 (`get_ts_linear`).
+    """
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])  # (B,)
+    for i in range(len(ts) - 1):
+        denoised = denoiser(x, ts[i] * s_in, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": ts[i], "denoised": denoised})
+        t_next = ts[i + 1]
+        x = denoised if t_next == 0 else (1 - t_next) * denoised + t_next * _noise_like(x, generator)
+    return x
