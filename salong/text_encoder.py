@@ -1,0 +1,248 @@
+"""Text features for the DiT: prompts -> per-token vectors and a mask.
+
+Stable Audio 2 (Evans et al. 2024) conditions on the next-to-last layer of
+CLAP's RoBERTa text tower (Wu et al. 2023), one vector per token; Stable Audio
+Open conditions on the last hidden state of T5-base (Raffel et al. 2020), 128
+tokens. Either way padded positions are zero vectors (DESIGN §8: the DiT's
+cross-attention has no mask, so zero keys/values stand for padding).
+
+Encoders are frozen: eval mode, no gradients. A batch render repeats prompts,
+so features are cached per prompt text (LRU).
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, RobertaModel, T5EncoderModel
+
+from salong.checkpoint import read_metadata
+from salong.clap import KIND as CLAP_KIND
+from salong.clap import Clap, hf_model_type, load_clap
+from salong.errors import SalongError
+
+CLAP_MAX_TOKENS = 77
+T5_MAX_TOKENS = 128
+CACHE_SIZE = 256
+
+_EXPECTED = ("a salong CLAP .safetensors, a Hugging Face CLAP, T5 or RoBERTa folder (config.json + weights + "
+             "tokenizer), or a Stable Audio Open folder with text_encoder/ and tokenizer/")
+
+
+class TextEncoder(ABC):
+    """Prompts -> (features (B, max_length, width) float32, padded rows zero; mask (B, max_length) bool).
+
+    Subclasses provide a tokenizer and `_forward`; this class tokenizes (warning once
+    per truncated prompt), runs only prompts not in the cache, zeroes padding and
+    assembles the batch.
+    """
+
+    width: int  # feature width: the DiT's cond_width must equal it
+    max_length: int  # tokens per prompt, special tokens included
+    tokenizer: Any
+    forward_calls: int  # model passes run (cache misses batch into one pass)
+
+    def __init__(self, cache_size: int = CACHE_SIZE):
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[torch.Tensor, ...]] = OrderedDict()
+        self.forward_calls = 0
+
+    @property
+    @abstractmethod
+    def module(self) -> nn.Module:
+        """The network (for its device)."""
+
+    @abstractmethod
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, L) tokens -> (features (B, L, width), *extras with a leading batch axis)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def to(self, device: str | torch.device) -> TextEncoder:
+        self.module.to(device)
+        self._cache.clear()
+        return self
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self._rows(prompts)
+        features = torch.stack([r[0] for r in rows])  # (B, L, W)
+        mask = torch.stack([r[1] for r in rows])  # (B, L)
+        return features, mask
+
+    def _rows(self, prompts: Sequence[str]) -> list[tuple[torch.Tensor, ...]]:
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise SalongError(f"prompts must be a list of strings, got {prompts!r:.80}")
+        if not prompts:
+            raise SalongError("no prompts to encode; give at least one (an empty string is fine)")
+        misses = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        if misses:
+            self._run(misses)
+        rows = []
+        for p in prompts:
+            self._cache.move_to_end(p)
+            rows.append(self._cache[p])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return rows
+
+    @torch.no_grad()
+    def _run(self, prompts: list[str]) -> None:
+        for prompt, count in zip(prompts, self._token_counts(prompts)):
+            if count > self.max_length:
+                warnings.warn(f"prompt {prompt[:40]!r}{'...' if len(prompt) > 40 else ''} is {count} tokens long; "
+                              f"only the first {self.max_length} are used", stacklevel=4)
+        enc = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        ids = enc["input_ids"].to(self.device)  # (B, L)
+        mask = enc["attention_mask"].to(self.device).bool()  # (B, L)
+        self.module.eval()
+        features, *extras = self._forward(ids, mask.long())
+        features = features.float() * mask[..., None]  # (B, L, W), padding exactly zero
+        self.forward_calls += 1
+        for i, prompt in enumerate(prompts):
+            self._cache[prompt] = (features[i].clone(), mask[i].clone(), *(e[i].clone() for e in extras))
+
+    def _token_counts(self, prompts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+
+
+class ClapTextEncoder(TextEncoder):
+    """CLAP text tower, hidden states of the next-to-last layer (Stable Audio 2), 77 tokens."""
+
+    def __init__(self, clap: Clap, layer: int = -2, cache_size: int = CACHE_SIZE):
+        super().__init__(cache_size)
+        if clap.tokenizer is None:
+            raise SalongError("the CLAP model has no tokenizer; load it with salong.clap.load_clap")
+        if not -clap.config.text_layers <= layer < 0:
+            raise SalongError(f"text layer {layer} does not exist; use -1 .. -{clap.config.text_layers}")
+        self.clap = clap.eval()
+        self.tokenizer = clap.tokenizer
+        self.layer = layer
+        self.width = clap.config.text_width
+        self.max_length = clap.config.max_text_length
+
+    @property
+    def module(self) -> nn.Module:
+        return self.clap
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.clap.text_tokens(input_ids, attention_mask, self.layer)  # (B, L, W), (B, D)
+
+    def pooled(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(B, D) unit-norm projected text embeddings (CLAP's shared space), cached with the tokens."""
+        return torch.stack([r[2] for r in self._rows(prompts)])
+
+
+class T5TextEncoder(TextEncoder):
+    """T5 encoder, last hidden state, 128 tokens (Stable Audio Open's `t5-base` conditioner)."""
+
+    def __init__(self, folder: str | Path, tokenizer_folder: str | Path | None = None,
+                 cache_size: int = CACHE_SIZE):
+        super().__init__(cache_size)
+        folder = Path(folder)
+        tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder is not None else folder
+        self.model = _from_pretrained(T5EncoderModel, folder, "T5 encoder").eval().requires_grad_(False)
+        self.tokenizer = _tokenizer(tokenizer_folder)
+        self.width = self.model.config.d_model
+        self.max_length = T5_MAX_TOKENS
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,)
+
+
+class RobertaTextEncoder(TextEncoder):
+    """A plain RoBERTa folder (e.g. a CLAP text tower exported on its own), layer -2, 77 tokens."""
+
+    def __init__(self, folder: str | Path, layer: int = -2, cache_size: int = CACHE_SIZE):
+        super().__init__(cache_size)
+        folder = Path(folder)
+        self.model = _from_pretrained(RobertaModel, folder, "RoBERTa").eval().requires_grad_(False)
+        self.tokenizer = _tokenizer(folder)
+        self.layer = layer
+        self.width = self.model.config.hidden_size
+        self.max_length = min(CLAP_MAX_TOKENS, self.model.config.max_position_embeddings - 2)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return (out.hidden_states[self.layer],)
+
+
+def _from_pretrained(cls: Any, folder: Path, what: str) -> nn.Module:
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SalongError(f"cannot load the {what} in {str(folder)!r} ({_short(exc)}); "
+                          "the folder needs config.json and model weights") from None
+
+
+def _tokenizer(folder: Path) -> Any:
+    if not (folder / "tokenizer_config.json").is_file() and not (folder / "tokenizer.json").is_file():
+        raise SalongError(f"no tokenizer in {str(folder)!r} (tokenizer.json or tokenizer_config.json expected)")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+        raise SalongError(f"cannot load the tokenizer in {str(folder)!r} ({_short(exc)})") from None
+
+
+def find_t5_in(sao_folder: str | Path) -> tuple[Path, Path]:
+    """(encoder folder, tokenizer folder) inside a Stable Audio Open download."""
+    sao = Path(sao_folder)
+    encoder, tokenizer = sao / "text_encoder", sao / "tokenizer"
+    if not (encoder / "config.json").is_file():
+        raise SalongError(f"{str(sao)!r} has no text_encoder/config.json; give the T5 folder explicitly")
+    model_type = hf_model_type(encoder / "config.json")
+    if model_type != "t5":
+        raise SalongError(f"{str(encoder)!r} holds a {model_type!r} model, not T5 (model_type 't5')")
+    if not tokenizer.is_dir():
+        tokenizer = encoder  # some copies keep the tokenizer files beside the weights
+    return encoder, tokenizer
+
+
+def load_text_encoder(spec: str | Path, cache_size: int = CACHE_SIZE) -> TextEncoder:
+    """A frozen text encoder from a CLAP `.safetensors`, a HF CLAP / T5 / RoBERTa folder,
+    or a Stable Audio Open folder (its T5 in text_encoder/ + tokenizer/); offline."""
+    path = Path(spec)
+    if not path.exists():
+        raise SalongError(f"text encoder {str(path)!r} not found; give {_EXPECTED}")
+    if path.is_file():
+        kind = read_metadata(path).get("kind")
+        if kind != CLAP_KIND:
+            raise SalongError(f"{str(path)!r} is a {kind or 'non-salong'} file, not a CLAP checkpoint; "
+                              f"give {_EXPECTED}")
+        return ClapTextEncoder(load_clap(path), cache_size=cache_size)
+    config = path / "config.json"
+    if not config.is_file():
+        if (path / "text_encoder").is_dir():
+            encoder, tokenizer = find_t5_in(path)
+            return T5TextEncoder(encoder, tokenizer, cache_size=cache_size)
+        raise SalongError(f"{str(path)!r} has no config.json, so it is not a text model folder; give {_EXPECTED}")
+    model_type = hf_model_type(config)
+    if model_type == "clap":
+        return ClapTextEncoder(load_clap(path), cache_size=cache_size)
+    if model_type == "t5":
+        return T5TextEncoder(path, cache_size=cache_size)
+    if model_type == "roberta":
+        return RobertaTextEncoder(path, cache_size=cache_size)
+    raise SalongError(f"{str(path)!r} holds a {model_type!r} model, not a text encoder; "
+                      "expected model_type 'clap', 't5' or 'roberta'")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
