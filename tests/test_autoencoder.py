@@ -1,0 +1,373 @@
+"""Autoencoder: SAO 1.0 tensor layout, shapes, padding, VAE sampling, chunking, checkpoints."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from salong.autoencoder import (
+    PRESETS,
+    Autoencoder,
+    AutoencoderConfig,
+    SnakeBeta,
+    VAEBottleneck,
+    WNConv1d,
+    WNConvTranspose1d,
+    autoencoder_config,
+    chunk_plan,
+    load_autoencoder,
+    save_autoencoder,
+)
+from salong.errors import SalongError
+
+TINY = PRESETS["tiny"]  # hop 2048, C = 4
+# Strides (2, 4): hop 8, so receptive-field and chunking checks see many frames cheaply.
+MINI = AutoencoderConfig(channels=2, c_mults=(1, 2), strides=(2, 4), latent_dim=4)
+PREFIX = "pretransform.model."
+
+
+def reference_file() -> Path:
+    shared = os.environ.get("SALONG_SHARED")
+    root = Path(shared) if shared else Path(__file__).resolve().parents[1].parent / "shared"
+    return root / "reference" / "sao_1_0_state_dict_keys.txt"
+
+
+def reference_autoencoder_shapes() -> dict[str, tuple[int, ...]]:
+    path = reference_file()
+    if not path.exists():
+        pytest.skip(f"reference key list {path} not present")
+    shapes = {}
+    for line in path.read_text().splitlines():
+        if line.startswith(PREFIX):
+            name, shape = line.split(" ", 1)
+            shapes[name[len(PREFIX) :]] = tuple(ast.literal_eval(shape))
+    assert shapes, "no autoencoder keys in the reference file"
+    return shapes
+
+
+def meta_model(config: AutoencoderConfig) -> Autoencoder:
+    with torch.device("meta"):
+        return Autoencoder(config)
+
+
+def perturb(model: Autoencoder, seed: int) -> Autoencoder:
+    """Move every parameter away from its init so Snake is strongly non-linear and
+    no layer is near-identity (a freshly initialised model could hide seam errors)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            if name.endswith(("alpha", "beta")):
+                p.add_(0.7 * noise)
+            elif name.endswith("weight_g"):
+                p.mul_(torch.exp(0.3 * noise))
+            else:
+                p.add_(0.2 * noise * p.std().clamp_min(1e-3))
+    return model.eval()
+
+
+# --- layout ------------------------------------------------------------------------
+
+
+def test_state_dict_matches_stable_audio_open_keys_and_shapes() -> None:
+    reference = reference_autoencoder_shapes()
+    ours = {k: tuple(v.shape) for k, v in meta_model(PRESETS["sa2"]).state_dict().items()}
+    assert sorted(set(reference) - set(ours)) == []
+    assert sorted(set(ours) - set(reference)) == []
+    assert {k: v for k, v in ours.items() if reference[k] != v} == {}
+
+
+def test_sa2_parameter_count() -> None:
+    count = sum(p.numel() for p in meta_model(PRESETS["sa2"]).parameters())
+    assert abs(count - 157e6) / 157e6 < 0.01, count
+    assert count == 156_112_514  # the SAO 1.0 checkpoint's autoencoder, tensor by tensor
+
+
+def test_presets_share_the_sa2_latent_rate() -> None:
+    for name, cfg in PRESETS.items():
+        assert cfg.hop_length == 2048, name
+        assert cfg.latent_rate == pytest.approx(21.533, abs=1e-3)
+        assert cfg.latent_dim == 64
+        assert autoencoder_config(name) is cfg
+    with pytest.raises(SalongError, match="unknown autoencoder preset 'huge'"):
+        autoencoder_config("huge")
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"strides": (2, 3)}, "even"),
+        ({"c_mults": (1, 2, 4)}, "one stride per channel multiplier"),
+        ({"channels": 0}, "channels"),
+        ({"strides": [2, 4]}, "tuple"),
+    ],
+)
+def test_config_rejects_bad_values(changes: dict, match: str) -> None:
+    base = {"channels": 2, "c_mults": (1, 2), "strides": (2, 4)}
+    with pytest.raises(SalongError, match=match):
+        AutoencoderConfig(**{**base, **changes})
+
+
+# --- building blocks ---------------------------------------------------------------
+
+
+def test_snake_beta_matches_the_formula() -> None:
+    torch.manual_seed(10)
+    snake = SnakeBeta(3)
+    x = torch.randn(2, 3, 11)
+    torch.testing.assert_close(snake(x), x + torch.sin(x) ** 2 / (1 + 1e-9))  # init: alpha = beta = 0
+    with torch.no_grad():
+        snake.alpha.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        snake.beta.copy_(torch.tensor([-0.3, 0.7, 0.0]))
+    a = torch.exp(snake.alpha.detach())[None, :, None]
+    b = torch.exp(snake.beta.detach())[None, :, None]
+    torch.testing.assert_close(snake(x), x + 1 / (b + 1e-9) * torch.sin(a * x) ** 2)
+
+
+def test_weight_norm_convs_equal_plain_convs_and_torch_weight_norm() -> None:
+    torch.manual_seed(11)
+    conv = WNConv1d(3, 5, 7, stride=2, padding=3, dilation=1)
+    up = WNConvTranspose1d(5, 3, 8, stride=4, padding=2)
+    with torch.no_grad():
+        conv.weight_g.mul_(torch.rand_like(conv.weight_g) + 0.5)
+        up.weight_g.mul_(torch.rand_like(up.weight_g) + 0.5)
+    x = torch.randn(2, 3, 40)
+    v, g = conv.weight_v, conv.weight_g
+    plain = F.conv1d(x, g * v / v.pow(2).sum(dim=(1, 2), keepdim=True).sqrt(), conv.bias, 2, 3)
+    torch.testing.assert_close(conv(x), plain)
+    h = conv(x)  # (2, 5, 20)
+    v, g = up.weight_v, up.weight_g  # (5, 3, 8), (5, 1, 1): the input-channel dim is kept
+    plain = F.conv_transpose1d(h, g * v / v.pow(2).sum(dim=(1, 2), keepdim=True).sqrt(), up.bias, 4, 2)
+    torch.testing.assert_close(up(h), plain)
+    assert up(h).shape == (2, 3, 80)
+    # the convention of torch.nn.utils.weight_norm (dim=0), which wrote the SAO checkpoint
+    ref = torch.nn.utils.parametrizations.weight_norm(torch.nn.ConvTranspose1d(5, 3, 8, stride=4, padding=2), dim=0)
+    with torch.no_grad():
+        ref.parametrizations.weight.original0.copy_(up.weight_g)
+        ref.parametrizations.weight.original1.copy_(up.weight_v)
+        ref.bias.copy_(up.bias)
+    torch.testing.assert_close(up(h), ref(h))
+
+
+def test_kl_matches_direct_computation_and_vanishes_at_the_prior() -> None:
+    torch.manual_seed(12)
+    h = torch.randn(3, 10, 7)
+    _, kl = VAEBottleneck()(h, sample=False)
+    mean, scale = h[:, :5], h[:, 5:]
+    std = torch.log1p(torch.exp(scale)) + 1e-4
+    direct = (mean**2 + std**2 - torch.log(std**2) - 1).sum(dim=1).mean()
+    torch.testing.assert_close(kl, direct)
+    # mean 0 and softplus(scale) = 1: std = 1 + 1e-4, so kl = 5 * (s^2 - log s^2 - 1) ~ 5 * 2e-8
+    prior = torch.cat([torch.zeros(1, 5, 4), torch.full((1, 5, 4), math.log(math.e - 1))], dim=1)
+    _, kl = VAEBottleneck()(prior, sample=False)
+    assert 0 <= kl.item() < 5 * 2.1e-8
+
+
+# --- shapes and padding ------------------------------------------------------------
+
+
+def test_ten_seconds_give_216_frames_and_decode_back_to_length() -> None:
+    torch.manual_seed(0)
+    model = Autoencoder(TINY).eval()
+    n = 10 * 44100
+    audio = 0.1 * torch.randn(1, 2, n)
+    with torch.no_grad():
+        z = model.encode(audio)
+        assert z.shape == (1, 64, 216) == (1, 64, math.ceil(n / 2048))
+        out = model.decode(z)
+    assert out.shape == (1, 2, 216 * 2048)
+    assert out[..., :n].shape == audio.shape
+
+
+def test_encode_pads_right_with_silence() -> None:
+    torch.manual_seed(1)
+    model = Autoencoder(MINI).eval()
+    audio = torch.randn(2, 2, 8 * 13 + 5)  # not a multiple of hop 8
+    padded = torch.nn.functional.pad(audio, (0, 3))
+    with torch.no_grad():
+        assert torch.equal(model.encode(audio), model.encode(padded))
+        assert model.encode(audio).shape == (2, 4, 14)
+
+
+def test_bad_inputs_are_user_errors() -> None:
+    model = Autoencoder(MINI)
+    with pytest.raises(SalongError, match=r"\(batch, 2, samples\)"):
+        model.encode(torch.zeros(1, 1, 64))
+    with pytest.raises(SalongError, match="empty"):
+        model.encode(torch.zeros(1, 2, 0))
+    with pytest.raises(SalongError, match=r"\(batch, 4, frames\)"):
+        model.decode(torch.zeros(1, 64, 3))
+
+
+# --- VAE ---------------------------------------------------------------------------
+
+
+def test_mean_encode_is_deterministic_and_sampled_encode_is_not() -> None:
+    torch.manual_seed(2)
+    model = perturb(Autoencoder(MINI), 0)
+    audio = torch.randn(1, 2, 8 * 32)
+    with torch.no_grad():
+        assert torch.equal(model.encode(audio), model.encode(audio))
+        a, b = model.encode(audio, sample=True), model.encode(audio, sample=True)
+        assert not torch.allclose(a, b)
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        first = model.encode(audio, sample=True, generator=g1)
+        assert torch.equal(first, model.encode(audio, sample=True, generator=g2))
+
+
+def test_sampled_latents_have_the_mean_as_expectation() -> None:
+    torch.manual_seed(3)
+    h = torch.randn(1, 8, 5)
+    mean, std = VAEBottleneck.split(h)
+    draws, _ = VAEBottleneck()(h.expand(20000, -1, -1), sample=True)  # (20000, 4, 5)
+    # Standard error of a 20000-sample mean is std / 141; allow 5 of them.
+    assert ((draws.mean(0) - mean[0]).abs() < 5 * std[0] / math.sqrt(20000)).all()
+    assert torch.allclose(draws.std(0), std[0], rtol=0.05)
+
+
+def test_forward_returns_trimmed_reconstruction_and_kl_with_gradients() -> None:
+    torch.manual_seed(4)
+    model = Autoencoder(MINI)
+    audio = torch.randn(2, 2, 8 * 10 + 3)
+    recon, z, kl = model(audio)
+    assert recon.shape == audio.shape and z.shape == (2, 4, 11) and kl.ndim == 0
+    (recon.square().mean() + kl).backward()
+    assert model.encoder.layers[0].weight_v.grad is not None
+    assert model.decoder.layers[-1].weight_g.grad is not None
+
+
+# --- receptive field and chunking --------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [MINI, TINY], ids=["hop8", "hop2048"])
+def test_receptive_field_is_what_the_chunker_assumes(config: AutoencoderConfig) -> None:
+    """Perturb one input; exactly the frames the context formulas predict must change."""
+    torch.manual_seed(5)
+    model = perturb(Autoencoder(config), 1).double()
+    hop, frames = config.hop_length, 60
+    audio = torch.randn(1, 2, frames * hop, dtype=torch.float64)
+    pos = frames // 2 * hop + hop // 3
+    poked = audio.clone()
+    poked[..., pos] += 1.0
+    with torch.no_grad():
+        diff = (model.encoder(poked) - model.encoder(audio)).abs().amax(dim=(0, 1))  # (frames,)
+    ctx = config.encoder_context_samples
+    changed = diff.nonzero().flatten()
+    # frame f reads samples [f*hop - ctx, (f+1)*hop - 1 + ctx]
+    assert changed.min().item() == -(-(pos - ctx - hop + 1) // hop)
+    assert changed.max().item() == (pos + ctx) // hop
+    assert len(changed) == changed.max().item() - changed.min().item() + 1
+
+    latents = torch.randn(1, config.latent_dim, frames, dtype=torch.float64)
+    poked = latents.clone()
+    poked[..., frames // 2] += 1.0
+    with torch.no_grad():
+        diff = (model.decoder(poked) - model.decoder(latents)).abs().amax(dim=(0, 1))  # (frames * hop,)
+    changed = diff.nonzero().flatten() // hop
+    assert changed.min().item() == frames // 2 - config.decoder_context_frames
+    assert changed.max().item() == frames // 2 + config.decoder_context_frames
+
+
+def test_chunk_plan_covers_evenly() -> None:
+    assert chunk_plan(10, 16, 4) == [(0, 10)]
+    plan = chunk_plan(100, 32, 12)
+    assert plan[0][0] == 0 and plan[-1][1] == 100
+    assert all(e - s == 32 for s, e in plan)
+    assert all(e0 - s1 >= 12 for (_, e0), (s1, _) in zip(plan, plan[1:]))
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+# Chunks overlap by 2 * context + 4 frames by default, and the `context` frames at each
+# end of a shared region are taken from the chunk that sees real signal there. Every
+# kept sample then depends only on in-chunk input (the receptive field is exact: the
+# test above), so chunked == unchunked up to rounding. In float64 that is < 1e-12
+# relative. In float32 the unchunked result itself is off from the float64 one by
+# 1e-6..5e-4 on these perturbed (ill-conditioned) models, and chunking must not add to
+# that: chunked float32 stays within 10% of the unchunked float32 error. With too little
+# overlap the seam error is real, which the last check shows.
+@pytest.mark.parametrize("perturbed", [False, True], ids=["init", "perturbed"])
+@pytest.mark.parametrize("config, frames, chunk", [(MINI, 203, 48), (TINY, 77, 32)], ids=["hop8", "hop2048"])
+def test_chunked_equals_unchunked(config: AutoencoderConfig, frames: int, chunk: int, perturbed: bool) -> None:
+    torch.manual_seed(6)
+    model = perturb(Autoencoder(config), 2) if perturbed else Autoencoder(config).eval()
+    model64 = copy.deepcopy(model).double()
+    hop = config.hop_length
+    n = frames * hop - hop // 2 - 1  # not a multiple of the hop nor of the chunk
+    audio = 0.5 * torch.randn(1, 2, n)
+    assert frames % chunk != 0
+    calls: list[tuple[int, int]] = []
+    with torch.no_grad():
+        z64 = model64.encode(audio.double())
+        y64 = model64.decode(z64)
+        assert relative_error(model64.encode_long(audio.double(), chunk_frames=chunk), z64) < 1e-12
+        assert relative_error(model64.decode_long(z64, chunk_frames=chunk), y64) < 1e-12
+
+        z_full = model.encode(audio)
+        z_chunk = model.encode_long(audio, chunk_frames=chunk, progress=lambda k, t: calls.append((k, t)))
+        y_full = model.decode(z64.float())
+        y_chunk = model.decode_long(z64.float(), chunk_frames=chunk)
+        assert z_chunk.shape == z_full.shape and y_chunk.shape == y_full.shape
+        assert relative_error(z_chunk.double(), z64) < 1.1 * relative_error(z_full.double(), z64)
+        assert relative_error(y_chunk.double(), y64) < 1.1 * relative_error(y_full.double(), y64)
+        assert len(calls) > 2 and calls[-1][0] == calls[-1][1] == len(calls)
+
+        # A 2-frame overlap cannot hold the receptive field: measurably worse (1e-4 on the
+        # fresh models, 1e-2 and more on the perturbed ones), though still crossfaded.
+        assert relative_error(model64.decode_long(z64, chunk_frames=chunk, overlap_frames=2), y64) > 1e-6
+        assert relative_error(model64.encode_long(audio.double(), chunk_frames=chunk, overlap_frames=2), z64) > 1e-6
+
+
+def test_single_chunk_and_sampling_through_encode_long() -> None:
+    torch.manual_seed(7)
+    model = perturb(Autoencoder(MINI), 3)
+    audio = torch.randn(1, 2, 8 * 20)
+    with torch.no_grad():
+        assert torch.equal(model.encode_long(audio, chunk_frames=64), model.encode(audio))
+        g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+        a = model.encode_long(audio, chunk_frames=64, sample=True, generator=g1)
+        assert torch.equal(a, model.encode(audio, sample=True, generator=g2))
+
+
+def test_chunk_arguments_are_checked() -> None:
+    model = Autoencoder(MINI)
+    z = torch.zeros(1, 4, 40)
+    with pytest.raises(SalongError, match="overlap_frames"):
+        model.decode_long(z, chunk_frames=16, overlap_frames=16)
+    with pytest.raises(SalongError, match="chunk_frames must be a positive integer"):
+        model.decode_long(z, chunk_frames=0)
+    with pytest.raises(SalongError, match="too short for this model"):
+        model.decode_long(z, chunk_frames=30)  # default overlap 2 * 19 + 4 = 42
+
+
+# --- checkpoints -------------------------------------------------------------------
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path: Path) -> None:
+    torch.manual_seed(8)
+    model = perturb(Autoencoder(TINY), 4)
+    path = save_autoencoder(tmp_path / "ae.safetensors", model)
+    loaded, config = load_autoencoder(path)
+    assert config == TINY and not loaded.training
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    audio = torch.randn(1, 2, 4096)
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(loaded.encode(audio)), model.decode(model.encode(audio)))
+
+
+def test_loading_another_kind_is_a_user_error(tmp_path: Path) -> None:
+    from salong.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "x.safetensors", {"w": torch.zeros(1)}, "dit", {"width": 1})
+    with pytest.raises(SalongError, match="autoencoder"):
+        load_autoencoder(path)
