@@ -1,0 +1,315 @@
+"""Training data: a folder of audio files with captions, read as fixed-length windows.
+
+Captions come from `metadata.jsonl` at the folder root (one JSON object per line
+with "path" relative to the root and "caption"; "attributes" are kept), else from
+a `.txt` sidecar beside the audio (`song.wav` + `song.txt`), else "". Items are
+windows cut at a random offset (or the start) and padded with silence at the end,
+with the timing conditioning of DESIGN §4: `seconds_start = floor(offset)`,
+`seconds_total = ceil(file duration)`.
+
+Randomness comes only from the per-item seed a sampler hands out: the dataset is
+indexed with `(index, item_seed)` (see `salong.train.sampler.StepSampler`), so an
+item is the same whichever DataLoader worker reads it and whether or not the run
+was resumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import posixpath
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from salong.audio import resample, to_channels
+from salong.errors import SalongError
+
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "aiff", "aif")
+METADATA_FILE = "metadata.jsonl"
+
+# Source samples read on each side of a window before resampling, so the resampler's
+# filter sees real neighbours instead of an edge (soxr HQ needs far fewer).
+_RESAMPLE_MARGIN = 1024
+
+
+class AudioSkipWarning(UserWarning):
+    """An audio file was left out because it could not be read."""
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """One indexed audio file; `duration` in seconds at its own `sample_rate`."""
+
+    path: Path
+    relpath: str
+    caption: str
+    duration: float
+    sample_rate: int
+    channels: int
+    frames: int
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Unreadable(Exception):
+    """Internal: decoding one file failed at item time."""
+
+
+def _warn_skip(relpath: str, reason: str) -> None:
+    warnings.warn(f"skipping {relpath}: {reason}", AudioSkipWarning, stacklevel=3)
+
+
+def _normalise(relpath: str) -> str:
+    return posixpath.normpath(relpath.replace(os.sep, "/"))
+
+
+def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
+    """Entries of `root/metadata.jsonl` keyed by normalised relative path ({} if absent)."""
+    path = root / METADATA_FILE
+    if not path.is_file():
+        return {}
+    entries: dict[str, dict[str, Any]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SalongError(f"{path} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise SalongError(f'{path} line {lineno} needs a "path" string (relative to {root})')
+        if not isinstance(entry.get("caption", ""), str):
+            raise SalongError(f'{path} line {lineno}: "caption" must be a string, got {entry["caption"]!r}')
+        entries[_normalise(entry["path"])] = entry
+    return entries
+
+
+def _audio_paths(root: Path) -> list[Path]:
+    """Audio files under `root`, recursively, in a stable order; hidden files and folders
+    (editor temp files, macOS `._` resource forks) are not audio and are left out."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and "." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS:
+                found.append(Path(folder) / name)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def index_audio(root: Path) -> tuple[list[AudioFile], int]:
+    """Index every readable audio file under `root`; returns (files, number skipped).
+
+    Each unreadable file, and each metadata entry naming a missing file, gives one
+    `AudioSkipWarning` line.
+    """
+    metadata = read_metadata(root)
+    files: list[AudioFile] = []
+    skipped = 0
+    seen = set()
+    for path in _audio_paths(root):
+        relpath = path.relative_to(root).as_posix()
+        seen.add(relpath)
+        try:
+            info = sf.info(str(path))
+        except (sf.SoundFileError, RuntimeError, OSError) as exc:
+            _warn_skip(relpath, f"cannot read it as audio ({str(exc).strip() or type(exc).__name__})")
+            skipped += 1
+            continue
+        if info.frames <= 0 or info.samplerate <= 0:
+            _warn_skip(relpath, "it holds no audio (0 samples)")
+            skipped += 1
+            continue
+        entry = metadata.get(relpath)
+        if entry is not None:
+            caption = entry.get("caption", "")
+            attributes = entry.get("attributes") or {}
+        else:
+            sidecar = path.with_suffix(".txt")
+            caption = sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else ""
+            attributes = {}
+        files.append(
+            AudioFile(
+                path=path,
+                relpath=relpath,
+                caption=caption,
+                duration=info.frames / info.samplerate,
+                sample_rate=int(info.samplerate),
+                channels=int(info.channels),
+                frames=int(info.frames),
+                attributes=attributes,
+            )
+        )
+    for relpath in sorted(set(metadata) - seen):
+        _warn_skip(relpath, f"{METADATA_FILE} names it but there is no such audio file")
+        skipped += 1
+    return files, skipped
+
+
+def validation_member(relpath: str, fraction: float, salt: str = "") -> bool:
+    """Whether a file belongs to the validation split: a hash of its relative path.
+
+    Depends on nothing but the path, so adding or removing other files never moves
+    a file between splits.
+    """
+    digest = hashlib.sha256(f"{salt}\0{_normalise(relpath)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _split_key(key: int | tuple[int, int] | Sequence[int]) -> tuple[int, int]:
+    if isinstance(key, (tuple, list)):
+        index, seed = key
+        return int(index), int(seed)
+    return int(key), int(key)  # plain indexing: a fixed seed per item
+
+
+class AudioDataset(Dataset):
+    """Fixed-length windows of the audio files under `root`, with captions and timing.
+
+    Items are dicts: `audio` float32 (channels, window_samples); `padding_mask` bool
+    (window_samples,), True on real audio; `seconds_start`, `seconds_total` (int
+    seconds, DESIGN §4); `caption`; `path` (relative to root); `seed` (the item seed,
+    for any further randomness a collate needs to stay deterministic). `files` lists every
+    indexed file (for whole-file passes such as pre-encoding); `skipped` counts the
+    unreadable ones.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        sample_rate: int,
+        channels: int,
+        window_samples: int | None = None,
+        window_seconds: float | None = None,
+        random_crop: bool = True,
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise SalongError(f"dataset folder {str(root)!r} does not exist or is not a folder; check the path")
+        if not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise SalongError(f"sample rate must be a positive integer, got {sample_rate!r}")
+        if not isinstance(channels, int) or channels <= 0:
+            raise SalongError(f"channels must be a positive integer, got {channels!r}")
+        if (window_samples is None) == (window_seconds is None):
+            raise SalongError("give exactly one of window_samples and window_seconds")
+        if window_seconds is not None:
+            if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds) and window_seconds > 0):
+                raise SalongError(f"window length must be positive seconds, got {window_seconds!r}")
+            window_samples = round(window_seconds * sample_rate)
+        if not isinstance(window_samples, int) or window_samples <= 0:
+            raise SalongError(f"window length must be a positive number of samples, got {window_samples!r}")
+        self.root = root
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.window_samples = window_samples
+        self.random_crop = random_crop
+        self.files, self.skipped = index_audio(root)
+        if not self.files:
+            exts = ", ".join(f".{e}" for e in AUDIO_EXTENSIONS)
+            raise SalongError(f"no readable audio files in {root} (looked for {exts})")
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item `index` cropped with `item_seed`; a file that fails to decode is replaced
+        by the next readable one (same seed), with one warning, so training goes on."""
+        index, seed = _split_key(key)
+        n = len(self.files)
+        if not 0 <= index < n:
+            raise IndexError(f"item {index} out of range for {n} files")
+        for k in range(n):
+            i = (index + k) % n
+            if i in self._bad:
+                continue
+            try:
+                return self._item(self.files[i], seed)
+            except _Unreadable as exc:
+                _warn_skip(self.files[i].relpath, f"decoding failed during training ({exc}); using another file")
+                self._bad.add(i)
+        raise SalongError(f"none of the {n} audio files in {self.root} can be decoded any more; check the dataset")
+
+    def _item(self, file: AudioFile, seed: int) -> dict[str, Any]:
+        window = self.window_samples
+        # Length at the target rate, from the index; the crop is chosen in target samples.
+        total = file.frames * self.sample_rate // file.sample_rate
+        offset = 0
+        if self.random_crop and total > window:
+            offset = int(np.random.default_rng(seed).integers(0, total - window + 1))
+        audio = self._read(file, offset, window)  # (channels, <= window)
+        real = audio.shape[1]
+        out = np.zeros((self.channels, window), dtype=np.float32)
+        out[:, :real] = audio
+        mask = torch.zeros(window, dtype=torch.bool)
+        mask[:real] = True
+        return {
+            "audio": torch.from_numpy(out),
+            "padding_mask": mask,
+            "seconds_start": math.floor(offset / self.sample_rate),
+            "seconds_total": math.ceil(file.duration),
+            "caption": file.caption,
+            "path": file.relpath,
+            "seed": seed,
+        }
+
+    def _read(self, file: AudioFile, offset: int, length: int) -> np.ndarray:
+        """Samples [offset, offset+length) at the target rate and channel count; only that
+        stretch (plus a resampling margin) is decoded, not the whole file."""
+        ratio = file.sample_rate / self.sample_rate
+        margin = 0 if file.sample_rate == self.sample_rate else _RESAMPLE_MARGIN
+        src_start = math.floor(offset * ratio)
+        src_stop = min(file.frames, src_start + math.ceil(length * ratio) + margin)
+        read_start = max(0, src_start - margin)
+        try:
+            data, _ = sf.read(str(file.path), start=read_start, stop=src_stop, dtype="float32", always_2d=True)
+        except (sf.SoundFileError, RuntimeError, OSError) as exc:
+            raise _Unreadable(str(exc).strip() or type(exc).__name__) from None
+        if data.shape[0] == 0:
+            raise _Unreadable("no samples where the index said there were some (truncated file?)")
+        if not np.isfinite(data).all():
+            raise _Unreadable("NaN or infinite samples")
+        audio = np.ascontiguousarray(data.T)  # (channels, samples)
+        try:
+            audio = to_channels(resample(audio, file.sample_rate, self.sample_rate), self.channels)
+        except SalongError as exc:
+            raise _Unreadable(str(exc)) from None
+        lead = round((src_start - read_start) / ratio)
+        return np.ascontiguousarray(audio[:, lead : lead + length], dtype=np.float32)
+
+    def subset(self, indices: Sequence[int]) -> "AudioDataset":
+        """The same dataset restricted to `files[i]` for i in `indices`."""
+        out = copy.copy(self)
+        out.files = [self.files[i] for i in indices]
+        out._bad = set()
+        return out
+
+    def split(self, validation_fraction: float, salt: str = "") -> tuple["AudioDataset", "AudioDataset"]:
+        """(train, validation) by hashing each file's relative path; see `validation_member`."""
+        if not (isinstance(validation_fraction, (int, float)) and 0 <= validation_fraction < 1):
+            raise SalongError(f"validation fraction must be in [0, 1), got {validation_fraction!r}")
+        val = [i for i, f in enumerate(self.files) if validation_member(f.relpath, validation_fraction, salt)]
+        in_val = set(val)
+        train = [i for i in range(len(self.files)) if i not in in_val]
+        return self.subset(train), self.subset(val)
+
+
+def collate_audio(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch AudioDataset items: audio (B, C, T), padding_mask (B, T), seconds as float32 (B,)."""
+    return {
+        "audio": torch.stack([it["audio"] for it in items]),  # (B, C, T)
+        "padding_mask": torch.stack([it["padding_mask"] for it in items]),  # (B, T)
+        "seconds_start": torch.tensor([it["seconds_start"] for it in items], dtype=torch.float32),
+        "seconds_total": torch.tensor([it["seconds_total"] for it in items], dtype=torch.float32),
+        "caption": [it["caption"] for it in items],
+        "path": [it["path"] for it in items],
+        "seed": torch.tensor([it["seed"] for it in items], dtype=torch.int64),
+    }

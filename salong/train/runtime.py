@@ -1,0 +1,146 @@
+"""The process a training run lives in: DDP ranks, device, precision, seeds, signals."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from salong.errors import SalongError
+from salong.train.sampler import mix_seed
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a `torchrun` job (world size 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # True if we called init_process_group, so we also tear it down
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank if `flag` is true on any (keeps ranks in lockstep on stops and faults)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SalongError(f"environment variable {name}={value!r} is not an integer; launch with torchrun") from None
+
+
+def init_distributed(use_cuda: bool) -> Dist:
+    """Join the process group torchrun describes through RANK / WORLD_SIZE / LOCAL_RANK
+    (NCCL on CUDA, gloo on CPU); a plain process gets world size 1."""
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return Dist()
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if dist.is_initialized():
+        if dist.get_world_size() != world:
+            raise SalongError(f"the process group has {dist.get_world_size()} ranks but WORLD_SIZE is {world}")
+        return Dist(rank, world, local, owns_group=False)
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local, owns_group=True)
+
+
+def wants_cuda(device: str) -> bool:
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    """"auto" -> this rank's GPU if there is one, else the CPU."""
+    if wants_cuda(name):
+        if not torch.cuda.is_available():
+            raise SalongError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> bf16 on CUDA GPUs that support it, else fp16 (loss-scaled); fp32 on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision in ("bf16", "fp16") and device.type != "cuda":
+        raise SalongError(f"--precision {precision} needs a CUDA GPU; use --precision fp32 (or auto) on CPU")
+    return precision
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python's `random`; call before building models."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def reseed_step(seed: int, step: int, rank: int) -> None:
+    """Every update draws its randomness from (seed, step, rank): no RNG state needs saving
+    for an exact resume, ranks draw different noise, and demos or evaluations between
+    steps cannot shift the training stream."""
+    seed_everything(mix_seed(seed, step, rank))
+
+
+def ignore_sigint(_worker_id: int) -> None:
+    """DataLoader worker init: leave Ctrl-C to the main process, which stops at a step boundary."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class StopSignals:
+    """While entered, SIGINT and SIGTERM (what cluster schedulers send) only request a stop,
+    honoured at the next step boundary; a second Ctrl-C aborts at once. Handlers can only
+    be installed from the main thread; elsewhere signals keep their usual effect."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum

@@ -1,0 +1,668 @@
+"""The training loop every `salong train` subcommand shares.
+
+A model-specific `Task` says which modules are optimised (its `Part`s), how a
+batch is collated and what each part's loss is; the trainer owns the rest:
+AdamW per part with the DESIGN §7 learning-rate schedule, an EMA per part with
+k-diffusion's warm-up, mixed precision, gradient clipping, DDP, the run folder,
+exact resume, fault handling and progress.
+
+Each update, for every part in order (a GAN alternates generator and
+discriminator this way, under DDP, with no requires_grad tricks):
+    zero all grads -> loss (autocast) -> backward (GradScaler for fp16)
+    -> clip this part's grads -> AdamW step with lr(step) -> EMA update with decay(step)
+
+Exact resume rests on three facts: the data order is a pure function of the step
+(`StepSampler`), every random generator is reseeded from (seed, step, rank) at
+the start of each update, and the checkpoint holds the whole optimiser, EMA and
+GradScaler state. So N steps, stop, resume, M steps equals N+M steps, bit for bit
+on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+import salong
+from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict, load_state_strict
+from salong.errors import SalongError
+from salong.train import state as st
+from salong.train.progress import Display, LogWindow, append_metrics
+from salong.train.runtime import (
+    Dist,
+    StopSignals,
+    ignore_sigint,
+    init_distributed,
+    reseed_step,
+    resolve_device,
+    resolve_precision,
+    wants_cuda,
+)
+from salong.train.sampler import StepSampler
+from salong.train.schedules import ema_decay, ema_update, lr_factor
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+# TrainConfig fields a resumed run may change (length, cadence, hardware, and the
+# knobs one turns after a divergence). Any other difference makes it another run.
+RESUMABLE_FIELDS = frozenset(
+    {
+        "steps", "lr", "grad_clip", "checkpoint_every", "log_every", "demo_every", "eval_every",
+        "keep_checkpoints", "precision", "device", "num_workers",
+    }
+)  # fmt: skip
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise SalongError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the CLI exposes about training; saved in the run folder and checkpoints.
+
+    `batch_size` is per process: under DDP the global batch is batch_size x world size.
+    Learning rate (DESIGN §7): `lr * (1 - warmup**(step+1)) * (1 + step/inv_gamma)**-power`.
+    EMA decay: `min(ema_decay, 1 - (1 + step/ema_inv_gamma)**-ema_power)`.
+    `grad_clip` 0 disables clipping (the norm is still reported). `demo_every` and
+    `eval_every` 0 mean never. `precision` "auto" is bf16 (or fp16 with loss
+    scaling where bf16 is unsupported) on CUDA and fp32 on CPU.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-3
+    warmup: float = 0.99
+    inv_gamma: float = 1e6
+    power: float = 0.5
+    ema_decay: float = 0.9999
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 0.75
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    demo_every: int = 0
+    eval_every: int = 0
+    keep_checkpoints: int = 2
+    precision: str = "auto"
+    device: str = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"--{_flag(name)} must be an integer >= 1, got {value!r}")
+        for name in ("demo_every", "eval_every", "num_workers"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 0, f"--{_flag(name)} must be an integer >= 0, got {value!r}")
+        _require(_is_int(self.seed) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
+        reals: dict[str, tuple[Callable[[float], bool], str]] = {
+            "lr": (lambda v: v > 0, "a positive number"),
+            "weight_decay": (lambda v: v >= 0, ">= 0"),
+            "warmup": (lambda v: 0 <= v < 1, "in [0, 1)"),
+            "inv_gamma": (lambda v: v > 0, "> 0"),
+            "power": (lambda v: v >= 0, ">= 0"),
+            "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+            "ema_inv_gamma": (lambda v: v > 0, "> 0"),
+            "ema_power": (lambda v: v > 0, "> 0"),
+            "grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
+        }
+        for name, (ok, what) in reals.items():
+            value = getattr(self, name)
+            _require(_is_real(value) and ok(value), f"--{_flag(name)} must be {what}, got {value!r}")
+        _require(_valid_betas(self.betas), f"--betas must be two numbers in [0, 1), got {self.betas!r}")
+        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
+            value = getattr(self, name)
+            _require(value in allowed, f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _valid_betas(betas: Any) -> bool:
+    return isinstance(betas, tuple) and len(betas) == 2 and all(_is_real(b) and 0 <= b < 1 for b in betas)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+@dataclass
+class Part:
+    """One optimised module with its own AdamW, schedule and (optionally) EMA.
+
+    `lr` and `betas` default to the TrainConfig's. A GAN has two parts (generator
+    with EMA, discriminator without); other models have one. Set
+    `find_unused_parameters` if a part's loss may leave some of its parameters
+    without gradient (DDP must then search for them every step).
+    """
+
+    name: str
+    module: nn.Module
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    ema: bool = True
+    find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        assert self.name and "/" not in self.name, f"part name {self.name!r} must be non-empty, without '/'"
+        if self.lr is not None:
+            _require(_is_real(self.lr) and self.lr > 0, f"{self.name} learning rate must be positive, got {self.lr!r}")
+        if self.betas is not None:
+            _require(_valid_betas(self.betas), f"{self.name} betas must be two numbers in [0, 1), got {self.betas!r}")
+
+
+class Task:
+    """What a model plugs into the trainer. Subclass it and set `kind`.
+
+    The trainer calls `setup(device)` once, then `parts()` once, then for every
+    update and every part in `parts()` order `loss(part, batch, modules, step)`.
+    `modules` maps part names to the modules to call: DDP-wrapped under
+    `torchrun`, the plain modules otherwise. `ema_modules` maps part names to the
+    EMA copies (eval mode, no grad), or to the live module for parts without EMA.
+    Datasets are indexed with `(index, item_seed)` pairs (see `StepSampler`).
+    """
+
+    kind: str = ""
+
+    def setup(self, device: torch.device) -> None:
+        """Move whatever frozen helpers the task owns (encoders, losses) to `device`."""
+
+    def parts(self) -> list[Part]:
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> Any:
+        """Dataset items -> one batch (runs in DataLoader workers)."""
+        return torch.utils.data.default_collate(items)
+
+    def loss(
+        self, part: str, batch: Any, modules: Mapping[str, nn.Module], step: int
+    ) -> tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]:
+        """Scalar loss to minimise for `part` at update `step` (0-based), and values to log
+        (averaged over each log interval into metrics.jsonl as `<part>/<name>`)."""
+        raise NotImplementedError
+
+    def export(self, path: Path, ema_modules: Mapping[str, nn.Module]) -> Path:
+        """Write the model checkpoint that `--model` accepts (usually the EMA weights)."""
+        raise NotImplementedError
+
+    def demo(self, step: int, out_dir: Path, ema_modules: Mapping[str, nn.Module]) -> None:
+        """Optional: write listening examples for `step` into `out_dir` (rank 0, no grad)."""
+
+    def evaluate(self, step: int, ema_modules: Mapping[str, nn.Module]) -> Mapping[str, float]:
+        """Optional: validation numbers, logged to metrics.jsonl under `eval/` (rank 0, no grad)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    model: Path
+
+
+class TrainingInterrupted(SalongError):
+    """Ctrl-C or SIGTERM stopped the run after saving a checkpoint; the CLI exits 130."""
+
+    exit_code = 130
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint saved to {checkpoint}; continue with --resume")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class TrainingDiverged(SalongError):
+    """A loss or gradient norm became NaN/inf; nothing of that state was saved."""
+
+
+# --- run folder -------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = config_to_dict(value)
+    return json.loads(json.dumps(value))
+
+
+def _diff(path: str, old: Any, new: Any) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _diff(f"{path}.{key}", old.get(key), new.get(key))
+        return out
+    return [] if old == new else [f"{path}: run has {old!r}, now {new!r}"]
+
+
+def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    diffs = []
+    if saved.get("task_kind") != current["task_kind"]:
+        diffs.append(f"task kind: run has {saved.get('task_kind')!r}, now {current['task_kind']!r}")
+        return diffs
+    diffs += _diff("task", saved.get("task", {}), current["task"])
+    saved_train = saved.get("train", {})
+    for name, value in current["train"].items():
+        if name not in RESUMABLE_FIELDS and saved_train.get(name) != value:
+            diffs.append(f"--{_flag(name)}: run has {saved_train.get(name)!r}, now {value!r}")
+    return diffs
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Validate the run folder (read-only, so every rank can do it); the checkpoint to resume."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SalongError(f"run folder {str(run_dir)!r} is a file; choose another --out")
+    if not resume:
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise SalongError(
+                f"run folder {str(run_dir)!r} exists; pass --resume to continue or choose another --out"
+            )
+        return None
+    if not run_dir.is_dir():
+        raise SalongError(
+            f"cannot resume: run folder {str(run_dir)!r} does not exist; start a new run without --resume"
+        )
+    ckpt = st.latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise SalongError(
+            f"cannot resume: {str(run_dir)!r} holds no checkpoint yet; "
+            "delete it and start again, or choose another --out"
+        )
+    return ckpt
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    """One part's training machinery."""
+
+    part: Part
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    base_lr: float
+    ema: nn.Module | None
+
+
+def train(
+    task: Task,
+    dataset: Dataset,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    task_config: Mapping[str, Any] | Any = None,
+    quiet: bool = False,
+) -> TrainResult:
+    """Train `task` on `dataset` into `run_dir`; see the module docstring.
+
+    `task_config` (a mapping or config dataclass: the model and loss settings) is
+    saved with the run, and a resumed run must present the same one. Raises
+    `TrainingInterrupted` after saving a checkpoint on Ctrl-C/SIGTERM, and
+    `TrainingDiverged` on a NaN/inf loss. Under `torchrun` every rank calls this;
+    only rank 0 writes files. `quiet` turns the progress display off.
+    """
+    run_dir = Path(run_dir)
+    assert task.kind, "a task needs a kind"
+    d = init_distributed(wants_cuda(config.device))
+    try:
+        return _train(task, dataset, config, run_dir, resume, task_config, quiet, d)
+    finally:
+        if d.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(
+    task: Task,
+    dataset: Dataset,
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    task_config: Any,
+    quiet: bool,
+    d: Dist,
+) -> TrainResult:
+    device = resolve_device(config.device, d.local_rank)
+    precision = resolve_precision(config.precision, device)
+    num_items = len(dataset)  # type: ignore[arg-type]
+    _require(num_items > 0, "the training dataset is empty; point the trainer at a folder with audio")
+    run_config = {
+        "salong_version": salong.__version__,
+        "task_kind": task.kind,
+        "world_size": d.world_size,
+        "train": _jsonable(config),
+        "task": _jsonable(task_config if task_config is not None else {}),
+    }
+
+    # Every rank validates before anything is written, so all ranks fail alike.
+    resume_path = _check_run_dir(run_dir, resume)
+    ckpt = st.read_state(resume_path) if resume_path is not None else None
+    start_step = _check_resume(ckpt, run_config, config, run_dir, d) if ckpt is not None else 0
+    d.barrier()  # no rank may see the folder rank 0 is about to create
+    if d.main:
+        try:
+            for folder in (run_dir, run_dir / st.CHECKPOINT_DIR, run_dir / st.DEMO_DIR):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SalongError(f"cannot create run folder {str(run_dir)!r} ({exc.strerror}); choose another --out") from None
+        st.remove_temp_files(run_dir)
+        st.write_json(run_dir / st.CONFIG_FILE, run_config)
+        if ckpt is not None:
+            st.truncate_metrics(run_dir, start_step)
+    d.barrier()
+
+    task.setup(device)
+    parts = task.parts()
+    names = [p.name for p in parts]
+    assert parts and all(names) and len(set(names)) == len(names), "a task needs parts with unique names"
+    slots: list[_Slot] = []
+    for p in parts:
+        p.module.to(device).train()
+        params = [q for q in p.module.parameters() if q.requires_grad]
+        assert params, f"part {p.name!r} has no trainable parameters"
+        base_lr = float(p.lr if p.lr is not None else config.lr)
+        betas = tuple(p.betas or config.betas)
+        optimizer = torch.optim.AdamW(params, lr=base_lr, betas=betas, weight_decay=config.weight_decay)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        slots.append(_Slot(p, params, optimizer, scaler, base_lr, ema=None))
+    models = {s.part.name: s.part.module for s in slots}
+    optimizers = {s.part.name: s.optimizer for s in slots}
+    scalers = {s.part.name: s.scaler for s in slots}
+    if ckpt is not None:
+        st.load_state(ckpt, models=models, emas={}, optimizers=optimizers, scalers=scalers)
+
+    # DDP broadcasts rank 0's weights when it wraps a module, so EMA copies come after.
+    modules: dict[str, nn.Module] = dict(models)
+    if d.active:
+        for p in parts:
+            modules[p.name] = DistributedDataParallel(
+                p.module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=p.find_unused_parameters,
+            )
+    for s in slots:
+        if s.part.ema:
+            s.ema = _ema_copy(s.part)
+            if ckpt is not None:
+                source = f"{str(ckpt.path)!r} (EMA of {s.part.name})"
+                load_state_strict(s.ema, st.part_tensors(ckpt, "ema", s.part.name), source=source)
+    emas = {s.part.name: s.ema for s in slots if s.ema is not None}
+    ema_modules = {s.part.name: s.ema if s.ema is not None else s.part.module for s in slots}
+    last_saved = ckpt.path if ckpt is not None else None
+    del ckpt
+
+    sampler = StepSampler(num_items, config.batch_size, config.seed, d.rank, d.world_size, start_step, config.steps)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=task.collate,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_sigint if config.num_workers > 0 else None,
+    )
+    if precision == "fp32":
+        autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    else:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        autocast = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
+
+    def save(step: int) -> Path:
+        path = run_dir / st.CHECKPOINT_DIR / st.checkpoint_name(step)
+        if d.main:
+            epoch, position = sampler.position(step)
+            extra = {
+                "step": step,
+                "world_size": d.world_size,
+                "salong_version": salong.__version__,
+                "precision": precision,
+                "sampler": {"epoch": epoch, "position": position, "batch_size": config.batch_size},
+            }
+            st.save_state(
+                path,
+                models=models,
+                emas=emas,
+                optimizers=optimizers,
+                scalers=scalers,
+                run_config=run_config,
+                extra=extra,
+            )
+            st.write_latest_pointer(run_dir, step, path)
+            st.prune_checkpoints(run_dir, config.keep_checkpoints)
+        d.barrier()  # other ranks wait until the checkpoint is on disk
+        return path
+
+    display = Display(config.steps, start_step, enabled=d.main and not quiet)
+    window = LogWindow()
+    metrics_path = run_dir / st.METRICS_FILE
+    step = start_step
+    t_start = t_log = time.monotonic()
+    step_log, rate = start_step, 0.0
+    batches: Iterator[Any] = iter(loader)
+    try:
+        with StopSignals() as stop:
+            while step < config.steps:
+                batch = _to_device(next(batches), device)
+                reseed_step(config.seed, step, d.rank)
+                for s in slots:
+                    _update_part(task, s, slots, batch, modules, step, config, autocast, window, device, d, run_dir)
+                step += 1
+
+                info = "  ".join(f"{s.part.name} {window.last[f'{s.part.name}/loss']:.4g}" for s in slots)
+                if step % config.log_every == 0 or step == config.steps:
+                    now = time.monotonic()
+                    rate = (step - step_log) / max(now - t_log, 1e-9)
+                    t_log, step_log = now, step
+                    lrs = {f"{s.part.name}/lr": window.last[f"{s.part.name}/lr"] for s in slots}
+                    record = {"step": step, "time": round(time.time(), 3), "elapsed": round(now - t_start, 3)}
+                    record.update({"steps_per_s": round(rate, 4), **window.flush(), **lrs})
+                    if d.main:
+                        append_metrics(metrics_path, record)
+                        display.log(step, info, rate)
+                display.step(step, info, rate)
+
+                if d.main and config.demo_every and step % config.demo_every == 0:
+                    with torch.no_grad():
+                        task.demo(step, run_dir / st.DEMO_DIR, ema_modules)
+                if d.main and config.eval_every and step % config.eval_every == 0:
+                    with torch.no_grad():
+                        results = task.evaluate(step, ema_modules)
+                    if results:
+                        evaluation = {f"eval/{k}": float(v) for k, v in results.items()}
+                        append_metrics(metrics_path, {"step": step, "time": round(time.time(), 3), **evaluation})
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    last_saved = save(step)
+
+                # Agreed across ranks, so every process stops after the same step.
+                if step < config.steps and d.any(stop.requested, device):
+                    if last_saved is None or last_saved.name != st.checkpoint_name(step):
+                        last_saved = save(step)
+                    raise TrainingInterrupted(step, last_saved)
+    finally:
+        display.close()
+        del batches  # shuts DataLoader workers down
+
+    if last_saved is None or last_saved.name != st.checkpoint_name(step):
+        last_saved = save(step)
+    model_path = run_dir / st.MODEL_FILE
+    if d.main:
+        with torch.no_grad():
+            model_path = Path(task.export(model_path, ema_modules))
+    d.barrier()
+    return TrainResult(run_dir=run_dir, step=step, checkpoint=last_saved, model=model_path)
+
+
+def _check_resume(ckpt: Checkpoint, run_config: Mapping[str, Any], config: TrainConfig, run_dir: Path, d: Dist) -> int:
+    """The step to resume from, once the checkpoint's run is known to be this run."""
+    diffs = _config_differences(ckpt.config, run_config)
+    if diffs:
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise SalongError(
+            f"cannot resume {str(run_dir)!r}: its config differs: {'; '.join(diffs[:3])}{more}; "
+            "use the run's settings or choose another --out"
+        )
+    step = int(ckpt.extra("step"))
+    if step > config.steps:
+        raise SalongError(f"the run is already at step {step}, beyond --steps {config.steps}; raise --steps")
+    saved_world = int(ckpt.extra("world_size"))
+    if saved_world != d.world_size and d.main:
+        warnings.warn(
+            f"resuming a run trained on {saved_world} processes with {d.world_size}; "
+            "the data order will differ from an uninterrupted run",
+            stacklevel=3,
+        )
+    return step
+
+
+def _update_part(
+    task: Task,
+    slot: _Slot,
+    slots: list[_Slot],
+    batch: Any,
+    modules: Mapping[str, nn.Module],
+    step: int,
+    config: TrainConfig,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+    window: LogWindow,
+    device: torch.device,
+    d: Dist,
+    run_dir: Path,
+) -> None:
+    """One part's share of update `step`: loss, backward, clip, AdamW, EMA; logs into `window`."""
+    name = slot.part.name
+    for other in slots:  # a generator loss also fills the discriminator's grads: clear them all
+        other.optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        loss, logs = task.loss(name, batch, modules, step)
+    assert torch.is_tensor(loss) and loss.ndim == 0, f"task.loss for {name!r} must return a scalar tensor"
+    slot.scaler.scale(loss).backward()
+    slot.scaler.unscale_(slot.optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(slot.params, config.grad_clip if config.grad_clip > 0 else math.inf)
+    loss_value, norm_value = float(loss.detach()), float(norm)
+    # With fp16 loss scaling an inf gradient is routine: the scaler skips that step.
+    bad_norm = not math.isfinite(norm_value) and not slot.scaler.is_enabled()
+    if d.any(not math.isfinite(loss_value) or bad_norm, device):
+        raise _diverged(loss_value, norm_value, bad_norm, step, name, run_dir)
+    lr = slot.base_lr * lr_factor(step, config.warmup, config.inv_gamma, config.power)
+    for group in slot.optimizer.param_groups:
+        group["lr"] = lr
+    slot.scaler.step(slot.optimizer)
+    slot.scaler.update()
+    if slot.ema is not None:
+        decay = ema_decay(step, config.ema_decay, config.ema_inv_gamma, config.ema_power)
+        ema_update(slot.part.module, slot.ema, decay)
+    window.add(f"{name}/loss", loss_value)
+    window.add(f"{name}/grad_norm", norm_value)
+    window.last[f"{name}/lr"] = lr
+    for key, value in logs.items():
+        window.add(f"{name}/{key}", float(value.detach()) if torch.is_tensor(value) else float(value))
+
+
+def _diverged(loss: float, norm: float, bad_norm: bool, step: int, part: str, run_dir: Path) -> TrainingDiverged:
+    if not math.isfinite(loss):
+        what = f"loss became {loss}"
+    elif bad_norm:
+        what = f"gradient norm became {norm}"
+    else:
+        what = "the loss or gradient norm became non-finite on another process"
+    last = st.latest_checkpoint(run_dir)
+    if last is not None:
+        advice = f"the last good checkpoint is {last}; lower --lr or --grad-clip, then continue with --resume"
+    else:
+        advice = f"no checkpoint was saved yet; lower --lr or --grad-clip and start again (delete {run_dir} first)"
+    return TrainingDiverged(f"{what} at step {step + 1} ({part}); {advice}")
+
+
+def _ema_copy(part: Part) -> nn.Module:
+    try:
+        ema = copy.deepcopy(part.module)
+    except RuntimeError as exc:  # e.g. old-style weight_norm after a forward pass
+        raise RuntimeError(
+            f"cannot copy part {part.name!r} for its EMA ({exc}); build it without running it first"
+        ) from exc
+    return ema.eval().requires_grad_(False)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def read_run_config(run_dir: str | Path) -> tuple[str, TrainConfig, dict[str, Any]]:
+    """(task kind, TrainConfig, task config) a run folder was last started with, so that
+    `--resume` can continue a run without its options being repeated."""
+    path = Path(run_dir) / st.CONFIG_FILE
+    if not path.is_file():
+        raise SalongError(f"{str(run_dir)!r} is not a salong run folder (no {st.CONFIG_FILE}); check --out")
+    try:
+        data = json.loads(path.read_text())
+        kind, train_dict, task_dict = data["task_kind"], data["train"], data["task"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SalongError(f"{str(path)!r} is damaged ({exc}); restore it or start another run") from None
+    return kind, config_from_dict(TrainConfig, train_dict), task_dict
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def export_run(source: str | Path, out_path: str | Path, task: Task) -> Path:
+    """Write the model checkpoint of a run (its newest training checkpoint) or of one
+    training checkpoint file, from the EMA weights, through `task.export`.
+
+    The EMA weights (the live weights for parts without EMA) are loaded into the
+    task's own modules, which are then handed to `task.export` in eval mode.
+    """
+    source = Path(source)
+    if source.is_dir():
+        path = st.latest_checkpoint(source)
+        if path is None:
+            raise SalongError(
+                f"{str(source)!r} holds no training checkpoint to export; train first or give a checkpoint file"
+            )
+    else:
+        path = source
+    ckpt = st.read_state(path)
+    kind = ckpt.config.get("task_kind")
+    if kind != task.kind:
+        raise SalongError(f"{str(path)!r} is a {kind} training checkpoint; export it with the {kind} command")
+    modules = {}
+    for part in task.parts():
+        group = "ema" if part.ema else "model"
+        tensors = st.part_tensors(ckpt, group, part.name)
+        load_state_strict(part.module, tensors, source=f"{str(path)!r} ({group} {part.name})")
+        modules[part.name] = part.module.eval().requires_grad_(False)
+    with torch.no_grad():
+        return Path(task.export(Path(out_path), modules))
