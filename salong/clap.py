@@ -529,10 +529,25 @@ def save_clap(path: str | Path, clap: Clap, tokenizer: Any = None) -> Path:
     if tokenizer is None:
         raise SalongError("save_clap needs the model's tokenizer; pass tokenizer= or build Clap with one")
     _check_tokenizer(tokenizer, clap.config, "save_clap")
+    return save_checkpoint(path, clap.state_dict(), KIND, clap.config, extra=tokenizer_metadata(tokenizer))
+
+
+def tokenizer_metadata(tokenizer: Any) -> dict[str, Any]:
+    """A tokenizer as checkpoint metadata: its JSON and its special tokens."""
     specials = {name: getattr(tokenizer, name) for name in
                 ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")}
-    extra = {"tokenizer": tokenizer.backend_tokenizer.to_str(), "tokenizer_specials": specials}
-    return save_checkpoint(path, clap.state_dict(), KIND, clap.config, extra=extra)
+    return {"tokenizer": tokenizer.backend_tokenizer.to_str(), "tokenizer_specials": specials}
+
+
+def tokenizer_from_metadata(metadata: Mapping[str, str], source: str) -> Any:
+    """The tokenizer `tokenizer_metadata` stored in a checkpoint's metadata."""
+    if "tokenizer" not in metadata:
+        raise SalongError(f"{source} holds no tokenizer; re-save it with salong.clap.save_clap")
+    try:
+        return _wrap_tokenizer(Tokenizer.from_str(metadata["tokenizer"]),
+                               json.loads(metadata.get("tokenizer_specials", "{}")))
+    except Exception as exc:  # tokenizers raises a bare Exception for malformed JSON
+        raise SalongError(f"{source} has a corrupt tokenizer ({exc}); re-save the model") from None
 
 
 def load_clap(source: str | Path) -> Clap:
@@ -546,14 +561,7 @@ def load_clap(source: str | Path) -> Clap:
                           "CLAP folder")
     ckpt = load_checkpoint(source, KIND)
     config = config_from_dict(ClapModelConfig, ckpt.config)
-    if "tokenizer" not in ckpt.metadata:
-        raise SalongError(f"{str(source)!r} holds no tokenizer; re-save it with salong.clap.save_clap")
-    try:
-        tokenizer = _wrap_tokenizer(Tokenizer.from_str(ckpt.metadata["tokenizer"]),
-                                    json.loads(ckpt.metadata.get("tokenizer_specials", "{}")))
-    except Exception as exc:  # tokenizers raises a bare Exception for malformed JSON
-        raise SalongError(f"{str(source)!r} has a corrupt tokenizer ({exc}); re-save the model") from None
-    clap = Clap(config, tokenizer)
+    clap = Clap(config, tokenizer_from_metadata(ckpt.metadata, repr(str(source))))
     load_state_strict(clap, ckpt.tensors, source=repr(str(source)))
     return clap.eval()
 
