@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
@@ -207,6 +208,86 @@ def info(path: Path = typer.Argument(..., help="A model checkpoint or latents fi
     print(json.dumps(ckpt.config, indent=2))
 
 
+# --- training --------------------------------------------------------------------------
+
+train_app = typer.Typer(
+    help="Train the autoencoder, CLAP or DiT; resume, and export a run's model.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(train_app, name="train")
+
+
+def _train_options(
+    steps: Optional[int], batch_size: Optional[int], lr: Optional[float], seed: Optional[int],
+    checkpoint_every: Optional[int], log_every: Optional[int], demo_every: Optional[int], eval_every: Optional[int],
+    precision: Optional[str], device: Optional[str], num_workers: Optional[int],
+) -> dict:
+    return dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every,
+                log_every=log_every, demo_every=demo_every, eval_every=eval_every, precision=precision,
+                device=device, num_workers=num_workers)
+
+
+def _report_model(result) -> None:
+    """The exported model's path on stdout, once (rank 0 under torchrun)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(result.model)
+
+
+@train_app.command("autoencoder")
+def train_autoencoder_cmd(
+    data: Path = typer.Option(..., help="Folder of audio (recursive), e.g. one written by `salong synth`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: config, metrics, checkpoints, demos, model."),
+    preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or sa2 (paper scale). [default: small]"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    steps: Optional[int] = typer.Option(None, help="Total optimiser updates. [default: 20000]"),
+    batch_size: Optional[int] = typer.Option(None, help="Clips per update per process. [default: 8]"),
+    lr: Optional[float] = typer.Option(None, help="Generator learning rate. [default: 1.5e-4]"),
+    window_seconds: Optional[float] = typer.Option(None, help="Training crop length. [default: 1.5]"),
+    adversarial_start: Optional[int] = typer.Option(None, help="Updates before the GAN losses join. [default: 0]"),
+    seed: Optional[int] = typer.Option(None, help="Seed of data order and initialisation. [default: 0]"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Updates between checkpoints. [default: 500]"),
+    log_every: Optional[int] = typer.Option(None, help="Updates between metrics lines. [default: 10]"),
+    demo_every: Optional[int] = typer.Option(None, help="Updates between demo reconstructions, 0 = never. [default: 1000]"),
+    eval_every: Optional[int] = typer.Option(None, help="Updates between STFT/SI-SDR evaluations, 0 = never. [default: 1000]"),
+    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16. [default: auto]"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. [default: auto]"),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes. [default: 0]"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train the Oobleck autoencoder (STFT + adversarial + KL losses). Works under torchrun."""
+    from salong.autoencoder import PRESETS
+    from salong.train import TrainConfig
+    from salong.train.autoencoder import AutoencoderTaskConfig, train_autoencoder
+    from salong.train.runs import run_settings
+
+    if preset is not None and preset not in PRESETS:
+        raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    train_config, task_config = run_settings(
+        out, resume, "autoencoder", AutoencoderTaskConfig,
+        TrainConfig(steps=20000, batch_size=8, lr=1.5e-4, betas=(0.8, 0.99), demo_every=1000, eval_every=1000),
+        AutoencoderTaskConfig(model=PRESETS["small"]),
+        _train_options(steps, batch_size, lr, seed, checkpoint_every, log_every, demo_every, eval_every,
+                       precision, device, num_workers),
+        dict(model=PRESETS[preset] if preset else None, window_seconds=window_seconds,
+             adversarial_start=adversarial_start),
+    )
+    _report_model(train_autoencoder(data, out, train_config, task_config, resume=resume, quiet=quiet))
+
+
+@train_app.command("export")
+def train_export_cmd(
+    run: Path = typer.Argument(..., help="A run folder, or one of its checkpoints/step_*.safetensors files."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model file to write (.safetensors)."),
+) -> None:
+    """Write a run's EMA weights as a model file that --model accepts."""
+    from salong.train import export_run
+    from salong.train.tasks import task_for_run
+
+    run_dir = run if run.is_dir() else run.parent.parent
+    print(export_run(run, out, task_for_run(run_dir)))
+
+
 # --- entry point ---------------------------------------------------------------------
 
 
@@ -216,7 +297,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = app(args=argv, prog_name="salong", standalone_mode=False)
     except SalongError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(getattr(exc, "exit_code", 1))  # 130 for an interrupted training run
     except typer.TyperException as exc:  # usage errors: bad option, missing argument, bad number
         if type(exc).__name__ == "NoArgsIsHelpError":
             exc.show()

@@ -299,16 +299,14 @@ def generator_loss(
     """Autoencoder objective: weighted STFT + KL, plus adversarial + feature matching when a
     discriminator is given (None during an adversarial warm-up). Returns (total, unweighted parts).
 
-    The real audio's discriminator pass runs without gradients (it does not depend on the
-    autoencoder); the fake pass leaves gradients on the discriminator's parameters, so
-    zero them before its own step.
+    The pass leaves gradients on the discriminator's parameters, so zero them before its
+    own step (the trainer does).
     """
     parts = {"stft": reconstruction_loss(pred, target, config.fft_sizes), "kl": kl}
     total = config.stft_weight * parts["stft"] + config.kl_weight * kl
     if discriminator is not None:
-        with torch.no_grad():
-            _, real_features = discriminator(target)
-        fake_logits, fake_features = discriminator(pred)
+        _, fake_logits, real_features, fake_features = _real_fake_pass(discriminator, target, pred)
+        real_features = [[f.detach() for f in scale] for scale in real_features]
         parts["adversarial"] = hinge_g_loss(fake_logits)
         parts["feature_matching"] = feature_matching_loss(real_features, fake_features)
         total = (
@@ -323,6 +321,22 @@ def discriminator_loss(
     pred: torch.Tensor, target: torch.Tensor, discriminator: MultiScaleSTFTDiscriminator
 ) -> torch.Tensor:
     """Hinge loss of the discriminator on real `target` and detached fake `pred`."""
-    real_logits, _ = discriminator(target)
-    fake_logits, _ = discriminator(pred.detach())
+    real_logits, fake_logits, _, _ = _real_fake_pass(discriminator, target, pred.detach())
     return hinge_d_loss(real_logits, fake_logits)
+
+
+def _real_fake_pass(
+    discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+    """One discriminator call on [real; fake], split back into (real, fake) logits and features.
+
+    One forward per backward is what DistributedDataParallel supports without extra flags.
+    """
+    batch = real.shape[0]
+    logits, features = discriminator(torch.cat([real, fake]))  # per scale: (2B, ...)
+    return (
+        [l[:batch] for l in logits],
+        [l[batch:] for l in logits],
+        [[f[:batch] for f in scale] for scale in features],
+        [[f[batch:] for f in scale] for scale in features],
+    )

@@ -93,7 +93,14 @@ def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Pa
             f"cannot write in output folder {str(folder)!r} ({exc.strerror}); choose another output path"
         ) from None
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
     return path, Path(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def commit_atomic(tmp: Path, path: Path) -> None:

@@ -1,0 +1,165 @@
+"""`salong train autoencoder`: the Oobleck VAE trained as a GAN (DESIGN §2).
+
+Generator = the autoencoder, trained on multi-resolution STFT (mid/side + L/R), KL,
+hinge adversarial and feature-matching losses; discriminator = five multi-scale
+STFT discriminators with the hinge loss. The trainer alternates the two updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from salong.audio import write_audio
+from salong.audio_losses import (
+    DISCRIMINATOR_PRESETS,
+    AutoencoderLossConfig,
+    DiscriminatorConfig,
+    MultiScaleSTFTDiscriminator,
+    discriminator_loss,
+    generator_loss,
+    reconstruction_loss,
+)
+from salong.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
+from salong.data import collate_audio
+from salong.errors import SalongError
+from salong.train.trainer import Part, Task
+
+
+@dataclass(frozen=True)
+class AutoencoderTaskConfig:
+    """Model, discriminator and loss settings of an autoencoder run (saved in config.json)."""
+
+    model: AutoencoderConfig
+    discriminator: DiscriminatorConfig = field(default_factory=lambda: DISCRIMINATOR_PRESETS["sa2"])
+    losses: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    window_seconds: float = 1.5  # training crops; stable-audio-tools uses 65536 samples (1.49 s)
+    discriminator_lr: float = 3e-4  # the generator's lr is the run's --lr (paper: 1.5e-4)
+    adversarial_start: int = 0  # updates on reconstruction + KL alone before the GAN losses join
+
+    def __post_init__(self) -> None:
+        if not self.window_seconds * self.model.sample_rate >= self.model.hop_length:
+            raise ValueError(f"window_seconds={self.window_seconds} is shorter than one latent frame")
+        if not self.discriminator_lr > 0:
+            raise ValueError(f"discriminator_lr must be > 0, got {self.discriminator_lr}")
+        if self.adversarial_start < 0:
+            raise ValueError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
+
+
+def si_sdr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), per channel, averaged."""
+    target = target - target.mean(-1, keepdim=True)
+    pred = pred - pred.mean(-1, keepdim=True)
+    scale = (pred * target).sum(-1, keepdim=True) / (target.pow(2).sum(-1, keepdim=True) + 1e-8)
+    projection = scale * target
+    ratio = projection.pow(2).sum(-1) / ((pred - projection).pow(2).sum(-1) + 1e-8)
+    return (10 * torch.log10(ratio + 1e-8)).mean()
+
+
+class AutoencoderTask(Task):
+    """The GAN task; `demo_audio` are fixed clips (channels, samples) reconstructed in demos."""
+
+    kind = "autoencoder"
+
+    def __init__(self, config: AutoencoderTaskConfig, demo_audio: list[np.ndarray] | None = None) -> None:
+        self.config = config
+        self.model = Autoencoder(config.model)
+        self.discriminator = MultiScaleSTFTDiscriminator(config.discriminator)
+        self.demo_audio = list(demo_audio or [])
+        self._fake: torch.Tensor | None = None  # this update's reconstruction, for the discriminator
+
+    def parts(self) -> list[Part]:
+        return [
+            Part("generator", self.model, betas=(0.8, 0.99)),
+            Part("discriminator", self.discriminator, lr=self.config.discriminator_lr, betas=(0.8, 0.99), ema=False),
+        ]
+
+    def collate(self, items: list[Any]) -> Any:
+        return collate_audio(items)
+
+    def loss(self, part: str, batch: Any, modules: Mapping[str, nn.Module], step: int):
+        real = batch["audio"]  # (B, C, T)
+        if part == "generator":
+            fake, _, kl = modules["generator"](real)  # (B, C, T), latents, scalar
+            self._fake = fake.detach()
+            adversarial = step >= self.config.adversarial_start
+            disc = modules["discriminator"] if adversarial else None
+            total, parts = generator_loss(fake, real, kl, disc, self.config.losses)
+            return total, parts
+        assert self._fake is not None, "the generator part runs first in every update"
+        loss = discriminator_loss(self._fake, real, modules["discriminator"])
+        self._fake = None
+        return loss, {}
+
+    @torch.no_grad()
+    def _reconstruct(self, model: Autoencoder, audio: np.ndarray) -> torch.Tensor:
+        device = next(model.parameters()).device
+        x = torch.from_numpy(audio)[None].to(device)  # (1, C, T)
+        return model.decode_long(model.encode_long(x))[..., : audio.shape[-1]]  # (1, C, T)
+
+    def evaluate(self, step: int, ema_modules: Mapping[str, nn.Module]) -> Mapping[str, float]:
+        """Reconstruction quality of the EMA model on the demo clips (STFT distance, SI-SDR)."""
+        if not self.demo_audio:
+            return {}
+        model = ema_modules["generator"]
+        stft, sdr = [], []
+        for audio in self.demo_audio:
+            target = torch.from_numpy(audio)[None]
+            recon = self._reconstruct(model, audio).cpu()
+            stft.append(float(reconstruction_loss(recon, target)))
+            sdr.append(float(si_sdr(recon, target)))
+        return {"stft": float(np.mean(stft)), "si_sdr": float(np.mean(sdr))}
+
+    def demo(self, step: int, out_dir: Path, ema_modules: Mapping[str, nn.Module]) -> None:
+        """Write each demo clip's reconstruction (and, once, the original) as wav."""
+        rate = self.config.model.sample_rate
+        for i, audio in enumerate(self.demo_audio):
+            original = out_dir / f"original_{i}.wav"
+            if not original.exists():
+                write_audio(original, audio, rate)
+            recon = self._reconstruct(ema_modules["generator"], audio)[0].float().cpu().numpy()
+            write_audio(out_dir / f"step_{step:07d}_{i}.wav", recon, rate)
+
+    def export(self, path: Path, ema_modules: Mapping[str, nn.Module]) -> Path:
+        return save_autoencoder(path, ema_modules["generator"])
+
+
+def demo_clips(dataset, count: int, seconds: float) -> list[np.ndarray]:
+    """The first `count` files' openings, `seconds` long, as fixed demo material."""
+    from salong.audio import load_audio
+
+    clips = []
+    for record in dataset.files[:count]:
+        try:
+            audio = load_audio(record.path, dataset.sample_rate, dataset.channels)
+        except SalongError:
+            continue
+        clips.append(np.ascontiguousarray(audio[:, : round(seconds * dataset.sample_rate)]))
+    return clips
+
+
+def train_autoencoder(
+    data: str | Path,
+    run_dir: str | Path,
+    train_config,
+    task_config: AutoencoderTaskConfig,
+    resume: bool = False,
+    quiet: bool = False,
+    demo_count: int = 2,
+    demo_seconds: float = 5.0,
+):
+    """Train (or resume) an autoencoder on a folder of audio; returns the trainer's result."""
+    from salong.data import AudioDataset
+    from salong.train.runtime import seed_everything
+    from salong.train.trainer import train
+
+    model = task_config.model
+    dataset = AudioDataset(data, model.sample_rate, model.audio_channels, window_seconds=task_config.window_seconds)
+    seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
+    task = AutoencoderTask(task_config, demo_clips(dataset, demo_count, demo_seconds))
+    return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)

@@ -1,0 +1,86 @@
+"""The command line: help, version, one-line errors with non-zero exits."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import cli
+import salong
+from salong.checkpoint import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *args):
+    """Run `salong ARGS` in-process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def assert_one_line_error(code, out, err, pattern):
+    assert code != 0
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_version_and_help(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"salong {salong.__version__}"
+    for command in ["encode", "decode", "synth", "info"]:
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "Usage: salong " + command in " ".join(out.split())
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert_one_line_error(*run(capsys, "synth", "abc", "out"), r"Invalid value for 'count'.*salong synth --help")
+    assert_one_line_error(*run(capsys, "synth"), r"Missing argument 'count'")
+    assert_one_line_error(*run(capsys, "nonsense"), r"No such command 'nonsense'")
+
+
+def test_checkpoint_errors(capsys, tmp_path):
+    assert_one_line_error(*run(capsys, "info", tmp_path / "nope.safetensors"), "not found")
+    assert_one_line_error(*run(capsys, "info", tmp_path), "is a directory")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 100)
+    assert_one_line_error(*run(capsys, "info", corrupt), "not a readable safetensors")
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(3)}, str(plain))
+    assert_one_line_error(*run(capsys, "info", plain), "not a salong checkpoint")
+
+
+def test_wrong_kind_of_model(capsys, tmp_path):
+    wrong = save_checkpoint(tmp_path / "dit.safetensors", {"w": torch.zeros(2)}, "dit", {"width": 2})
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"")
+    assert_one_line_error(
+        *run(capsys, "encode", audio, "--model", wrong), "is a dit checkpoint, but this needs a model of kind autoencoder"
+    )
+
+
+def test_info_reports_checkpoint(capsys, tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", {"w": torch.zeros(2, 3)}, "dit", {"width": 3})
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0 and out.startswith("dit: 0.00M values in 1 tensors") and '"width": 3' in out
+
+
+def test_console_script_exit_status(tmp_path):
+    """The installed entry point itself: non-zero status, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", "info", str(tmp_path / "missing.safetensors")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: model file")
