@@ -60,7 +60,7 @@ def load_latents(path: str | Path) -> Latents:
     """Read a latents file written by `save_latents`, with clear errors otherwise."""
     meta = read_metadata(path)
     if meta.get("kind") != LATENTS_KIND:
-        what = f"a {meta['kind']} checkpoint" if "kind" in meta else "a safetensors file without salong latents metadata"
+        what = f"a model checkpoint ({meta['kind']})" if "kind" in meta else "a safetensors file without salong latents metadata"
         raise SalongError(f"{str(path)!r} is {what}, not a latents file; make one with `salong encode`")
     try:
         with safe_open(str(path), framework="pt") as f:
