@@ -50,23 +50,23 @@ def _root(
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr, driven by a `(done, total)` callback."""
-    if not enabled:
+def progress_bar(description: str, enabled: bool = True, unit: str | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr, driven by a `(done, total)` callback; `unit` adds a rate.
+
+    Only on a terminal: logs of scripted runs stay free of bar remnants."""
+    if not (enabled and err.is_terminal):
         yield lambda done, total: None
         return
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
+    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if unit is not None:
+        columns.append(TextColumn("{task.fields[rate]}"))
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(description, total=None)
+        task = bar.add_task(description, total=None, rate="")
 
         def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            speed = bar.tasks[0].speed
+            bar.update(task, completed=done, total=total, rate=f"{speed:.2f} {unit}/s" if speed else "")
 
         yield update
 
@@ -84,17 +84,22 @@ def resolve_model(path: Optional[Path], kind: str) -> Path:
     )
 
 
+def ensure_folder(folder: Path) -> Path:
+    """Create an output folder whose parent exists; a missing parent is the user's to make."""
+    if not folder.exists():
+        if not folder.parent.is_dir():
+            raise SalongError(f"output folder {str(folder.parent)!r} does not exist; create it first")
+        folder.mkdir()
+    return folder
+
+
 def output_for(source: Path, out: Optional[Path], many: bool, suffix: str) -> Path:
     """Where one input's result goes: `out` itself for a single input, else inside folder `out`."""
     name = source.name.split(".")[0] + suffix
     if out is None:
         return Path(name)
     if many or out.is_dir():
-        if not out.exists():
-            if not out.parent.is_dir():
-                raise SalongError(f"output folder {str(out.parent)!r} does not exist; create it first")
-            out.mkdir()
-        return out / name
+        return ensure_folder(out) / name
     return out
 
 
@@ -206,6 +211,101 @@ def info(path: Path = typer.Argument(..., help="A model checkpoint or latents fi
     params = sum(t.numel() for t in ckpt.tensors.values())
     print(f"{ckpt.kind}: {params / 1e6:.2f}M values in {len(ckpt.tensors)} tensors")
     print(json.dumps(ckpt.config, indent=2))
+
+
+@app.command()
+def generate(
+    prompt: Optional[str] = typer.Argument(None, help="What the music should be, e.g. \"calm piano at 70 BPM in C major\"."),
+    seconds: float = typer.Option(30.0, "--seconds", "-s", help="Length of the song in seconds."),
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Output file for one song, or folder for several. [default: the --name template here]"),
+    steps: Optional[int] = typer.Option(None, help="Sampler steps. [default: the model's, 100 for paper settings]"),
+    cfg_scale: Optional[float] = typer.Option(None, help="Classifier-free guidance scale, 1 = none. [default: the model's, 7]"),
+    seed: Optional[int] = typer.Option(None, help="Seed; the same seed and settings give the same song. [default: random]"),
+    negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt: what to steer away from."),
+    sampler: Optional[str] = typer.Option(None, help="dpmpp-2m, dpmpp-2m-sde or euler. [default: the model's, dpmpp-2m]"),
+    model: Optional[Path] = typer.Option(None, help="Generator checkpoint. [default: the bundled one]"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. [default: from -o, else wav]"),
+    prompts: Optional[Path] = typer.Option(
+        None, help="Batch file: a prompt per line, or JSON lines with prompt, seconds, seed, output, negative."),
+    n: int = typer.Option(1, "-n", help="Variations per prompt (consecutive seeds)."),
+    name: str = typer.Option("{slug}_{seed}.{ext}", help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave songs whose output file exists."),
+    full_window: bool = typer.Option(False, "--full-window", help="Sample the model's whole window, then cut."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON record per song on stdout."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
+) -> None:
+    """Generate songs from text prompts. Prints each song's path and seed (or --json records)."""
+    import json
+    import time
+
+    from salong.audio import output_format, write_audio
+    from salong.batch import BadLine, plan_jobs, read_prompts
+    from salong.checkpoint import check_writable
+    from salong.pipeline import Generator
+
+    if (prompt is None) == (prompts is None):
+        raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
+    ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
+    entries = read_prompts(prompts) if prompts is not None else [{"prompt": prompt, "source": "prompt"}]
+    jobs = plan_jobs(entries, seconds, n, seed, out, name, ext, negative)
+    generator = Generator.load(resolve_model(model, "generator"), device=_device(device))
+    steps, cfg_scale, sampler = generator.settings(steps, cfg_scale, sampler)
+    if out is not None and len(jobs) > 1:
+        ensure_folder(out)
+    for i, job in enumerate(jobs):  # a bad line fails alone, before minutes of sampling
+        if not isinstance(job, BadLine):
+            try:
+                output_format(job.output, fmt)
+                check_writable(job.output)
+                generator.check_seconds(job.seconds)
+            except SalongError as exc:
+                jobs[i] = BadLine(job.source, str(exc))
+    if len(jobs) == 1 and isinstance(jobs[0], BadLine):
+        raise SalongError(jobs[0].message if jobs[0].source == "prompt" else f"{jobs[0].source}: {jobs[0].message}")
+
+    failed = 0
+    for job in jobs:
+        if isinstance(job, BadLine):
+            failed += 1
+            err.print(f"[red]error:[/red] {job.source}: {job.message}", highlight=False, soft_wrap=True)
+            continue
+        if skip_existing and job.output.exists():
+            err.print(f"skipped {job.output} (exists)", highlight=False)
+            continue
+        start = time.perf_counter()
+        try:
+            with progress_bar(job.prompt[:30], progress, unit="steps") as update:
+                song = generator.generate(job.prompt, job.seconds, steps=steps, cfg_scale=cfg_scale, seed=job.seed,
+                                          negative_prompt=job.negative_prompt, sampler=sampler,
+                                          full_window=full_window, progress=update)
+            path = write_audio(job.output, song.audio, song.sample_rate, fmt)
+        except SalongError as exc:
+            if len(jobs) == 1:
+                raise
+            failed += 1
+            err.print(f"[red]error:[/red] {job.source}: {exc}", highlight=False, soft_wrap=True)
+            continue
+        if json_out:
+            record = dict(path=str(path), prompt=song.prompt, seconds=song.seconds, seed=song.seed, steps=song.steps,
+                          cfg=song.cfg_scale, sampler=song.sampler, negative=song.negative_prompt,
+                          model=str(resolve_model(model, "generator")), elapsed=round(time.perf_counter() - start, 3))
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{path}\t{song.seed}", flush=True)
+    if failed:
+        raise SalongError(f"{failed} of {len(jobs)} songs failed (see above)")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name not in ("auto", "cpu", "cuda"):
+        raise SalongError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SalongError("--device cuda, but no CUDA GPU is visible; use --device cpu")
+    return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
 
 
 # --- training --------------------------------------------------------------------------

@@ -72,11 +72,10 @@ def _restore(hint: Any, value: Any) -> Any:
 # --- writing -------------------------------------------------------------------------
 
 
-def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Path]:
-    """A temporary path in the destination folder, to be renamed onto `path`.
+def check_writable(path: str | Path) -> tuple[Path, Path]:
+    """(path, its folder) if a file can be written there; else a SalongError saying why.
 
-    The folder must exist and be writable; the temp file lives beside the target so
-    the final `os.replace` is an atomic rename on the same file system.
+    Cheap enough to run before minutes of work whose result would have nowhere to go.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -86,6 +85,16 @@ def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Pa
         raise SalongError(f"output folder {str(folder)!r} is not writable; choose another output path")
     if path.is_dir():
         raise SalongError(f"output path {str(path)!r} is a directory; give a file name")
+    return path, folder
+
+
+def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Path]:
+    """A temporary path in the destination folder, to be renamed onto `path`.
+
+    The folder must exist and be writable; the temp file lives beside the target so
+    the final `os.replace` is an atomic rename on the same file system.
+    """
+    path, folder = check_writable(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=folder)
     except OSError as exc:

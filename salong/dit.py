@@ -91,11 +91,11 @@ PRESETS: dict[str, DiTConfig] = {
     # Stable Audio Open 1.0: same network, 47.5 s window, T5-base tokens (max 128).
     "sao1": DiTConfig(window=1024, max_text_tokens=128),
     # Trainable on a laptop CPU: ~7.6M parameters, 47.5 s window.
-    "small": DiTConfig(width=256, depth=6, heads=4, cond_width=256, cond_kv_heads=2,
-                       window=1024, max_text_tokens=64),
+    "small": DiTConfig(width=256, depth=6, heads=4, cond_width=256, cond_kv_heads=2, window=1024),
     # For tests: partial RoPE (32 of 64 dims) and grouped key/value heads (2 query heads per kv head).
-    "tiny": DiTConfig(width=128, depth=2, heads=2, cond_width=32, cond_kv_heads=1,
-                      timing_features=8, time_features=8, window=64, max_text_tokens=8),
+    # cond_width 128 and 77 tokens: the `tiny` CLAP's text tower.
+    "tiny": DiTConfig(width=128, depth=2, heads=2, cond_width=128, cond_kv_heads=1,
+                      timing_features=8, time_features=8, window=64),
 }
 
 

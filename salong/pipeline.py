@@ -1,0 +1,252 @@
+"""Text + seconds -> song: the generation pipeline (Stable Audio 2, Evans et al. 2024).
+
+A generator checkpoint is one self-contained file holding the three models of the
+system: the DiT (`dit.`), the autoencoder (`autoencoder.`) and the CLAP model whose
+text tower conditions generation (`clap.`, its tokenizer in the metadata).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from salong.autoencoder import Autoencoder, AutoencoderConfig
+from salong.checkpoint import config_from_dict, load_checkpoint, load_state_strict, save_checkpoint
+from salong.clap import Clap, ClapModelConfig, load_clap, tokenizer_from_metadata, tokenizer_metadata
+from salong.diffusion import VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear
+from salong.dit import DiT, DiTConfig
+from salong.errors import SalongError
+from salong.text_encoder import ClapTextEncoder
+
+KIND = "generator"
+FADE_SECONDS = 0.01  # the cut at the requested length is faded so it does not click
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling defaults stored with a generator (DESIGN §6)."""
+
+    steps: int = 100
+    cfg_scale: float = 7.0
+    sampler: str = "dpmpp-2m"
+    sigma_min: float = 0.3
+    sigma_max: float = 500.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The configs of the three models plus sampling defaults."""
+
+    dit: DiTConfig
+    autoencoder: AutoencoderConfig
+    clap: ClapModelConfig
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        if self.dit.latent_dim != self.autoencoder.latent_dim:
+            raise ValueError(f"DiT latent_dim {self.dit.latent_dim} != autoencoder latent_dim {self.autoencoder.latent_dim}")
+        if self.dit.cond_width != self.clap.text_width:
+            raise ValueError(f"DiT cond_width {self.dit.cond_width} != CLAP text width {self.clap.text_width}")
+        if self.dit.max_text_tokens != self.clap.max_text_length:
+            raise ValueError(f"DiT max_text_tokens {self.dit.max_text_tokens} != CLAP max length {self.clap.max_text_length}")
+
+    @property
+    def max_seconds(self) -> float:
+        """The longest song the DiT's window holds."""
+        return self.dit.window * self.autoencoder.hop_length / self.autoencoder.sample_rate
+
+
+@dataclass(frozen=True)
+class Song:
+    """One generated piece of audio and the settings that made it."""
+
+    audio: np.ndarray  # (channels, samples) float32
+    sample_rate: int
+    prompt: str
+    seconds: float
+    seed: int
+    steps: int
+    cfg_scale: float
+    sampler: str
+    negative_prompt: str | None
+
+
+class Generator:
+    """DiT + autoencoder + text encoder, loaded once and used for many songs."""
+
+    def __init__(self, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder, clap: Clap,
+                 device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.dit = dit.eval().to(self.device)
+        self.autoencoder = autoencoder.eval().to(self.device)
+        self.text_encoder = ClapTextEncoder(clap.eval()).to(self.device)
+        self.denoiser = VDenoiser(self.dit)
+
+    # --- files -----------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Generator:
+        """Rebuild a generator from its checkpoint (strict: every tensor, every shape)."""
+        ckpt = load_checkpoint(path, KIND)
+        config = config_from_dict(GeneratorConfig, ckpt.config)
+        parts = {"dit": DiT(config.dit), "autoencoder": Autoencoder(config.autoencoder),
+                 "clap": Clap(config.clap, tokenizer_from_metadata(ckpt.metadata, repr(str(path))))}
+        for name, module in parts.items():
+            tensors = {k[len(name) + 1:]: v for k, v in ckpt.tensors.items() if k.startswith(name + ".")}
+            load_state_strict(module, tensors, source=f"{str(path)!r} ({name})")
+        unused = [k for k in ckpt.tensors if k.split(".", 1)[0] not in parts]
+        if unused:
+            raise SalongError(f"{str(path)!r} holds tensors no part of the generator uses (e.g. {unused[0]})")
+        return cls(config, parts["dit"], parts["autoencoder"], parts["clap"], device)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the whole generator as one checkpoint."""
+        return save_generator(path, self.config, self.dit, self.autoencoder, self.text_encoder.clap)
+
+    # --- generation ------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.autoencoder.sample_rate
+
+    @property
+    def max_seconds(self) -> float:
+        return self.config.max_seconds
+
+    def frames_for(self, seconds: float) -> int:
+        """Latent frames a request needs, rounded up to whole patches."""
+        samples = round(seconds * self.sample_rate)
+        frames = math.ceil(samples / self.config.autoencoder.hop_length)
+        patch = self.config.dit.patch_size
+        return min(self.config.dit.window, math.ceil(frames / patch) * patch)
+
+    def check_seconds(self, seconds: float) -> None:
+        """Reject a length the model cannot make, naming the allowed range."""
+        if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+            raise SalongError(f"seconds must be a number above 0, got {seconds!r}")
+        if round(seconds * self.sample_rate) < 1:
+            raise SalongError(f"seconds={seconds} is shorter than one sample; ask for at least {1 / self.sample_rate:.6f}")
+        if seconds > self.max_seconds + 1e-9:
+            raise SalongError(f"seconds={seconds:g} is longer than this model's window; the maximum is {self.max_seconds:.2f}")
+
+    def settings(self, steps: int | None, cfg_scale: float | None, sampler: str | None) -> tuple[int, float, str]:
+        """Sampling settings with the model's defaults filled in, validated."""
+        defaults = self.config.sampling
+        steps = defaults.steps if steps is None else steps
+        cfg_scale = defaults.cfg_scale if cfg_scale is None else cfg_scale
+        sampler = defaults.sampler if sampler is None else sampler
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise SalongError(f"steps must be a whole number >= 1, got {steps!r}")
+        if not math.isfinite(cfg_scale) or cfg_scale < 0:
+            raise SalongError(f"cfg scale must be >= 0 (1 = no guidance, 7 = the paper's), got {cfg_scale!r}")
+        get_sampler(sampler)  # raises with the known names
+        return steps, float(cfg_scale), sampler
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: str,
+        seconds: float,
+        steps: int | None = None,
+        cfg_scale: float | None = None,
+        seed: int | None = None,
+        negative_prompt: str | None = None,
+        sampler: str | None = None,
+        full_window: bool = False,
+        progress: Progress | None = None,
+    ) -> Song:
+        """Sample one song of exactly round(seconds * sample_rate) samples.
+
+        Timing condition from the request: seconds_start = 0, seconds_total = seconds
+        (DESIGN §4). Only the latent frames the request needs are generated unless
+        `full_window`, which samples the whole training window and cuts. The same seed
+        and settings on the same machine give bit-identical audio.
+        """
+        steps, cfg_scale, sampler = self.settings(steps, cfg_scale, sampler)
+        self.check_seconds(seconds)
+        defaults = self.config.sampling
+        seed = secrets.randbits(31) if seed is None else int(seed)
+
+        frames = self.config.dit.window if full_window else self.frames_for(seconds)
+        sigmas = get_sigmas_loglinear(steps, defaults.sigma_min, defaults.sigma_max).to(self.device)
+        # Noise drawn on the CPU from the seed, so a seed means the same song on any device.
+        noise = torch.randn((1, self.config.dit.latent_dim, frames), generator=torch.Generator().manual_seed(seed))
+        x = noise.to(self.device) * sigmas[0]  # (1, latent_dim, frames)
+
+        cond, uncond = self._conditioning(prompt, negative_prompt, seconds)
+        denoiser = cfg_denoiser(self.denoiser, cond, uncond, cfg_scale)
+
+        def callback(info: Mapping) -> None:
+            if progress is not None:
+                progress(int(info["i"]) + 1, steps)
+
+        sample = get_sampler(sampler)
+        latents = sample(denoiser, x, sigmas, callback=callback,
+                         generator=torch.Generator(device=self.device).manual_seed(seed + 1))
+        audio = self.autoencoder.decode_long(latents.float())[0]  # (C, frames * hop)
+        audio = finish(audio.float().cpu().numpy(), round(seconds * self.sample_rate), self.sample_rate)
+        return Song(audio=audio, sample_rate=self.sample_rate, prompt=prompt, seconds=float(seconds), seed=seed,
+                    steps=steps, cfg_scale=cfg_scale, sampler=sampler, negative_prompt=negative_prompt)
+
+    def _conditioning(self, prompt: str, negative_prompt: str | None, seconds: float) -> tuple[dict, dict]:
+        """DiT keyword arguments for the conditional and unconditional halves of CFG."""
+        prompts = [prompt] if negative_prompt is None else [prompt, negative_prompt]
+        tokens, _ = self.text_encoder.encode(prompts)  # (1 or 2, L, W), padding zero
+        timing = {
+            "seconds_start": torch.zeros(1, device=self.device),
+            "seconds_total": torch.full((1,), float(seconds), device=self.device),
+        }
+        keep = torch.zeros(1, dtype=torch.bool, device=self.device)
+        cond = {"cond_tokens": tokens[:1], "cond_drop_mask": keep, **timing}
+        if negative_prompt is None:
+            # unconditional: every cross-attention token dropped, the global timing vector kept
+            uncond = {"cond_tokens": tokens[:1], "cond_drop_mask": ~keep, **timing}
+        else:
+            uncond = {"cond_tokens": tokens[1:], "cond_drop_mask": keep, **timing}
+        return cond, uncond
+
+
+def finish(audio: np.ndarray, samples: int, sample_rate: int) -> np.ndarray:
+    """Trim to exactly `samples` and fade the last few milliseconds so the cut does not click."""
+    if audio.shape[1] < samples:
+        raise AssertionError(f"decoded {audio.shape[1]} samples, fewer than the {samples} requested")
+    audio = np.ascontiguousarray(audio[:, :samples], dtype=np.float32)
+    fade = min(samples, max(1, round(FADE_SECONDS * sample_rate)))
+    ramp = 0.5 * (1 + np.cos(np.linspace(0, np.pi, fade, dtype=np.float64)))  # 1 -> 0, raised cosine
+    audio[:, samples - fade:] *= ramp.astype(np.float32)
+    return audio
+
+
+def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder, clap: Clap) -> Path:
+    """One file for the whole system: weights under `dit.`, `autoencoder.`, `clap.` plus the tokenizer."""
+    tensors = {}
+    for name, module in (("dit", dit), ("autoencoder", autoencoder), ("clap", clap)):
+        tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    return save_checkpoint(path, tensors, KIND, config, extra=tokenizer_metadata(clap.tokenizer))
+
+
+def build_generator_config(dit: DiTConfig, autoencoder_path: str | Path, clap_path: str | Path,
+                           sampling: SamplingConfig | None = None) -> tuple[GeneratorConfig, Autoencoder, Clap]:
+    """Join a DiT config with a trained autoencoder and CLAP, checking that they fit."""
+    from salong.autoencoder import load_autoencoder
+
+    autoencoder, ae_config = load_autoencoder(autoencoder_path)
+    clap = load_clap(clap_path)
+    try:
+        config = GeneratorConfig(dit=dit, autoencoder=ae_config, clap=clap.config, sampling=sampling or SamplingConfig())
+    except ValueError as exc:
+        raise SalongError(f"the DiT does not fit the autoencoder or text encoder: {exc}") from None
+    return config, autoencoder, clap
+

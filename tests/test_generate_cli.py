@@ -1,0 +1,111 @@
+"""`salong generate`: outputs, seeds, batch files, JSON records and one-line errors."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import cli
+from salong.audio import read_audio
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def one_line_error(code, out, err, pattern):
+    lines = err.strip().splitlines()
+    assert code != 0 and out == "" and len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_single_song(tmp_path, capsys, generator_path):
+    code, out, err = run(capsys, "generate", "calm piano", "-s", 1.2, "--model", generator_path, "-o",
+                         tmp_path / "song.flac", "--seed", 7, "--steps", 2)
+    assert code == 0, err
+    path, seed = out.strip().split("\t")
+    assert path == str(tmp_path / "song.flac") and seed == "7"
+    audio, rate = read_audio(path)
+    assert rate == 44100 and audio.shape == (2, round(1.2 * 44100))
+
+
+def test_same_seed_same_file_and_full_window(tmp_path, capsys, generator_path):
+    outs = []
+    for name, extra in [("a", []), ("b", []), ("c", ["--full-window"])]:
+        code, out, err = run(capsys, "generate", "organ", "-s", 0.7, "--model", generator_path, "--seed", 3,
+                             "--steps", 2, "-o", tmp_path / f"{name}.wav", *extra)
+        assert code == 0, err
+        outs.append(read_audio(tmp_path / f"{name}.wav")[0])
+    assert np.array_equal(outs[0], outs[1])
+    assert outs[2].shape == outs[0].shape  # the whole window was sampled, then cut to the same length
+
+
+def test_variations_and_json(tmp_path, capsys, generator_path):
+    code, out, err = run(capsys, "generate", "happy brass", "-s", 0.5, "-n", 3, "--seed", 10, "--steps", 2,
+                         "--model", generator_path, "-o", tmp_path / "batch", "--json", "--name", "{index}-{variation}-{seed}.{ext}")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["seed"] for r in records] == [10, 11, 12]
+    assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["0-0-10.wav", "0-1-11.wav", "0-2-12.wav"]
+    assert set(records[0]) == {"path", "prompt", "seconds", "seed", "steps", "cfg", "sampler", "negative", "model", "elapsed"}
+    assert records[0]["steps"] == 2 and records[0]["seconds"] == 0.5 and records[0]["model"] == str(generator_path)
+
+
+def test_batch_file_with_bad_line(tmp_path, capsys, generator_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join([
+        "# a comment",
+        "calm piano",
+        '{"prompt": "organ", "seconds": 0.4, "seed": 3, "output": "organ.flac"}',
+        '{"prompt": "brass", "seconds": -2}',
+        "{not json",
+        "",
+    ]))
+    code, out, err = run(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path,
+                         "-o", tmp_path / "out")
+    assert code == 1
+    written = [line.split("\t")[0] for line in out.strip().splitlines()]
+    assert len(written) == 2 and written[1] == str(tmp_path / "out" / "organ.flac")
+    assert "prompts.txt line 4: seconds must be a number above 0" in err
+    assert "prompts.txt line 5: invalid JSON" in err
+    assert "2 of 4 songs failed" in err
+    assert read_audio(written[1])[0].shape[1] == round(0.4 * 44100)
+
+    # rerun with --skip-existing: the good songs are left alone, no new files appear
+    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    code, out, err = run(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path,
+                         "-o", tmp_path / "out", "--skip-existing", "--seed", 1)
+    assert "skipped" in err and "organ.flac" in err
+    assert code == 1  # the bad lines still fail
+
+
+@pytest.mark.parametrize(
+    "args,pattern",
+    [
+        (["-s", "0"], "seconds must be a number above 0"),
+        (["-s", "-3"], "seconds must be a number above 0"),
+        (["-s", "400"], r"maximum is 2\.97"),
+        (["-s", "abc"], r"Invalid value for '--seconds'"),
+        (["--steps", "0"], "steps must be a whole number >= 1"),
+        (["--cfg-scale", "-1"], "cfg scale must be >= 0"),
+        (["--sampler", "ddim"], "unknown sampler 'ddim'.*dpmpp-2m"),
+        (["-s", "1", "--format", "aac"], "unknown format 'aac'"),
+        (["-s", "1", "-o", "/proc/song.wav"], "(not writable|cannot write)"),
+        (["-s", "1", "-o", "/nonexistent/dir/song.wav"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line(capsys, generator_path, args, pattern):
+    one_line_error(*run(capsys, "generate", "calm piano", "--model", generator_path, "--steps", "1", *args), pattern)
+
+
+def test_bad_model(tmp_path, capsys, generator_path):
+    one_line_error(*run(capsys, "generate", "x", "-s", 1, "--model", tmp_path / "none.safetensors"), "not found")
+    from salong.autoencoder import PRESETS, Autoencoder, save_autoencoder
+
+    ae = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(PRESETS["tiny"]))
+    one_line_error(*run(capsys, "generate", "x", "-s", 1, "--model", ae), "needs a model of kind generator")
+    one_line_error(*run(capsys, "generate", "-s", 1, "--model", generator_path), "give a PROMPT or --prompts")

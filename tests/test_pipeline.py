@@ -1,0 +1,104 @@
+"""Generation: exact lengths, determinism per seed, guidance paths, checkpoint round trip, bad settings."""
+
+import numpy as np
+import pytest
+import torch
+
+from salong.errors import SalongError
+from salong.pipeline import FADE_SECONDS, Generator, finish
+
+
+@pytest.fixture(scope="module")
+def gen(generator_path):
+    return Generator.load(generator_path)
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.0, 2.37, 1 / 44100])
+def test_length_is_exact(gen, seconds):
+    song = gen.generate("calm piano", seconds, seed=1, steps=2)
+    assert song.audio.shape == (2, round(seconds * 44100))
+    assert song.audio.dtype == np.float32 and np.isfinite(song.audio).all()
+    assert song.sample_rate == 44100
+
+
+def test_only_needed_frames_are_generated(gen, monkeypatch):
+    shapes = []
+    original = gen.autoencoder.decode_long
+    monkeypatch.setattr(gen.autoencoder, "decode_long", lambda z, **kw: (shapes.append(z.shape), original(z, **kw))[1])
+    gen.generate("calm piano", 1.0, seed=1, steps=2)
+    gen.generate("calm piano", 1.0, seed=1, steps=2, full_window=True)
+    assert shapes[0][-1] == 22 == gen.frames_for(1.0)  # ceil(44100 / 2048)
+    assert shapes[1][-1] == gen.config.dit.window
+
+
+def test_same_seed_same_audio(gen):
+    a = gen.generate("energetic breakbeat", 1.0, seed=42, steps=3)
+    b = gen.generate("energetic breakbeat", 1.0, seed=42, steps=3)
+    c = gen.generate("energetic breakbeat", 1.0, seed=43, steps=3)
+    assert np.array_equal(a.audio, b.audio) and a.seed == 42
+    assert not np.array_equal(a.audio, c.audio)
+    for sampler in ["euler", "dpmpp-2m-sde"]:
+        x = gen.generate("energetic breakbeat", 1.0, seed=42, steps=3, sampler=sampler)
+        y = gen.generate("energetic breakbeat", 1.0, seed=42, steps=3, sampler=sampler)
+        assert np.array_equal(x.audio, y.audio)
+
+
+def test_random_seed_is_reported_and_reproduces(gen):
+    a = gen.generate("calm piano", 0.5, steps=2)
+    b = gen.generate("calm piano", 0.5, steps=2, seed=a.seed)
+    assert np.array_equal(a.audio, b.audio)
+
+
+def test_prompt_guidance_and_negative_prompt_change_the_song(gen):
+    base = gen.generate("calm piano", 1.0, seed=5, steps=3)
+    assert not np.array_equal(base.audio, gen.generate("happy brass", 1.0, seed=5, steps=3).audio)
+    assert not np.array_equal(base.audio, gen.generate("calm piano", 1.0, seed=5, steps=3, cfg_scale=1.0).audio)
+    assert not np.array_equal(base.audio, gen.generate("calm piano", 1.0, seed=5, steps=3, negative_prompt="drums").audio)
+
+
+def test_unconditional_half_drops_text_but_keeps_timing(gen):
+    cond, uncond = gen._conditioning("calm piano", None, 2.0)
+    assert not cond["cond_drop_mask"].any() and uncond["cond_drop_mask"].all()
+    assert float(uncond["seconds_total"]) == 2.0 and float(uncond["seconds_start"]) == 0.0
+    cond, uncond = gen._conditioning("calm piano", "noisy drums", 2.0)
+    assert not uncond["cond_drop_mask"].any() and not torch.equal(cond["cond_tokens"], uncond["cond_tokens"])
+
+
+def test_checkpoint_round_trip_gives_the_same_song(gen, tmp_path):
+    again = Generator.load(gen.save(tmp_path / "again.safetensors"))
+    a = gen.generate("calm piano", 0.5, seed=9, steps=2)
+    b = again.generate("calm piano", 0.5, seed=9, steps=2)
+    assert np.array_equal(a.audio, b.audio)
+
+
+def test_end_is_faded_not_cut():
+    audio = np.ones((2, 1000), np.float32)
+    out = finish(audio, 800, 44100)
+    fade = round(FADE_SECONDS * 44100)
+    assert out.shape == (2, 800) and out[0, -1] == 0.0
+    assert np.all(out[:, : 800 - fade] == 1.0) and np.all(np.diff(out[0, 800 - fade:]) <= 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(seconds=0), "seconds must be a number above 0"),
+        (dict(seconds=-1.5), "seconds must be a number above 0"),
+        (dict(seconds=float("nan")), "seconds must be a number above 0"),
+        (dict(seconds=10.0), r"longer than this model's window; the maximum is 2\.97"),
+        (dict(seconds=1.0, steps=0), "steps must be a whole number >= 1"),
+        (dict(seconds=1.0, cfg_scale=-1.0), "cfg scale must be >= 0"),
+        (dict(seconds=1.0, sampler="heun"), "dpmpp-2m"),
+    ],
+)
+def test_bad_settings(gen, kwargs, message):
+    with pytest.raises(SalongError, match=message):
+        gen.generate("calm piano", **kwargs)
+
+
+def test_wrong_kind_of_model(tmp_path):
+    from salong.autoencoder import PRESETS, Autoencoder, save_autoencoder
+
+    path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(PRESETS["tiny"]))
+    with pytest.raises(SalongError, match="is a autoencoder checkpoint, but this needs a model of kind generator"):
+        Generator.load(path)
