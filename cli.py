@@ -375,6 +375,50 @@ def train_autoencoder_cmd(
     _report_model(train_autoencoder(data, out, train_config, task_config, resume=resume, quiet=quiet))
 
 
+@train_app.command("dit")
+def train_dit_cmd(
+    data: Path = typer.Option(..., help="Folder of captioned audio (metadata.jsonl or .txt sidecars)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: prepared latents, config, metrics, checkpoints, demos, model."),
+    autoencoder: Optional[Path] = typer.Option(None, help="Frozen autoencoder (from `salong train autoencoder`); copied into the run."),
+    text_encoder: Optional[Path] = typer.Option(None, help="Frozen CLAP (from `salong train clap`); copied into the run."),
+    preset: Optional[str] = typer.Option(None, help="DiT size: tiny, small, sa2 (paper) or sao1. [default: small]"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    steps: Optional[int] = typer.Option(None, help="Total optimiser updates. [default: 20000]"),
+    batch_size: Optional[int] = typer.Option(None, help="Crops per update per process. [default: 8]"),
+    lr: Optional[float] = typer.Option(None, help="Learning rate. [default: 1e-4]"),
+    window_seconds: Optional[float] = typer.Option(None, help="Training crop, seconds (0 = the model's window). [default: 0]"),
+    cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG). [default: 0.1]"),
+    seed: Optional[int] = typer.Option(None, help="Seed of data order, noise and initialisation. [default: 0]"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Updates between checkpoints. [default: 500]"),
+    log_every: Optional[int] = typer.Option(None, help="Updates between metrics lines. [default: 10]"),
+    demo_every: Optional[int] = typer.Option(None, help="Updates between demo songs at CFG 1, 3, 7; 0 = never. [default: 2000]"),
+    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16. [default: auto]"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. [default: auto]"),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes. [default: 0]"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train the diffusion transformer on pre-encoded latents; exports a complete generator."""
+    from salong.dit import PRESETS
+    from salong.train import TrainConfig
+    from salong.train.dit import DiTTaskConfig, train_dit
+    from salong.train.runs import run_settings
+
+    if preset is not None and preset not in PRESETS:
+        raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    train_config, task_config = run_settings(
+        out, resume, "dit", DiTTaskConfig,
+        TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000),
+        DiTTaskConfig(model=PRESETS["small"]),
+        _train_options(steps, batch_size, lr, seed, checkpoint_every, log_every, demo_every, None,
+                       precision, device, num_workers),
+        dict(model=PRESETS[preset] if preset else None, cond_dropout=cond_dropout, window_seconds=window_seconds),
+    )
+    with progress_bar("encoding the dataset", not quiet) as update:
+        result = train_dit(data, out, train_config, task_config, autoencoder, text_encoder, resume=resume, quiet=quiet,
+                           progress=update)
+    _report_model(result)
+
+
 @train_app.command("export")
 def train_export_cmd(
     run: Path = typer.Argument(..., help="A run folder, or one of its checkpoints/step_*.safetensors files."),

@@ -58,6 +58,10 @@ from salong.train.schedules import ema_decay, ema_update, lr_factor
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
+# A task's inputs made before training starts (the DiT's frozen models and latent cache);
+# a run folder holding only this is still a fresh run folder.
+PREPARED_DIR = "prepared"
+
 # TrainConfig fields a resumed run may change (length, cadence, hardware, and the
 # knobs one turns after a divergence). Any other difference makes it another run.
 RESUMABLE_FIELDS = frozenset(
@@ -280,7 +284,7 @@ def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     if run_dir.exists() and not run_dir.is_dir():
         raise SalongError(f"run folder {str(run_dir)!r} is a file; choose another --out")
     if not resume:
-        if run_dir.is_dir() and any(run_dir.iterdir()):
+        if run_dir.is_dir() and any(p.name != PREPARED_DIR for p in run_dir.iterdir()):
             raise SalongError(
                 f"run folder {str(run_dir)!r} exists; pass --resume to continue or choose another --out"
             )

@@ -1,0 +1,304 @@
+"""`salong train dit`: the diffusion transformer on latents of a frozen autoencoder, conditioned
+on a frozen CLAP text tower and the timing of each crop (DESIGN §4–§7).
+
+The dataset is encoded once into `RUN/prepared/`: copies of the two frozen models (so the
+run is self-contained and exports a complete generator) and one file per audio file with
+its latents (posterior mean) and its caption's text features. Training then reads only
+those files: random crops of `window` latent frames, silence-padded and masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from salong.audio import load_audio, write_audio
+from salong.autoencoder import Autoencoder, load_autoencoder
+from salong.checkpoint import write_atomic
+from salong.clap import Clap, load_clap
+from salong.data import index_audio
+from salong.diffusion import v_loss
+from salong.dit import DiT, DiTConfig
+from salong.errors import SalongError
+from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, save_generator
+from salong.text_encoder import ClapTextEncoder
+from salong.train.runtime import Dist
+from salong.train.trainer import PREPARED_DIR, Part, Task
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DiTTaskConfig:
+    """DiT, sampling defaults and training settings of a DiT run (saved in config.json)."""
+
+    model: DiTConfig
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    window_seconds: float = 0.0  # training crop; 0 = the model's whole window
+    cond_dropout: float = 0.1  # share of samples trained unconditionally, for CFG (DESIGN §6)
+    # The loss covers real audio only, except for this share of samples whose padding counts
+    # too: they teach the model the silence after seconds_total (stable-audio-tools'
+    # mask_padding_dropout); with every loss masked it would never learn to stop.
+    mask_padding_dropout: float = 0.2
+    demo_cfg_scales: tuple[float, ...] = (1.0, 3.0, 7.0)
+    demo_count: int = 2
+    demo_steps: int = 50
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.window_seconds) and self.window_seconds >= 0):
+            raise ValueError(f"window_seconds must be >= 0 (0 = the model's window), got {self.window_seconds}")
+        if not 0 <= self.cond_dropout < 1:
+            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not 0 <= self.mask_padding_dropout <= 1:
+            raise ValueError(f"mask_padding_dropout must be in [0, 1], got {self.mask_padding_dropout}")
+
+    def frames(self, latent_rate: float) -> int:
+        """The training crop in latent frames: whole patches, at most the model's window."""
+        if self.window_seconds == 0:
+            return self.model.window
+        patch = self.model.patch_size
+        frames = math.ceil(self.window_seconds * latent_rate / patch) * patch
+        if frames > self.model.window:
+            raise SalongError(f"--window-seconds {self.window_seconds:g} is longer than the model's window "
+                              f"({self.model.window / latent_rate:.2f} s)")
+        return frames
+
+
+# --- pre-encoding ----------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path | None) -> tuple[Path, Path]:
+    """Copy the frozen models into `RUN/prepared/` once; later calls check they are the same files."""
+    folder = run_dir / PREPARED_DIR
+    targets = (folder / "autoencoder.safetensors", folder / "clap.safetensors")
+    for source, target, flag in zip((autoencoder, text_encoder), targets, ("--autoencoder", "--text-encoder")):
+        if target.exists():
+            if source is not None and _sha256(Path(source)) != _sha256(target):
+                raise SalongError(f"this run was prepared with another {flag[2:]}; omit {flag} to keep the run's "
+                                  f"own copy, or start a new run with --out")
+            continue
+        if source is None:
+            raise SalongError(f"{flag} is required to start a DiT run (a model file from `salong train {flag[2:].replace('text-encoder', 'clap')}`)")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, lambda tmp, src=Path(source): shutil.copyfile(src, tmp), ".safetensors")
+    return targets
+
+
+def preencode(
+    data: str | Path,
+    cache_dir: Path,
+    autoencoder: Autoencoder,
+    clap: Clap,
+    models_digest: str,
+    d: Dist = Dist(),
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Encode every audio file once: `cache_dir/NNNNNN.safetensors` with `latents` (64, frames) and
+    `text` (tokens, width); `index.json` lists them. A complete, matching cache is reused.
+    Under DDP (`d`) each rank encodes its share; rank 0 writes the index after a barrier."""
+    files, skipped = index_audio(Path(data))
+    if not files:
+        raise SalongError(f"no readable audio files in {str(data)!r}; check --data")
+    signature = {"version": CACHE_VERSION, "models": models_digest,
+                 "files": [[f.relpath, f.caption, f.frames, f.sample_rate] for f in files]}
+    index_path = cache_dir / "index.json"
+    if index_path.exists():
+        saved = json.loads(index_path.read_text())
+        if saved.get("signature") == signature:
+            return saved["items"]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    rate, channels = autoencoder.config.sample_rate, autoencoder.config.audio_channels
+    if d.main:  # padding is silence (DESIGN §4): the latent of silent audio, away from the edges
+        hop = autoencoder.config.hop_length
+        with torch.inference_mode():
+            silence = autoencoder.encode_long(torch.zeros(1, channels, 64 * hop), sample=False)[0, :, 32]  # (64,)
+        write_atomic(cache_dir / "silence.safetensors",
+                     lambda tmp: save_file({"latent": silence.float().contiguous()}, str(tmp)), ".safetensors")
+    text_encoder = ClapTextEncoder(clap, cache_size=0)
+    mine = [i for i in range(len(files)) if i % d.world_size == d.rank]
+    for done, i in enumerate(mine, start=1):
+        record = files[i]
+        audio = torch.from_numpy(load_audio(record.path, rate, channels))[None]  # (1, C, N)
+        with torch.inference_mode():
+            latents = autoencoder.encode_long(audio, sample=False)[0]  # (64, frames)
+            text, _ = text_encoder.encode([record.caption])  # (1, tokens, width), padding zero
+        tensors = {"latents": latents.float().contiguous(), "text": text[0].contiguous()}
+        write_atomic(cache_dir / f"{i:06d}.safetensors", lambda tmp, t=tensors: save_file(t, str(tmp)), ".safetensors")
+        if progress is not None:
+            progress(done, len(mine))
+    d.barrier()
+    items = [{"file": f"{i:06d}.safetensors", "path": f.relpath, "caption": f.caption, "duration": f.duration}
+             for i, f in enumerate(files)]
+    if d.main:
+        payload = json.dumps({"signature": signature, "items": items, "skipped": skipped})
+        write_atomic(index_path, lambda tmp: tmp.write_text(payload), ".json")
+    d.barrier()
+    return items
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Random crops of cached latents, indexed with `(index, item_seed)` for exact resume.
+
+    Crops shorter than the window are padded with the latent of silence and masked; timing follows
+    DESIGN §4: `seconds_start = floor(offset)`, `seconds_total = ceil(duration)`.
+    """
+
+    def __init__(self, cache_dir: Path, items: list[dict[str, Any]], frames: int, latent_rate: float) -> None:
+        self.cache_dir, self.items, self.frames, self.latent_rate = cache_dir, items, frames, latent_rate
+        self.silence = load_file(str(cache_dir / "silence.safetensors"))["latent"]  # (64,)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, seed = key
+        item = self.items[index]
+        tensors = load_file(str(self.cache_dir / item["file"]))
+        latents = tensors["latents"]  # (64, n)
+        n = latents.shape[1]
+        offset = int(np.random.default_rng(seed).integers(0, n - self.frames + 1)) if n > self.frames else 0
+        crop = latents[:, offset: offset + self.frames]  # (64, <= frames)
+        real = crop.shape[1]
+        mask = torch.zeros(self.frames, dtype=torch.bool)
+        mask[:real] = True
+        padding = self.silence[:, None].expand(-1, self.frames - real)  # (64, frames - real)
+        return {
+            "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
+            "mask": mask,
+            "text": tensors["text"],  # (tokens, width)
+            "seconds_start": float(math.floor(offset / self.latent_rate)),
+            "seconds_total": float(math.ceil(item["duration"])),
+        }
+
+
+# --- the task ----------------------------------------------------------------------------
+
+
+class DiTTask(Task):
+    """v-objective training of the DiT; demos and export go through the full generator."""
+
+    kind = "dit"
+
+    def __init__(self, config: DiTTaskConfig, autoencoder: Autoencoder, clap: Clap,
+                 demos: list[tuple[str, float]] | None = None) -> None:
+        self.config = config
+        self.dit = DiT(config.model)
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.clap = clap.eval().requires_grad_(False)
+        self.generator_config = GeneratorConfig(dit=config.model, autoencoder=autoencoder.config,
+                                                clap=clap.config, sampling=config.sampling)
+        self.demos = list(demos or [])
+
+    def setup(self, device: torch.device) -> None:
+        self.device = device
+        self.autoencoder.to(device)  # used by demos only: training reads cached latents
+        self.clap.to(device)
+
+    def parts(self) -> list[Part]:
+        return [Part("dit", self.dit)]
+
+    def collate(self, items: list[Any]) -> Any:
+        return {key: torch.stack([torch.as_tensor(it[key]) for it in items]) for key in items[0]}
+
+    def loss(self, part: str, batch: Any, modules: Mapping[str, nn.Module], step: int):
+        x0 = batch["latents"]  # (B, 64, L)
+        b = x0.shape[0]
+        t = torch.rand(b, device=x0.device)  # (B,), t ~ U(0, 1)
+        noise = torch.randn_like(x0)
+        drop = torch.rand(b, device=x0.device) < self.config.cond_dropout  # (B,) whole conditioning dropped
+        whole = torch.rand(b, device=x0.device) < self.config.mask_padding_dropout  # (B,) padding counts too
+        mask = batch["mask"] | whole[:, None]  # (B, L)
+        loss = v_loss(modules["dit"], x0, t, noise, mask=mask, cond_tokens=batch["text"],
+                      seconds_start=batch["seconds_start"], seconds_total=batch["seconds_total"],
+                      cond_drop_mask=drop)
+        return loss, {}
+
+    def _generator(self, dit: nn.Module) -> Generator:
+        return Generator(self.generator_config, dit, self.autoencoder, self.clap, device=self.device)
+
+    def demo(self, step: int, out_dir: Path, ema_modules: Mapping[str, nn.Module]) -> None:
+        """Songs for the first captions at a few CFG scales, from the EMA weights."""
+        generator = self._generator(ema_modules["dit"])
+        for i, (caption, seconds) in enumerate(self.demos):
+            seconds = min(seconds, generator.max_seconds)
+            for scale in self.config.demo_cfg_scales:
+                song = generator.generate(caption, seconds, steps=self.config.demo_steps, cfg_scale=scale, seed=i)
+                write_audio(out_dir / f"step_{step:07d}_{i}_cfg{scale:g}.wav", song.audio, song.sample_rate)
+        if self.demos:
+            captions = "\n".join(f"{i}: {c}" for i, (c, _) in enumerate(self.demos)) + "\n"
+            if not (out_dir / "captions.txt").exists():
+                write_atomic(out_dir / "captions.txt", lambda tmp: tmp.write_text(captions), ".txt")
+
+    def export(self, path: Path, ema_modules: Mapping[str, nn.Module]) -> Path:
+        return save_generator(path, self.generator_config, ema_modules["dit"], self.autoencoder, self.clap)
+
+
+def load_frozen(run_dir: Path) -> tuple[Autoencoder, Clap]:
+    """The run's own copies of the autoencoder and CLAP."""
+    folder = run_dir / PREPARED_DIR
+    autoencoder, _ = load_autoencoder(folder / "autoencoder.safetensors")
+    return autoencoder, load_clap(folder / "clap.safetensors")
+
+
+def train_dit(
+    data: str | Path,
+    run_dir: str | Path,
+    train_config,
+    task_config: DiTTaskConfig,
+    autoencoder: str | Path | None = None,
+    text_encoder: str | Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Prepare (once) and train a DiT run; returns the trainer's result."""
+    from salong.train.runtime import init_distributed, seed_everything, wants_cuda
+    from salong.train.trainer import train
+
+    run_dir = Path(run_dir)
+    if not resume and run_dir.is_dir() and any(p.name != PREPARED_DIR for p in run_dir.iterdir()):
+        raise SalongError(f"run folder {str(run_dir)!r} exists; pass --resume to continue or choose another --out")
+    if not run_dir.exists():
+        if not run_dir.parent.is_dir():
+            raise SalongError(f"folder {str(run_dir.parent)!r} does not exist; create it first")
+        run_dir.mkdir(exist_ok=True)
+    d = init_distributed(wants_cuda(train_config.device))
+    if d.main:
+        prepare_models(run_dir, autoencoder, text_encoder)
+    d.barrier()
+    ae, clap = load_frozen(run_dir)
+    try:
+        GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling)
+    except ValueError as exc:
+        raise SalongError(f"the DiT does not fit the run's autoencoder or text encoder: {exc}") from None
+    digest = hashlib.sha256((_sha256(run_dir / PREPARED_DIR / "autoencoder.safetensors")
+                             + _sha256(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
+    cache = run_dir / PREPARED_DIR / "cache"
+    items = preencode(data, cache, ae, clap, digest, d, progress)
+    dataset = LatentDataset(cache, items, task_config.frames(ae.config.latent_rate), ae.config.latent_rate)
+    demos = [(it["caption"], it["duration"]) for it in items[: task_config.demo_count]]
+    seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
+    task = DiTTask(task_config, ae, clap, demos)
+    try:
+        return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)
+    finally:
+        if d.owns_group:
+            torch.distributed.destroy_process_group()

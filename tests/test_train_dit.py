@@ -1,0 +1,180 @@
+"""`salong train dit`: pre-encoding, crops and timing, learning, energy that follows the length,
+exact resume, export of a complete generator, clear errors."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import cli
+from conftest import CAPTIONS
+from salong.audio import write_audio
+from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
+from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
+from salong.diffusion import VDenoiser, get_sigmas_loglinear, sample_dpmpp_2m
+from salong.dit import PRESETS as DIT
+from salong.pipeline import Generator, SamplingConfig
+from salong.synth import make_piece
+from salong.text_encoder import ClapTextEncoder
+from salong.train import TrainConfig, train
+from salong.train.dit import DiTTask, DiTTaskConfig, LatentDataset, train_dit
+
+SECONDS = [0.8, 1.2, 1.5, 1.0]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Four captioned synth clips, a tiny autoencoder and a tiny CLAP on disk."""
+    root = tmp_path_factory.mktemp("dit")
+    data = root / "data"
+    data.mkdir()
+    lines = []
+    for i, seconds in enumerate(SECONDS):
+        piece = make_piece(seed=i, seconds=seconds)
+        write_audio(data / f"{i}.wav", piece.audio, 44100)
+        lines.append(json.dumps({"path": f"{i}.wav", "caption": piece.caption}))
+    (data / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    ae = save_autoencoder(root / "ae.safetensors", Autoencoder(AE["tiny"]))
+    clap = save_clap(root / "clap.safetensors", Clap(CLAP["tiny"], train_tokenizer(CAPTIONS * 4, vocab_size=512)))
+    return root, data, ae, clap
+
+
+def config(**kw):
+    return TrainConfig(**{**dict(steps=4, batch_size=2, lr=1e-3, warmup=0.0, log_every=1, checkpoint_every=2), **kw})
+
+
+def task_config(**kw):
+    return DiTTaskConfig(model=DIT["tiny"], sampling=SamplingConfig(steps=3, sigma_max=80.0), demo_steps=2,
+                         demo_cfg_scales=(1.0, 3.0), **kw)
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_preencode_and_crops(setup, tmp_path):
+    root, data, ae, clap = setup
+    run = tmp_path / "run"
+    train_dit(data, run, config(steps=1), task_config(), ae, clap, quiet=True)
+    cache = run / "prepared" / "cache"
+    index = json.loads((cache / "index.json").read_text())
+    assert [round(item["duration"], 2) for item in index["items"]] == SECONDS
+    first = load_file(str(cache / "000000.safetensors"))
+    assert first["latents"].shape == (64, math.ceil(0.8 * 44100 / 2048))
+    assert first["text"].shape == (77, 128)
+    # the text features are the CLAP layer -2 tokens of the caption, padding zero
+    clap_model = __import__("salong.clap", fromlist=["load_clap"]).load_clap(clap)
+    expected, mask = ClapTextEncoder(clap_model).encode([index["items"][0]["caption"]])
+    assert torch.allclose(first["text"], expected[0]) and not first["text"][~mask[0]].any()
+
+    dataset = LatentDataset(cache, index["items"], frames=16, latent_rate=44100 / 2048)
+    item = dataset[(2, 123)]  # 1.5 s = 33 frames, longer than the 16-frame crop
+    assert item["latents"].shape == (64, 16) and item["mask"].all()
+    assert item["seconds_total"] == 2.0 and item["seconds_start"] in (0.0, 1.0)
+    assert torch.equal(dataset[(2, 123)]["latents"], item["latents"])  # the item seed fixes the crop
+    full = LatentDataset(cache, index["items"], frames=64, latent_rate=44100 / 2048)[(0, 5)]
+    real = first["latents"].shape[1]
+    assert full["mask"][:real].all() and not full["mask"][real:].any()
+    silence = load_file(str(cache / "silence.safetensors"))["latent"]
+    assert torch.equal(full["latents"][:, real:], silence[:, None].expand(-1, 64 - real))
+    assert full["seconds_start"] == 0.0 and full["seconds_total"] == 1.0
+
+    # a second run on the same data and models reuses the cache
+    stamp = (cache / "000000.safetensors").stat().st_mtime_ns
+    train_dit(data, tmp_path / "run2", config(steps=1), task_config(), run / "prepared" / "autoencoder.safetensors",
+              run / "prepared" / "clap.safetensors", quiet=True)
+    assert (cache / "000000.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_loss_falls_and_export_generates(setup, tmp_path):
+    root, data, ae, clap = setup
+    run = tmp_path / "run"
+    result = train_dit(data, run, config(steps=200, checkpoint_every=200, log_every=10), task_config(), ae, clap, quiet=True)
+    losses = [m["dit/loss"] for m in metrics(run) if "dit/loss" in m]
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    song = Generator.load(result.model).generate("calm piano", 1.3, seed=0)
+    assert song.audio.shape == (2, round(1.3 * 44100))
+
+
+def test_resume_is_exact_and_demos(setup, tmp_path):
+    root, data, ae, clap = setup
+    straight, split = tmp_path / "a", tmp_path / "b"
+    train_dit(data, straight, config(), task_config(), ae, clap, quiet=True)
+    train_dit(data, split, config(steps=2, demo_every=2), task_config(), ae, clap, quiet=True)
+    train_dit(data, split, config(demo_every=2), task_config(), resume=True, quiet=True)  # models from the run
+    a, b = load_file(straight / "model.safetensors"), load_file(split / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    demos = sorted(p.name for p in (split / "demos").iterdir())
+    assert "step_0000002_0_cfg3.wav" in demos and "step_0000004_1_cfg1.wav" in demos and "captions.txt" in demos
+
+
+def test_energy_follows_requested_length(setup, tmp_path):
+    """Latents with energy before the end and silence after: sampled with the whole window,
+    the energy falls where seconds_total says the song ends."""
+    root, data, ae, clap = setup
+    rate, window = 44100 / 2048, DIT["tiny"].window
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    save_file({"latent": torch.zeros(64)}, str(cache / "silence.safetensors"))
+    text = torch.zeros(77, 128)
+    items, gen = [], torch.Generator().manual_seed(0)
+    for i, seconds in enumerate([0.6, 0.9, 1.2, 1.5, 1.8, 2.1]):
+        frames = math.ceil(seconds * rate)
+        save_file({"latents": torch.randn(64, frames, generator=gen), "text": text}, str(cache / f"{i}.safetensors"))
+        items.append({"file": f"{i}.safetensors", "path": f"{i}", "caption": "", "duration": seconds})
+    dataset = LatentDataset(cache, items, window, rate)
+    torch.manual_seed(0)
+    from salong.autoencoder import load_autoencoder
+    from salong.clap import load_clap
+
+    task = DiTTask(task_config(mask_padding_dropout=1.0), load_autoencoder(ae)[0], load_clap(clap))
+    result = train(task, dataset, config(steps=400, batch_size=6, lr=2e-3, checkpoint_every=400, log_every=50),
+                   tmp_path / "run", task_config=task.config, quiet=True)
+    dit = Generator.load(result.model).dit
+    denoiser = VDenoiser(dit)
+    sigmas = get_sigmas_loglinear(20, 0.3, 80.0)
+    for seconds in (0.7, 1.6):
+        x = torch.randn(4, 64, window, generator=torch.Generator().manual_seed(1)) * sigmas[0]
+        cond = dict(cond_tokens=torch.zeros(4, 77, 128), seconds_start=torch.zeros(4),
+                    seconds_total=torch.full((4,), seconds), cond_drop_mask=torch.zeros(4, dtype=torch.bool))
+        z = sample_dpmpp_2m(denoiser, x, sigmas, extra_args=cond)
+        energy = z.pow(2).mean(dim=(0, 1))  # (window,)
+        end = math.ceil(seconds * rate)
+        before, after = float(energy[: end - 2].mean()), float(energy[end + 2:].mean())
+        assert after < 0.35 * before, (seconds, before, after)  # louder before the end than after
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_cli_and_errors(setup, tmp_path, capsys):
+    root, data, ae, clap = setup
+    code, out, err = run_cli(capsys, "train", "dit", "--data", data, "--out", tmp_path / "run", "--autoencoder", ae,
+                             "--text-encoder", clap, "--preset", "tiny", "--steps", 2, "--batch-size", 2,
+                             "--window-seconds", 1, "--quiet")
+    assert code == 0, err
+    assert out.strip() == str(tmp_path / "run" / "model.safetensors")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["task"]["window_seconds"] == 1.0
+    code, out, err = run_cli(capsys, "generate", "calm", "-s", 0.5, "--model", out.strip(), "--steps", 2,
+                             "-o", tmp_path / "x.wav")
+    assert code == 0, err
+
+    code, _, err = run_cli(capsys, "train", "dit", "--data", data, "--out", tmp_path / "r2", "--text-encoder", clap)
+    assert code == 1 and "--autoencoder is required" in err
+    code, _, err = run_cli(capsys, "train", "dit", "--data", data, "--out", tmp_path / "r3", "--autoencoder", ae,
+                           "--text-encoder", clap)  # the small DiT (cond 256) does not fit the tiny CLAP (128)
+    assert code == 1 and "does not fit" in err and "cond_width 256 != CLAP text width 128" in err
+    code, _, err = run_cli(capsys, "train", "dit", "--data", data, "--out", tmp_path / "r4", "--autoencoder", clap,
+                           "--text-encoder", clap, "--preset", "tiny")
+    assert code == 1 and "needs a model of kind autoencoder" in err
+    code, _, err = run_cli(capsys, "train", "dit", "--data", data, "--out", tmp_path / "run", "--resume",
+                           "--autoencoder", clap)
+    assert code == 1 and "prepared with another autoencoder" in err
