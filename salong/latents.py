@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from salong.audio import load_audio, read_audio, resample, to_channels
+from salong.audio import read_audio, resample, to_channels
 from salong.checkpoint import FORMAT_KEY, FORMAT_VERSION, read_metadata, write_atomic
 from salong.errors import SalongError
 

@@ -35,3 +35,13 @@ def tiny_generator(seed: int = 0):
 def generator_path(tmp_path_factory):
     """A saved tiny generator checkpoint."""
     return tiny_generator().save(tmp_path_factory.mktemp("gen") / "generator.safetensors")
+
+
+def run_cli(capsys, *args):
+    """Run `salong ARGS` in-process; return (exit code, stdout, stderr)."""
+    import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err

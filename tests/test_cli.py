@@ -4,23 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
-import cli
 import salong
 from salong.checkpoint import save_checkpoint
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(capsys, *args):
-    """Run `salong ARGS` in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(list(map(str, args)))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def assert_one_line_error(code, out, err, pattern):
@@ -36,28 +27,28 @@ def assert_one_line_error(code, out, err, pattern):
 
 
 def test_version_and_help(capsys):
-    code, out, _ = run(capsys, "--version")
+    code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.strip() == f"salong {salong.__version__}"
     for command in ["encode", "decode", "synth", "info"]:
-        code, out, _ = run(capsys, command, "--help")
+        code, out, _ = run_cli(capsys, command, "--help")
         assert code == 0 and "Usage: salong " + command in " ".join(out.split())
 
 
 def test_usage_errors_are_one_line(capsys):
-    assert_one_line_error(*run(capsys, "synth", "abc", "out"), r"Invalid value for 'count'.*salong synth --help")
-    assert_one_line_error(*run(capsys, "synth"), r"Missing argument 'count'")
-    assert_one_line_error(*run(capsys, "nonsense"), r"No such command 'nonsense'")
+    assert_one_line_error(*run_cli(capsys, "synth", "abc", "out"), r"Invalid value for 'count'.*salong synth --help")
+    assert_one_line_error(*run_cli(capsys, "synth"), r"Missing argument 'count'")
+    assert_one_line_error(*run_cli(capsys, "nonsense"), r"No such command 'nonsense'")
 
 
 def test_checkpoint_errors(capsys, tmp_path):
-    assert_one_line_error(*run(capsys, "info", tmp_path / "nope.safetensors"), "not found")
-    assert_one_line_error(*run(capsys, "info", tmp_path), "is a directory")
+    assert_one_line_error(*run_cli(capsys, "info", tmp_path / "nope.safetensors"), "not found")
+    assert_one_line_error(*run_cli(capsys, "info", tmp_path), "is a directory")
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00" * 100)
-    assert_one_line_error(*run(capsys, "info", corrupt), "not a readable safetensors")
+    assert_one_line_error(*run_cli(capsys, "info", corrupt), "not a readable safetensors")
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(3)}, str(plain))
-    assert_one_line_error(*run(capsys, "info", plain), "not a salong checkpoint")
+    assert_one_line_error(*run_cli(capsys, "info", plain), "not a salong checkpoint")
 
 
 def test_wrong_kind_of_model(capsys, tmp_path):
@@ -65,13 +56,13 @@ def test_wrong_kind_of_model(capsys, tmp_path):
     audio = tmp_path / "a.wav"
     audio.write_bytes(b"")
     assert_one_line_error(
-        *run(capsys, "encode", audio, "--model", wrong), "is a dit checkpoint, but this needs a model of kind autoencoder"
+        *run_cli(capsys, "encode", audio, "--model", wrong), "is a dit checkpoint, but this needs a model of kind autoencoder"
     )
 
 
 def test_info_reports_checkpoint(capsys, tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors", {"w": torch.zeros(2, 3)}, "dit", {"width": 3})
-    code, out, _ = run(capsys, "info", path)
+    code, out, _ = run_cli(capsys, "info", path)
     assert code == 0 and out.startswith("dit: 0.00M values in 1 tensors") and '"width": 3' in out
 
 

@@ -7,24 +7,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import cli
 from salong.audio import read_audio, write_audio
 from salong.autoencoder import PRESETS, Autoencoder, AutoencoderConfig, save_autoencoder
 from salong.latents import load_latents
 from salong.synth import make_piece
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     torch.manual_seed(0)
     return save_autoencoder(tmp_path_factory.mktemp("m") / "ae.safetensors", Autoencoder(PRESETS["tiny"]))
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 @pytest.mark.parametrize("channels,rate,ext", [(2, 44100, "wav"), (1, 22050, "flac")])
@@ -34,7 +27,7 @@ def test_round_trip_keeps_shape(tmp_path, capsys, model_path, channels, rate, ex
     src = write_audio(tmp_path / f"clip.{ext}", audio if rate == 44100 else audio[:, ::2], rate)
     n = read_audio(src)[0].shape[1]
 
-    code, out, err = run(capsys, "encode", src, "-o", tmp_path / "clip.latents.safetensors", "--model", model_path,
+    code, out, err = run_cli(capsys, "encode", src, "-o", tmp_path / "clip.latents.safetensors", "--model", model_path,
                          "--mean", "--no-progress")
     assert code == 0, err
     latents_path = out.strip()
@@ -42,7 +35,7 @@ def test_round_trip_keeps_shape(tmp_path, capsys, model_path, channels, rate, ex
     assert item.latents.shape == (64, math.ceil(round(n * 44100 / rate) / 2048))
     assert (item.sample_rate, item.channels) == (44100, channels)
 
-    code, out, err = run(capsys, "decode", latents_path, "-o", tmp_path / f"back.{ext}", "--model", model_path,
+    code, out, err = run_cli(capsys, "decode", latents_path, "-o", tmp_path / f"back.{ext}", "--model", model_path,
                          "--no-progress")
     assert code == 0, err
     back, back_rate = read_audio(out.strip())
@@ -56,7 +49,7 @@ def test_mean_is_deterministic_and_sampling_is_not(tmp_path, capsys, model_path)
     paths = []
     for name, flag in [("m1", "--mean"), ("m2", "--mean"), ("s1", None), ("s2", None)]:
         args = ["encode", src, "-o", tmp_path / f"{name}.safetensors", "--model", model_path, "--no-progress"]
-        code, out, err = run(capsys, *(args + ([flag] if flag else [])))
+        code, out, err = run_cli(capsys, *(args + ([flag] if flag else [])))
         assert code == 0, err
         paths.append(load_latents(out.strip()).latents)
     assert torch.equal(paths[0], paths[1])
@@ -67,7 +60,7 @@ def test_many_inputs_go_to_a_folder_and_failures_are_counted(tmp_path, capsys, m
     a = write_audio(tmp_path / "a.wav", make_piece(seed=1, seconds=0.5).audio, 44100)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio")
-    code, out, err = run(capsys, "encode", a, bad, "-o", tmp_path / "lat", "--model", model_path, "--no-progress")
+    code, out, err = run_cli(capsys, "encode", a, bad, "-o", tmp_path / "lat", "--model", model_path, "--no-progress")
     assert code == 1
     assert out.strip() == str(tmp_path / "lat" / "a.latents.safetensors")
     assert "cannot decode" in err and "1 of 2 inputs failed" in err
@@ -78,38 +71,38 @@ def test_decode_errors(tmp_path, capsys, model_path):
     src = write_audio(tmp_path / "a.wav", make_piece(seed=1, seconds=0.5).audio, 44100)
     other = save_autoencoder(tmp_path / "ae32.safetensors",
                              Autoencoder(AutoencoderConfig(channels=4, c_mults=(1, 2, 2, 4, 4), latent_dim=32)))
-    code, out, err = run(capsys, "encode", src, "-o", tmp_path / "z32.safetensors", "--model", other, "--no-progress")
+    code, out, err = run_cli(capsys, "encode", src, "-o", tmp_path / "z32.safetensors", "--model", other, "--no-progress")
     assert code == 0, err
-    code, out, err = run(capsys, "decode", out.strip(), "-o", tmp_path / "x.wav", "--model", model_path)
+    code, out, err = run_cli(capsys, "decode", out.strip(), "-o", tmp_path / "x.wav", "--model", model_path)
     assert code == 1 and "have 32 channels but the model decodes 64" in err and not (tmp_path / "x.wav").exists()
 
     plain = tmp_path / "plain.safetensors"
     save_file({"latents": torch.zeros(64, 3)}, str(plain))
-    code, _, err = run(capsys, "decode", plain, "-o", tmp_path / "x.wav", "--model", model_path)
+    code, _, err = run_cli(capsys, "decode", plain, "-o", tmp_path / "x.wav", "--model", model_path)
     assert code == 1 and "not a latents file" in err
 
-    code, _, err = run(capsys, "decode", model_path, "-o", tmp_path / "x.wav", "--model", model_path)
+    code, _, err = run_cli(capsys, "decode", model_path, "-o", tmp_path / "x.wav", "--model", model_path)
     assert code == 1 and "is a model checkpoint (autoencoder), not a latents file" in err
 
-    code, _, err = run(capsys, "decode", plain, "-o", tmp_path / "x.aac", "--model", model_path)
+    code, _, err = run_cli(capsys, "decode", plain, "-o", tmp_path / "x.aac", "--model", model_path)
     assert code == 1 and "unknown output extension '.aac'" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ae32.safetensors", "plain.safetensors", "z32.safetensors"]
 
 
 def test_encode_errors(tmp_path, capsys, model_path):
-    code, out, err = run(capsys, "encode", tmp_path / "missing.wav", "--model", model_path)
+    code, out, err = run_cli(capsys, "encode", tmp_path / "missing.wav", "--model", model_path)
     assert code == 1 and "not found" in err and out == ""
-    code, _, err = run(capsys, "encode", tmp_path, "--model", model_path)
+    code, _, err = run_cli(capsys, "encode", tmp_path, "--model", model_path)
     assert code == 1 and "is a directory" in err
     empty = tmp_path / "empty.wav"
     write_audio(tmp_path / "seed.wav", np.zeros((2, 10), np.float32), 44100)
     import soundfile as sf
 
     sf.write(str(empty), np.zeros((0, 2), np.float32), 44100)
-    code, _, err = run(capsys, "encode", empty, "--model", model_path)
+    code, _, err = run_cli(capsys, "encode", empty, "--model", model_path)
     assert code == 1 and "is empty" in err
-    code, _, err = run(capsys, "encode", tmp_path / "seed.wav", "-o", tmp_path / "no" / "dir" / "x.safetensors",
+    code, _, err = run_cli(capsys, "encode", tmp_path / "seed.wav", "-o", tmp_path / "no" / "dir" / "x.safetensors",
                        "--model", model_path)
     assert code == 1 and "does not exist" in err
-    code, _, err = run(capsys, "encode", tmp_path / "seed.wav", "-o", "/proc/x.safetensors", "--model", model_path)
+    code, _, err = run_cli(capsys, "encode", tmp_path / "seed.wav", "-o", "/proc/x.safetensors", "--model", model_path)
     assert code == 1 and ("not writable" in err or "cannot write" in err)

@@ -6,15 +6,8 @@ import re
 import numpy as np
 import pytest
 
-import cli
 from salong.audio import read_audio
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
+from conftest import run_cli
 
 
 def one_line_error(code, out, err, pattern):
@@ -24,7 +17,7 @@ def one_line_error(code, out, err, pattern):
 
 
 def test_single_song(tmp_path, capsys, generator_path):
-    code, out, err = run(capsys, "generate", "calm piano", "-s", 1.2, "--model", generator_path, "-o",
+    code, out, err = run_cli(capsys, "generate", "calm piano", "-s", 1.2, "--model", generator_path, "-o",
                          tmp_path / "song.flac", "--seed", 7, "--steps", 2)
     assert code == 0, err
     path, seed = out.strip().split("\t")
@@ -36,7 +29,7 @@ def test_single_song(tmp_path, capsys, generator_path):
 def test_same_seed_same_file_and_full_window(tmp_path, capsys, generator_path):
     outs = []
     for name, extra in [("a", []), ("b", []), ("c", ["--full-window"])]:
-        code, out, err = run(capsys, "generate", "organ", "-s", 0.7, "--model", generator_path, "--seed", 3,
+        code, out, err = run_cli(capsys, "generate", "organ", "-s", 0.7, "--model", generator_path, "--seed", 3,
                              "--steps", 2, "-o", tmp_path / f"{name}.wav", *extra)
         assert code == 0, err
         outs.append(read_audio(tmp_path / f"{name}.wav")[0])
@@ -45,7 +38,7 @@ def test_same_seed_same_file_and_full_window(tmp_path, capsys, generator_path):
 
 
 def test_variations_and_json(tmp_path, capsys, generator_path):
-    code, out, err = run(capsys, "generate", "happy brass", "-s", 0.5, "-n", 3, "--seed", 10, "--steps", 2,
+    code, out, err = run_cli(capsys, "generate", "happy brass", "-s", 0.5, "-n", 3, "--seed", 10, "--steps", 2,
                          "--model", generator_path, "-o", tmp_path / "batch", "--json", "--name", "{index}-{variation}-{seed}.{ext}")
     assert code == 0, err
     records = [json.loads(line) for line in out.strip().splitlines()]
@@ -65,7 +58,7 @@ def test_batch_file_with_bad_line(tmp_path, capsys, generator_path):
         "{not json",
         "",
     ]))
-    code, out, err = run(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path,
+    code, out, err = run_cli(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path,
                          "-o", tmp_path / "out")
     assert code == 1
     written = [line.split("\t")[0] for line in out.strip().splitlines()]
@@ -77,10 +70,12 @@ def test_batch_file_with_bad_line(tmp_path, capsys, generator_path):
 
     # rerun with --skip-existing: the good songs are left alone, no new files appear
     before = sorted(p.name for p in (tmp_path / "out").iterdir())
-    code, out, err = run(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path,
+    code, out, err = run_cli(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path,
                          "-o", tmp_path / "out", "--skip-existing", "--seed", 1)
     assert "skipped" in err and "organ.flac" in err
     assert code == 1  # the bad lines still fail
+    after = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(after) == len(before) + 1  # only "calm piano" got a new seed, hence a new file
 
 
 @pytest.mark.parametrize(
@@ -99,13 +94,13 @@ def test_batch_file_with_bad_line(tmp_path, capsys, generator_path):
     ],
 )
 def test_bad_input_is_one_line(capsys, generator_path, args, pattern):
-    one_line_error(*run(capsys, "generate", "calm piano", "--model", generator_path, "--steps", "1", *args), pattern)
+    one_line_error(*run_cli(capsys, "generate", "calm piano", "--model", generator_path, "--steps", "1", *args), pattern)
 
 
 def test_bad_model(tmp_path, capsys, generator_path):
-    one_line_error(*run(capsys, "generate", "x", "-s", 1, "--model", tmp_path / "none.safetensors"), "not found")
+    one_line_error(*run_cli(capsys, "generate", "x", "-s", 1, "--model", tmp_path / "none.safetensors"), "not found")
     from salong.autoencoder import PRESETS, Autoencoder, save_autoencoder
 
     ae = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(PRESETS["tiny"]))
-    one_line_error(*run(capsys, "generate", "x", "-s", 1, "--model", ae), "needs a model of kind generator")
-    one_line_error(*run(capsys, "generate", "-s", 1, "--model", generator_path), "give a PROMPT or --prompts")
+    one_line_error(*run_cli(capsys, "generate", "x", "-s", 1, "--model", ae), "needs a model of kind generator")
+    one_line_error(*run_cli(capsys, "generate", "-s", 1, "--model", generator_path), "give a PROMPT or --prompts")

@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import cli
 from salong.audio import write_audio
 from salong.audio_losses import DISCRIMINATOR_PRESETS
 from salong.autoencoder import PRESETS, load_autoencoder
 from salong.synth import make_piece
 from salong.train import TrainConfig
 from salong.train.autoencoder import AutoencoderTaskConfig, si_sdr, train_autoencoder
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +71,6 @@ def test_gan_resume_is_exact(corpus, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     last = lambda run: [m for m in metrics(run) if m.get("step") == 4 and "discriminator/loss" in m][-1]
     assert last(straight)["discriminator/loss"] == last(split)["discriminator/loss"]
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def test_cli_trains_demos_and_exports(corpus, tmp_path, capsys):

@@ -9,8 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import cli
-from conftest import CAPTIONS
+from conftest import CAPTIONS, run_cli
 from salong.audio import write_audio
 from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
 from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
@@ -146,13 +145,6 @@ def test_energy_follows_requested_length(setup, tmp_path):
         end = math.ceil(seconds * rate)
         before, after = float(energy[: end - 2].mean()), float(energy[end + 2:].mean())
         assert after < 0.35 * before, (seconds, before, after)  # louder before the end than after
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def test_cli_and_errors(setup, tmp_path, capsys):
