@@ -63,6 +63,7 @@ AUDIO_RATE = 44_100  # salong's own audio rate; the HTSAT tower has its own (`sa
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BOS_ID, PAD_ID, EOS_ID = 0, 1, 2
 BYTE_ALPHABET = 256
+CROP_STREAM = 0xC1A9  # mixed into an item's seed for its training crop, apart from the dataset's own use
 
 
 # --- config ----------------------------------------------------------------------------
@@ -468,7 +469,10 @@ def collate(items: Sequence[Mapping[str, Any]], tokenizer: Any, config: ClapMode
     Audio is at `sample_rate` (or the item's own "sample_rate"); an item's
     "padding_mask" (True on real samples, as `salong.data.AudioDataset` gives)
     drops the silence padding so short clips are repeated instead, as in CLAP.
-    Training takes a random window per clip (from `rng`), evaluation the middle one.
+    Training takes a random window per clip, evaluation the middle one. The random
+    window comes from `rng` if given, else from the item's own "seed" (as the
+    trainer's sampler hands out), so a crop depends on nothing but its item and
+    training resumes exactly whichever worker collates it.
     """
     if not items:
         raise SalongError("cannot collate an empty batch")
@@ -480,7 +484,13 @@ def collate(items: Sequence[Mapping[str, Any]], tokenizer: Any, config: ClapMode
         real = item.get("padding_mask")
         if real is not None and bool(real.any()):
             audio = audio[:, : int(torch.as_tensor(real).nonzero().max()) + 1]  # (C, last real sample + 1)
-        feats.append(audio_features(audio, config, int(item.get("sample_rate", sample_rate)), mode, rng))
+        item_rng = rng
+        if train and rng is None:
+            if "seed" not in item:
+                raise SalongError("training crops need rng= or items with a \"seed\" (as salong.data.AudioDataset "
+                                  "gives under the trainer's sampler)")
+            item_rng = np.random.default_rng([int(item["seed"]), CROP_STREAM])
+        feats.append(audio_features(audio, config, int(item.get("sample_rate", sample_rate)), mode, item_rng))
     return {"input_ids": ids, "attention_mask": mask, "audio_features": torch.cat(feats)}
 
 
@@ -488,7 +498,9 @@ class ClapCollator:
     """`collate` as a picklable DataLoader `collate_fn` with its own seeded crop generator.
 
     Each DataLoader worker mixes its id into the seed, so workers crop differently
-    yet every run with the same seed crops the same."""
+    yet every run with the same seed crops the same. Crops then depend on the worker
+    count and on where a run restarted; the trainer instead calls `collate` with no
+    `rng`, so each crop follows from its item's seed (`salong.train.clap`)."""
 
     def __init__(self, tokenizer: Any, config: ClapModelConfig, train: bool = True, seed: int = 0,
                  sample_rate: int = AUDIO_RATE):
