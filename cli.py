@@ -356,6 +356,7 @@ def train_autoencoder_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train the Oobleck autoencoder (STFT + adversarial + KL losses). Works under torchrun."""
+    from salong.audio_losses import DISCRIMINATOR_PRESETS
     from salong.autoencoder import PRESETS
     from salong.train import TrainConfig
     from salong.train.autoencoder import AutoencoderTaskConfig, train_autoencoder
@@ -370,9 +371,60 @@ def train_autoencoder_cmd(
         _train_options(steps, batch_size, lr, seed, checkpoint_every, log_every, demo_every, eval_every,
                        precision, device, num_workers),
         dict(model=PRESETS[preset] if preset else None, window_seconds=window_seconds,
-             adversarial_start=adversarial_start),
+             adversarial_start=adversarial_start,
+             # a test-sized autoencoder gets a test-sized critic; every other size the paper's
+             discriminator=DISCRIMINATOR_PRESETS["tiny" if preset == "tiny" else "sa2"] if preset else None),
     )
     _report_model(train_autoencoder(data, out, train_config, task_config, resume=resume, quiet=quiet))
+
+
+@train_app.command("clap")
+def train_clap_cmd(
+    data: Path = typer.Option(..., help="Folder of captioned audio (metadata.jsonl or .txt sidecars)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: tokenizer, config, metrics, checkpoints, model."),
+    preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or laion-unfused. [default: small]"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    steps: Optional[int] = typer.Option(None, help="Total optimiser updates. [default: 20000]"),
+    batch_size: Optional[int] = typer.Option(None, help="Caption-audio pairs per update per process: the in-batch negatives (>= 2). [default: 32]"),
+    lr: Optional[float] = typer.Option(None, help="Learning rate. [default: 5e-4]"),
+    clip_seconds: Optional[float] = typer.Option(None, help="Audio window the audio tower sees. [default: the preset's]"),
+    vocab_size: Optional[int] = typer.Option(None, help="BPE vocabulary trained on the captions. [default: the model's]"),
+    eval_crops: Optional[int] = typer.Option(None, help="Windows averaged per held-out recording. [default: 3]"),
+    validation_fraction: Optional[float] = typer.Option(None, help="Share of files held out for retrieval recall. [default: 0.1]"),
+    seed: Optional[int] = typer.Option(None, help="Seed of data order, crops and initialisation. [default: 0]"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Updates between checkpoints. [default: 500]"),
+    log_every: Optional[int] = typer.Option(None, help="Updates between metrics lines. [default: 10]"),
+    eval_every: Optional[int] = typer.Option(None, help="Updates between held-out recall@1/@5 evaluations, 0 = never. [default: 500]"),
+    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16. [default: auto]"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. [default: auto]"),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes. [default: 0]"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train CLAP (symmetric contrastive loss) and its tokenizer; reports held-out retrieval recall."""
+    from salong.clap import PRESETS
+    from salong.train import TrainConfig
+    from salong.train.clap import ClapTaskConfig, train_clap
+    from salong.train.runs import run_settings
+
+    if preset is not None and preset not in PRESETS:
+        raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    train_config, task_config = run_settings(
+        out, resume, "clap", ClapTaskConfig,
+        TrainConfig(steps=20000, batch_size=32, lr=5e-4, eval_every=500),
+        ClapTaskConfig(model=PRESETS["small"]),
+        _train_options(steps, batch_size, lr, seed, checkpoint_every, log_every, None, eval_every,
+                       precision, device, num_workers),
+        dict(model=PRESETS[preset] if preset else None, vocab_size=vocab_size, validation_fraction=validation_fraction,
+             eval_crops=eval_crops),
+    )
+    if clip_seconds is not None:  # a model setting: a changed value on --resume is refused by the trainer
+        from dataclasses import replace
+
+        try:
+            task_config = replace(task_config, model=replace(task_config.model, clip_seconds=clip_seconds))
+        except ValueError as exc:
+            raise SalongError(str(exc)) from None
+    _report_model(train_clap(data, out, train_config, task_config, resume=resume, quiet=quiet))
 
 
 @train_app.command("dit")
