@@ -18,7 +18,7 @@ import torch
 
 from salong.autoencoder import Autoencoder, AutoencoderConfig
 from salong.checkpoint import config_from_dict, load_checkpoint, load_state_strict, save_checkpoint
-from salong.clap import Clap, ClapModelConfig, load_clap, tokenizer_from_metadata, tokenizer_metadata
+from salong.clap import Clap, ClapModelConfig, tokenizer_from_metadata, tokenizer_metadata
 from salong.diffusion import VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
@@ -235,18 +235,4 @@ def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoenco
     for name, module in (("dit", dit), ("autoencoder", autoencoder), ("clap", clap)):
         tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
     return save_checkpoint(path, tensors, KIND, config, extra=tokenizer_metadata(clap.tokenizer))
-
-
-def build_generator_config(dit: DiTConfig, autoencoder_path: str | Path, clap_path: str | Path,
-                           sampling: SamplingConfig | None = None) -> tuple[GeneratorConfig, Autoencoder, Clap]:
-    """Join a DiT config with a trained autoencoder and CLAP, checking that they fit."""
-    from salong.autoencoder import load_autoencoder
-
-    autoencoder, ae_config = load_autoencoder(autoencoder_path)
-    clap = load_clap(clap_path)
-    try:
-        config = GeneratorConfig(dit=dit, autoencoder=ae_config, clap=clap.config, sampling=sampling or SamplingConfig())
-    except ValueError as exc:
-        raise SalongError(f"the DiT does not fit the autoencoder or text encoder: {exc}") from None
-    return config, autoencoder, clap
 

@@ -29,9 +29,16 @@ def assert_one_line_error(code, out, err, pattern):
 def test_version_and_help(capsys):
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.strip() == f"salong {salong.__version__}"
-    for command in ["encode", "decode", "synth", "info"]:
+    for command in ["encode", "decode", "synth", "info", "generate"]:
         code, out, _ = run_cli(capsys, command, "--help")
         assert code == 0 and "Usage: salong " + command in " ".join(out.split())
+    # defaults are shown, including those the model supplies (rich markup must not eat them)
+    code, out, _ = run_cli(capsys, "generate", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert "[default: 30.0]" in text and "[default: the bundled one]" in text and "[default: the model's, 7]" in text
+    for kind, default in [("autoencoder", "small"), ("clap", "small"), ("dit", "small")]:
+        code, out, _ = run_cli(capsys, "train", kind, "--help")
+        assert code == 0 and f"[default: {default}]" in " ".join(out.replace("│", " ").split())
 
 
 def test_usage_errors_are_one_line(capsys):
