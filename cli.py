@@ -318,6 +318,18 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 
 
+# Options every `salong train` command takes (None: not given, so a resumed run keeps its own).
+_RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
+_STEPS = typer.Option(None, help="Total optimiser updates. \\[default: 20000]")
+_SEED = typer.Option(None, help="Seed of data order, random crops, noise and initialisation. \\[default: 0]")
+_CHECKPOINT_EVERY = typer.Option(None, help="Updates between checkpoints. \\[default: 500]")
+_LOG_EVERY = typer.Option(None, help="Updates between metrics lines. \\[default: 10]")
+_PRECISION = typer.Option(None, help="auto, fp32, bf16 or fp16. \\[default: auto]")
+_DEVICE = typer.Option(None, help="auto, cpu or cuda. \\[default: auto]")
+_NUM_WORKERS = typer.Option(None, help="DataLoader worker processes. \\[default: 0]")
+_QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+
+
 def _train_options(
     steps: Optional[int], batch_size: Optional[int], lr: Optional[float], seed: Optional[int],
     checkpoint_every: Optional[int], log_every: Optional[int], demo_every: Optional[int], eval_every: Optional[int],
@@ -339,21 +351,21 @@ def train_autoencoder_cmd(
     data: Path = typer.Option(..., help="Folder of audio (recursive), e.g. one written by `salong synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: config, metrics, checkpoints, demos, model."),
     preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or sa2 (paper scale). \\[default: small]"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    steps: Optional[int] = typer.Option(None, help="Total optimiser updates. \\[default: 20000]"),
+    resume: bool = _RESUME,
+    steps: Optional[int] = _STEPS,
     batch_size: Optional[int] = typer.Option(None, help="Clips per update per process. \\[default: 8]"),
     lr: Optional[float] = typer.Option(None, help="Generator learning rate. \\[default: 1.5e-4]"),
     window_seconds: Optional[float] = typer.Option(None, help="Training crop length. \\[default: 1.5]"),
     adversarial_start: Optional[int] = typer.Option(None, help="Updates before the GAN losses join. \\[default: 0]"),
-    seed: Optional[int] = typer.Option(None, help="Seed of data order and initialisation. \\[default: 0]"),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Updates between checkpoints. \\[default: 500]"),
-    log_every: Optional[int] = typer.Option(None, help="Updates between metrics lines. \\[default: 10]"),
+    seed: Optional[int] = _SEED,
+    checkpoint_every: Optional[int] = _CHECKPOINT_EVERY,
+    log_every: Optional[int] = _LOG_EVERY,
     demo_every: Optional[int] = typer.Option(None, help="Updates between demo reconstructions, 0 = never. \\[default: 1000]"),
     eval_every: Optional[int] = typer.Option(None, help="Updates between STFT/SI-SDR evaluations, 0 = never. \\[default: 1000]"),
-    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16. \\[default: auto]"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. \\[default: auto]"),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes. \\[default: 0]"),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    precision: Optional[str] = _PRECISION,
+    device: Optional[str] = _DEVICE,
+    num_workers: Optional[int] = _NUM_WORKERS,
+    quiet: bool = _QUIET,
 ) -> None:
     """Train the Oobleck autoencoder (STFT + adversarial + KL losses). Works under torchrun."""
     from salong.audio_losses import DISCRIMINATOR_PRESETS
@@ -383,22 +395,22 @@ def train_clap_cmd(
     data: Path = typer.Option(..., help="Folder of captioned audio (metadata.jsonl or .txt sidecars)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: tokenizer, config, metrics, checkpoints, model."),
     preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or laion-unfused. \\[default: small]"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    steps: Optional[int] = typer.Option(None, help="Total optimiser updates. \\[default: 20000]"),
+    resume: bool = _RESUME,
+    steps: Optional[int] = _STEPS,
     batch_size: Optional[int] = typer.Option(None, help="Caption-audio pairs per update per process: the in-batch negatives (>= 2). \\[default: 32]"),
     lr: Optional[float] = typer.Option(None, help="Learning rate. \\[default: 5e-4]"),
     clip_seconds: Optional[float] = typer.Option(None, help="Audio window the audio tower sees. \\[default: the preset's]"),
     vocab_size: Optional[int] = typer.Option(None, help="BPE vocabulary trained on the captions. \\[default: the model's]"),
     eval_crops: Optional[int] = typer.Option(None, help="Windows averaged per held-out recording. \\[default: 3]"),
     validation_fraction: Optional[float] = typer.Option(None, help="Share of files held out for retrieval recall. \\[default: 0.1]"),
-    seed: Optional[int] = typer.Option(None, help="Seed of data order, crops and initialisation. \\[default: 0]"),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Updates between checkpoints. \\[default: 500]"),
-    log_every: Optional[int] = typer.Option(None, help="Updates between metrics lines. \\[default: 10]"),
+    seed: Optional[int] = _SEED,
+    checkpoint_every: Optional[int] = _CHECKPOINT_EVERY,
+    log_every: Optional[int] = _LOG_EVERY,
     eval_every: Optional[int] = typer.Option(None, help="Updates between held-out recall@1/@5 evaluations, 0 = never. \\[default: 500]"),
-    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16. \\[default: auto]"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. \\[default: auto]"),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes. \\[default: 0]"),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    precision: Optional[str] = _PRECISION,
+    device: Optional[str] = _DEVICE,
+    num_workers: Optional[int] = _NUM_WORKERS,
+    quiet: bool = _QUIET,
 ) -> None:
     """Train CLAP (symmetric contrastive loss) and its tokenizer; reports held-out retrieval recall."""
     from salong.clap import PRESETS
@@ -434,20 +446,20 @@ def train_dit_cmd(
     autoencoder: Optional[Path] = typer.Option(None, help="Frozen autoencoder (from `salong train autoencoder`); copied into the run."),
     text_encoder: Optional[Path] = typer.Option(None, help="Frozen CLAP (from `salong train clap`); copied into the run."),
     preset: Optional[str] = typer.Option(None, help="DiT size: tiny, small, sa2 (paper) or sao1. \\[default: small]"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    steps: Optional[int] = typer.Option(None, help="Total optimiser updates. \\[default: 20000]"),
+    resume: bool = _RESUME,
+    steps: Optional[int] = _STEPS,
     batch_size: Optional[int] = typer.Option(None, help="Crops per update per process. \\[default: 8]"),
     lr: Optional[float] = typer.Option(None, help="Learning rate. \\[default: 1e-4]"),
     window_seconds: Optional[float] = typer.Option(None, help="Training crop, seconds (0 = the model's window). \\[default: 0]"),
     cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG). \\[default: 0.1]"),
-    seed: Optional[int] = typer.Option(None, help="Seed of data order, noise and initialisation. \\[default: 0]"),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Updates between checkpoints. \\[default: 500]"),
-    log_every: Optional[int] = typer.Option(None, help="Updates between metrics lines. \\[default: 10]"),
+    seed: Optional[int] = _SEED,
+    checkpoint_every: Optional[int] = _CHECKPOINT_EVERY,
+    log_every: Optional[int] = _LOG_EVERY,
     demo_every: Optional[int] = typer.Option(None, help="Updates between demo songs at CFG 1, 3, 7; 0 = never. \\[default: 2000]"),
-    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16. \\[default: auto]"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. \\[default: auto]"),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes. \\[default: 0]"),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    precision: Optional[str] = _PRECISION,
+    device: Optional[str] = _DEVICE,
+    num_workers: Optional[int] = _NUM_WORKERS,
+    quiet: bool = _QUIET,
 ) -> None:
     """Train the diffusion transformer on pre-encoded latents; exports a complete generator."""
     from salong.dit import PRESETS
