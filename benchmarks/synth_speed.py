@@ -10,7 +10,7 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/scipy load their thread pools
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy loads its thread pool
 
 from salong import synth  # noqa: E402
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
-from scipy import signal
 
 from salong.errors import SalongError
 
@@ -416,14 +415,47 @@ def _hz(midi: int) -> float:
     return 440.0 * 2 ** ((midi - 69) / 12)
 
 
+def _butterworth(f: np.ndarray, cutoff: float, order: int, highpass: bool = False) -> np.ndarray:
+    """Magnitude response of a Butterworth filter, |H(f)| = 1 / sqrt(1 + (f/fc)^(2N)) (high-pass: fc/f)."""
+    ratio = (f / cutoff) ** (2 * order)  # (F,)
+    return np.sqrt(ratio / (1 + ratio)) if highpass else 1 / np.sqrt(1 + ratio)
+
+
+def _fft_filter(x: np.ndarray, gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Zero-phase filtering of whole buffers by a magnitude response, with numpy's FFT.
+
+    Padding past the end keeps the filter's ringing from wrapping onto the start.
+    """
+    n = x.shape[-1]
+    size = 1 << (n + 2048 - 1).bit_length()  # a power of two: fast, and room for the ringing
+    spectrum = np.fft.rfft(x, size, axis=-1)  # (..., size/2 + 1)
+    return np.fft.irfft(spectrum * gain(np.fft.rfftfreq(size, 1 / SAMPLE_RATE)), size, axis=-1)[..., :n]
+
+
 def _lowpass(x: np.ndarray, cutoff: float, order: int = 2) -> np.ndarray:
-    sos = signal.butter(order, min(cutoff, 0.45 * SAMPLE_RATE), fs=SAMPLE_RATE, output="sos")
-    return signal.sosfilt(sos, x, axis=-1)
+    return _fft_filter(x, lambda f: _butterworth(f, min(cutoff, 0.45 * SAMPLE_RATE), order))
 
 
 def _highpass(x: np.ndarray, cutoff: float) -> np.ndarray:
-    sos = signal.butter(2, cutoff, btype="highpass", fs=SAMPLE_RATE, output="sos")
-    return signal.sosfilt(sos, x, axis=-1)
+    return _fft_filter(x, lambda f: _butterworth(f, cutoff, 2, highpass=True))
+
+
+def _bandpass(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    return _fft_filter(x, lambda f: _butterworth(f, low, 2, highpass=True) * _butterworth(f, high, 2))
+
+
+def _convolve(x: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """`x` convolved with `ir`, cut to len(x): overlap-add FFT blocks, so memory follows the
+    block, not the piece."""
+    n, m = len(x), len(ir)
+    size = 1 << (4 * m - 1).bit_length()
+    step = size - m + 1
+    response = np.fft.rfft(ir, size)
+    out = np.zeros(n + m - 1)
+    for start in range(0, n, step):
+        block = x[start:start + step]
+        out[start:start + len(block) + m - 1] += np.fft.irfft(np.fft.rfft(block, size) * response, size)[:len(block) + m - 1]
+    return out[:n]
 
 
 def _vibrato_phase(freq: float, n: int, rate: float, depth: float, delay: float) -> np.ndarray:
@@ -549,9 +581,7 @@ def _flute(freq: float, n: int, rng: np.random.Generator) -> np.ndarray:
     """Near-sine tone with vibrato and band-passed breath noise."""
     phase = 2 * np.pi * _vibrato_phase(freq, n, 5.0, 0.006, 0.25)
     y = np.sin(phase) + 0.2 * np.sin(2 * phase) + 0.08 * np.sin(3 * phase)
-    sos = signal.butter(2, (0.7 * freq, min(1.4 * freq, 20000)), btype="bandpass", fs=SAMPLE_RATE,
-                        output="sos")
-    breath = signal.sosfilt(sos, rng.standard_normal(n)) * 0.5
+    breath = _bandpass(rng.standard_normal(n), 0.7 * freq, min(1.4 * freq, 20000)) * 0.5
     return (y + breath) * _attack(n, 0.06)
 
 
@@ -747,7 +777,7 @@ def render(attrs: PieceAttributes, seed: int) -> np.ndarray:
         add("drums", drums, np.ones((2, 1), np.float32), 0.1)
         del drums
     for channel, ir in enumerate(_reverb_ir(rng)):
-        mix[channel] += signal.oaconvolve(send, ir)[:n]
+        mix[channel] += _convolve(send, ir)
 
     fade = min(round(1.5 * SAMPLE_RATE), n // 4)
     if fade > 0:

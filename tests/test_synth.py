@@ -323,3 +323,19 @@ def test_write_corpus_writes_audio_and_metadata_that_agree(tmp_path):
 def test_bad_arguments_raise_salong_error_naming_the_value(call, match):
     with pytest.raises(SalongError, match=match):
         call()
+
+
+def test_filters_follow_the_butterworth_response():
+    """A sine through each filter keeps the amplitude |H(f)| = 1/sqrt(1 + (f/fc)^4) (order 2)."""
+    from salong.synth import _bandpass, _highpass, _lowpass
+
+    n = 44100
+    t = np.arange(n) / 44100
+    for freq in (250.0, 1000.0, 4000.0):
+        x = np.sin(2 * np.pi * freq * t)
+        amplitude = lambda y: np.sqrt(2 * np.mean(y[4410:-4410] ** 2))  # away from the edges
+        assert amplitude(_lowpass(x, 1000.0)) == pytest.approx(1 / np.sqrt(1 + (freq / 1000) ** 4), rel=1e-3)
+        assert amplitude(_highpass(x, 1000.0)) == pytest.approx(1 / np.sqrt(1 + (1000 / freq) ** 4), rel=1e-3)
+    x = np.sin(2 * np.pi * 1000.0 * t)
+    expected = 1 / np.sqrt(1 + (500 / 1000) ** 4) / np.sqrt(1 + (1000 / 2000) ** 4)
+    assert np.sqrt(2 * np.mean(_bandpass(x, 500.0, 2000.0)[4410:-4410] ** 2)) == pytest.approx(expected, rel=1e-3)
