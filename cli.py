@@ -7,6 +7,7 @@ and errors go to stderr. A user-facing failure is one line and a non-zero exit s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import sys
@@ -19,8 +20,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import salong
 from salong.errors import SalongError
-
-BUNDLED = Path(__file__).resolve().parent / "checkpoints"
 
 app = typer.Typer(
     name="salong",
@@ -72,16 +71,12 @@ def progress_bar(description: str, enabled: bool = True, unit: str | None = None
 
 
 def resolve_model(path: Optional[Path], kind: str) -> Path:
-    """The model file to use: the one given, or the bundled one for `kind`."""
+    """The model file to use: the one given, or the bundled one for `kind` (generator or autoencoder)."""
+    from salong.bundled import default_autoencoder, default_generator
+
     if path is not None:
         return path
-    bundled = BUNDLED / f"{kind}.safetensors"
-    if bundled.exists():
-        return bundled
-    raise SalongError(
-        f"no --model given and no bundled {kind} model in {str(BUNDLED)!r}; pass --model PATH "
-        f"(train one with `salong train {kind}`)"
-    )
+    return default_generator() if kind == "generator" else default_autoencoder()
 
 
 def ensure_folder(folder: Path) -> Path:
@@ -127,12 +122,15 @@ def synth(
     min_seconds: float = typer.Option(5.0, help="Shortest piece, seconds."),
     max_seconds: float = typer.Option(30.0, help="Longest piece, seconds (at most 285)."),
     fmt: str = typer.Option("wav", "--format", help="Audio format: wav or flac."),
+    durations: str = typer.Option("uniform", help="Length law between the bounds: uniform, or log (uniform in log-seconds: many short pieces, some long)."),
+    jobs: int = typer.Option(1, help="Worker processes; the corpus is the same for any number."),
 ) -> None:
     """Write a procedural music corpus with exact captions (the training data format)."""
     from salong.synth import write_corpus
 
     with progress_bar("synthesising") as update:
-        path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt, progress=update)
+        path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,
+                            durations=durations, jobs=jobs, progress=update)
     print(path)
 
 
@@ -142,15 +140,15 @@ def encode(
     out: Optional[Path] = typer.Option(
         None, "-o", "--out", help="Latents file for one input, or a folder for several. \\[default: NAME.latents.safetensors here]"
     ),
-    model: Optional[Path] = typer.Option(None, help="Autoencoder checkpoint. \\[default: the bundled one]"),
+    model: Optional[Path] = typer.Option(None, help="Autoencoder or generator file (its autoencoder is used). \\[default: the bundled model's]"),
     mean: bool = typer.Option(False, "--mean", help="Deterministic latents (the posterior mean) instead of a sample."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
     """Encode audio to latents (.safetensors) with the autoencoder."""
-    from salong.autoencoder import load_autoencoder
+    from salong.autoencoder import load_autoencoder_from
     from salong.latents import encode_file, save_latents
 
-    ae, _ = load_autoencoder(resolve_model(model, "autoencoder"))
+    ae, _ = load_autoencoder_from(resolve_model(model, "autoencoder"))
 
     def run(path: Path) -> Path:
         target = output_for(path, out, len(inputs) > 1, ".latents.safetensors")
@@ -167,13 +165,13 @@ def decode(
     out: Optional[Path] = typer.Option(
         None, "-o", "--out", help="Audio file for one input, or a folder for several. \\[default: NAME.wav here]"
     ),
-    model: Optional[Path] = typer.Option(None, help="Autoencoder checkpoint. \\[default: the bundled one]"),
+    model: Optional[Path] = typer.Option(None, help="Autoencoder or generator file (its autoencoder is used). \\[default: the bundled model's]"),
     fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from the extension]"),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
     """Decode latents back to audio with the original length and channel count."""
     from salong.audio import output_format, write_audio
-    from salong.autoencoder import load_autoencoder
+    from salong.autoencoder import load_autoencoder_from
     from salong.latents import decode_latents, load_latents
 
     suffix = "." + (fmt or "wav")
@@ -181,7 +179,7 @@ def decode(
         output_format(out, fmt)  # reject a bad extension before decoding for minutes
     elif fmt is not None:
         output_format(Path("x" + suffix))
-    ae, _ = load_autoencoder(resolve_model(model, "autoencoder"))
+    ae, _ = load_autoencoder_from(resolve_model(model, "autoencoder"))
 
     def run(path: Path) -> Path:
         target = output_for(path, out, len(inputs) > 1, suffix)
@@ -194,23 +192,13 @@ def decode(
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="A model checkpoint or latents file.")) -> None:
-    """Show what a checkpoint or latents file holds."""
-    import json
+def info(
+    path: Optional[Path] = typer.Argument(None, help="A model checkpoint or latents file. \\[default: the bundled model]"),
+) -> None:
+    """Show what a checkpoint or latents file holds; with no file, describe the bundled model."""
+    from salong.describe import describe_bundled, describe_file
 
-    from salong.checkpoint import load_checkpoint, read_metadata
-    from salong.latents import load_latents
-
-    if read_metadata(path).get("kind") == "latents":
-        item = load_latents(path)
-        frames = int(item.latents.shape[1])
-        print(f"latents: {item.latent_dim} x {frames} frames at {item.latent_rate:.3f} Hz, "
-              f"{item.samples / item.sample_rate:.2f} s of {item.channels}-channel {item.sample_rate} Hz audio")
-        return
-    ckpt = load_checkpoint(path)
-    params = sum(t.numel() for t in ckpt.tensors.values())
-    print(f"{ckpt.kind}: {params / 1e6:.2f}M values in {len(ckpt.tensors)} tensors")
-    print(json.dumps(ckpt.config, indent=2))
+    print(describe_file(path) if path is not None else describe_bundled())
 
 
 @app.command()
@@ -224,7 +212,7 @@ def generate(
     seed: Optional[int] = typer.Option(None, help="Seed; the same seed and settings give the same song. \\[default: random]"),
     negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt: what to steer away from."),
     sampler: Optional[str] = typer.Option(None, help="dpmpp-2m, dpmpp-2m-sde or euler. \\[default: the model's, dpmpp-2m]"),
-    model: Optional[Path] = typer.Option(None, help="Generator checkpoint. \\[default: the bundled one]"),
+    model: Optional[Path] = typer.Option(None, help="Generator file. \\[default: the bundled model; see `salong info`]"),
     fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from -o, else wav]"),
     prompts: Optional[Path] = typer.Option(
         None, help="Batch file: a prompt per line, or JSON lines with prompt, seconds, seed, output, negative."),
@@ -340,6 +328,18 @@ def _train_options(
                 device=device, num_workers=num_workers)
 
 
+def _no_init_with_resume(init: Path, resume: bool) -> None:
+    if resume:
+        raise SalongError(f"--init {init} starts a new run and --resume continues one; give only one of them")
+
+
+def _init_model(config, preset_config, preset: Optional[str], init: Path):
+    """The model config of a run started with --init: the file's; a --preset must agree with it."""
+    if preset_config is not None and preset_config != config:
+        raise SalongError(f"--init {init} holds a model of another size than --preset {preset}; drop --preset")
+    return config
+
+
 def _report_model(result) -> None:
     """The exported model's path on stdout, once (rank 0 under torchrun)."""
     if os.environ.get("RANK", "0") == "0":
@@ -350,7 +350,9 @@ def _report_model(result) -> None:
 def train_autoencoder_cmd(
     data: Path = typer.Option(..., help="Folder of audio (recursive), e.g. one written by `salong synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: config, metrics, checkpoints, demos, model."),
-    preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or sa2 (paper scale). \\[default: small]"),
+    preset: Optional[str] = typer.Option(None, help="Model size: tiny, compact, small or sa2 (paper scale). \\[default: small]"),
+    init: Optional[Path] = typer.Option(None, help="Start a new run from this model file's autoencoder (an autoencoder or generator file); fresh optimiser."),
+    discriminator: Optional[str] = typer.Option(None, help="Critic size: tiny, compact or sa2. \\[default: the preset's]"),
     resume: bool = _RESUME,
     steps: Optional[int] = _STEPS,
     batch_size: Optional[int] = typer.Option(None, help="Clips per update per process. \\[default: 8]"),
@@ -376,18 +378,26 @@ def train_autoencoder_cmd(
 
     if preset is not None and preset not in PRESETS:
         raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    if discriminator is not None and discriminator not in DISCRIMINATOR_PRESETS:
+        raise SalongError(f"unknown --discriminator {discriminator!r}; choose one of: {', '.join(DISCRIMINATOR_PRESETS)}")
+    model = PRESETS[preset] if preset else None
+    if init is not None:
+        from salong.train.autoencoder import init_weights
+
+        _no_init_with_resume(init, resume)
+        model = _init_model(init_weights(init).config, model, preset, init)
+    critic = discriminator or (preset if preset in ("tiny", "compact") else "sa2" if preset else None)
     train_config, task_config = run_settings(
         out, resume, "autoencoder", AutoencoderTaskConfig,
         TrainConfig(steps=20000, batch_size=8, lr=1.5e-4, betas=(0.8, 0.99), demo_every=1000, eval_every=1000),
         AutoencoderTaskConfig(model=PRESETS["small"]),
         _train_options(steps, batch_size, lr, seed, checkpoint_every, log_every, demo_every, eval_every,
                        precision, device, num_workers),
-        dict(model=PRESETS[preset] if preset else None, window_seconds=window_seconds,
-             adversarial_start=adversarial_start,
-             # a test-sized autoencoder gets a test-sized critic; every other size the paper's
-             discriminator=DISCRIMINATOR_PRESETS["tiny" if preset == "tiny" else "sa2"] if preset else None),
+        dict(model=model, window_seconds=window_seconds, adversarial_start=adversarial_start,
+             # each preset has a critic of its own size; the paper's for the larger ones
+             discriminator=DISCRIMINATOR_PRESETS[critic] if critic else None),
     )
-    _report_model(train_autoencoder(data, out, train_config, task_config, resume=resume, quiet=quiet))
+    _report_model(train_autoencoder(data, out, train_config, task_config, resume=resume, quiet=quiet, init=init))
 
 
 @train_app.command("clap")
@@ -395,6 +405,7 @@ def train_clap_cmd(
     data: Path = typer.Option(..., help="Folder of captioned audio (metadata.jsonl or .txt sidecars)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: tokenizer, config, metrics, checkpoints, model."),
     preset: Optional[str] = typer.Option(None, help="Model size: tiny, small or laion-unfused. \\[default: small]"),
+    init: Optional[Path] = typer.Option(None, help="Start a new run from this CLAP model file (weights and tokenizer); fresh optimiser."),
     resume: bool = _RESUME,
     steps: Optional[int] = _STEPS,
     batch_size: Optional[int] = typer.Option(None, help="Caption-audio pairs per update per process: the in-batch negatives (>= 2). \\[default: 32]"),
@@ -420,13 +431,19 @@ def train_clap_cmd(
 
     if preset is not None and preset not in PRESETS:
         raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    model = PRESETS[preset] if preset else None
+    if init is not None:
+        from salong.clap import load_clap
+
+        _no_init_with_resume(init, resume)
+        model = _init_model(load_clap(init).config, model, preset, init)
     train_config, task_config = run_settings(
         out, resume, "clap", ClapTaskConfig,
         TrainConfig(steps=20000, batch_size=32, lr=5e-4, eval_every=500),
         ClapTaskConfig(model=PRESETS["small"]),
         _train_options(steps, batch_size, lr, seed, checkpoint_every, log_every, None, eval_every,
                        precision, device, num_workers),
-        dict(model=PRESETS[preset] if preset else None, vocab_size=vocab_size, validation_fraction=validation_fraction,
+        dict(model=model, vocab_size=vocab_size, validation_fraction=validation_fraction,
              eval_crops=eval_crops),
     )
     if clip_seconds is not None:  # a model setting: a changed value on --resume is refused by the trainer
@@ -436,7 +453,7 @@ def train_clap_cmd(
             task_config = replace(task_config, model=replace(task_config.model, clip_seconds=clip_seconds))
         except ValueError as exc:
             raise SalongError(str(exc)) from None
-    _report_model(train_clap(data, out, train_config, task_config, resume=resume, quiet=quiet))
+    _report_model(train_clap(data, out, train_config, task_config, resume=resume, quiet=quiet, init=init))
 
 
 @train_app.command("dit")
@@ -445,12 +462,15 @@ def train_dit_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: prepared latents, config, metrics, checkpoints, demos, model."),
     autoencoder: Optional[Path] = typer.Option(None, help="Frozen autoencoder (from `salong train autoencoder`); copied into the run."),
     text_encoder: Optional[Path] = typer.Option(None, help="Frozen CLAP (from `salong train clap`); copied into the run."),
-    preset: Optional[str] = typer.Option(None, help="DiT size: tiny, small, sa2 (paper) or sao1. \\[default: small]"),
+    preset: Optional[str] = typer.Option(None, help="DiT size: tiny, small, compact (the bundled model's), sa2 (paper) or sao1. \\[default: small]"),
+    init: Optional[Path] = typer.Option(None, help="Start a new run from this generator file: its DiT's weights (fresh optimiser), and its autoencoder and CLAP unless given."),
     resume: bool = _RESUME,
     steps: Optional[int] = _STEPS,
     batch_size: Optional[int] = typer.Option(None, help="Crops per update per process. \\[default: 8]"),
     lr: Optional[float] = typer.Option(None, help="Learning rate. \\[default: 1e-4]"),
-    window_seconds: Optional[float] = typer.Option(None, help="Training crop, seconds (0 = the model's window). \\[default: 0]"),
+    crops: Optional[str] = typer.Option(None, help="variable: each batch draws one crop length, log-uniform from --min-crop-seconds to --window-seconds; fixed: every crop is --window-seconds long. \\[default: variable]"),
+    window_seconds: Optional[float] = typer.Option(None, help="Longest training crop, seconds (0 = the model's window). \\[default: 0]"),
+    min_crop_seconds: Optional[float] = typer.Option(None, help="Shortest crop with --crops variable, seconds. \\[default: 4]"),
     cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG). \\[default: 0.1]"),
     seed: Optional[int] = _SEED,
     checkpoint_every: Optional[int] = _CHECKPOINT_EVERY,
@@ -469,17 +489,24 @@ def train_dit_cmd(
 
     if preset is not None and preset not in PRESETS:
         raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    model = PRESETS[preset] if preset else None
+    if init is not None:
+        from salong.pipeline import generator_config
+
+        _no_init_with_resume(init, resume)
+        model = _init_model(generator_config(init).dit, model, preset, init)
     train_config, task_config = run_settings(
         out, resume, "dit", DiTTaskConfig,
         TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000),
         DiTTaskConfig(model=PRESETS["small"]),
         _train_options(steps, batch_size, lr, seed, checkpoint_every, log_every, demo_every, None,
                        precision, device, num_workers),
-        dict(model=PRESETS[preset] if preset else None, cond_dropout=cond_dropout, window_seconds=window_seconds),
+        dict(model=model, cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds,
+             min_crop_seconds=min_crop_seconds),
     )
     with progress_bar("encoding the dataset", not quiet) as update:
         result = train_dit(data, out, train_config, task_config, autoencoder, text_encoder, resume=resume, quiet=quiet,
-                           progress=update)
+                           progress=update, init=init)
     _report_model(result)
 
 
@@ -487,13 +514,33 @@ def train_dit_cmd(
 def train_export_cmd(
     run: Path = typer.Argument(..., help="A run folder, or one of its checkpoints/step_*.safetensors files."),
     out: Path = typer.Option(..., "-o", "--out", help="Model file to write (.safetensors)."),
+    half: bool = typer.Option(False, "--half", help="Store weight matrices in float16 (half the size; computation stays float32)."),
+    steps: Optional[int] = typer.Option(None, help="Generators: default sampler steps stored in the file. \\[default: the run's]"),
+    cfg_scale: Optional[float] = typer.Option(None, help="Generators: default CFG scale stored in the file. \\[default: the run's]"),
+    sampler: Optional[str] = typer.Option(None, help="Generators: default sampler stored in the file. \\[default: the run's]"),
 ) -> None:
     """Write a run's EMA weights as a model file that --model accepts."""
     from salong.train import export_run
     from salong.train.tasks import task_for_run
 
     run_dir = run if run.is_dir() else run.parent.parent
-    print(export_run(run, out, task_for_run(run_dir)))
+    task = task_for_run(run_dir)
+    sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
+    if sampling and task.kind != "dit":
+        raise SalongError(f"--steps, --cfg-scale and --sampler are sampling defaults of generators; {run} is a {task.kind} run")
+    if sampling:
+        from salong.pipeline import SamplingConfig
+
+        try:  # the same checks generation applies, before any file is written
+            SamplingConfig(**{**dataclasses.asdict(task.config.sampling), **sampling})
+        except ValueError as exc:
+            raise SalongError(f"bad sampling default: {exc}") from None
+    path = export_run(run, out, task)
+    if half or sampling:
+        from salong.checkpoint import store_half
+
+        store_half(path, {"sampling": sampling} if sampling else None, half=half)
+    print(path)
 
 
 # --- entry point ---------------------------------------------------------------------

@@ -134,6 +134,8 @@ class DiscriminatorConfig:
 DISCRIMINATOR_PRESETS: dict[str, DiscriminatorConfig] = {
     "sa2": DiscriminatorConfig(),
     "tiny": DiscriminatorConfig(filters=4),
+    # For the `compact` autoencoder: a critic that costs about as much as the model it judges.
+    "compact": DiscriminatorConfig(filters=8),
 }
 
 

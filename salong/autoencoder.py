@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salong.checkpoint import load_model, save_checkpoint
+from salong.checkpoint import config_from_dict, load_checkpoint, load_model, load_state_strict, save_checkpoint
 from salong.errors import SalongError
 
 KIND = "autoencoder"
@@ -139,6 +139,9 @@ PRESETS: dict[str, AutoencoderConfig] = {
     "sa2": AutoencoderConfig(),
     # Laptop scale: same 2048x hop and 64 latents, 7.8M parameters.
     "small": AutoencoderConfig(channels=32, c_mults=(1, 2, 4, 8, 8)),
+    # The bundled model's: 2.6M parameters, a quarter of `small`'s cost per sample, so it
+    # trains on two CPU cores in hours (benchmarks/train_step.py).
+    "compact": AutoencoderConfig(channels=16, c_mults=(1, 2, 4, 8, 16)),
     # Tests: same 2048x hop (21.53 Hz latents) and 64 latents, 50k parameters.
     "tiny": AutoencoderConfig(channels=4, c_mults=(1, 2, 2, 4, 4)),
 }
@@ -605,3 +608,25 @@ def load_autoencoder(path: str | Path) -> tuple[Autoencoder, AutoencoderConfig]:
     """Rebuild an autoencoder (in eval mode) from a checkpoint written by `save_autoencoder`."""
     model, config, _ = load_model(path, KIND, AutoencoderConfig, Autoencoder)
     return model, config
+
+
+# A generator checkpoint (salong.pipeline) holds its autoencoder under this prefix and
+# config key; `load_autoencoder_from` reads it without building the rest of the system.
+GENERATOR_KIND, GENERATOR_PART = "generator", "autoencoder"
+
+
+def load_autoencoder_from(path: str | Path) -> tuple[Autoencoder, AutoencoderConfig]:
+    """The autoencoder of an autoencoder checkpoint, or the one inside a generator checkpoint."""
+    ckpt = load_checkpoint(path, (KIND, GENERATOR_KIND))
+    if ckpt.kind == KIND:
+        config_dict, tensors = ckpt.config, ckpt.tensors
+    else:
+        prefix = GENERATOR_PART + "."
+        config_dict = ckpt.config.get(GENERATOR_PART)
+        if not isinstance(config_dict, dict):
+            raise SalongError(f"{str(path)!r} is a generator checkpoint without an autoencoder config; re-export it")
+        tensors = {k[len(prefix):]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+    config = config_from_dict(AutoencoderConfig, config_dict)
+    model = Autoencoder(config)
+    load_state_strict(model, tensors, source=f"{str(path)!r} ({GENERATOR_PART})")
+    return model.eval(), config

@@ -264,3 +264,36 @@ def load_model(
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:160] if text else type(exc).__name__
+
+
+# --- storage precision -------------------------------------------------------------------------
+
+
+def half_precision(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weight matrices and kernels (float tensors of 2 or more dims) in float16; everything
+    else (biases, norms, rotary frequencies, scalars) stays as it is.
+
+    Halves a model file; loading copies the values into the model's float32 parameters,
+    so computation stays float32. Rotary `inv_freq` buffers keep full precision: rounding
+    a frequency by 1e-3 would turn into a phase error of radians thousands of positions on.
+    """
+    out = {}
+    for key, value in tensors.items():
+        small = value.ndim < 2 or key.endswith("inv_freq")
+        out[key] = value if small or not value.is_floating_point() else value.to(torch.float16)
+    return out
+
+
+def store_half(path: str | Path, config_changes: Mapping[str, Any] | None = None, half: bool = True) -> Path:
+    """Rewrite a salong checkpoint in place (atomically): weights in float16 (`half_precision`)
+    and, optionally, top-level config entries merged with `config_changes` (e.g. sampling defaults)."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    config = dict(ckpt.config)
+    for key, value in (config_changes or {}).items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, Mapping) else value
+    metadata = dict(ckpt.metadata)
+    metadata["config"] = json.dumps(config)
+    tensors = half_precision(ckpt.tensors) if half else ckpt.tensors
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), ".safetensors")

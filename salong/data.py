@@ -4,7 +4,7 @@ Captions come from `metadata.jsonl` at the folder root (one JSON object per line
 with "path" relative to the root and "caption"; "attributes" are kept), else from
 a `.txt` sidecar beside the audio (`song.wav` + `song.txt`), else "". Items are
 windows cut at a random offset (or the start) and padded with silence at the end,
-with the timing conditioning of DESIGN §4: `seconds_start = floor(offset)`,
+with the timing condition of `salong.timing`: `seconds_start = floor(offset)`,
 `seconds_total = ceil(file duration)`.
 
 Randomness comes only from the per-item seed a sampler hands out: the dataset is
@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from salong.audio import resample, to_channels
 from salong.errors import SalongError
+from salong.timing import timing_condition
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "aiff", "aif")
 METADATA_FILE = "metadata.jsonl"
@@ -164,9 +165,9 @@ def validation_member(relpath: str, fraction: float, salt: str = "") -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def _split_key(key: int | tuple[int, int] | Sequence[int]) -> tuple[int, int]:
-    if isinstance(key, (tuple, list)):
-        index, seed = key
+def _split_key(key: int | tuple[int, ...] | Sequence[int]) -> tuple[int, int]:
+    if isinstance(key, (tuple, list)):  # (index, item_seed) or (index, item_seed, batch_seed)
+        index, seed = key[:2]
         return int(index), int(seed)
     return int(key), int(key)  # plain indexing: a fixed seed per item
 
@@ -175,8 +176,8 @@ class AudioDataset(Dataset):
     """Fixed-length windows of the audio files under `root`, with captions and timing.
 
     Items are dicts: `audio` float32 (channels, window_samples); `padding_mask` bool
-    (window_samples,), True on real audio; `seconds_start`, `seconds_total` (int
-    seconds, DESIGN §4); `caption`; `path` (relative to root); `seed` (the item seed,
+    (window_samples,), True on real audio; `seconds_start`, `seconds_total` (whole
+    seconds, `salong.timing`); `caption`; `path` (relative to root); `seed` (the item seed,
     for any further randomness a collate needs to stay deterministic). `files` lists every
     indexed file (for whole-file passes such as pre-encoding); `skipped` counts the
     unreadable ones.
@@ -251,11 +252,12 @@ class AudioDataset(Dataset):
         out[:, :real] = audio
         mask = torch.zeros(window, dtype=torch.bool)
         mask[:real] = True
+        seconds_start, seconds_total = timing_condition(offset / self.sample_rate, file.duration)
         return {
             "audio": torch.from_numpy(out),
             "padding_mask": mask,
-            "seconds_start": math.floor(offset / self.sample_rate),
-            "seconds_total": math.ceil(file.duration),
+            "seconds_start": seconds_start,
+            "seconds_total": seconds_total,
             "caption": file.caption,
             "path": file.relpath,
             "seed": seed,

@@ -63,6 +63,10 @@ class DiTConfig:
                 raise SalongError(f"DiTConfig.{name} must be a positive integer, got {value!r}")
         if not self.max_seconds > 0:
             raise SalongError(f"DiTConfig.max_seconds must be > 0, got {self.max_seconds!r}")
+        if self.window % self.patch_size:
+            raise SalongError(
+                f"DiTConfig.window {self.window} must be a whole number of patches of {self.patch_size} frames"
+            )
         if self.width % self.heads:
             raise SalongError(f"DiTConfig.width {self.width} is not divisible by heads {self.heads}")
         if self.heads % self.cond_kv_heads:
@@ -92,6 +96,9 @@ PRESETS: dict[str, DiTConfig] = {
     "sao1": DiTConfig(window=1024, max_text_tokens=128),
     # Trainable on a laptop CPU: ~7.6M parameters, 47.5 s window.
     "small": DiTConfig(width=256, depth=6, heads=4, cond_width=256, cond_kv_heads=2, window=1024),
+    # The bundled model's: ~9.5M parameters, the full 285 s window in patches of 2 frames
+    # (3072 tokens at most, a quarter of the attention cost of patch 1); CLAP `small` text tokens.
+    "compact": DiTConfig(width=256, depth=8, heads=4, cond_width=256, cond_kv_heads=2, patch_size=2, window=6144),
     # For tests: partial RoPE (32 of 64 dims) and grouped key/value heads (2 query heads per kv head).
     # cond_width 128 and 77 tokens: the `tiny` CLAP's text tower.
     "tiny": DiTConfig(width=128, depth=2, heads=2, cond_width=128, cond_kv_heads=1,

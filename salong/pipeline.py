@@ -23,6 +23,7 @@ from salong.diffusion import VDenoiser, cfg_denoiser, get_sampler, get_sigmas_lo
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
 from salong.text_encoder import ClapTextEncoder
+from salong.timing import latent_frames, request_timing
 
 KIND = "generator"
 FADE_SECONDS = 0.01  # the cut at the requested length is faded so it does not click
@@ -40,6 +41,11 @@ class SamplingConfig:
     sigma_max: float = 500.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a whole number >= 1, got {self.steps!r}")
+        if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
+            raise ValueError(f"cfg scale must be a number >= 0 (1 = no guidance), got {self.cfg_scale!r}")
+        get_sampler(self.sampler)  # raises with the known names
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
@@ -126,11 +132,9 @@ class Generator:
         return self.config.max_seconds
 
     def frames_for(self, seconds: float) -> int:
-        """Latent frames a request needs, rounded up to whole patches."""
-        samples = round(seconds * self.sample_rate)
-        frames = math.ceil(samples / self.config.autoencoder.hop_length)
-        patch = self.config.dit.patch_size
-        return min(self.config.dit.window, math.ceil(frames / patch) * patch)
+        """Latent frames a request needs, rounded up to whole patches (`salong.timing`)."""
+        frames = latent_frames(seconds, self.sample_rate, self.config.autoencoder.hop_length, self.config.dit.patch_size)
+        return min(self.config.dit.window, frames)
 
     def check_seconds(self, seconds: float) -> None:
         """Reject a length the model cannot make, naming the allowed range."""
@@ -169,8 +173,8 @@ class Generator:
     ) -> Song:
         """Sample one song of exactly round(seconds * sample_rate) samples.
 
-        Timing condition from the request: seconds_start = 0, seconds_total = seconds
-        (DESIGN §4). Only the latent frames the request needs are generated unless
+        Timing condition from the request, by the rule training uses (`salong.timing`):
+        the opening of a piece of `seconds`, rounded up to whole seconds. Only the latent frames the request needs are generated unless
         `full_window`, which samples the whole training window and cuts. The same seed
         and settings on the same machine give bit-identical audio.
         """
@@ -204,9 +208,10 @@ class Generator:
         """DiT keyword arguments for the conditional and unconditional halves of CFG."""
         prompts = [prompt] if negative_prompt is None else [prompt, negative_prompt]
         tokens, _ = self.text_encoder.encode(prompts)  # (1 or 2, L, W), padding zero
+        start, total = request_timing(seconds)
         timing = {
-            "seconds_start": torch.zeros(1, device=self.device),
-            "seconds_total": torch.full((1,), float(seconds), device=self.device),
+            "seconds_start": torch.full((1,), start, device=self.device),
+            "seconds_total": torch.full((1,), total, device=self.device),
         }
         keep = torch.zeros(1, dtype=torch.bool, device=self.device)
         cond = {"cond_tokens": tokens[:1], "cond_drop_mask": keep, **timing}
@@ -227,6 +232,11 @@ def finish(audio: np.ndarray, samples: int, sample_rate: int) -> np.ndarray:
     ramp = 0.5 * (1 + np.cos(np.linspace(0, np.pi, fade, dtype=np.float64)))  # 1 -> 0, raised cosine
     audio[:, samples - fade:] *= ramp.astype(np.float32)
     return audio
+
+
+def generator_config(path: str | Path) -> GeneratorConfig:
+    """The config of a generator checkpoint, read without building its models."""
+    return config_from_dict(GeneratorConfig, load_checkpoint(path, KIND).config)
 
 
 def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder, clap: Clap) -> Path:

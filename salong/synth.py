@@ -12,6 +12,8 @@ of the audio by construction.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 from dataclasses import dataclass, fields, replace
@@ -921,13 +923,43 @@ def _corpus_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+DURATION_LAWS = ("uniform", "log")
+
+
+def piece_length(piece_seed: int, min_seconds: float, max_seconds: float, durations: str = "uniform") -> float:
+    """A corpus piece's length: uniform in seconds, or uniform in log-seconds ("log": as many
+    pieces between 5 and 10 s as between 100 and 200 s, so long pieces exist without
+    dominating the hours)."""
+    rng = np.random.default_rng([piece_seed, _LENGTH_STREAM])
+    if durations == "log":
+        length = math.exp(rng.uniform(math.log(min_seconds), math.log(max_seconds)))
+    else:
+        length = rng.uniform(min_seconds, max_seconds)
+    return min(max(round(float(length), 2), min_seconds), max_seconds)
+
+
+def _write_piece(job: tuple[Path, int, int, float, float, str, str]) -> str:
+    """Render and write piece `i`; its metadata line (runs in a worker process under `jobs`)."""
+    from salong.audio import write_audio
+
+    out, seed, i, min_seconds, max_seconds, durations, fmt = job
+    piece_seed = _corpus_seed(seed, i)
+    piece = make_piece(piece_seed, piece_length(piece_seed, min_seconds, max_seconds, durations))
+    rel = f"audio/{i:06d}.{fmt}"
+    write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt)
+    return json.dumps({"path": rel, "caption": piece.caption, "duration": piece.audio.shape[1] / SAMPLE_RATE,
+                       "seed": piece_seed, "attributes": piece.attributes.to_dict()})
+
+
 def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float = 5.0,
-                 max_seconds: float = 30.0, fmt: str = "wav",
+                 max_seconds: float = 30.0, fmt: str = "wav", durations: str = "uniform", jobs: int = 1,
                  progress: Callable[[int, int], None] | None = None) -> Path:
     """Write n pieces as out_dir/audio/NNNNNN.<fmt> plus out_dir/metadata.jsonl; returns out_dir.
 
     Each metadata line: {"path", "caption", "duration", "seed", "attributes"}; path is
-    relative to out_dir. Piece i depends only on (seed, i), so corpora are reproducible.
+    relative to out_dir. Piece i depends only on (seed, i), so corpora are reproducible,
+    whatever the number of worker processes (`jobs`). metadata.jsonl is written last: a
+    corpus folder with one is complete.
     """
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
         raise SalongError(f"n={n!r} is not allowed; use an integer >= 1")
@@ -936,25 +968,28 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
         raise SalongError(f"min_seconds={min_seconds!r}, max_seconds={max_seconds!r} are not allowed; "
                           f"need 0 < min_seconds <= max_seconds <= {MAX_SECONDS:g}")
     _check_choice("fmt", fmt, ("wav", "flac"))
+    _check_choice("durations", durations, DURATION_LAWS)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise SalongError(f"jobs={jobs!r} is not allowed; use an integer >= 1")
     # imported here so composing and rendering need neither soundfile nor torch
-    from salong.audio import write_audio
     from salong.checkpoint import write_atomic
 
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
+    work = [(out, seed, i, min_seconds, max_seconds, durations, fmt) for i in range(n)]
     lines = []
-    for i in range(n):
-        piece_seed = _corpus_seed(seed, i)
-        length = np.random.default_rng([piece_seed, _LENGTH_STREAM]).uniform(min_seconds, max_seconds)
-        length = min(max(round(float(length), 2), min_seconds), max_seconds)
-        piece = make_piece(piece_seed, length)
-        rel = f"audio/{i:06d}.{fmt}"
-        write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt)
-        lines.append(json.dumps({"path": rel, "caption": piece.caption,
-                                 "duration": piece.audio.shape[1] / SAMPLE_RATE, "seed": piece_seed,
-                                 "attributes": piece.attributes.to_dict()}))
-        if progress is not None:
-            progress(i + 1, n)
+    with contextlib.ExitStack() as stack:
+        if jobs > 1:
+            import multiprocessing
+
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(min(jobs, n)))
+            results = pool.imap(_write_piece, work)
+        else:
+            results = map(_write_piece, work)
+        for line in results:
+            lines.append(line)
+            if progress is not None:
+                progress(len(lines), n)
     text = "\n".join(lines) + "\n"
     write_atomic(out / "metadata.jsonl", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out

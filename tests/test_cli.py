@@ -35,7 +35,7 @@ def test_version_and_help(capsys):
     # defaults are shown, including those the model supplies (rich markup must not eat them)
     code, out, _ = run_cli(capsys, "generate", "--help")
     text = " ".join(out.replace("│", " ").split())
-    assert "[default: 30.0]" in text and "[default: the bundled one]" in text and "[default: the model's, 7]" in text
+    assert "[default: 30.0]" in text and "[default: the bundled model; see `salong info`]" in text and "[default: the model's, 7]" in text
     for kind, default in [("autoencoder", "small"), ("clap", "small"), ("dit", "small")]:
         code, out, _ = run_cli(capsys, "train", kind, "--help")
         assert code == 0 and f"[default: {default}]" in " ".join(out.replace("│", " ").split())

@@ -300,6 +300,19 @@ def test_write_corpus_writes_audio_and_metadata_that_agree(tmp_path):
     assert (again / "metadata.jsonl").read_text() == "\n".join(lines) + "\n"
 
 
+def test_corpus_with_log_lengths_is_the_same_on_any_number_of_processes(tmp_path):
+    one = synth.write_corpus(4, tmp_path / "one", seed=3, min_seconds=1.0, max_seconds=8.0, durations="log")
+    two = synth.write_corpus(4, tmp_path / "two", seed=3, min_seconds=1.0, max_seconds=8.0, durations="log", jobs=2)
+    assert (one / "metadata.jsonl").read_text() == (two / "metadata.jsonl").read_text()
+    for entry in map(json.loads, (one / "metadata.jsonl").read_text().splitlines()):
+        assert (one / entry["path"]).read_bytes() == (two / entry["path"]).read_bytes()
+    # log-uniform lengths: as likely in [1, 2] s as in [4, 8] s, all within the bounds
+    lengths = [synth.piece_length(seed, 1.0, 8.0, "log") for seed in range(3000)]
+    assert 1.0 <= min(lengths) and max(lengths) <= 8.0
+    low, high = sum(x <= 2 for x in lengths), sum(x >= 4 for x in lengths)
+    assert abs(low - high) < 150 and abs(low - 1000) < 150
+
+
 # ------------------------------------------------------------------ bad arguments
 
 @pytest.mark.parametrize("call,match", [
@@ -319,6 +332,8 @@ def test_write_corpus_writes_audio_and_metadata_that_agree(tmp_path):
     (lambda: synth.write_corpus(1, "unused", min_seconds=5.0, max_seconds=4.0), r"min_seconds=5.0"),
     (lambda: synth.write_corpus(1, "unused", max_seconds=286.0), r"285"),
     (lambda: synth.write_corpus(1, "unused", fmt="mp3"), r"fmt='mp3'.*'flac'"),
+    (lambda: synth.write_corpus(1, "unused", durations="normal"), r"durations='normal'.*'log'"),
+    (lambda: synth.write_corpus(1, "unused", jobs=0), r"jobs=0"),
 ])
 def test_bad_arguments_raise_salong_error_naming_the_value(call, match):
     with pytest.raises(SalongError, match=match):

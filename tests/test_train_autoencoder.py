@@ -60,6 +60,12 @@ def test_reconstruction_loss_falls(corpus, tmp_path):
     assert np.mean(stft[-5:]) < 0.8 * np.mean(stft[:5]), stft
     model, cfg = load_autoencoder(run / "model.safetensors")
     assert cfg == PRESETS["tiny"]
+    # the critic is idle before the adversarial start: no loss logged, no optimiser step taken
+    assert not any("discriminator/loss" in m for m in metrics(run))
+    state = load_file(run / "checkpoints" / "step_0000040.safetensors")
+    assert any(k.startswith("model/discriminator/") for k in state)
+    assert any(k.startswith("optim/generator/") for k in state)
+    assert not any(k.startswith("optim/discriminator/") for k in state)
 
 
 def test_gan_resume_is_exact(corpus, tmp_path):

@@ -18,8 +18,9 @@ from salong.dit import PRESETS as DIT
 from salong.pipeline import Generator, SamplingConfig
 from salong.synth import make_piece
 from salong.text_encoder import ClapTextEncoder
-from salong.train import TrainConfig, train
-from salong.train.dit import DiTTask, DiTTaskConfig, LatentDataset, train_dit
+from salong.train import StepSampler, TrainConfig, train
+from salong.timing import latent_frames, request_timing, timing_condition
+from salong.train.dit import CropLengths, DiTTask, DiTTaskConfig, LatentDataset, train_dit
 
 SECONDS = [0.8, 1.2, 1.5, 1.0]
 
@@ -70,12 +71,12 @@ def test_preencode_and_crops(setup, tmp_path):
     expected, mask = ClapTextEncoder(clap_model).encode([index["items"][0]["caption"]])
     assert torch.allclose(first["text"], expected[0]) and not first["text"][~mask[0]].any()
 
-    dataset = LatentDataset(cache, index["items"], frames=16, latent_rate=44100 / 2048)
-    item = dataset[(2, 123)]  # 1.5 s = 33 frames, longer than the 16-frame crop
+    dataset = LatentDataset(cache, index["items"], CropLengths(16, 16, 1), latent_rate=44100 / 2048)
+    item = dataset[(2, 123, 0)]  # 1.5 s = 33 frames, longer than the 16-frame crop
     assert item["latents"].shape == (64, 16) and item["mask"].all()
     assert item["seconds_total"] == 2.0 and item["seconds_start"] in (0.0, 1.0)
-    assert torch.equal(dataset[(2, 123)]["latents"], item["latents"])  # the item seed fixes the crop
-    full = LatentDataset(cache, index["items"], frames=64, latent_rate=44100 / 2048)[(0, 5)]
+    assert torch.equal(dataset[(2, 123, 0)]["latents"], item["latents"])  # the item seed fixes the crop
+    full = LatentDataset(cache, index["items"], CropLengths(64, 64, 1), latent_rate=44100 / 2048)[(0, 5, 0)]
     real = first["latents"].shape[1]
     assert full["mask"][:real].all() and not full["mask"][real:].any()
     silence = load_file(str(cache / "silence.safetensors"))["latent"]
@@ -87,6 +88,70 @@ def test_preencode_and_crops(setup, tmp_path):
     train_dit(data, tmp_path / "run2", config(steps=1), task_config(), run / "prepared" / "autoencoder.safetensors",
               run / "prepared" / "clap.safetensors", quiet=True)
     assert (cache / "000000.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_timing_rule_ties_training_and_generation(setup, tmp_path):
+    """A request of S seconds gets the condition and length of the opening crop of an S-second file."""
+    root, data, ae, clap = setup
+    run = tmp_path / "run"
+    result = train_dit(data, run, config(steps=1), task_config(), ae, clap, quiet=True)
+    generator = Generator.load(result.model)
+    cache = run / "prepared" / "cache"
+    items = json.loads((cache / "index.json").read_text())["items"]
+    rate = 44100 / 2048
+    for index, item in enumerate(items):
+        seconds = item["duration"]  # 0.8, 1.2, 1.5 and 1.0 s: whole and fractional seconds
+        frames = generator.frames_for(seconds)
+        crop = LatentDataset(cache, items, CropLengths(frames, frames, 1), rate)[(index, 7, 0)]
+        # the crop covers the whole file: what generation samples for a request of that length
+        assert crop["mask"].all() and crop["latents"].shape[1] == frames
+        assert load_file(str(cache / item["file"]))["latents"].shape[1] == frames
+        cond, _ = generator._conditioning("a prompt", None, seconds)
+        assert (cond["seconds_start"].item(), cond["seconds_total"].item()) == (
+            crop["seconds_start"], crop["seconds_total"]) == request_timing(seconds) == (0.0, math.ceil(seconds))
+    # the autoencoder's own frame count for S seconds of audio is the rule's (before patches)
+    model = generator.autoencoder
+    for seconds in (0.01, 0.8, 1.0, 2.37, 3.0):
+        audio = torch.zeros(1, 2, round(seconds * 44100))
+        assert model.encode(audio, sample=False).shape[-1] == latent_frames(seconds, 44100, 2048)
+        assert latent_frames(seconds, 44100, 2048, 2) == 2 * math.ceil(latent_frames(seconds, 44100, 2048) / 2)
+    assert timing_condition(12.7, 30.2) == (12.0, 31.0) and request_timing(30) == (0.0, 30.0)
+
+
+def test_variable_crop_lengths(setup, tmp_path):
+    """One crop length per batch, in whole patches, log-uniform between the bounds; short files
+    are padded and masked, and every crop carries its own timing."""
+    lengths = CropLengths(8, 64, 2)
+    draws = [lengths.draw(seed) for seed in range(4000)]
+    assert set(draws) <= set(range(8, 65, 2)) and min(draws) == 8 and max(draws) == 64
+    assert draws == [lengths.draw(seed) for seed in range(4000)]  # a pure function of the batch seed
+    short, long = np.mean(np.array(draws) <= 16), np.mean(np.array(draws) >= 48)
+    assert 0.25 < short < 0.42 and 0.08 < long < 0.22 and short > 2 * long  # log-uniform: long crops rarer
+    variable = DiTTaskConfig(model=DIT["tiny"], min_crop_seconds=1.0)
+    assert variable.crop_lengths(44100 / 2048) == CropLengths(22, 64, 1)  # ceil(21.5) frames up to the window
+    fixed = DiTTaskConfig(model=DIT["tiny"], crops="fixed", window_seconds=1.0).crop_lengths(44100 / 2048)
+    assert fixed == CropLengths(22, 22, 1)
+    with pytest.raises(ValueError, match="crops must be one of"):
+        DiTTaskConfig(model=DIT["tiny"], crops="random")
+
+    root, data, ae, clap = setup
+    run = tmp_path / "run"
+    train_dit(data, run, config(steps=1), task_config(), ae, clap, quiet=True)
+    cache = run / "prepared" / "cache"
+    items = json.loads((cache / "index.json").read_text())["items"]
+    dataset = LatentDataset(cache, items, CropLengths(8, 48, 2), 44100 / 2048)
+    sampler = StepSampler(len(items), 4, seed=3, stop_step=12)
+    seen = set()
+    for batch in sampler:
+        crops = [dataset[key] for key in batch]
+        (frames,) = {c["latents"].shape[1] for c in crops}  # one length per batch
+        seen.add(frames)
+        for (index, _, _), crop in zip(batch, crops):
+            real = load_file(str(cache / items[index]["file"]))["latents"].shape[1]
+            assert crop["mask"].sum() == min(real, frames) and crop["mask"][: min(real, frames)].all()
+            assert crop["seconds_total"] == math.ceil(items[index]["duration"])
+        DiTTask.collate(None, crops)  # stacks: equal lengths within the batch
+    assert len(seen) > 3  # lengths vary from batch to batch
 
 
 def test_loss_falls_and_export_generates(setup, tmp_path):
@@ -125,7 +190,7 @@ def test_energy_follows_requested_length(setup, tmp_path):
         frames = math.ceil(seconds * rate)
         save_file({"latents": torch.randn(64, frames, generator=gen), "text": text}, str(cache / f"{i}.safetensors"))
         items.append({"file": f"{i}.safetensors", "path": f"{i}", "caption": "", "duration": seconds})
-    dataset = LatentDataset(cache, items, window, rate)
+    dataset = LatentDataset(cache, items, CropLengths(window, window, 1), rate)
     torch.manual_seed(0)
     from salong.autoencoder import load_autoencoder
     from salong.clap import load_clap

@@ -149,8 +149,11 @@ def test_sampler_is_deterministic_sharded_and_endless():
     assert a[0].shard(0).tolist() != a[0].shard(1).tolist()  # a new permutation every epoch
     # Item seeds change with the epoch, so random crops differ from epoch to epoch.
     s = StepSampler(4, 4, seed=0, stop_step=2)
-    e0, e1 = dict(s.batch(0)), dict(s.batch(1))
+    e0, e1 = ({i: seed for i, seed, _ in s.batch(b)} for b in (0, 1))
     assert all(e0[i] != e1[i] for i in range(4))
+    # One batch seed per update, shared by its items and by every rank, new each update.
+    assert {k for *_, k in a[0].batch(1)} == {k for *_, k in a[1].batch(1)} == {a[0].batch_seed(1)}
+    assert a[0].batch_seed(1) != a[0].batch_seed(2)
     # Resuming at step k gives the same batches as the tail of a full pass.
     full = list(StepSampler(10, 3, seed=1, stop_step=9))
     assert list(StepSampler(10, 3, seed=1, start_step=4, stop_step=9)) == full[4:]

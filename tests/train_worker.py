@@ -36,8 +36,8 @@ class ToyDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        index, seed = key
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        index, seed, _ = key
         self.seen.append((index, seed))
         x = torch.randn(4, generator=torch.Generator().manual_seed(index))
         noise = torch.randn(1, generator=torch.Generator().manual_seed(seed))

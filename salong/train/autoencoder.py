@@ -79,6 +79,10 @@ class AutoencoderTask(Task):
             Part("discriminator", self.discriminator, lr=self.config.discriminator_lr, betas=(0.8, 0.99), ema=False),
         ]
 
+    def trains(self, part: str, step: int) -> bool:
+        # The critic is idle until its losses join: before that it would cost more than the model.
+        return part == "generator" or step >= self.config.adversarial_start
+
     def collate(self, items: list[Any]) -> Any:
         return collate_audio(items)
 
@@ -129,6 +133,13 @@ class AutoencoderTask(Task):
         return save_autoencoder(path, ema_modules["generator"])
 
 
+def init_weights(path: str | Path) -> Autoencoder:
+    """The autoencoder of a model file for `--init`: an autoencoder, or the one inside a generator."""
+    from salong.autoencoder import load_autoencoder_from
+
+    return load_autoencoder_from(path)[0]
+
+
 def demo_clips(dataset, count: int, seconds: float) -> list[np.ndarray]:
     """The first `count` files' openings, `seconds` long, as fixed demo material."""
     from salong.audio import load_audio
@@ -152,8 +163,12 @@ def train_autoencoder(
     quiet: bool = False,
     demo_count: int = 2,
     demo_seconds: float = 5.0,
+    init: str | Path | None = None,
 ):
-    """Train (or resume) an autoencoder on a folder of audio; returns the trainer's result."""
+    """Train (or resume) an autoencoder on a folder of audio; returns the trainer's result.
+
+    `init` starts a new run from an exported model's weights (a fresh optimiser); the run's
+    model config must be that model's (see `init_config`)."""
     from salong.data import AudioDataset
     from salong.train.runtime import seed_everything
     from salong.train.trainer import train
@@ -162,4 +177,9 @@ def train_autoencoder(
     dataset = AudioDataset(data, model.sample_rate, model.audio_channels, window_seconds=task_config.window_seconds)
     seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
     task = AutoencoderTask(task_config, demo_clips(dataset, demo_count, demo_seconds))
+    if init is not None:
+        from salong.checkpoint import load_state_strict
+
+        weights = init_weights(init)
+        load_state_strict(task.model, weights.state_dict(), source=str(init))
     return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from salong.audio import load_audio
-from salong.checkpoint import write_atomic
+from salong.checkpoint import load_state_strict, write_atomic
 from salong.clap import (
     BYTE_ALPHABET,
     SPECIAL_TOKENS,
@@ -44,6 +44,7 @@ from salong.clap import (
     audio_features,
     collate,
     contrastive_loss,
+    load_clap,
     retrieval_recall,
     save_clap,
     tokenizer_from_metadata,
@@ -276,11 +277,14 @@ def train_clap(
     task_config: ClapTaskConfig,
     resume: bool = False,
     quiet: bool = False,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume) a CLAP on a folder of captioned audio; returns the trainer's result.
 
     A new run trains its tokenizer on the training captions; a resumed run reuses
-    the run folder's `tokenizer.json`. The exported model is `run_dir/model.safetensors`.
+    the run folder's `tokenizer.json`. `init` starts a new run from a CLAP model file's
+    weights and tokenizer (fresh optimiser; the run's model config must be the file's).
+    The exported model is `run_dir/model.safetensors`.
     """
     if train_config.batch_size < 2:
         raise SalongError(f"--batch-size {train_config.batch_size} leaves the contrastive loss no negatives; "
@@ -291,12 +295,17 @@ def train_clap(
         warnings.warn(f"batches of {train_config.batch_size} from {len(train_set)} training files repeat files; "
                       "a repeated pair counts as a negative of itself, so lower --batch-size", stacklevel=2)
     tokenizer_path = run_dir / TOKENIZER_FILE
-    if resume and (tokenizer_path.is_file() or _is_clap_run_with_checkpoint(run_dir)):
+    initial = load_clap(init) if init is not None else None
+    if initial is not None:
+        tokenizer = initial.tokenizer
+    elif resume and (tokenizer_path.is_file() or _is_clap_run_with_checkpoint(run_dir)):
         tokenizer = run_tokenizer(run_dir)
     else:  # a new run, or a resume the trainer is about to refuse with its own message
         tokenizer = train_tokenizer([f.caption for f in train_set.files], task_config.tokenizer_vocab)
     seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
     task = ClapTask(task_config, tokenizer, held_out.files, tokenizer_path)
+    if initial is not None:
+        load_state_strict(task.model, initial.state_dict(), source=repr(str(init)))
     return train(task, train_set, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)
 
 

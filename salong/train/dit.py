@@ -23,19 +23,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from salong.audio import load_audio, write_audio
-from salong.autoencoder import Autoencoder, load_autoencoder
-from salong.checkpoint import write_atomic
-from salong.clap import Clap, load_clap
+from salong.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
+from salong.checkpoint import load_state_strict, write_atomic
+from salong.clap import Clap, load_clap, save_clap
 from salong.data import index_audio
 from salong.diffusion import v_loss
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, save_generator
 from salong.text_encoder import ClapTextEncoder
+from salong.timing import timing_condition
 from salong.train.runtime import Dist
 from salong.train.trainer import PREPARED_DIR, Part, Task
 
 CACHE_VERSION = 1
+
+
+CROP_MODES = ("variable", "fixed")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,12 @@ class DiTTaskConfig:
 
     model: DiTConfig
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    window_seconds: float = 0.0  # training crop; 0 = the model's whole window
+    # "variable": each batch draws one crop length, log-uniform from `min_crop_seconds` to
+    # `window_seconds`, so short and long requests both sample lengths the model was trained
+    # on. "fixed": every crop is `window_seconds` long (the reference's whole-window training).
+    crops: str = "variable"
+    window_seconds: float = 0.0  # the longest crop; 0 = the model's whole window
+    min_crop_seconds: float = 4.0
     cond_dropout: float = 0.1  # share of samples trained unconditionally, for CFG (DESIGN §6)
     # The loss covers real audio only, except for this share of samples whose padding counts
     # too: they teach the model the silence after seconds_total (stable-audio-tools'
@@ -55,23 +64,51 @@ class DiTTaskConfig:
     demo_steps: int = 50
 
     def __post_init__(self) -> None:
+        if self.crops not in CROP_MODES:
+            raise ValueError(f"crops must be one of {', '.join(CROP_MODES)}, got {self.crops!r}")
         if not (math.isfinite(self.window_seconds) and self.window_seconds >= 0):
             raise ValueError(f"window_seconds must be >= 0 (0 = the model's window), got {self.window_seconds}")
+        if not (math.isfinite(self.min_crop_seconds) and self.min_crop_seconds > 0):
+            raise ValueError(f"min_crop_seconds must be > 0, got {self.min_crop_seconds}")
         if not 0 <= self.cond_dropout < 1:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 0 <= self.mask_padding_dropout <= 1:
             raise ValueError(f"mask_padding_dropout must be in [0, 1], got {self.mask_padding_dropout}")
 
-    def frames(self, latent_rate: float) -> int:
-        """The training crop in latent frames: whole patches, at most the model's window."""
-        if self.window_seconds == 0:
-            return self.model.window
-        patch = self.model.patch_size
-        frames = math.ceil(self.window_seconds * latent_rate / patch) * patch
-        if frames > self.model.window:
-            raise SalongError(f"--window-seconds {self.window_seconds:g} is longer than the model's window "
-                              f"({self.model.window / latent_rate:.2f} s)")
-        return frames
+    def crop_lengths(self, latent_rate: float) -> "CropLengths":
+        """The crop lengths of this run, in latent frames (whole patches, at most the window)."""
+        patch, window = self.model.patch_size, self.model.window
+        longest = window
+        if self.window_seconds:
+            longest = math.ceil(self.window_seconds * latent_rate / patch) * patch
+            if longest > window:
+                raise SalongError(f"--window-seconds {self.window_seconds:g} is longer than the model's window "
+                                  f"({window / latent_rate:.2f} s)")
+        if self.crops == "fixed":
+            return CropLengths(longest, longest, patch)
+        shortest = min(longest, max(patch, math.ceil(self.min_crop_seconds * latent_rate / patch) * patch))
+        return CropLengths(shortest, longest, patch)
+
+
+@dataclass(frozen=True)
+class CropLengths:
+    """Crop lengths in latent frames: whole patches from `shortest` to `longest`, log-uniform.
+
+    Log-uniform keeps long crops rarer than short ones (as many crops between 5 and 10 s as
+    between 100 and 200 s), since a crop's cost grows at least with its length, while every
+    length up to the window is still trained.
+    """
+
+    shortest: int
+    longest: int
+    patch: int
+
+    def draw(self, batch_seed: int) -> int:
+        if self.shortest == self.longest:
+            return self.longest
+        u = np.random.default_rng([batch_seed, 1]).uniform(math.log(self.shortest), math.log(self.longest + self.patch))
+        frames = int(math.exp(u)) // self.patch * self.patch
+        return min(self.longest, max(self.shortest, frames))
 
 
 # --- pre-encoding ----------------------------------------------------------------------
@@ -85,10 +122,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path | None) -> tuple[Path, Path]:
-    """Copy the frozen models into `RUN/prepared/` once; later calls check they are the same files."""
+def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path | None,
+                   init: Generator | None = None) -> tuple[Path, Path]:
+    """Copy the frozen models into `RUN/prepared/` once; later calls check they are the same files.
+
+    A run started from a generator (`init`) takes the generator's own autoencoder and CLAP
+    for those not given."""
     folder = run_dir / PREPARED_DIR
     targets = (folder / "autoencoder.safetensors", folder / "clap.safetensors")
+    if init is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if autoencoder is None and not targets[0].exists():
+            save_autoencoder(targets[0], init.autoencoder)
+        if text_encoder is None and not targets[1].exists():
+            save_clap(targets[1], init.text_encoder.clap)
     for source, target, flag in zip((autoencoder, text_encoder), targets, ("--autoencoder", "--text-encoder")):
         if target.exists():
             if source is not None and _sha256(Path(source)) != _sha256(target):
@@ -155,37 +202,40 @@ def preencode(
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    """Random crops of cached latents, indexed with `(index, item_seed)` for exact resume.
+    """Random crops of cached latents, indexed with `(index, item_seed, batch_seed)` for exact resume.
 
-    Crops shorter than the window are padded with the latent of silence and masked; timing follows
-    DESIGN §4: `seconds_start = floor(offset)`, `seconds_total = ceil(duration)`.
+    The batch seed draws the crop length (one per batch, see `CropLengths`), the item seed
+    the offset. Crops that run past the end of a file are padded with the latent of silence
+    and masked; timing follows `salong.timing`.
     """
 
-    def __init__(self, cache_dir: Path, items: list[dict[str, Any]], frames: int, latent_rate: float) -> None:
-        self.cache_dir, self.items, self.frames, self.latent_rate = cache_dir, items, frames, latent_rate
+    def __init__(self, cache_dir: Path, items: list[dict[str, Any]], lengths: CropLengths, latent_rate: float) -> None:
+        self.cache_dir, self.items, self.lengths, self.latent_rate = cache_dir, items, lengths, latent_rate
         self.silence = load_file(str(cache_dir / "silence.safetensors"))["latent"]  # (64,)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, seed = key
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
+        index, seed, batch_seed = key
+        frames = self.lengths.draw(batch_seed)
         item = self.items[index]
         tensors = load_file(str(self.cache_dir / item["file"]))
         latents = tensors["latents"]  # (64, n)
         n = latents.shape[1]
-        offset = int(np.random.default_rng(seed).integers(0, n - self.frames + 1)) if n > self.frames else 0
-        crop = latents[:, offset: offset + self.frames]  # (64, <= frames)
+        offset = int(np.random.default_rng(seed).integers(0, n - frames + 1)) if n > frames else 0
+        crop = latents[:, offset: offset + frames]  # (64, <= frames)
         real = crop.shape[1]
-        mask = torch.zeros(self.frames, dtype=torch.bool)
+        mask = torch.zeros(frames, dtype=torch.bool)
         mask[:real] = True
-        padding = self.silence[:, None].expand(-1, self.frames - real)  # (64, frames - real)
+        padding = self.silence[:, None].expand(-1, frames - real)  # (64, frames - real)
+        seconds_start, seconds_total = timing_condition(offset / self.latent_rate, item["duration"])
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
             "mask": mask,
             "text": tensors["text"],  # (tokens, width)
-            "seconds_start": float(math.floor(offset / self.latent_rate)),
-            "seconds_total": float(math.ceil(item["duration"])),
+            "seconds_start": seconds_start,
+            "seconds_total": seconds_total,
         }
 
 
@@ -268,8 +318,12 @@ def train_dit(
     resume: bool = False,
     quiet: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    init: str | Path | None = None,
 ):
-    """Prepare (once) and train a DiT run; returns the trainer's result."""
+    """Prepare (once) and train a DiT run; returns the trainer's result.
+
+    `init` starts a new run from a generator file: its DiT's weights (fresh optimiser; the
+    run's DiT config must be the file's), and its autoencoder and CLAP unless given."""
     from salong.train.runtime import init_distributed, seed_everything, wants_cuda
     from salong.train.trainer import train
 
@@ -280,9 +334,10 @@ def train_dit(
         if not run_dir.parent.is_dir():
             raise SalongError(f"folder {str(run_dir.parent)!r} does not exist; create it first")
         run_dir.mkdir(exist_ok=True)
+    initial = Generator.load(init) if init is not None else None
     d = init_distributed(wants_cuda(train_config.device))
     if d.main:
-        prepare_models(run_dir, autoencoder, text_encoder)
+        prepare_models(run_dir, autoencoder, text_encoder, initial)
     d.barrier()
     ae, clap = load_frozen(run_dir)
     try:
@@ -293,10 +348,13 @@ def train_dit(
                              + _sha256(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
     cache = run_dir / PREPARED_DIR / "cache"
     items = preencode(data, cache, ae, clap, digest, d, progress)
-    dataset = LatentDataset(cache, items, task_config.frames(ae.config.latent_rate), ae.config.latent_rate)
+    dataset = LatentDataset(cache, items, task_config.crop_lengths(ae.config.latent_rate), ae.config.latent_rate)
     demos = [(it["caption"], it["duration"]) for it in items[: task_config.demo_count]]
     seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
     task = DiTTask(task_config, ae, clap, demos)
+    if initial is not None:
+        load_state_strict(task.dit, initial.dit.state_dict(), source=f"{str(init)!r} (dit)")
+        del initial
     try:
         return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)
     finally:

@@ -9,7 +9,9 @@ saved iterator, and batches may straddle epoch boundaries (no item is dropped).
 
 Each item comes with a seed derived from (seed, epoch, index); datasets draw their
 randomness (random crops) from it, so results do not depend on DataLoader workers.
-Datasets are indexed with `(index, item_seed)` tuples.
+Each batch also has a seed of its own, derived from (seed, step) and the same on every
+rank, for what must agree across a batch (the DiT's crop length). Datasets are indexed
+with `(index, item_seed, batch_seed)` tuples.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 _MASK64 = (1 << 64) - 1
+_BATCH_STREAM = 0xBA7C4  # keeps batch seeds apart from item seeds (seed, epoch, index)
 
 
 def mix_seed(*values: int) -> int:
@@ -41,8 +44,8 @@ def mix_seed(*values: int) -> int:
 class StepSampler:
     """Batch sampler for updates `start_step .. stop_step - 1` of one rank.
 
-    Iterating yields one list of `(index, item_seed)` per update; use it as a
-    DataLoader `batch_sampler`.
+    Iterating yields one list of `(index, item_seed, batch_seed)` per update; use it as
+    a DataLoader `batch_sampler`.
     """
 
     def __init__(
@@ -82,16 +85,21 @@ class StepSampler:
         self._cached = (epoch, shard)
         return shard
 
-    def batch(self, step: int) -> list[tuple[int, int]]:
-        """The `(index, item_seed)` pairs of update `step`."""
+    def batch_seed(self, step: int) -> int:
+        """The seed shared by every item of update `step`, on every rank."""
+        return mix_seed(self.seed, _BATCH_STREAM, step)
+
+    def batch(self, step: int) -> list[tuple[int, int, int]]:
+        """The `(index, item_seed, batch_seed)` triples of update `step`."""
+        batch_seed = self.batch_seed(step)
         out = []
         for k in range(step * self.batch_size, (step + 1) * self.batch_size):
             epoch, pos = divmod(k, self.epoch_length)
             index = int(self.shard(epoch)[pos])
-            out.append((index, mix_seed(self.seed, epoch, index)))
+            out.append((index, mix_seed(self.seed, epoch, index), batch_seed))
         return out
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         for step in range(self.start_step, self.stop_step):
             yield self.batch(step)
 

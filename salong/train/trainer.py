@@ -191,7 +191,7 @@ class Task:
     `modules` maps part names to the modules to call: DDP-wrapped under
     `torchrun`, the plain modules otherwise. `ema_modules` maps part names to the
     EMA copies (eval mode, no grad), or to the live module for parts without EMA.
-    Datasets are indexed with `(index, item_seed)` pairs (see `StepSampler`).
+    Datasets are indexed with `(index, item_seed, batch_seed)` (see `StepSampler`).
     """
 
     kind: str = ""
@@ -201,6 +201,10 @@ class Task:
 
     def parts(self) -> list[Part]:
         raise NotImplementedError
+
+    def trains(self, part: str, step: int) -> bool:
+        """Whether `part` is updated at `step` (a GAN's critic waits for the adversarial start)."""
+        return True
 
     def collate(self, items: list[Any]) -> Any:
         """Dataset items -> one batch (runs in DataLoader workers)."""
@@ -477,15 +481,19 @@ def _train(
                 batch = _to_device(next(batches), device)
                 reseed_step(config.seed, step, d.rank)
                 for s in slots:
+                    if not task.trains(s.part.name, step):
+                        continue
                     _update_part(task, s, slots, batch, modules, step, config, autocast, window, device, d, run_dir)
                 step += 1
 
-                info = "  ".join(f"{s.part.name} {window.last[f'{s.part.name}/loss']:.4g}" for s in slots)
+                info = "  ".join(
+                    f"{s.part.name} {window.last[f'{s.part.name}/loss']:.4g}" for s in slots if f"{s.part.name}/loss" in window.last
+                )
                 if step % config.log_every == 0 or step == config.steps:
                     now = time.monotonic()
                     rate = (step - step_log) / max(now - t_log, 1e-9)
                     t_log, step_log = now, step
-                    lrs = {f"{s.part.name}/lr": window.last[f"{s.part.name}/lr"] for s in slots}
+                    lrs = {f"{s.part.name}/lr": window.last[f"{s.part.name}/lr"] for s in slots if f"{s.part.name}/lr" in window.last}
                     record = {"step": step, "time": round(time.time(), 3), "elapsed": round(now - t_start, 3)}
                     record.update({"steps_per_s": round(rate, 4), **window.flush(), **lrs})
                     if d.main:

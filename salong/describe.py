@@ -1,0 +1,70 @@
+"""What a salong file holds, in a few lines of text (`salong info`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from salong.checkpoint import load_checkpoint, read_metadata
+
+
+def describe_file(path: str | Path) -> str:
+    """A model checkpoint's kind, size and config, or a latents file's shape and audio format."""
+    from salong.latents import load_latents
+
+    path = Path(path)
+    if read_metadata(path).get("kind") == "latents":
+        item = load_latents(path)
+        frames = int(item.latents.shape[1])
+        return (f"latents: {item.latent_dim} x {frames} frames at {item.latent_rate:.3f} Hz, "
+                f"{item.samples / item.sample_rate:.2f} s of {item.channels}-channel {item.sample_rate} Hz audio")
+    ckpt = load_checkpoint(path)
+    lines = [f"{ckpt.kind}: {_millions(ckpt.tensors.values())} values in {len(ckpt.tensors)} tensors, "
+             f"{path.stat().st_size / 1e6:.1f} MB on disk ({_dtypes(ckpt.tensors.values())})"]
+    if ckpt.kind == "generator":
+        parts: dict[str, list] = {}
+        for key, tensor in ckpt.tensors.items():
+            parts.setdefault(key.split(".", 1)[0], []).append(tensor)
+        lines.append("parts: " + ", ".join(f"{name} {_millions(ts)}" for name, ts in parts.items()))
+        lines.append(_generator_summary(ckpt.config))
+    lines.append(json.dumps(ckpt.config, indent=2))
+    return "\n".join(lines)
+
+
+def describe_bundled() -> str:
+    """The bundled model files and the first lines of their model card."""
+    from salong.bundled import CARD_FILE, bundled_autoencoder_path, bundled_dir, bundled_generator_path
+
+    folder = bundled_dir()
+    generator, autoencoder = bundled_generator_path(), bundled_autoencoder_path()
+    if generator is None and autoencoder is None:
+        return "this salong install ships no model; pass --model PATH to generate, encode and decode"
+    lines = [f"bundled model in {folder}"]
+    if generator is None:
+        lines.append("no bundled generator yet: `salong generate` needs --model PATH; "
+                     "encode and decode use the bundled autoencoder")
+    card = folder / CARD_FILE if folder is not None else None
+    if card is not None and card.is_file():
+        summary = [line for line in card.read_text(encoding="utf-8").splitlines()[:12] if line.strip()]
+        lines += ["", *summary[:6], f"(model card: {card})"]
+    lines += ["", describe_file(generator or autoencoder)]
+    return "\n".join(lines)
+
+
+def _generator_summary(config: dict) -> str:
+    dit, ae, sampling = config["dit"], config["autoencoder"], config.get("sampling", {})
+    hop = 1
+    for stride in ae["strides"]:
+        hop *= stride
+    rate = ae["sample_rate"] / hop
+    return (f"window {dit['window']} latent frames = {dit['window'] / rate:.2f} s at {rate:.2f} Hz; "
+            f"{ae['sample_rate']} Hz, {ae['audio_channels']} channels; sampler {sampling.get('sampler')}, "
+            f"{sampling.get('steps')} steps, CFG {sampling.get('cfg_scale')}")
+
+
+def _millions(tensors) -> str:
+    return f"{sum(t.numel() for t in tensors) / 1e6:.2f}M"
+
+
+def _dtypes(tensors) -> str:
+    return ", ".join(sorted({str(t.dtype).replace("torch.", "") for t in tensors}))
