@@ -50,14 +50,15 @@ def one(model: str, seconds: float, steps: int, full_window: bool) -> dict:
     """A single generate call in this process."""
     from salong.pipeline import Generator
 
-    gen = Generator.load(model)
     start = time.perf_counter()
+    gen = Generator.load(model)
+    load = time.perf_counter() - start
     song = gen.generate("a calm piano piece", seconds, steps=steps, seed=0, full_window=full_window)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start  # model load included, as a user waits for it
     assert song.audio.shape[1] == round(seconds * 44100)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"seconds": seconds, "full_window": full_window, "steps": steps, "wall_s": round(wall, 2),
-            "realtime_x": round(seconds / wall, 3), "peak_rss_mb": round(peak_mb)}
+            "realtime_x": round(seconds / wall, 3), "peak_rss_mb": round(peak_mb), "load_s": round(load, 2)}
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -122,10 +123,13 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--one", model, str(seconds), "1" if full else "0", "--steps", str(args.steps)]
                 r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
                 kind = "full window" if full else "needed frames"
-                print(f"{seconds:>6g} s ({kind:>13}): {r['wall_s']:8.2f} s wall, {r['realtime_x']:7.3f}x real time, "
-                      f"peak RSS {r['peak_rss_mb']} MB")
+                print(f"{seconds:>6g} s ({kind:>13}): {r['wall_s']:8.2f} s wall (model load {r['load_s']:.2f} s "
+                      f"included), {r['realtime_x']:7.3f}x real time, peak RSS {r['peak_rss_mb']} MB")
         mm = matmul_gflops()
-        for frames in sorted({math.ceil(s * 44100 / 2048) for s in args.seconds if s <= window_s}):
+        from salong.timing import latent_frames
+
+        patch = cfg["dit"].get("patch_size", 1)
+        for frames in sorted({latent_frames(s, 44100, 2048, patch) for s in args.seconds if s <= window_s}):
             t = dit_throughput(model, frames)
             print(f"DiT forward, CFG pair of {t['frames']} frames: {t['forward_ms']} ms, {t['tokens_per_s']} tokens/s, "
                   f"{t['gflops']} GFLOP/s achieved vs {mm:.1f} GFLOP/s for a 2048^2 fp32 matmul "

@@ -1,0 +1,140 @@
+"""Write the bundled model's card (checkpoints/README.md) from a recipe work folder.
+
+    python examples/model_card.py WORK -o checkpoints/README.md
+
+Everything in the card is read from WORK: the corpus metadata, each stage's run config and
+metrics, walltime.tsv and evaluation.txt, and the shipped model files themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from salong.checkpoint import load_checkpoint, write_atomic
+
+STAGES = ("autoencoder", "clap", "dit")
+
+
+def corpus_facts(work: Path) -> str:
+    lines = (work / "corpus" / "metadata.jsonl").read_text().splitlines()
+    durations = [json.loads(line)["duration"] for line in lines]
+    config = json.loads((work / "corpus.json").read_text()) if (work / "corpus.json").is_file() else {}
+    seed = config.get("seed", "see the recipe")
+    return (f"{len(durations)} procedural pieces (`salong synth`, seed {seed}, log-uniform lengths "
+            f"{min(durations):.1f}-{max(durations):.1f} s), {sum(durations) / 3600:.2f} hours, "
+            f"{sum(d >= 40 for d in durations)} of them long enough for sections (40 s or more)")
+
+
+def stage_facts(work: Path, stage: str) -> str | None:
+    run = work / stage
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    steps = max((r["step"] for r in records), default=0)
+    config = json.loads((run / "config.json").read_text())
+    task, train = config["task"], config["train"]
+    evals = [r for r in records if any(k.startswith("eval/") for k in r)]
+    last = {k[5:]: round(v, 3) for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {}
+    return (f"| {stage} | {steps} of {train['steps']} | batch {train['batch_size']}, lr {train['lr']:g} | "
+            f"{json.dumps(last) if last else '-'} |"), task
+
+
+def wall_times(work: Path) -> dict[str, float]:
+    path = work / "walltime.tsv"
+    totals: dict[str, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            name, seconds, *_ = line.split("\t")
+            totals[name] = totals.get(name, 0.0) + float(seconds)
+    return totals
+
+
+def model_facts(path: Path) -> str:
+    ckpt = load_checkpoint(path)
+    parts: dict[str, int] = {}
+    for key, tensor in ckpt.tensors.items():
+        parts[key.split(".", 1)[0] if ckpt.kind == "generator" else ckpt.kind] = (
+            parts.get(key.split(".", 1)[0] if ckpt.kind == "generator" else ckpt.kind, 0) + tensor.numel())
+    sizes = ", ".join(f"{name} {count / 1e6:.2f}M" for name, count in parts.items())
+    return f"`{path.name}`: {ckpt.kind}, {path.stat().st_size / 1e6:.1f} MB; parameters: {sizes}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("work", type=Path)
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--models", type=Path, nargs="*", default=None,
+                        help="Shipped model files to describe (default: the .safetensors beside --out).")
+    args = parser.parse_args()
+    work = args.work
+    models = args.models if args.models is not None else sorted(args.out.parent.glob("*.safetensors"))
+    rows, tasks = [], {}
+    for stage in STAGES:
+        facts = stage_facts(work, stage)
+        if facts is not None:
+            rows.append(facts[0])
+            tasks[stage] = facts[1]
+    times = wall_times(work)
+    evaluation = (work / "evaluation.txt").read_text().strip() if (work / "evaluation.txt").is_file() else None
+    text = "\n".join([
+        "# salong's bundled model",
+        "",
+        "The model `salong generate`, `encode` and `decode` use when no `--model` is given.",
+        "It was trained from scratch on this project's procedural music corpus only, on CPUs, by",
+        "`bash examples/default_model.sh` (every stage resumable; rerun it to continue training).",
+        "",
+        "## Files",
+        "",
+        *[f"- {model_facts(path)}" for path in models],
+        "",
+        "Weight matrices are stored in float16 and computed in float32.",
+        "",
+        "## Data",
+        "",
+        f"- {corpus_facts(work)}.",
+        "- Captions state tempo, key and mode, drums, lead and other instruments, as the synthesiser made them.",
+        "- No recorded music, no downloaded data.",
+        "",
+        "## Training",
+        "",
+        "| stage | updates done of budget | settings | last evaluation |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "Model settings per stage: "
+        + "; ".join(f"{stage}: `{json.dumps(task.get('model', {}))}`" for stage, task in tasks.items()),
+        "",
+        f"Wall time per stage (seconds, all runs together): {json.dumps({k: round(v) for k, v in times.items()})}, "
+        f"on {platform.machine()} with {torch.get_num_threads()} CPU threads, niced.",
+        "",
+        "## Evaluation",
+        "",
+        "```",
+        evaluation or "not evaluated yet: the recipe evaluates once the DiT stage has run",
+        "```",
+        "",
+        "## Limits",
+        "",
+        "- It knows only what the procedural corpus holds: about nine lead instruments, pad, organ and string",
+        "  chords, bass, four drum styles, 60-180 BPM, 12 keys in major and minor. Prompts outside that",
+        "  vocabulary (voices, genres, real instruments it never heard) are not followed.",
+        "- Small and CPU-trained: audio quality is far below Stable Audio's; see the figures above.",
+        "",
+        "## Licence",
+        "",
+        "MIT, like salong's code. The training data is generated by salong itself, so no third-party",
+        "rights attach to the weights.",
+        "",
+    ])
+    write_atomic(args.out, lambda tmp: tmp.write_text(text, encoding="utf-8"), ".md")
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
