@@ -44,7 +44,7 @@ def measure(model_name: str, seconds: float, op: str, device: str, chunk_frames:
     model = model.to(device)
     cfg = model.config
     samples = round(seconds * cfg.sample_rate)
-    frames = -(-samples // cfg.hop_length)
+    frames = -(-samples // cfg.samples_per_latent)
     gen = torch.Generator().manual_seed(1)
     if op == "encode":
         data = 0.1 * torch.randn(1, cfg.audio_channels, samples, generator=gen)
@@ -67,7 +67,7 @@ def measure(model_name: str, seconds: float, op: str, device: str, chunk_frames:
             torch.cuda.synchronize()
     wall = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_mb()
-    assert out.shape[-1] == (frames if op == "encode" else frames * cfg.hop_length)
+    assert out.shape[-1] == (frames if op == "encode" else frames * cfg.samples_per_latent)
     return {
         "seconds": seconds,
         "op": op,

@@ -1,4 +1,4 @@
-"""Training losses of the autoencoder (Evans et al. 2024, sec. 3.1; DESIGN.md sec. 2).
+"""Training losses of the autoencoder (Evans et al. 2024, sec. 3.1; docs/architecture.md, Training losses).
 
 - Multi-resolution STFT loss (Yamamoto et al. 2020; auraloss's `MultiResolutionSTFTLoss`):
   spectral convergence + log-magnitude L1 at FFT sizes 2048..32, hop n_fft/4, Hann window.
@@ -180,8 +180,8 @@ class STFTDiscriminator(nn.Module):
     audio channel as input channels, laid out (time, frequency). Convs: (3, 9); three
     (3, 9) with stride 2 in frequency and dilation 1, 2, 4 in time; (3, 3); output (3, 3)
     to one channel. LeakyReLU 0.2 after every conv but the last, each output kept as a
-    feature map. All convs are weight-normalised, as DESIGN.md asks (EnCodec itself
-    leaves the first one plain).
+    feature map. All convs are weight-normalised (docs/architecture.md, Training losses;
+    EnCodec itself leaves the first one plain).
     """
 
     def __init__(self, config: DiscriminatorConfig, n_fft: int) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 
 from salong.checkpoint import config_from_dict, load_checkpoint, load_model, load_state_strict, save_checkpoint
 from salong.errors import SalongError
+from salong.timing import SAMPLE_RATE
 
 KIND = "autoencoder"
 Progress = Callable[[int, int], None]
@@ -41,7 +42,7 @@ RESIDUAL_KERNEL = 7
 class AutoencoderConfig:
     """Architecture of the autoencoder; `c_mults` omit the leading 1, as in the SAO JSON."""
 
-    sample_rate: int = 44100
+    sample_rate: int = SAMPLE_RATE
     audio_channels: int = 2
     channels: int = 128  # C
     c_mults: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -72,31 +73,31 @@ class AutoencoderConfig:
             )
 
     @property
-    def hop_length(self) -> int:
+    def samples_per_latent(self) -> int:
         """Audio samples per latent frame (the product of the strides)."""
         return math.prod(self.strides)
 
     @property
     def latent_rate(self) -> float:
         """Latent frames per second (21.53 Hz for 44.1 kHz and hop 2048)."""
-        return self.sample_rate / self.hop_length
+        return self.sample_rate / self.samples_per_latent
 
     @property
     def encoder_context_samples(self) -> int:
         """How many input samples beyond its own hop a latent frame depends on (worse side)."""
-        f, hop = _FAR, self.hop_length
+        f, hop = _FAR, self.samples_per_latent
         lo, hi = _input_range(_encoder_geometry(self), f, f)
         return max(f * hop - lo, hi - ((f + 1) * hop - 1))
 
     @property
     def encoder_context_frames(self) -> int:
         """`encoder_context_samples` in whole latent frames (8 for the sa2 strides)."""
-        return -(-self.encoder_context_samples // self.hop_length)
+        return -(-self.encoder_context_samples // self.samples_per_latent)
 
     @property
     def decoder_context_frames(self) -> int:
         """How many latent frames beyond its own an output frame depends on (10 for the sa2 strides)."""
-        f, hop = _FAR, self.hop_length
+        f, hop = _FAR, self.samples_per_latent
         lo, hi = _input_range(_decoder_geometry(self), f * hop, (f + 1) * hop - 1)
         return max(f - lo, hi - f)
 
@@ -401,7 +402,7 @@ class Autoencoder(nn.Module):
             raise SalongError("latents are empty (0 frames); give at least one frame")
 
     def _pad_to_hop(self, audio: torch.Tensor) -> torch.Tensor:
-        hop = self.config.hop_length
+        hop = self.config.samples_per_latent
         return F.pad(audio, (0, -audio.shape[-1] % hop))  # (B, C, ceil(N / hop) * hop)
 
     # -- whole-signal API --
@@ -411,7 +412,7 @@ class Autoencoder(nn.Module):
     ) -> torch.Tensor:
         """Audio (B, audio_channels, N) -> latents (B, latent_dim, ceil(N / hop)).
 
-        The input is zero-padded on the right to a multiple of `hop_length`, so the last
+        The input is zero-padded on the right to a multiple of `samples_per_latent`, so the last
         frame may describe partly silence; `decode(...)[..., :N]` recovers N samples.
         `sample=False` returns the posterior mean (deterministic), `sample=True` a draw.
         """
@@ -459,7 +460,7 @@ class Autoencoder(nn.Module):
         """
         self._check_audio(audio)
         cfg = self.config
-        hop, n = cfg.hop_length, audio.shape[-1]
+        hop, n = cfg.samples_per_latent, audio.shape[-1]
         frames = -(-n // hop)
         overlap = _overlap(chunk_frames, overlap_frames, cfg.encoder_context_frames)
         device, dtype = self._run_device()
@@ -491,7 +492,7 @@ class Autoencoder(nn.Module):
         """
         self._check_latents(latents)
         cfg = self.config
-        hop, frames = cfg.hop_length, latents.shape[-1]
+        hop, frames = cfg.samples_per_latent, latents.shape[-1]
         overlap = _overlap(chunk_frames, overlap_frames, cfg.decoder_context_frames)
         device, dtype = self._run_device()
         out_dtype = torch.promote_types(latents.dtype, torch.float32)

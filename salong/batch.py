@@ -1,5 +1,10 @@
 """Batch renders: a prompts file and variations turned into a list of jobs, each with its
-own output path, rendered with one loaded model; a failing job never stops the others."""
+own output path, rendered with one loaded model; a failing job never stops the others.
+
+    jobs = plan_jobs(read_prompts(path), 30.0, 1, None, Path("songs"), DEFAULT_NAME, "wav", None)
+    for result in render(Generator.load(model), jobs, skip_existing=True):
+        ...  # a Rendered, Skipped or Failed per job, in order
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,22 @@ import json
 import math
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from salong.errors import SalongError
 
+if TYPE_CHECKING:
+    from salong.pipeline import Generator, Song
+
 DEFAULT_NAME = "{slug}_{seed}.{ext}"
 NAME_FIELDS = ("slug", "seed", "index", "variation", "seconds", "ext")
+# What `render` reports through `progress(job, stage, done, total)`, in order; only
+# "sampling" has a count (its steps), the others report 0 of 0.
+STAGES = ("encoding the prompt", "sampling", "decoding", "writing")
+RenderProgress = Callable[["Job", str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,8 @@ def plan_jobs(
     itself for a single job."""
     if variations < 1:
         raise SalongError(f"-n must be at least 1, got {variations}")
+    if seed is not None and seed < 0:
+        raise SalongError(f"--seed must be a whole number >= 0, got {seed}")
     _check_template(name)
     many = variations > 1 or len(entries) > 1
     jobs: list[Job | BadLine] = []
@@ -145,3 +160,105 @@ def _check_template(name: str) -> None:
         name.format(slug="x", seed=0, index=0, variation=0, seconds="1", ext="wav")
     except (KeyError, IndexError, ValueError) as exc:
         raise SalongError(f"bad --name template {name!r} ({exc}); use fields {{{'}, {'.join(NAME_FIELDS)}}}") from None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A job's song, written to `path`."""
+
+    job: Job
+    path: Path
+    song: Song
+    elapsed: float  # seconds for sampling, decoding and writing
+
+    def record(self, model: str | Path) -> dict[str, Any]:
+        """The song's settings as one JSON-ready record (what `salong generate --json` prints)."""
+        song = self.song
+        return dict(path=str(self.path), prompt=song.prompt, seconds=song.seconds, seed=song.seed, steps=song.steps,
+                    cfg=song.cfg_scale, sampler=song.sampler, negative=song.negative_prompt, model=str(model),
+                    elapsed=round(self.elapsed, 3))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A job left alone: its output file exists (`skip_existing`)."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A job (or prompts-file line) that failed; `message` is one line."""
+
+    source: str
+    message: str
+
+
+def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None = None) -> list[Job | BadLine]:
+    """The pre-flight checks of each job (output format, writable output, a length the
+    model can make): a job that fails one becomes a BadLine, before minutes of sampling."""
+    from salong.audio import output_format
+    from salong.checkpoint import check_writable
+
+    checked: list[Job | BadLine] = []
+    for job in jobs:
+        if isinstance(job, Job):
+            try:
+                output_format(job.output, fmt)
+                check_writable(job.output)
+                generator.check_seconds(job.seconds)
+            except SalongError as exc:
+                job = BadLine(job.source, str(exc))
+        checked.append(job)
+    return checked
+
+
+def render(
+    generator: Generator,
+    jobs: list[Job | BadLine],
+    *,
+    steps: int | None = None,
+    cfg_scale: float | None = None,
+    sampler: str | None = None,
+    full_window: bool = False,
+    skip_existing: bool = False,
+    fmt: str | None = None,
+    progress: RenderProgress | None = None,
+) -> Iterator[Rendered | Skipped | Failed]:
+    """Render `jobs` with one loaded generator, yielding one result per job in order.
+
+    Sampling settings default to the model's and are checked before anything is
+    rendered (a bad one raises SalongError), as are the jobs (`check_jobs`); a job that
+    fails, there or while rendering, comes back as `Failed` and the others still run.
+    `skip_existing` leaves jobs whose output file exists. `fmt` is the audio format
+    (default: from each output's extension). `progress(job, stage, done, total)` hears
+    the `STAGES` of each job."""
+    from salong.audio import write_audio
+
+    steps, cfg_scale, sampler = generator.settings(steps, cfg_scale, sampler)
+    report = progress or (lambda job, stage, done, total: None)
+    for job in check_jobs(generator, jobs, fmt):
+        if isinstance(job, BadLine):
+            yield Failed(job.source, job.message)
+            continue
+        if skip_existing and job.output.exists():
+            yield Skipped(job)
+            continue
+
+        def sampling(done: int, total: int, job: Job = job) -> None:
+            report(job, "sampling", done, total)
+            if done == total:
+                report(job, "decoding", 0, 0)
+
+        start = time.perf_counter()
+        try:
+            report(job, "encoding the prompt", 0, 0)
+            song = generator.generate(job.prompt, job.seconds, steps=steps, cfg_scale=cfg_scale, seed=job.seed,
+                                      negative_prompt=job.negative_prompt, sampler=sampler,
+                                      full_window=full_window, progress=sampling)
+            report(job, "writing", 0, 0)
+            path = write_audio(job.output, song.audio, song.sample_rate, fmt)
+        except SalongError as exc:
+            yield Failed(job.source, str(exc))
+            continue
+        yield Rendered(job, path, song, time.perf_counter() - start)

@@ -9,8 +9,11 @@ unpickled.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import shutil
+import stat
 import tempfile
 import typing
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from salong.errors import SalongError
+from salong.errors import SalongError, short_reason
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "salong_format"
@@ -85,7 +88,19 @@ def check_writable(path: str | Path) -> tuple[Path, Path]:
         raise SalongError(f"output folder {str(folder)!r} is not writable; choose another output path")
     if path.is_dir():
         raise SalongError(f"output path {str(path)!r} is a directory; give a file name")
+    if path.exists() and not path.is_file() and not _is_stream(path):
+        raise SalongError(f"output path {str(path)!r} is not a regular file (a socket or block device); "
+                          "give a file name")
     return path, folder
+
+
+def _is_stream(path: Path) -> bool:
+    """A character device or named pipe (/dev/stdout, /dev/null, a FIFO): written into, never replaced."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Path]:
@@ -102,7 +117,6 @@ def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Pa
             f"cannot write in output folder {str(folder)!r} ({exc.strerror}); choose another output path"
         ) from None
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
     return path, Path(tmp)
 
 
@@ -113,7 +127,15 @@ def _umask() -> int:
 
 
 def commit_atomic(tmp: Path, path: Path) -> None:
-    """Flush `tmp` to disk and rename it onto `path`."""
+    """Flush `tmp` to disk and rename it onto `path`, with the permissions the umask gives any
+    new file (mkstemp's are 0600). Into a stream (`_is_stream`) the bytes are copied instead:
+    a device node or pipe is written to, never replaced."""
+    if _is_stream(path):
+        with open(tmp, "rb") as source, open(path, "wb") as sink:
+            shutil.copyfileobj(source, sink)
+        tmp.unlink()
+        return
+    os.chmod(tmp, 0o666 & ~_umask())
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -130,7 +152,8 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], suffix: str | 
         commit_atomic(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+        # safetensors reports a full disk as its own error type, with the OS's words
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc):
             raise SalongError(f"disk full while writing {str(path)!r}; free some space and retry") from None
         raise
     return path
@@ -192,7 +215,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise SalongError(
-            f"{str(path)!r} is not a readable safetensors checkpoint ({_short(exc)}); "
+            f"{str(path)!r} is not a readable safetensors checkpoint ({short_reason(exc)}); "
             "the file may be truncated or of another format"
         ) from None
 
@@ -203,6 +226,9 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
     meta = read_metadata(path)
     if meta.get(FORMAT_KEY) is None or "kind" not in meta or "config" not in meta:
         raise SalongError(f"{str(path)!r} is a safetensors file but not a salong checkpoint (no salong metadata)")
+    if not meta[FORMAT_KEY].isdigit():
+        raise SalongError(f"{str(path)!r} has a damaged salong_format entry ({meta[FORMAT_KEY][:20]!r}); "
+                          "re-export or re-download it")
     if int(meta[FORMAT_KEY]) > FORMAT_VERSION:
         raise SalongError(
             f"{str(path)!r} uses checkpoint format {meta[FORMAT_KEY]}, newer than this salong "
@@ -221,7 +247,7 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
                 tensors[key] = f.get_tensor(key)
         config = json.loads(meta["config"])
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise SalongError(f"{str(path)!r} is corrupt ({_short(exc)}); re-export or re-download it") from None
+        raise SalongError(f"{str(path)!r} is corrupt ({short_reason(exc)}); re-export or re-download it") from None
     return Checkpoint(path=path, kind=meta["kind"], config=config, tensors=tensors, metadata=meta)
 
 
@@ -260,10 +286,6 @@ def load_model(
     model.eval()
     return model, config, ckpt
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
 
 
 # --- storage precision -------------------------------------------------------------------------

@@ -5,8 +5,8 @@ feature fusion and keyword-to-caption augmentation") pairs an HTSAT audio tower
 (Chen et al. 2022, a Swin transformer over log-mel spectrograms) with a RoBERTa
 text tower; both end in a projection to a shared space, trained with the
 symmetric InfoNCE loss. Stable Audio 2 (Evans et al. 2024) conditions its DiT on
-the text tower only (DESIGN §3); `salong.text_encoder` turns a model from here
-into that conditioning.
+the text tower only (docs/architecture.md, CLAP); `salong.text_encoder` turns a
+model from here into that conditioning.
 
 Both towers are `transformers.ClapModel`; this file adds our frozen config (and
 its mapping onto `transformers.ClapConfig`), a byte-level BPE tokenizer trained
@@ -18,8 +18,7 @@ A CLAP training loop needs (see `tests/test_clap.py` for a complete one):
 
     tokenizer = train_tokenizer(captions, vocab_size=config.vocab_size)
     clap = Clap(config, tokenizer)
-    collate_fn = ClapCollator(tokenizer, config, train=True, seed=seed)
-    batch = collate_fn(items)    # items: {"audio": (C, N), "caption"}, e.g. from salong.data.AudioDataset
+    batch = collate(items, tokenizer, config, train=True, rng=rng)   # items: {"audio": (C, N), "caption"}
     out = clap(batch["input_ids"], batch["attention_mask"], batch["audio_features"])
     out.loss.backward()
     retrieval_recall(out.text_emb, out.audio_emb)               # on held-out pairs, in eval mode
@@ -53,10 +52,10 @@ from transformers import (
 
 from salong.audio import resample
 from salong.checkpoint import config_from_dict, load_checkpoint, load_state_strict, save_checkpoint
-from salong.errors import SalongError
+from salong.errors import SalongError, short_reason
+from salong.timing import SAMPLE_RATE
 
 KIND = "clap"
-AUDIO_RATE = 44_100  # salong's own audio rate; the HTSAT tower has its own (`sample_rate`)
 
 # RoBERTa's special tokens in RoBERTa's order: the ids are baked into ClapTextConfig
 # (bos 0, pad 1, eos 2), and position ids are counted from pad + 1.
@@ -440,7 +439,7 @@ def audio_windows(audio: np.ndarray | torch.Tensor, sample_rate: int, config: Cl
     return out
 
 
-def audio_features(audio: np.ndarray | torch.Tensor, config: ClapModelConfig, sample_rate: int = AUDIO_RATE,
+def audio_features(audio: np.ndarray | torch.Tensor, config: ClapModelConfig, sample_rate: int = SAMPLE_RATE,
                    mode: str = "center", rng: np.random.Generator | None = None, crops: int = 1) -> torch.Tensor:
     """(channels, samples) audio -> HTSAT input (n_windows, 1, mel_frames, n_mels) float32."""
     windows = audio_windows(audio, sample_rate, config, mode, rng, crops)
@@ -449,20 +448,11 @@ def audio_features(audio: np.ndarray | torch.Tensor, config: ClapModelConfig, sa
     return torch.from_numpy(np.asarray(feats["input_features"], dtype=np.float32))  # (n, 1, frames, mels)
 
 
-@torch.no_grad()
-def embed_audio_array(clap: Clap, audio: np.ndarray | torch.Tensor, sample_rate: int = AUDIO_RATE,
-                      crops: int = 3) -> torch.Tensor:
-    """One (D,) unit-norm embedding for a whole recording: the mean of `crops` evenly spaced windows."""
-    feats = audio_features(audio, clap.config, sample_rate, mode="crops", crops=crops).to(clap.device)
-    emb = clap.embed_audio(feats)  # (n, D)
-    return F.normalize(emb.mean(dim=0), dim=-1)
-
-
 # --- batching and evaluation -------------------------------------------------------------
 
 
 def collate(items: Sequence[Mapping[str, Any]], tokenizer: Any, config: ClapModelConfig, train: bool = True,
-            rng: np.random.Generator | None = None, sample_rate: int = AUDIO_RATE) -> dict[str, torch.Tensor]:
+            rng: np.random.Generator | None = None, sample_rate: int = SAMPLE_RATE) -> dict[str, torch.Tensor]:
     """Items {"audio": (C, N), "caption": str} -> a CLAP batch: input_ids (B, L),
     attention_mask (B, L), audio_features (B, 1, frames, n_mels).
 
@@ -492,27 +482,6 @@ def collate(items: Sequence[Mapping[str, Any]], tokenizer: Any, config: ClapMode
             item_rng = np.random.default_rng([int(item["seed"]), CROP_STREAM])
         feats.append(audio_features(audio, config, int(item.get("sample_rate", sample_rate)), mode, item_rng))
     return {"input_ids": ids, "attention_mask": mask, "audio_features": torch.cat(feats)}
-
-
-class ClapCollator:
-    """`collate` as a picklable DataLoader `collate_fn` with its own seeded crop generator.
-
-    Each DataLoader worker mixes its id into the seed, so workers crop differently
-    yet every run with the same seed crops the same. Crops then depend on the worker
-    count and on where a run restarted; the trainer instead calls `collate` with no
-    `rng`, so each crop follows from its item's seed (`salong.train.clap`)."""
-
-    def __init__(self, tokenizer: Any, config: ClapModelConfig, train: bool = True, seed: int = 0,
-                 sample_rate: int = AUDIO_RATE):
-        self.tokenizer, self.config, self.train, self.seed = tokenizer, config, train, seed
-        self.sample_rate = sample_rate
-        self._rng: np.random.Generator | None = None
-
-    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        if self._rng is None:
-            info = torch.utils.data.get_worker_info()
-            self._rng = np.random.default_rng([self.seed, info.id if info is not None else 0])
-        return collate(items, self.tokenizer, self.config, self.train, self._rng, self.sample_rate)
 
 
 @torch.no_grad()
@@ -589,7 +558,7 @@ def _load_hf_folder(folder: Path) -> Clap:
         model = ClapModel.from_pretrained(str(folder), local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SalongError(f"cannot load the CLAP folder {str(folder)!r} ({_short(exc)}); it needs config.json, "
+        raise SalongError(f"cannot load the CLAP folder {str(folder)!r} ({short_reason(exc)}); it needs config.json, "
                           "model weights and tokenizer files") from None
     if (folder / "preprocessor_config.json").is_file():
         extractor = ClapFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
@@ -620,11 +589,7 @@ def hf_model_type(config_file: Path) -> str | None:
     try:
         data = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise SalongError(f"{str(config_file)!r} is not readable JSON ({_short(exc)})") from None
+        raise SalongError(f"{str(config_file)!r} is not readable JSON ({short_reason(exc)})") from None
     return data.get("model_type") if isinstance(data, dict) else None
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
 

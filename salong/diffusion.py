@@ -1,4 +1,4 @@
-"""Diffusion maths, k-diffusion style (DESIGN.md §6): objectives, schedules, samplers, guidance.
+"""Diffusion maths, k-diffusion style (docs/diffusion.md): objectives, schedules, samplers, guidance.
 
 The network is any callable `net(x_t, t, **cond)` with t in [0, 1]; it knows nothing of
 what follows. Two time axes appear:

@@ -1,4 +1,4 @@
-"""The diffusion transformer (DiT) of Stable Audio 2 (Evans et al., 2024), DESIGN.md §4–§5.
+"""The diffusion transformer (DiT) of Stable Audio 2 (Evans et al., 2024); docs/architecture.md, DiT and Timing.
 
 The network maps noisy latents, a diffusion time and conditioning to a prediction;
 it knows nothing about noise schedules or objectives (see `diffusion.py`).
@@ -48,7 +48,9 @@ class DiTConfig:
     cond_kv_heads: int = 12  # key/value heads in cross-attention (groups of query heads share one)
     timing_features: int = 128  # learned frequencies per number embedder
     time_features: int = 128  # learned Fourier frequencies for the diffusion time
-    max_seconds: float = 512.0  # timing inputs are clamped to [0, max_seconds] then scaled to [0, 1]
+    # Timing inputs are clamped to [0, timing_max_seconds] then scaled to [0, 1]. Not the
+    # longest song: that is the window (`Generator.max_seconds`).
+    timing_max_seconds: float = 512.0
     patch_size: int = 1  # latent frames folded into one token
     window: int = 6144  # training window in latent frames (6144 ≈ 285 s at 21.5 Hz)
     max_text_tokens: int = 77  # text tokens per prompt (always padded to this length)
@@ -61,8 +63,8 @@ class DiTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SalongError(f"DiTConfig.{name} must be a positive integer, got {value!r}")
-        if not self.max_seconds > 0:
-            raise SalongError(f"DiTConfig.max_seconds must be > 0, got {self.max_seconds!r}")
+        if not self.timing_max_seconds > 0:
+            raise SalongError(f"DiTConfig.timing_max_seconds must be > 0, got {self.timing_max_seconds!r}")
         if self.window % self.patch_size:
             raise SalongError(
                 f"DiTConfig.window {self.window} must be a whole number of patches of {self.patch_size} frames"
@@ -135,20 +137,20 @@ class LearnedPositionalEmbedding(nn.Module):
 
 
 class NumberEmbedder(nn.Module):
-    """Seconds -> a conditioning vector (DESIGN §4): clamp to [0, max], scale to [0, 1], embed.
+    """Seconds -> a conditioning vector (docs/architecture.md, Timing): clamp to [0, max], scale to [0, 1], embed.
 
     `embedding.0.weights` / `embedding.1.*` match the reference's
     `conditioner.conditioners.<name>.embedder.embedding.*`.
     """
 
-    def __init__(self, features: int, out_width: int, max_seconds: float):
+    def __init__(self, features: int, out_width: int, max_value: float):
         super().__init__()
-        self.max_seconds = max_seconds
+        self.max_value = max_value
         self.embedding = nn.Sequential(LearnedPositionalEmbedding(features), nn.Linear(2 * features + 1, out_width))
 
     def forward(self, seconds: torch.Tensor) -> torch.Tensor:
         dtype = self.embedding[1].weight.dtype
-        x = seconds.to(dtype).clamp(0, self.max_seconds) / self.max_seconds  # (B,) in [0, 1]
+        x = seconds.to(dtype).clamp(0, self.max_value) / self.max_value  # (B,) in [0, 1]
         return self.embedding(x)  # (B, C)
 
 
@@ -333,8 +335,8 @@ class DiT(nn.Module):
         self.to_global_embed = nn.Sequential(
             nn.Linear(2 * c.cond_width, c.width, bias=False), nn.SiLU(), nn.Linear(c.width, c.width, bias=False)
         )
-        self.seconds_start = NumberEmbedder(c.timing_features, c.cond_width, c.max_seconds)
-        self.seconds_total = NumberEmbedder(c.timing_features, c.cond_width, c.max_seconds)
+        self.seconds_start = NumberEmbedder(c.timing_features, c.cond_width, c.timing_max_seconds)
+        self.seconds_total = NumberEmbedder(c.timing_features, c.cond_width, c.timing_max_seconds)
         self.preprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.postprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.transformer = ContinuousTransformer(c)

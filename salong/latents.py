@@ -13,12 +13,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from salong.audio import read_audio, resample, to_channels
 from salong.checkpoint import FORMAT_KEY, FORMAT_VERSION, read_metadata, write_atomic
-from salong.errors import SalongError
+from salong.errors import SalongError, short_reason
 
 LATENTS_KIND = "latents"
 Progress = Callable[[int, int], None]
@@ -73,10 +73,13 @@ def load_latents(path: str | Path) -> Latents:
             channels=int(meta["channels"]),
             source=meta.get("source", ""),
         )
-    except (KeyError, ValueError, RuntimeError, OSError) as exc:
-        raise SalongError(f"latents file {str(path)!r} is incomplete or corrupt ({exc}); encode the audio again") from None
+    except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as exc:
+        raise SalongError(f"latents file {str(path)!r} is incomplete or corrupt ({short_reason(exc)}); "
+                          "encode the audio again") from None
     if latents.ndim != 2 or item.samples < 1 or item.channels < 1:
         raise SalongError(f"latents file {str(path)!r} has inconsistent shapes; encode the audio again")
+    if not latents.is_floating_point() or not bool(torch.isfinite(latents).all()):
+        raise SalongError(f"latents file {str(path)!r} holds NaN, infinite or non-float values; encode the audio again")
     return item
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -23,16 +23,17 @@ from salong.diffusion import VDenoiser, cfg_denoiser, get_sampler, get_sigmas_lo
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
 from salong.text_encoder import ClapTextEncoder
-from salong.timing import latent_frames, request_timing
+from salong.timing import audio_samples, latent_frames, request_timing
 
 KIND = "generator"
+MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
 FADE_SECONDS = 0.01  # the cut at the requested length is faded so it does not click
 Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Sampling defaults stored with a generator (DESIGN §6)."""
+    """Sampling defaults stored with a generator (docs/diffusion.md, Sigma schedule and Classifier-free guidance)."""
 
     steps: int = 100
     cfg_scale: float = 7.0
@@ -42,12 +43,14 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a whole number >= 1, got {self.steps!r}")
-        if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
-            raise ValueError(f"cfg scale must be a number >= 0 (1 = no guidance), got {self.cfg_scale!r}")
+            raise SalongError(f"steps must be a whole number >= 1, got {self.steps!r}")
+        if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale)
+                and 0 <= self.cfg_scale <= MAX_CFG_SCALE):
+            raise SalongError(f"cfg scale must be a number from 0 to {MAX_CFG_SCALE:g} (1 = no guidance, 7 = the "
+                              f"paper's), got {self.cfg_scale!r}")
         get_sampler(self.sampler)  # raises with the known names
         if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+            raise SalongError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
 
 @dataclass(frozen=True)
@@ -61,16 +64,16 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.dit.latent_dim != self.autoencoder.latent_dim:
-            raise ValueError(f"DiT latent_dim {self.dit.latent_dim} != autoencoder latent_dim {self.autoencoder.latent_dim}")
+            raise SalongError(f"DiT latent_dim {self.dit.latent_dim} != autoencoder latent_dim {self.autoencoder.latent_dim}")
         if self.dit.cond_width != self.clap.text_width:
-            raise ValueError(f"DiT cond_width {self.dit.cond_width} != CLAP text width {self.clap.text_width}")
+            raise SalongError(f"DiT cond_width {self.dit.cond_width} != CLAP text width {self.clap.text_width}")
         if self.dit.max_text_tokens != self.clap.max_text_length:
-            raise ValueError(f"DiT max_text_tokens {self.dit.max_text_tokens} != CLAP max length {self.clap.max_text_length}")
+            raise SalongError(f"DiT max_text_tokens {self.dit.max_text_tokens} != CLAP max length {self.clap.max_text_length}")
 
     @property
     def max_seconds(self) -> float:
         """The longest song the DiT's window holds."""
-        return self.dit.window * self.autoencoder.hop_length / self.autoencoder.sample_rate
+        return self.dit.window * self.autoencoder.samples_per_latent / self.autoencoder.sample_rate
 
 
 @dataclass(frozen=True)
@@ -133,30 +136,23 @@ class Generator:
 
     def frames_for(self, seconds: float) -> int:
         """Latent frames a request needs, rounded up to whole patches (`salong.timing`)."""
-        frames = latent_frames(seconds, self.sample_rate, self.config.autoencoder.hop_length, self.config.dit.patch_size)
+        frames = latent_frames(seconds, self.sample_rate, self.config.autoencoder.samples_per_latent, self.config.dit.patch_size)
         return min(self.config.dit.window, frames)
 
     def check_seconds(self, seconds: float) -> None:
         """Reject a length the model cannot make, naming the allowed range."""
         if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
             raise SalongError(f"seconds must be a number above 0, got {seconds!r}")
-        if round(seconds * self.sample_rate) < 1:
+        if audio_samples(seconds, self.sample_rate) < 1:
             raise SalongError(f"seconds={seconds} is shorter than one sample; ask for at least {1 / self.sample_rate:.6f}")
         if seconds > self.max_seconds + 1e-9:
             raise SalongError(f"seconds={seconds:g} is longer than this model's window; the maximum is {self.max_seconds:.2f}")
 
     def settings(self, steps: int | None, cfg_scale: float | None, sampler: str | None) -> tuple[int, float, str]:
-        """Sampling settings with the model's defaults filled in, validated."""
-        defaults = self.config.sampling
-        steps = defaults.steps if steps is None else steps
-        cfg_scale = defaults.cfg_scale if cfg_scale is None else cfg_scale
-        sampler = defaults.sampler if sampler is None else sampler
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise SalongError(f"steps must be a whole number >= 1, got {steps!r}")
-        if not math.isfinite(cfg_scale) or cfg_scale < 0:
-            raise SalongError(f"cfg scale must be >= 0 (1 = no guidance, 7 = the paper's), got {cfg_scale!r}")
-        get_sampler(sampler)  # raises with the known names
-        return steps, float(cfg_scale), sampler
+        """Sampling settings with the model's defaults filled in, validated by `SamplingConfig`."""
+        given = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler}
+        chosen = replace(self.config.sampling, **{k: v for k, v in given.items() if v is not None})
+        return chosen.steps, float(chosen.cfg_scale), chosen.sampler
 
     @torch.inference_mode()
     def generate(
@@ -181,7 +177,7 @@ class Generator:
         steps, cfg_scale, sampler = self.settings(steps, cfg_scale, sampler)
         self.check_seconds(seconds)
         defaults = self.config.sampling
-        seed = secrets.randbits(31) if seed is None else int(seed)
+        seed = secrets.randbits(31) if seed is None else check_seed(seed)
 
         frames = self.config.dit.window if full_window else self.frames_for(seconds)
         sigmas = get_sigmas_loglinear(steps, defaults.sigma_min, defaults.sigma_max).to(self.device)
@@ -200,7 +196,7 @@ class Generator:
         latents = sample(denoiser, x, sigmas, callback=callback,
                          generator=torch.Generator(device=self.device).manual_seed(seed + 1))
         audio = self.autoencoder.decode_long(latents.float())[0]  # (C, frames * hop)
-        audio = finish(audio.float().cpu().numpy(), round(seconds * self.sample_rate), self.sample_rate)
+        audio = finish(audio.float().cpu().numpy(), audio_samples(seconds, self.sample_rate), self.sample_rate)
         return Song(audio=audio, sample_rate=self.sample_rate, prompt=prompt, seconds=float(seconds), seed=seed,
                     steps=steps, cfg_scale=cfg_scale, sampler=sampler, negative_prompt=negative_prompt)
 
@@ -221,6 +217,16 @@ class Generator:
         else:
             uncond = {"cond_tokens": tokens[1:], "cond_drop_mask": keep, **timing}
         return cond, uncond
+
+
+MAX_SEED = 2**63 - 2  # torch generators take 64-bit seeds; the sampler's noise uses seed + 1
+
+
+def check_seed(seed: int) -> int:
+    """A seed as an int, or a one-line error naming the allowed range."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise SalongError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
 
 
 def finish(audio: np.ndarray, samples: int, sample_rate: int) -> np.ndarray:

@@ -3,8 +3,9 @@
 Stable Audio 2 (Evans et al. 2024) conditions on the next-to-last layer of
 CLAP's RoBERTa text tower (Wu et al. 2023), one vector per token; Stable Audio
 Open conditions on the last hidden state of T5-base (Raffel et al. 2020), 128
-tokens. Either way padded positions are zero vectors (DESIGN §8: the DiT's
-cross-attention has no mask, so zero keys/values stand for padding).
+tokens. Either way padded positions are zero vectors (docs/checkpoints.md,
+Numerical agreement: the DiT's cross-attention has no mask, so zero keys/values
+stand for padding).
 
 Encoders are frozen: eval mode, no gradients. A batch render repeats prompts,
 so features are cached per prompt text (LRU).
@@ -20,18 +21,17 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, RobertaModel, T5EncoderModel
+from transformers import AutoTokenizer, T5EncoderModel
 
 from salong.checkpoint import read_metadata
 from salong.clap import KIND as CLAP_KIND
 from salong.clap import Clap, hf_model_type, load_clap
-from salong.errors import SalongError
+from salong.errors import SalongError, short_reason
 
-CLAP_MAX_TOKENS = 77
 T5_MAX_TOKENS = 128
 CACHE_SIZE = 256
 
-_EXPECTED = ("a salong CLAP .safetensors, a Hugging Face CLAP, T5 or RoBERTa folder (config.json + weights + "
+_EXPECTED = ("a salong CLAP .safetensors, a Hugging Face CLAP or T5 folder (config.json + weights + "
              "tokenizer), or a Stable Audio Open folder with text_encoder/ and tokenizer/")
 
 
@@ -162,32 +162,11 @@ class T5TextEncoder(TextEncoder):
         return (self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,)
 
 
-class RobertaTextEncoder(TextEncoder):
-    """A plain RoBERTa folder (e.g. a CLAP text tower exported on its own), layer -2, 77 tokens."""
-
-    def __init__(self, folder: str | Path, layer: int = -2, cache_size: int = CACHE_SIZE):
-        super().__init__(cache_size)
-        folder = Path(folder)
-        self.model = _from_pretrained(RobertaModel, folder, "RoBERTa").eval().requires_grad_(False)
-        self.tokenizer = _tokenizer(folder)
-        self.layer = layer
-        self.width = self.model.config.hidden_size
-        self.max_length = min(CLAP_MAX_TOKENS, self.model.config.max_position_embeddings - 2)
-
-    @property
-    def module(self) -> nn.Module:
-        return self.model
-
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return (out.hidden_states[self.layer],)
-
-
 def _from_pretrained(cls: Any, folder: Path, what: str) -> nn.Module:
     try:
         return cls.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SalongError(f"cannot load the {what} in {str(folder)!r} ({_short(exc)}); "
+        raise SalongError(f"cannot load the {what} in {str(folder)!r} ({short_reason(exc)}); "
                           "the folder needs config.json and model weights") from None
 
 
@@ -197,7 +176,7 @@ def _tokenizer(folder: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
-        raise SalongError(f"cannot load the tokenizer in {str(folder)!r} ({_short(exc)})") from None
+        raise SalongError(f"cannot load the tokenizer in {str(folder)!r} ({short_reason(exc)})") from None
 
 
 def find_t5_in(sao_folder: str | Path) -> tuple[Path, Path]:
@@ -215,7 +194,7 @@ def find_t5_in(sao_folder: str | Path) -> tuple[Path, Path]:
 
 
 def load_text_encoder(spec: str | Path, cache_size: int = CACHE_SIZE) -> TextEncoder:
-    """A frozen text encoder from a CLAP `.safetensors`, a HF CLAP / T5 / RoBERTa folder,
+    """A frozen text encoder from a CLAP `.safetensors`, a HF CLAP / T5 folder,
     or a Stable Audio Open folder (its T5 in text_encoder/ + tokenizer/); offline."""
     path = Path(spec)
     if not path.exists():
@@ -237,12 +216,6 @@ def load_text_encoder(spec: str | Path, cache_size: int = CACHE_SIZE) -> TextEnc
         return ClapTextEncoder(load_clap(path), cache_size=cache_size)
     if model_type == "t5":
         return T5TextEncoder(path, cache_size=cache_size)
-    if model_type == "roberta":
-        return RobertaTextEncoder(path, cache_size=cache_size)
     raise SalongError(f"{str(path)!r} holds a {model_type!r} model, not a text encoder; "
-                      "expected model_type 'clap', 't5' or 'roberta'")
+                      "expected model_type 'clap' or 't5'")
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+SAMPLE_RATE = 44100  # salong's audio: every model reads and writes 44.1 kHz
+
 
 def timing_condition(start_seconds: float, total_seconds: float) -> tuple[float, float]:
     """`(seconds_start, seconds_total)` of audio starting `start_seconds` into a piece of
@@ -25,8 +27,12 @@ def request_timing(seconds: float) -> tuple[float, float]:
     return timing_condition(0.0, seconds)
 
 
-def latent_frames(seconds: float, sample_rate: int, hop_length: int, patch_size: int = 1) -> int:
-    """Latent frames that hold `seconds` of audio (round(seconds * rate) samples), in whole patches."""
-    samples = round(seconds * sample_rate)
-    frames = -(-samples // hop_length)
+def audio_samples(seconds: float, sample_rate: int) -> int:
+    """The samples `seconds` of audio hold: what a request's output is cut to."""
+    return round(seconds * sample_rate)
+
+
+def latent_frames(seconds: float, sample_rate: int, samples_per_latent: int, patch_size: int = 1) -> int:
+    """Latent frames that hold `seconds` of audio (`audio_samples`), in whole patches."""
+    frames = -(-audio_samples(seconds, sample_rate) // samples_per_latent)
     return -(-frames // patch_size) * patch_size

@@ -39,9 +39,9 @@ def generator_path(tmp_path_factory):
 
 def run_cli(capsys, *args):
     """Run `salong ARGS` in-process; return (exit code, stdout, stderr)."""
-    import cli
+    from salong.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([str(a) for a in args])
+        main([str(a) for a in args])
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import copy
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -33,18 +32,13 @@ MINI = AutoencoderConfig(channels=2, c_mults=(1, 2), strides=(2, 4), latent_dim=
 PREFIX = "pretransform.model."
 
 
-def reference_file() -> Path:
-    shared = os.environ.get("SALONG_SHARED")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[1].parent / "shared"
-    return root / "reference" / "sao_1_0_state_dict_keys.txt"
+# Every tensor name and shape of the Stable Audio Open 1.0 checkpoint (docs/checkpoints.md).
+REFERENCE_FILE = Path(__file__).resolve().parent / "fixtures" / "sao_1_0_state_dict_keys.txt"
 
 
 def reference_autoencoder_shapes() -> dict[str, tuple[int, ...]]:
-    path = reference_file()
-    if not path.exists():
-        pytest.skip(f"reference key list {path} not present")
     shapes = {}
-    for line in path.read_text().splitlines():
+    for line in REFERENCE_FILE.read_text().splitlines():
         if line.startswith(PREFIX):
             name, shape = line.split(" ", 1)
             shapes[name[len(PREFIX) :]] = tuple(ast.literal_eval(shape))
@@ -92,7 +86,7 @@ def test_sa2_parameter_count() -> None:
 
 def test_presets_share_the_sa2_latent_rate() -> None:
     for name, cfg in PRESETS.items():
-        assert cfg.hop_length == 2048, name
+        assert cfg.samples_per_latent == 2048, name
         assert cfg.latent_rate == pytest.approx(21.533, abs=1e-3)
         assert cfg.latent_dim == 64
         assert autoencoder_config(name) is cfg
@@ -251,7 +245,7 @@ def test_receptive_field_is_what_the_chunker_assumes(config: AutoencoderConfig) 
     """Perturb one input; exactly the frames the context formulas predict must change."""
     torch.manual_seed(5)
     model = perturb(Autoencoder(config), 1).double()
-    hop, frames = config.hop_length, 60
+    hop, frames = config.samples_per_latent, 60
     audio = torch.randn(1, 2, frames * hop, dtype=torch.float64)
     pos = frames // 2 * hop + hop // 3
     poked = audio.clone()
@@ -301,7 +295,7 @@ def test_chunked_equals_unchunked(config: AutoencoderConfig, frames: int, chunk:
     torch.manual_seed(6)
     model = perturb(Autoencoder(config), 2) if perturbed else Autoencoder(config).eval()
     model64 = copy.deepcopy(model).double()
-    hop = config.hop_length
+    hop = config.samples_per_latent
     n = frames * hop - hop // 2 - 1  # not a multiple of the hop nor of the chunk
     audio = 0.5 * torch.randn(1, 2, n)
     assert frames % chunk != 0

@@ -102,3 +102,88 @@ def test_newer_format_is_refused(tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), metadata={"salong_format": "99", "kind": "toy", "config": "{}"})
     with pytest.raises(SalongError, match="upgrade salong"):
         ck.load_checkpoint(path, "toy")
+
+
+def test_outputs_get_the_umask_permissions_of_any_new_file(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = ck.save_checkpoint(tmp_path / "m.safetensors", {"w": torch.ones(2)}, "toy", {"a": 1})
+        text = ck.write_atomic(tmp_path / "t.txt", lambda tmp: tmp.write_text("x"))
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(text.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_device_nodes_and_pipes_are_written_into_never_replaced(tmp_path):
+    import os
+    import stat
+    import threading
+
+    # a character device: /dev/null stays the device it was
+    ck.write_atomic("/dev/null", lambda tmp: tmp.write_bytes(b"RIFF...."))
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    # a named pipe: a reader gets the bytes, the pipe stays a pipe, no temp file is left
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    ck.write_atomic(fifo, lambda tmp: tmp.write_bytes(b"hello"))
+    reader.join(timeout=10)
+    assert got == [b"hello"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    # a directory or a socket is refused with one line, before any work
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SalongError, match="is a directory"):
+        ck.write_atomic(tmp_path / "folder", lambda tmp: tmp.write_bytes(b"x"))
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    try:
+        with pytest.raises(SalongError, match="not a regular file"):
+            ck.write_atomic(tmp_path / "sock", lambda tmp: tmp.write_bytes(b"x"))
+    finally:
+        sock.close()
+
+
+def test_damaged_format_entry_is_one_line(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    save_file({"w": torch.ones(1)}, str(path), metadata={"salong_format": "one", "kind": "toy", "config": "{}"})
+    with pytest.raises(SalongError, match="damaged salong_format"):
+        ck.load_checkpoint(path)
+
+
+def test_full_disk_reported_by_a_writer_library_is_one_line(tmp_path):
+    def fail(tmp):
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("I/O error: No space left on device (os error 28)")  # as safetensors words it
+
+    with pytest.raises(SalongError, match="disk full"):
+        ck.write_atomic(tmp_path / "m.safetensors", fail)
+    assert list(tmp_path.iterdir()) == []  # the partial temp file is gone
+
+
+def test_damaged_latents_files_are_one_line(tmp_path):
+    from salong.latents import Latents, load_latents, save_latents
+
+    good = Latents(latents=torch.zeros(64, 3), sample_rate=44100, latent_rate=44100 / 2048, samples=5000, channels=2)
+    nan = save_latents(tmp_path / "nan.safetensors", Latents(**{**good.__dict__, "latents": torch.full((64, 3), float("nan"))}))
+    with pytest.raises(SalongError, match="NaN"):
+        load_latents(nan)
+    meta = {"salong_format": "1", "kind": "latents", "sample_rate": "44100", "latent_rate": "21.5", "samples": "5000",
+            "channels": "2"}
+    save_file({"other": torch.zeros(64, 3)}, str(tmp_path / "none.safetensors"), metadata=meta)
+    with pytest.raises(SalongError, match="incomplete or corrupt"):
+        load_latents(tmp_path / "none.safetensors")
+
+
+def test_seeds_outside_the_generator_range_are_one_line():
+    from salong.pipeline import MAX_SEED, check_seed
+
+    assert check_seed(MAX_SEED) == MAX_SEED and check_seed(0) == 0
+    for bad in (-1, 18446744073709551616, 1.5, True):
+        with pytest.raises(SalongError, match="seed must be a whole number"):
+            check_seed(bad)

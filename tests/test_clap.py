@@ -170,13 +170,13 @@ def test_random_crops_are_seeded():
         C.audio_features(np.zeros((2, 0), np.float32), TINY)
 
 
-def test_collate_and_collator(tokenizer):
+def test_collate(tokenizer):
     items = [{"audio": torch.from_numpy(synth(i, seconds=7.0)), "caption": c} for i, c in enumerate(CAPTIONS[:3])]
     batch = C.collate(items, tokenizer, TINY, train=False)
     assert batch["input_ids"].shape == batch["attention_mask"].shape == (3, TINY.max_text_length)
     assert batch["audio_features"].shape == (3, 1, TINY.mel_frames, TINY.n_mels)
-    first = C.ClapCollator(tokenizer, TINY, train=True, seed=5)(items)
-    again = C.ClapCollator(tokenizer, TINY, train=True, seed=5)(items)
+    first = C.collate(items, tokenizer, TINY, train=True, rng=np.random.default_rng(5))
+    again = C.collate(items, tokenizer, TINY, train=True, rng=np.random.default_rng(5))
     assert torch.equal(first["audio_features"], again["audio_features"])
     # AudioDataset-style items: a short clip zero-padded to the window, padding_mask marks the real part;
     # the padding is dropped so the clip is repeated (as CLAP pads) rather than followed by silence
@@ -258,8 +258,6 @@ def test_training_lowers_loss_and_retrieves_above_chance(trained):
     recall = C.retrieval_recall(text, audio, ks=(1, 5))
     chance = 1 / len(CAPTIONS)
     assert recall["text_to_audio@1"] > 2 * chance and recall["audio_to_text@1"] > 2 * chance
-    emb = C.embed_audio_array(clap, synth(1), crops=3)
-    assert emb.shape == (TINY.projection_dim,) and emb.norm().item() == pytest.approx(1.0, abs=1e-5)
 
 
 # --- checkpoints -------------------------------------------------------------------------

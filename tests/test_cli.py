@@ -74,11 +74,29 @@ def test_info_reports_checkpoint(capsys, tmp_path):
 
 
 def test_console_script_exit_status(tmp_path):
-    """The installed entry point itself: non-zero status, no traceback."""
+    """The entry point itself (`salong.cli:main`, as `python -m salong`): non-zero status, no traceback."""
     proc = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", "info", str(tmp_path / "missing.safetensors")],
+        [sys.executable, "-m", "salong", "info", str(tmp_path / "missing.safetensors")],
         capture_output=True, text=True, cwd=ROOT,
     )
     assert proc.returncode == 1
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: model file")
+
+
+def test_python_dash_m_salong_and_the_root_launcher(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "salong", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"salong {salong.__version__}" and proc.stderr == ""
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"salong {salong.__version__}"
+
+
+def test_help_shows_flags_as_flags_and_number_ranges(capsys):
+    code, out, _ = run_cli(capsys, "generate", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "<bool>" not in out
+    assert "--skip-existing" in text and "--no-progress" in text
+    assert "Sampler steps, 1 or more" in text and ">= 0" in text and "285 for the bundled model" in text
+    for args in (["--help"], ["train", "dit", "--help"], ["train", "export", "--help"], ["encode", "--help"]):
+        code, out, _ = run_cli(capsys, *args)
+        assert code == 0 and "<bool>" not in out, args

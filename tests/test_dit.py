@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from salong.dit import (
 from salong.errors import SalongError
 
 TINY = PRESETS["tiny"]
-REFERENCE_NAME = "sao_1_0_state_dict_keys.txt"
+# Every tensor name and shape of the Stable Audio Open 1.0 checkpoint (docs/checkpoints.md).
+REFERENCE_FILE = Path(__file__).resolve().parent / "fixtures" / "sao_1_0_state_dict_keys.txt"
 
 
 def perturb(model: DiT, seed: int = 0) -> DiT:
@@ -339,22 +339,9 @@ def test_sa2_parameter_count_is_about_1_06_billion() -> None:
     assert 2e6 < count_parameters(PRESETS["small"]) < 2e7
 
 
-def reference_file() -> Path | None:
-    roots = [Path(os.environ["SALONG_SHARED"])] if os.environ.get("SALONG_SHARED") else []
-    roots.append(Path(__file__).resolve().parents[1] / ".." / "shared")
-    for root in roots:
-        path = root / "reference" / REFERENCE_NAME
-        if path.is_file():
-            return path
-    return None
-
-
 def test_state_dict_matches_the_stable_audio_open_checkpoint_layout() -> None:
-    path = reference_file()
-    if path is None:
-        pytest.skip(f"{REFERENCE_NAME} not found (set SALONG_SHARED)")
     reference = {}
-    for line in path.read_text().splitlines():
+    for line in REFERENCE_FILE.read_text().splitlines():
         match = re.fullmatch(r"(\S+) \(([\d, ]*)\)", line.strip())
         if match:
             reference[match[1]] = tuple(int(s) for s in match[2].replace(",", " ").split())

@@ -86,7 +86,7 @@ def test_batch_file_with_bad_line(tmp_path, capsys, generator_path):
         (["-s", "400"], r"maximum is 2\.97"),
         (["-s", "abc"], r"Invalid value for '--seconds'"),
         (["--steps", "0"], "steps must be a whole number >= 1"),
-        (["--cfg-scale", "-1"], "cfg scale must be >= 0"),
+        (["--cfg-scale", "-1"], "cfg scale must be (>= 0|a number from 0)"),
         (["--sampler", "ddim"], "unknown sampler 'ddim'.*dpmpp-2m"),
         (["-s", "1", "--format", "aac"], "unknown format 'aac'"),
         (["-s", "1", "-o", "/proc/song.wav"], "(not writable|cannot write)"),
@@ -104,3 +104,29 @@ def test_bad_model(tmp_path, capsys, generator_path):
     ae = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(PRESETS["tiny"]))
     one_line_error(*run_cli(capsys, "generate", "x", "-s", 1, "--model", ae), "needs a model of kind generator")
     one_line_error(*run_cli(capsys, "generate", "-s", 1, "--model", generator_path), "give a PROMPT or --prompts")
+
+
+def test_render_from_python(tmp_path, generator_path):
+    """The batch loop behind `salong generate` is a library function: one result per job, in order."""
+    from salong.batch import DEFAULT_NAME, STAGES, Failed, Rendered, Skipped, plan_jobs, render
+    from salong.pipeline import Generator
+
+    generator = Generator.load(generator_path)
+    entries = [{"prompt": "calm piano", "source": "a"}, {"prompt": "organ", "seed": 5, "source": "b"},
+               {"prompt": "brass", "source": "c"}, {"prompt": "too long", "seconds": 400, "source": "d"}]
+    jobs = plan_jobs(entries, 0.5, 1, 3, tmp_path, DEFAULT_NAME, "wav", None)
+    (tmp_path / "brass_3.wav").write_bytes(b"already there")
+    heard = []
+    results = list(render(generator, jobs, steps=2, cfg_scale=2.0, skip_existing=True,
+                          progress=lambda job, stage, done, total: heard.append((job.source, stage, done, total))))
+    assert [type(r) for r in results] == [Rendered, Rendered, Skipped, Failed]
+    first, second = results[0], results[1]
+    assert first.path == tmp_path / "calm-piano_3.wav" and second.path == tmp_path / "organ_5.wav"
+    assert read_audio(first.path)[0].shape == (2, round(0.5 * 44100))
+    assert (first.song.seed, second.song.seed, first.song.steps, first.song.cfg_scale) == (3, 5, 2, 2.0)
+    assert first.elapsed > 0 and set(first.record("m.safetensors")) >= {"path", "seed", "model", "elapsed"}
+    assert results[2].job.output.read_bytes() == b"already there"
+    assert results[3].source == "d" and "maximum is" in results[3].message
+    stages = [stage for source, stage, _, _ in heard if source == "a"]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == list(STAGES)
+    assert ("a", "sampling", 2, 2) in heard

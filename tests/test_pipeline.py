@@ -87,7 +87,8 @@ def test_end_is_faded_not_cut():
         (dict(seconds=float("nan")), "seconds must be a number above 0"),
         (dict(seconds=10.0), r"longer than this model's window; the maximum is 2\.97"),
         (dict(seconds=1.0, steps=0), "steps must be a whole number >= 1"),
-        (dict(seconds=1.0, cfg_scale=-1.0), "cfg scale must be >= 0"),
+        (dict(seconds=1.0, cfg_scale=-1.0), "cfg scale must be a number from 0 to 100"),
+        (dict(seconds=1.0, cfg_scale=1e38), "cfg scale must be a number from 0 to 100"),
         (dict(seconds=1.0, sampler="heun"), "dpmpp-2m"),
     ],
 )

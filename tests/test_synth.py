@@ -11,6 +11,7 @@ import soundfile as sf
 
 from salong import synth
 from salong.errors import SalongError
+from salong.synth.attributes import _MOODS
 
 SR = synth.SAMPLE_RATE
 
@@ -169,7 +170,7 @@ def test_captions_state_only_true_facts_and_vary():
             assert not any(w in caption for w in _DRUM_WORDS), caption
         other = "soft" if attrs.loudness == "loud" else "loud"
         assert not any(re.search(rf"\b{w}\b", caption, re.I) for w in _LOUD_WORDS[other]), caption
-        moods = set(synth._MOODS.values()) - {attrs.mood}
+        moods = set(_MOODS.values()) - {attrs.mood}
         assert not any(re.search(rf"\b{m}\b", caption, re.I) for m in moods), caption
         assert _LEAD_WORD[attrs.lead] in caption.lower(), caption
     assert len(set(captions)) == len(captions)
@@ -342,7 +343,7 @@ def test_bad_arguments_raise_salong_error_naming_the_value(call, match):
 
 def test_filters_follow_the_butterworth_response():
     """A sine through each filter keeps the amplitude |H(f)| = 1/sqrt(1 + (f/fc)^4) (order 2)."""
-    from salong.synth import _bandpass, _highpass, _lowpass
+    from salong.synth.dsp import _bandpass, _highpass, _lowpass
 
     n = 44100
     t = np.arange(n) / 44100

@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 import torch
-from transformers import RobertaConfig, RobertaModel, T5Config, T5EncoderModel, T5Tokenizer
+from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 from salong import clap as C
 from salong import text_encoder as TE
@@ -177,20 +177,6 @@ def test_t5_folder_and_stable_audio_open_layout(sao_folder, monkeypatch):
     assert torch.equal(direct.encode(prompts)[0], features)
     with pytest.raises(SalongError, match="no tokenizer"):
         TE.load_text_encoder(sao_folder / "text_encoder")
-
-
-def test_roberta_folder(tmp_path):
-    tokenizer = C.train_tokenizer(CAPTIONS * 4, vocab_size=300)
-    config = RobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=80)
-    model = RobertaModel(config)
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    encoder = TE.load_text_encoder(tmp_path)
-    assert isinstance(encoder, TE.RobertaTextEncoder) and encoder.width == 32 and encoder.max_length == 77
-    features, mask = encoder.encode(["deep bass drone", ""])
-    assert features.shape == (2, 77, 32) and mask.sum().item() == len(tokenizer("deep bass drone")["input_ids"]) + 2
-    assert (features[~mask] == 0).all()
 
 
 def test_load_text_encoder_rejects_non_text_models(tmp_path):

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from salong.audio import write_audio
 from salong.audio_losses import DISCRIMINATOR_PRESETS
 from salong.autoencoder import PRESETS, load_autoencoder
+from salong.errors import SalongError
 from salong.synth import make_piece
 from salong.train import TrainConfig
 from salong.train.autoencoder import AutoencoderTaskConfig, si_sdr, train_autoencoder
@@ -112,5 +113,5 @@ def test_cli_bad_training_input(corpus, tmp_path, capsys):
     assert code == 1 and "unknown preset 'huge'" in err
     code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", tmp_path / "none", "--resume")
     assert code == 1 and "not a salong run folder" in err
-    with pytest.raises(ValueError, match="shorter than one latent frame"):
+    with pytest.raises(SalongError, match="shorter than one latent frame"):
         AutoencoderTaskConfig(model=PRESETS["tiny"], window_seconds=0.001)

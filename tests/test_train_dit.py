@@ -15,6 +15,7 @@ from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
 from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
 from salong.diffusion import VDenoiser, get_sigmas_loglinear, sample_dpmpp_2m
 from salong.dit import PRESETS as DIT
+from salong.errors import SalongError
 from salong.pipeline import Generator, SamplingConfig
 from salong.synth import make_piece
 from salong.text_encoder import ClapTextEncoder
@@ -131,7 +132,7 @@ def test_variable_crop_lengths(setup, tmp_path):
     assert variable.crop_lengths(44100 / 2048) == CropLengths(22, 64, 1)  # ceil(21.5) frames up to the window
     fixed = DiTTaskConfig(model=DIT["tiny"], crops="fixed", window_seconds=1.0).crop_lengths(44100 / 2048)
     assert fixed == CropLengths(22, 22, 1)
-    with pytest.raises(ValueError, match="crops must be one of"):
+    with pytest.raises(SalongError, match="crops must be one of"):
         DiTTaskConfig(model=DIT["tiny"], crops="random")
 
     root, data, ae, clap = setup

@@ -1,4 +1,4 @@
-"""`salong train autoencoder`: the Oobleck VAE trained as a GAN (DESIGN §2).
+"""`salong train autoencoder`: the Oobleck VAE trained as a GAN (docs/architecture.md, Autoencoder).
 
 Generator = the autoencoder, trained on multi-resolution STFT (mid/side + L/R), KL,
 hinge adversarial and feature-matching losses; discriminator = five multi-scale
@@ -43,12 +43,12 @@ class AutoencoderTaskConfig:
     adversarial_start: int = 0  # updates on reconstruction + KL alone before the GAN losses join
 
     def __post_init__(self) -> None:
-        if not self.window_seconds * self.model.sample_rate >= self.model.hop_length:
-            raise ValueError(f"window_seconds={self.window_seconds} is shorter than one latent frame")
+        if not self.window_seconds * self.model.sample_rate >= self.model.samples_per_latent:
+            raise SalongError(f"window_seconds={self.window_seconds} is shorter than one latent frame")
         if not self.discriminator_lr > 0:
-            raise ValueError(f"discriminator_lr must be > 0, got {self.discriminator_lr}")
+            raise SalongError(f"discriminator_lr must be > 0, got {self.discriminator_lr}")
         if self.adversarial_start < 0:
-            raise ValueError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
+            raise SalongError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
 
 
 def si_sdr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""`salong train clap`: the contrastive text-audio model (DESIGN §3) on captioned audio.
+"""`salong train clap`: the contrastive text-audio model (docs/architecture.md, CLAP) on captioned audio.
 
 One part, the `salong.clap.Clap` module, trained with the symmetric InfoNCE loss
 of CLIP/CLAP over the batch (under DDP each process contrasts its own batch: the
@@ -51,6 +51,7 @@ from salong.clap import (
     train_tokenizer,
 )
 from salong.data import AudioDataset, AudioFile
+from salong.checks import is_int
 from salong.errors import SalongError
 from salong.train.runtime import seed_everything
 from salong.train.state import CONFIG_FILE, latest_checkpoint
@@ -83,7 +84,7 @@ class ClapTaskConfig:
     def __post_init__(self) -> None:
         minimum = BYTE_ALPHABET + len(SPECIAL_TOKENS)
         vocab = self.vocab_size
-        if vocab is not None and (not _is_int(vocab) or not minimum <= vocab <= self.model.vocab_size):
+        if vocab is not None and (not is_int(vocab) or not minimum <= vocab <= self.model.vocab_size):
             raise SalongError(f"tokenizer vocab_size {vocab!r} must be an integer in [{minimum}, "
                               f"{self.model.vocab_size}] (the model's vocab_size)")
         if self.model.vocab_size < minimum:
@@ -94,16 +95,12 @@ class ClapTaskConfig:
             raise SalongError(f"validation_fraction must be in [0, 1), got {fraction!r}")
         for name in ("eval_crops", "eval_max_files"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise SalongError(f"{name} must be an integer >= 1, got {value!r}")
 
     @property
     def tokenizer_vocab(self) -> int:
         return self.vocab_size if self.vocab_size is not None else self.model.vocab_size
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- data ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`salong train dit`: the diffusion transformer on latents of a frozen autoencoder, conditioned
-on a frozen CLAP text tower and the timing of each crop (DESIGN §4–§7).
+on a frozen CLAP text tower and the timing of each crop (docs/architecture.md, Timing, DiT and
+Training; docs/diffusion.md, v-objective).
 
 The dataset is encoded once into `RUN/prepared/`: copies of the two frozen models (so the
 run is self-contained and exports a complete generator) and one file per audio file with
@@ -54,7 +55,7 @@ class DiTTaskConfig:
     crops: str = "variable"
     window_seconds: float = 0.0  # the longest crop; 0 = the model's whole window
     min_crop_seconds: float = 4.0
-    cond_dropout: float = 0.1  # share of samples trained unconditionally, for CFG (DESIGN §6)
+    cond_dropout: float = 0.1  # share of samples trained unconditionally, for CFG (docs/diffusion.md, Classifier-free guidance)
     # The loss covers real audio only, except for this share of samples whose padding counts
     # too: they teach the model the silence after seconds_total (stable-audio-tools'
     # mask_padding_dropout); with every loss masked it would never learn to stop.
@@ -65,15 +66,15 @@ class DiTTaskConfig:
 
     def __post_init__(self) -> None:
         if self.crops not in CROP_MODES:
-            raise ValueError(f"crops must be one of {', '.join(CROP_MODES)}, got {self.crops!r}")
+            raise SalongError(f"crops must be one of {', '.join(CROP_MODES)}, got {self.crops!r}")
         if not (math.isfinite(self.window_seconds) and self.window_seconds >= 0):
-            raise ValueError(f"window_seconds must be >= 0 (0 = the model's window), got {self.window_seconds}")
+            raise SalongError(f"window_seconds must be >= 0 (0 = the model's window), got {self.window_seconds}")
         if not (math.isfinite(self.min_crop_seconds) and self.min_crop_seconds > 0):
-            raise ValueError(f"min_crop_seconds must be > 0, got {self.min_crop_seconds}")
+            raise SalongError(f"min_crop_seconds must be > 0, got {self.min_crop_seconds}")
         if not 0 <= self.cond_dropout < 1:
-            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+            raise SalongError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 0 <= self.mask_padding_dropout <= 1:
-            raise ValueError(f"mask_padding_dropout must be in [0, 1], got {self.mask_padding_dropout}")
+            raise SalongError(f"mask_padding_dropout must be in [0, 1], got {self.mask_padding_dropout}")
 
     def crop_lengths(self, latent_rate: float) -> "CropLengths":
         """The crop lengths of this run, in latent frames (whole patches, at most the window)."""
@@ -173,8 +174,8 @@ def preencode(
             return saved["items"]
     cache_dir.mkdir(parents=True, exist_ok=True)
     rate, channels = autoencoder.config.sample_rate, autoencoder.config.audio_channels
-    if d.main:  # padding is silence (DESIGN §4): the latent of silent audio, away from the edges
-        hop = autoencoder.config.hop_length
+    if d.main:  # padding is silence (docs/architecture.md, Timing): the latent of silent audio, away from the edges
+        hop = autoencoder.config.samples_per_latent
         with torch.inference_mode():
             silence = autoencoder.encode_long(torch.zeros(1, channels, 64 * hop), sample=False)[0, :, 32]  # (64,)
         write_atomic(cache_dir / "silence.safetensors",
@@ -325,11 +326,10 @@ def train_dit(
     `init` starts a new run from a generator file: its DiT's weights (fresh optimiser; the
     run's DiT config must be the file's), and its autoencoder and CLAP unless given."""
     from salong.train.runtime import init_distributed, seed_everything, wants_cuda
-    from salong.train.trainer import train
+    from salong.train.trainer import check_run_dir, train
 
     run_dir = Path(run_dir)
-    if not resume and run_dir.is_dir() and any(p.name != PREPARED_DIR for p in run_dir.iterdir()):
-        raise SalongError(f"run folder {str(run_dir)!r} exists; pass --resume to continue or choose another --out")
+    check_run_dir(run_dir, resume)  # before anything is prepared; the trainer checks again
     if not run_dir.exists():
         if not run_dir.parent.is_dir():
             raise SalongError(f"folder {str(run_dir.parent)!r} does not exist; create it first")
@@ -342,7 +342,7 @@ def train_dit(
     ae, clap = load_frozen(run_dir)
     try:
         GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling)
-    except ValueError as exc:
+    except SalongError as exc:
         raise SalongError(f"the DiT does not fit the run's autoencoder or text encoder: {exc}") from None
     digest = hashlib.sha256((_sha256(run_dir / PREPARED_DIR / "autoencoder.safetensors")
                              + _sha256(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()

@@ -31,9 +31,7 @@ def run_settings(
         if saved_kind != kind:
             raise SalongError(f"{str(run_dir)!r} is a {saved_kind} run; continue it with `salong train {saved_kind} --resume`")
         task_config = config_from_dict(task_cls, task_dict)
-    try:
-        train_config = dataclasses.replace(train_config, **{k: v for k, v in train_options.items() if v is not None})
-        task_config = dataclasses.replace(task_config, **{k: v for k, v in task_options.items() if v is not None})
-    except ValueError as exc:
-        raise SalongError(str(exc)) from None
+    # every config validates itself and raises SalongError
+    train_config = dataclasses.replace(train_config, **{k: v for k, v in train_options.items() if v is not None})
+    task_config = dataclasses.replace(task_config, **{k: v for k, v in task_options.items() if v is not None})
     return train_config, task_config

@@ -15,7 +15,7 @@ def lr_factor(step: int, warmup: float, inv_gamma: float, power: float) -> float
     """Multiplier of the base learning rate at update `step` (0-based).
 
     Exponential warm-up times inverse decay (k-diffusion `InverseLR`, used by
-    stable-audio-tools; DESIGN §7):
+    stable-audio-tools; docs/architecture.md, Training):
     `(1 - warmup**(step + 1)) * (1 + step / inv_gamma) ** (-power)`.
     """
     return (1.0 - warmup ** (step + 1)) * (1.0 + step / inv_gamma) ** (-power)

@@ -2,9 +2,9 @@
 
 A model-specific `Task` says which modules are optimised (its `Part`s), how a
 batch is collated and what each part's loss is; the trainer owns the rest:
-AdamW per part with the DESIGN §7 learning-rate schedule, an EMA per part with
-k-diffusion's warm-up, mixed precision, gradient clipping, DDP, the run folder,
-exact resume, fault handling and progress.
+AdamW per part with the learning-rate schedule (docs/architecture.md, Training),
+an EMA per part with k-diffusion's warm-up, mixed precision, gradient clipping,
+DDP, the run folder, exact resume, fault handling and progress.
 
 Each update, for every part in order (a GAN alternates generator and
 discriminator this way, under DDP, with no requires_grad tricks):
@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import salong
 from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict, load_state_strict
+from salong.checks import is_int, is_real
 from salong.errors import SalongError
 from salong.train import state as st
 from salong.train.progress import Display, LogWindow, append_metrics
@@ -80,20 +81,12 @@ def _require(ok: bool, message: str) -> None:
         raise SalongError(message)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything the CLI exposes about training; saved in the run folder and checkpoints.
 
     `batch_size` is per process: under DDP the global batch is batch_size x world size.
-    Learning rate (DESIGN §7): `lr * (1 - warmup**(step+1)) * (1 + step/inv_gamma)**-power`.
+    Learning rate (docs/architecture.md, Training): `lr * (1 - warmup**(step+1)) * (1 + step/inv_gamma)**-power`.
     EMA decay: `min(ema_decay, 1 - (1 + step/ema_inv_gamma)**-ema_power)`.
     `grad_clip` 0 disables clipping (the norm is still reported). `demo_every` and
     `eval_every` 0 mean never. `precision` "auto" is bf16 (or fp16 with loss
@@ -125,11 +118,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
             value = getattr(self, name)
-            _require(_is_int(value) and value >= 1, f"--{_flag(name)} must be an integer >= 1, got {value!r}")
+            _require(is_int(value) and value >= 1, f"--{_flag(name)} must be an integer >= 1, got {value!r}")
         for name in ("demo_every", "eval_every", "num_workers"):
             value = getattr(self, name)
-            _require(_is_int(value) and value >= 0, f"--{_flag(name)} must be an integer >= 0, got {value!r}")
-        _require(_is_int(self.seed) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
+            _require(is_int(value) and value >= 0, f"--{_flag(name)} must be an integer >= 0, got {value!r}")
+        _require(is_int(self.seed) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
         reals: dict[str, tuple[Callable[[float], bool], str]] = {
             "lr": (lambda v: v > 0, "a positive number"),
             "weight_decay": (lambda v: v >= 0, ">= 0"),
@@ -143,7 +136,7 @@ class TrainConfig:
         }
         for name, (ok, what) in reals.items():
             value = getattr(self, name)
-            _require(_is_real(value) and ok(value), f"--{_flag(name)} must be {what}, got {value!r}")
+            _require(is_real(value) and ok(value), f"--{_flag(name)} must be {what}, got {value!r}")
         _require(_valid_betas(self.betas), f"--betas must be two numbers in [0, 1), got {self.betas!r}")
         for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
             value = getattr(self, name)
@@ -151,7 +144,7 @@ class TrainConfig:
 
 
 def _valid_betas(betas: Any) -> bool:
-    return isinstance(betas, tuple) and len(betas) == 2 and all(_is_real(b) and 0 <= b < 1 for b in betas)
+    return isinstance(betas, tuple) and len(betas) == 2 and all(is_real(b) and 0 <= b < 1 for b in betas)
 
 
 def _flag(name: str) -> str:
@@ -178,7 +171,7 @@ class Part:
     def __post_init__(self) -> None:
         assert self.name and "/" not in self.name, f"part name {self.name!r} must be non-empty, without '/'"
         if self.lr is not None:
-            _require(_is_real(self.lr) and self.lr > 0, f"{self.name} learning rate must be positive, got {self.lr!r}")
+            _require(is_real(self.lr) and self.lr > 0, f"{self.name} learning rate must be positive, got {self.lr!r}")
         if self.betas is not None:
             _require(_valid_betas(self.betas), f"{self.name} betas must be two numbers in [0, 1), got {self.betas!r}")
 
@@ -283,8 +276,10 @@ def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) ->
     return diffs
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """Validate the run folder (read-only, so every rank can do it); the checkpoint to resume."""
+def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Validate the run folder (read-only, so every rank can do it); the checkpoint to resume.
+
+    A new run needs a folder that does not exist yet, or holds nothing but `prepared/`."""
     if run_dir.exists() and not run_dir.is_dir():
         raise SalongError(f"run folder {str(run_dir)!r} is a file; choose another --out")
     if not resume:
@@ -319,6 +314,70 @@ class _Slot:
     scaler: torch.amp.GradScaler
     base_lr: float
     ema: nn.Module | None
+
+
+def _by_part(slots: list[_Slot]) -> dict[str, dict[str, Any]]:
+    """The parts' modules, optimisers and GradScalers by part name, as `st.save_state` and
+    `st.load_state` take them."""
+    return {
+        "models": {s.part.name: s.part.module for s in slots},
+        "optimizers": {s.part.name: s.optimizer for s in slots},
+        "scalers": {s.part.name: s.scaler for s in slots},
+    }
+
+
+@dataclass
+class _Run:
+    """A run being trained: what the loop, the checkpoints and the export share."""
+
+    task: Task
+    config: TrainConfig
+    run_dir: Path
+    run_config: dict[str, Any]
+    d: Dist
+    device: torch.device
+    precision: str
+    slots: list[_Slot]
+    modules: dict[str, nn.Module]  # what `task.loss` calls: DDP-wrapped under torchrun
+    sampler: StepSampler
+    last_saved: Path | None  # the newest checkpoint of this run
+
+    @property
+    def ema_modules(self) -> dict[str, nn.Module]:
+        """The EMA copies by part name, or the live module for parts without EMA."""
+        return {s.part.name: s.ema if s.ema is not None else s.part.module for s in self.slots}
+
+    def save(self, step: int) -> Path:
+        """Write the training state after `step` (rank 0); every rank waits until it is on disk."""
+        path = self.run_dir / st.CHECKPOINT_DIR / st.checkpoint_name(step)
+        if self.d.main:
+            epoch, position = self.sampler.position(step)
+            extra = {
+                "step": step,
+                "world_size": self.d.world_size,
+                "salong_version": salong.__version__,
+                "precision": self.precision,
+                "sampler": {"epoch": epoch, "position": position, "batch_size": self.config.batch_size},
+            }
+            st.save_state(
+                path,
+                emas={s.part.name: s.ema for s in self.slots if s.ema is not None},
+                run_config=self.run_config,
+                extra=extra,
+                **_by_part(self.slots),
+            )
+            st.write_latest_pointer(self.run_dir, step, path)
+            st.prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
+        self.d.barrier()  # other ranks wait until the checkpoint is on disk
+        self.last_saved = path
+        return path
+
+    def saved(self, step: int) -> Path:
+        """The checkpoint of `step`: the last one saved if it is of `step`, else a new one."""
+        if self.last_saved is None or self.last_saved.name != st.checkpoint_name(step):
+            self.save(step)
+        assert self.last_saved is not None
+        return self.last_saved
 
 
 def train(
@@ -370,9 +429,32 @@ def _train(
         "train": _jsonable(config),
         "task": _jsonable(task_config if task_config is not None else {}),
     }
+    ckpt, start_step = _open_run_dir(run_dir, resume, run_config, config, d)
+    slots, modules = _build_parts(task, config, device, precision, ckpt, d)
+    last_saved = ckpt.path if ckpt is not None else None
+    del ckpt  # the resumed tensors are loaded: free them before training
+    sampler = StepSampler(num_items, config.batch_size, config.seed, d.rank, d.world_size, start_step, config.steps)
+    run = _Run(task, config, run_dir, run_config, d, device, precision, slots, modules, sampler, last_saved)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=task.collate,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_sigint if config.num_workers > 0 else None,
+    )
+    step = _loop(run, loader, start_step, quiet)
+    return _finish(run, step)
 
+
+def _open_run_dir(
+    run_dir: Path, resume: bool, run_config: Mapping[str, Any], config: TrainConfig, d: Dist
+) -> tuple[Checkpoint | None, int]:
+    """The checkpoint to resume (None for a new run) and the step to start at, once the
+    run folder is checked and (by rank 0) created, cleared of temp files, its config.json
+    written and, on resume, its metrics cut back to the checkpoint's step."""
     # Every rank validates before anything is written, so all ranks fail alike.
-    resume_path = _check_run_dir(run_dir, resume)
+    resume_path = check_run_dir(run_dir, resume)
     ckpt = st.read_state(resume_path) if resume_path is not None else None
     start_step = _check_resume(ckpt, run_config, config, run_dir, d) if ckpt is not None else 0
     d.barrier()  # no rank may see the folder rank 0 is about to create
@@ -387,7 +469,14 @@ def _train(
         if ckpt is not None:
             st.truncate_metrics(run_dir, start_step)
     d.barrier()
+    return ckpt, start_step
 
+
+def _build_parts(
+    task: Task, config: TrainConfig, device: torch.device, precision: str, ckpt: Checkpoint | None, d: Dist
+) -> tuple[list[_Slot], dict[str, nn.Module]]:
+    """Each part on `device` with its AdamW, GradScaler and EMA copy, restored from `ckpt`
+    when resuming; and the modules `task.loss` calls (DDP wrappers under torchrun)."""
     task.setup(device)
     parts = task.parts()
     names = [p.name for p in parts]
@@ -402,14 +491,11 @@ def _train(
         optimizer = torch.optim.AdamW(params, lr=base_lr, betas=betas, weight_decay=config.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         slots.append(_Slot(p, params, optimizer, scaler, base_lr, ema=None))
-    models = {s.part.name: s.part.module for s in slots}
-    optimizers = {s.part.name: s.optimizer for s in slots}
-    scalers = {s.part.name: s.scaler for s in slots}
     if ckpt is not None:
-        st.load_state(ckpt, models=models, emas={}, optimizers=optimizers, scalers=scalers)
+        st.load_state(ckpt, emas={}, **_by_part(slots))
 
     # DDP broadcasts rank 0's weights when it wraps a module, so EMA copies come after.
-    modules: dict[str, nn.Module] = dict(models)
+    modules: dict[str, nn.Module] = {s.part.name: s.part.module for s in slots}
     if d.active:
         for p in parts:
             modules[p.name] = DistributedDataParallel(
@@ -423,113 +509,108 @@ def _train(
             if ckpt is not None:
                 source = f"{str(ckpt.path)!r} (EMA of {s.part.name})"
                 load_state_strict(s.ema, st.part_tensors(ckpt, "ema", s.part.name), source=source)
-    emas = {s.part.name: s.ema for s in slots if s.ema is not None}
-    ema_modules = {s.part.name: s.ema if s.ema is not None else s.part.module for s in slots}
-    last_saved = ckpt.path if ckpt is not None else None
-    del ckpt
+    return slots, modules
 
-    sampler = StepSampler(num_items, config.batch_size, config.seed, d.rank, d.world_size, start_step, config.steps)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=task.collate,
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=ignore_sigint if config.num_workers > 0 else None,
-    )
-    if precision == "fp32":
-        autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
-    else:
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        autocast = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
 
-    def save(step: int) -> Path:
-        path = run_dir / st.CHECKPOINT_DIR / st.checkpoint_name(step)
-        if d.main:
-            epoch, position = sampler.position(step)
-            extra = {
-                "step": step,
-                "world_size": d.world_size,
-                "salong_version": salong.__version__,
-                "precision": precision,
-                "sampler": {"epoch": epoch, "position": position, "batch_size": config.batch_size},
-            }
-            st.save_state(
-                path,
-                models=models,
-                emas=emas,
-                optimizers=optimizers,
-                scalers=scalers,
-                run_config=run_config,
-                extra=extra,
-            )
-            st.write_latest_pointer(run_dir, step, path)
-            st.prune_checkpoints(run_dir, config.keep_checkpoints)
-        d.barrier()  # other ranks wait until the checkpoint is on disk
-        return path
-
-    display = Display(config.steps, start_step, enabled=d.main and not quiet)
-    window = LogWindow()
-    metrics_path = run_dir / st.METRICS_FILE
+def _loop(run: _Run, loader: DataLoader, start_step: int, quiet: bool) -> int:
+    """Update from `start_step` to `config.steps`, logging, writing demos, evaluating and
+    saving checkpoints on their cadences; returns the step reached. On Ctrl-C/SIGTERM it
+    saves a checkpoint and raises `TrainingInterrupted`."""
+    config, d = run.config, run.d
+    autocast = _autocast(run.precision, run.device)
+    log = _Log(run, start_step, quiet)
     step = start_step
-    t_start = t_log = time.monotonic()
-    step_log, rate = start_step, 0.0
     batches: Iterator[Any] = iter(loader)
     try:
         with StopSignals() as stop:
             while step < config.steps:
-                batch = _to_device(next(batches), device)
+                batch = _to_device(next(batches), run.device)
                 reseed_step(config.seed, step, d.rank)
-                for s in slots:
-                    if not task.trains(s.part.name, step):
+                for s in run.slots:
+                    if not run.task.trains(s.part.name, step):
                         continue
-                    _update_part(task, s, slots, batch, modules, step, config, autocast, window, device, d, run_dir)
+                    _update_part(run.task, s, run.slots, batch, run.modules, step, config, autocast, log.window,
+                                 run.device, d, run.run_dir)
                 step += 1
-
-                info = "  ".join(
-                    f"{s.part.name} {window.last[f'{s.part.name}/loss']:.4g}" for s in slots if f"{s.part.name}/loss" in window.last
-                )
-                if step % config.log_every == 0 or step == config.steps:
-                    now = time.monotonic()
-                    rate = (step - step_log) / max(now - t_log, 1e-9)
-                    t_log, step_log = now, step
-                    lrs = {f"{s.part.name}/lr": window.last[f"{s.part.name}/lr"] for s in slots if f"{s.part.name}/lr" in window.last}
-                    record = {"step": step, "time": round(time.time(), 3), "elapsed": round(now - t_start, 3)}
-                    record.update({"steps_per_s": round(rate, 4), **window.flush(), **lrs})
-                    if d.main:
-                        append_metrics(metrics_path, record)
-                        display.log(step, info, rate)
-                display.step(step, info, rate)
-
-                if d.main and config.demo_every and step % config.demo_every == 0:
-                    with torch.no_grad():
-                        task.demo(step, run_dir / st.DEMO_DIR, ema_modules)
-                if d.main and config.eval_every and step % config.eval_every == 0:
-                    with torch.no_grad():
-                        results = task.evaluate(step, ema_modules)
-                    if results:
-                        evaluation = {f"eval/{k}": float(v) for k, v in results.items()}
-                        append_metrics(metrics_path, {"step": step, "time": round(time.time(), 3), **evaluation})
+                log.after(step)
+                _demo_and_evaluate(run, step, log.metrics_path)
                 if step % config.checkpoint_every == 0 or step == config.steps:
-                    last_saved = save(step)
+                    run.save(step)
 
                 # Agreed across ranks, so every process stops after the same step.
-                if step < config.steps and d.any(stop.requested, device):
-                    if last_saved is None or last_saved.name != st.checkpoint_name(step):
-                        last_saved = save(step)
-                    raise TrainingInterrupted(step, last_saved)
+                if step < config.steps and d.any(stop.requested, run.device):
+                    raise TrainingInterrupted(step, run.saved(step))
     finally:
-        display.close()
+        log.close()
         del batches  # shuts DataLoader workers down
+    return step
 
-    if last_saved is None or last_saved.name != st.checkpoint_name(step):
-        last_saved = save(step)
-    model_path = run_dir / st.MODEL_FILE
-    if d.main:
+
+def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """The mixed-precision context of each loss computation."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+class _Log:
+    """The progress display after every update, and a metrics.jsonl line (means over the
+    interval) every `log_every` updates and after the last."""
+
+    def __init__(self, run: _Run, start_step: int, quiet: bool) -> None:
+        self.run = run
+        self.display = Display(run.config.steps, start_step, enabled=run.d.main and not quiet)
+        self.window = LogWindow()
+        self.metrics_path = run.run_dir / st.METRICS_FILE
+        self.t_start = self.t_log = time.monotonic()
+        self.step_log, self.rate = start_step, 0.0
+
+    def after(self, step: int) -> None:
+        """Log update `step` (1-based: the number of updates done)."""
+        slots, window = self.run.slots, self.window
+        info = "  ".join(
+            f"{s.part.name} {window.last[f'{s.part.name}/loss']:.4g}" for s in slots if f"{s.part.name}/loss" in window.last
+        )
+        if step % self.run.config.log_every == 0 or step == self.run.config.steps:
+            now = time.monotonic()
+            self.rate = (step - self.step_log) / max(now - self.t_log, 1e-9)
+            self.t_log, self.step_log = now, step
+            lrs = {f"{s.part.name}/lr": window.last[f"{s.part.name}/lr"] for s in slots if f"{s.part.name}/lr" in window.last}
+            record = {"step": step, "time": round(time.time(), 3), "elapsed": round(now - self.t_start, 3)}
+            record.update({"steps_per_s": round(self.rate, 4), **window.flush(), **lrs})
+            if self.run.d.main:
+                append_metrics(self.metrics_path, record)
+                self.display.log(step, info, self.rate)
+        self.display.step(step, info, self.rate)
+
+    def close(self) -> None:
+        self.display.close()
+
+
+def _demo_and_evaluate(run: _Run, step: int, metrics_path: Path) -> None:
+    """Rank 0, on their cadences: the task's demos into demos/, its evaluation into metrics.jsonl."""
+    config = run.config
+    if run.d.main and config.demo_every and step % config.demo_every == 0:
         with torch.no_grad():
-            model_path = Path(task.export(model_path, ema_modules))
-    d.barrier()
-    return TrainResult(run_dir=run_dir, step=step, checkpoint=last_saved, model=model_path)
+            run.task.demo(step, run.run_dir / st.DEMO_DIR, run.ema_modules)
+    if run.d.main and config.eval_every and step % config.eval_every == 0:
+        with torch.no_grad():
+            results = run.task.evaluate(step, run.ema_modules)
+        if results:
+            evaluation = {f"eval/{k}": float(v) for k, v in results.items()}
+            append_metrics(metrics_path, {"step": step, "time": round(time.time(), 3), **evaluation})
+
+
+def _finish(run: _Run, step: int) -> TrainResult:
+    """The last step's checkpoint (unless already saved) and, by rank 0, the exported model."""
+    checkpoint = run.saved(step)
+    model_path = run.run_dir / st.MODEL_FILE
+    if run.d.main:
+        with torch.no_grad():
+            model_path = Path(run.task.export(model_path, run.ema_modules))
+    run.d.barrier()
+    return TrainResult(run_dir=run.run_dir, step=step, checkpoint=checkpoint, model=model_path)
 
 
 def _check_resume(ckpt: Checkpoint, run_config: Mapping[str, Any], config: TrainConfig, run_dir: Path, d: Dist) -> int:
@@ -549,7 +630,7 @@ def _check_resume(ckpt: Checkpoint, run_config: Mapping[str, Any], config: Train
         warnings.warn(
             f"resuming a run trained on {saved_world} processes with {d.world_size}; "
             "the data order will differ from an uninterrupted run",
-            stacklevel=3,
+            stacklevel=4,
         )
     return step
 

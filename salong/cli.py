@@ -1,0 +1,580 @@
+"""The `salong` command line: each command parses, calls a library function, reports.
+
+Results go to stdout (one line per written file, for scripts); progress bars, status
+lines, warnings and errors go to stderr. A user-facing failure is one line and a non-zero
+exit status. Run it as `salong`, `python -m salong` or `torchrun ... -m salong train ...`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import functools
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Literal, Mapping, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
+
+import salong
+from salong.batch import DEFAULT_NAME
+from salong.errors import SalongError
+
+# Messages on stderr; while a progress line is up (salong.train.progress), they print above it.
+err = Console(stderr=True)
+
+
+class _FlagsHelp:
+    """Help lists an on/off flag without a `<bool>` value column: it takes no value."""
+
+    def get_params(self, ctx: Any) -> list:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_bool_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsHelp, TyperCommand):
+    pass
+
+
+class _Group(_FlagsHelp, TyperGroup):
+    pass
+
+
+class _Typer(typer.Typer):
+    """A Typer app whose commands and groups show flags as flags in --help."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable:
+        return super().command(*args, cls=_Command, **kwargs)
+
+
+app = _Typer(
+    name="salong",
+    help="Text-to-music generation with latent diffusion (Stable Audio 2 style), offline on your machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"salong {salong.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_version, is_eager=True),
+) -> None:
+    """salong turns a text prompt and a length in seconds into a 44.1 kHz stereo song."""
+
+
+# --- shared helpers ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, enabled: bool = True, unit: str | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A line with a bar on stderr, driven by a `(done, total)` callback; `unit` adds a rate.
+
+    Only on a terminal: logs of scripted runs stay free of bar remnants."""
+    from salong.train.progress import status_bar
+
+    with status_bar(description, enabled, unit) as bar:
+        yield lambda done, total: bar(done, total)
+
+
+def resolve_model(path: Optional[Path], kind: str) -> Path:
+    """The model file to use: the one given, or the bundled one for `kind` (generator or autoencoder)."""
+    from salong.bundled import default_autoencoder, default_generator
+
+    if path is not None:
+        return path
+    return default_generator() if kind == "generator" else default_autoencoder()
+
+
+def ensure_folder(folder: Path) -> Path:
+    """Create an output folder whose parent exists; a missing parent is the user's to make."""
+    if not folder.exists():
+        if not folder.parent.is_dir():
+            raise SalongError(f"output folder {str(folder.parent)!r} does not exist; create it first")
+        folder.mkdir()
+    return folder
+
+
+def output_for(source: Path, out: Optional[Path], many: bool, suffix: str) -> Path:
+    """Where one input's result goes: `out` itself for a single input, else inside folder `out`."""
+    name = source.name.split(".")[0] + suffix
+    if out is None:
+        return Path(name)
+    if many or out.is_dir():
+        return ensure_folder(out) / name
+    return out
+
+
+def print_error(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+
+def each_input(paths: List[Path], run: Callable[[Path], Path]) -> None:
+    """Process inputs one by one; a failing input is reported and the rest still run."""
+    failed = 0
+    for path in paths:
+        try:
+            print(run(path), flush=True)
+        except SalongError as exc:
+            failed += 1
+            print_error(str(exc))
+    if failed:
+        raise SalongError(f"{failed} of {len(paths)} inputs failed (see above)")
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+@app.command()
+def synth(
+    count: int = typer.Argument(..., help="How many pieces to write, 1 or more."),
+    out_dir: Path = typer.Argument(..., help="Folder for the corpus (audio/ and metadata.jsonl)."),
+    seed: int = typer.Option(0, help="Seed of the corpus, 0 or more; the same seed writes the same files."),
+    min_seconds: float = typer.Option(5.0, help="Shortest piece, seconds: above 0, at most --max-seconds."),
+    max_seconds: float = typer.Option(30.0, help="Longest piece, seconds: --min-seconds to 285."),
+    fmt: str = typer.Option("wav", "--format", help="Audio format: wav or flac."),
+    durations: str = typer.Option("uniform", help="Length law between the bounds: uniform, or log (uniform in log-seconds: many short pieces, some long)."),
+    jobs: int = typer.Option(1, help="Worker processes, 1 or more; the corpus is the same for any number."),
+) -> None:
+    """Write a procedural music corpus with exact captions (the training data format)."""
+    from salong.synth import write_corpus
+
+    with progress_bar("synthesising") as update:
+        path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,
+                            durations=durations, jobs=jobs, progress=update)
+    print(path)
+
+
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr (on a terminal).")
+_CODEC_MODEL = typer.Option(None, help="Autoencoder or generator file (its autoencoder is used). \\[default: the bundled model's]")
+
+
+@app.command()
+def encode(
+    inputs: List[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg, mp3, ...)."),
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Latents file for one input, or a folder for several. \\[default: NAME.latents.safetensors here]"
+    ),
+    model: Optional[Path] = _CODEC_MODEL,
+    mean: bool = typer.Option(False, "--mean", help="Deterministic latents (the posterior mean) instead of a sample."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Encode audio to latents (.safetensors) with the autoencoder."""
+    from salong.autoencoder import load_autoencoder_from
+    from salong.latents import encode_file, save_latents
+
+    with progress_bar("loading the model", progress):
+        ae, _ = load_autoencoder_from(resolve_model(model, "autoencoder"))
+
+    def run(path: Path) -> Path:
+        target = output_for(path, out, len(inputs) > 1, ".latents.safetensors")
+        with progress_bar(f"encoding {path.name}", progress) as update:
+            item = encode_file(ae, path, sample=not mean, progress=update)
+        return save_latents(target, item)
+
+    each_input(inputs, run)
+
+
+@app.command()
+def decode(
+    inputs: List[Path] = typer.Argument(..., help="Latents files written by `salong encode`."),
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Audio file for one input, or a folder for several. \\[default: NAME.wav here]"
+    ),
+    model: Optional[Path] = _CODEC_MODEL,
+    fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from the extension]"),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Decode latents back to audio with the original length and channel count."""
+    from salong.audio import output_format, write_audio
+    from salong.autoencoder import load_autoencoder_from
+    from salong.latents import decode_latents, load_latents
+
+    suffix = "." + (fmt or "wav")
+    if out is not None and not out.is_dir() and len(inputs) == 1:
+        output_format(out, fmt)  # reject a bad extension before decoding for minutes
+    elif fmt is not None:
+        output_format(Path("x" + suffix))
+    with progress_bar("loading the model", progress):
+        ae, _ = load_autoencoder_from(resolve_model(model, "autoencoder"))
+
+    def run(path: Path) -> Path:
+        target = output_for(path, out, len(inputs) > 1, suffix)
+        item = load_latents(path)
+        with progress_bar(f"decoding {path.name}", progress) as update:
+            audio = decode_latents(ae, item, progress=update)
+        return write_audio(target, audio, item.sample_rate, fmt)
+
+    each_input(inputs, run)
+
+
+@app.command()
+def info(
+    path: Optional[Path] = typer.Argument(None, help="A model checkpoint or latents file. \\[default: the bundled model]"),
+) -> None:
+    """Show what a checkpoint or latents file holds; with no file, describe the bundled model."""
+    from salong.describe import describe_bundled, describe_file
+
+    print(describe_file(path) if path is not None else describe_bundled())
+
+
+@app.command()
+def generate(
+    prompt: Optional[str] = typer.Argument(None, help="What the music should be, e.g. \"calm piano at 70 BPM in C major\"."),
+    seconds: float = typer.Option(
+        30.0, "--seconds", "-s", help="Length of the song in seconds: 0 < s <= the model's window; 285 for the bundled model."),
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Output file for one song, or folder for several. \\[default: the --name template here]"),
+    steps: Optional[int] = typer.Option(None, help="Sampler steps, 1 or more. \\[default: the model's, 100 for paper settings]"),
+    cfg_scale: Optional[float] = typer.Option(
+        None, help="Classifier-free guidance scale, >= 0 (at most 100); 1 = none. \\[default: the model's, 7]"),
+    seed: Optional[int] = typer.Option(None, help="Seed, 0 or more; the same seed and settings give the same song. \\[default: random]"),
+    negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt: what to steer away from."),
+    sampler: Optional[str] = typer.Option(None, help="dpmpp-2m, dpmpp-2m-sde or euler. \\[default: the model's, dpmpp-2m]"),
+    model: Optional[Path] = typer.Option(None, help="Generator file. \\[default: the bundled model; see `salong info`]"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from -o, else wav]"),
+    prompts: Optional[Path] = typer.Option(
+        None, help="Batch file: a prompt per line, or JSON lines with prompt, seconds, seed, output, negative."),
+    n: int = typer.Option(1, "-n", help="Variations per prompt, 1 or more (consecutive seeds)."),
+    name: str = typer.Option(DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave songs whose output file exists."),
+    full_window: bool = typer.Option(False, "--full-window", help="Sample the model's whole window, then cut."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON record per song on stdout."),
+    device: Device = typer.Option("auto", help="Where to run: auto (a GPU if there is one), cpu or cuda."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Generate songs from text prompts. Prints each song's path and seed (or --json records)."""
+    from salong.audio import output_format
+    from salong.batch import Failed, Skipped, plan_jobs, read_prompts, render
+    from salong.pipeline import Generator
+    from salong.train.progress import status_bar
+    from salong.train.runtime import resolve_device
+
+    if (prompt is None) == (prompts is None):
+        raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
+    ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
+    entries = read_prompts(prompts) if prompts is not None else [{"prompt": prompt, "source": "prompt"}]
+    jobs = plan_jobs(entries, seconds, n, seed, out, name, ext, negative)
+    model_path = resolve_model(model, "generator")
+    with status_bar("loading the model", progress, unit="steps") as bar:
+        generator = Generator.load(model_path, device=resolve_device(device, 0))
+        if out is not None and len(jobs) > 1:
+            ensure_folder(out)
+
+        def stage(job, stage: str, done: int, total: int) -> None:
+            bar(done, total, description=f"{job.prompt[:30]}: {stage}")
+
+        failed = 0
+        for result in render(generator, jobs, steps=steps, cfg_scale=cfg_scale, sampler=sampler, full_window=full_window,
+                             skip_existing=skip_existing, fmt=fmt, progress=stage):
+            if isinstance(result, Failed):
+                if len(jobs) == 1:  # a single song's failure is the command's
+                    raise SalongError(result.message if result.source == "prompt" else f"{result.source}: {result.message}")
+                failed += 1
+                print_error(f"{result.source}: {result.message}")
+            elif isinstance(result, Skipped):
+                err.print(f"skipped {result.job.output} (exists)", highlight=False)
+            elif json_out:
+                print(json.dumps(result.record(model_path)), flush=True)
+            else:
+                print(f"{result.path}\t{result.song.seed}", flush=True)
+    if failed:
+        raise SalongError(f"{failed} of {len(jobs)} songs failed (see above)")
+
+
+# --- training --------------------------------------------------------------------------
+
+train_app = _Typer(help="Train the autoencoder, CLAP or DiT; resume, and export a run's model.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+# Options every `salong train` command takes (None: not given, so a resumed run keeps its own).
+_COMMON_TAIL = {
+    "seed": (Optional[int], typer.Option(None, help="Seed of data order, random crops, noise and initialisation; 0 or more. \\[default: 0]")),
+    "checkpoint_every": (Optional[int], typer.Option(None, help="Updates between checkpoints, 1 or more. \\[default: 500]")),
+    "log_every": (Optional[int], typer.Option(None, help="Updates between metrics lines, 1 or more. \\[default: 10]")),
+    "precision": (Optional[Precision], typer.Option(None, help="Number format: auto (bf16 or fp16 on a GPU, fp32 on CPU), fp32, bf16 or fp16. \\[default: auto]")),
+    "device": (Optional[Device], typer.Option(None, help="Where to train: auto (the GPUs if there are any), cpu or cuda. \\[default: auto]")),
+    "num_workers": (Optional[int], typer.Option(None, help="DataLoader worker processes, 0 or more. \\[default: 0]")),
+    "quiet": (bool, typer.Option(False, "--quiet", help="No progress bar.")),
+}
+_EVERY = "0 or more; 0 = never"
+_CAPTIONED = "Folder of captioned audio (metadata.jsonl or .txt sidecars)."
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """The options of a `salong train` run that every model takes."""
+
+    data: Path
+    out: Path
+    preset: Optional[str]
+    init: Optional[Path]
+    resume: bool
+    steps: Optional[int]
+    batch_size: Optional[int]
+    lr: Optional[float]
+    seed: Optional[int]
+    checkpoint_every: Optional[int]
+    log_every: Optional[int]
+    precision: Optional[str]
+    device: Optional[str]
+    num_workers: Optional[int]
+    quiet: bool
+
+    def settings(self, kind: str, presets: Mapping[str, Any], init_model: Callable[[Path], Any], task_cls: type,
+                 default_train: Any, train_options: dict, task_options: dict) -> tuple:
+        """(TrainConfig, task config) of the run: the model from --preset or --init (which
+        starts a new run; a --preset must agree with its model), the defaults of a new run
+        or the saved settings on --resume, with the options given on top."""
+        from salong.train.runs import run_settings
+
+        preset, init = self.preset, self.init
+        if preset is not None and preset not in presets:
+            raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(presets)}")
+        model = presets[preset] if preset else None
+        if init is not None:
+            if self.resume:
+                raise SalongError(f"--init {init} starts a new run and --resume continues one; give only one of them")
+            initial = init_model(init)
+            if model is not None and model != initial:
+                raise SalongError(f"--init {init} holds a model of another size than --preset {preset}; drop --preset")
+            model = initial
+        common = {f: getattr(self, f) for f in ("steps", "batch_size", "lr", "seed", "checkpoint_every", "log_every",
+                                               "precision", "device", "num_workers")}
+        return run_settings(self.out, self.resume, kind, task_cls, default_train, task_cls(model=presets["small"]),
+                            {**common, **train_options}, dict(model=model, **task_options))
+
+    def report(self, result: Any) -> None:
+        """The exported model's path on stdout, once (rank 0 under torchrun)."""
+        if os.environ.get("RANK", "0") == "0":
+            print(result.model)
+
+
+def _train_command(name: str, *, data: str, out: str, preset: str, init: str, batch_size: str, lr: str) -> Callable:
+    """Register `salong train NAME`: the decorated function's own options (after its first
+    parameter, a `_Run`) between those every run takes, worded for this model by the
+    help texts given."""
+    head = {
+        "data": (Path, typer.Option(..., help=data)),
+        "out": (Path, typer.Option(..., "-o", "--out", help=out)),
+        "preset": (Optional[str], typer.Option(None, help=preset)),
+        "init": (Optional[Path], typer.Option(None, help=init)),
+        "resume": (bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")),
+        "steps": (Optional[int], typer.Option(None, help="Total optimiser updates, 1 or more. \\[default: 20000]")),
+        "batch_size": (Optional[int], typer.Option(None, help=batch_size)),
+        "lr": (Optional[float], typer.Option(None, help=lr)),
+    }
+
+    def decorate(func: Callable) -> Callable:
+        kw = inspect.Parameter.KEYWORD_ONLY
+        own = [p.replace(kind=kw) for p in list(inspect.signature(func, eval_str=True).parameters.values())[1:]]
+        common = [inspect.Parameter(n, kw, default=option, annotation=hint) for n, (hint, option) in head.items()]
+        tail = [inspect.Parameter(n, kw, default=option, annotation=hint) for n, (hint, option) in _COMMON_TAIL.items()]
+
+        @functools.wraps(func)
+        def command(**options: Any) -> None:
+            run = _Run(**{n: options.pop(n) for n in (*head, *_COMMON_TAIL)})
+            func(run, **options)
+
+        params = [*common, *own, *tail]
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return train_app.command(name)(command)
+
+    return decorate
+
+
+@_train_command(
+    "autoencoder",
+    data="Folder of audio (recursive), e.g. one written by `salong synth`.",
+    out="Run folder: config, metrics, checkpoints, demos, model.",
+    preset="Model size: tiny, compact, small or sa2 (paper scale). \\[default: small]",
+    init="Start a new run from this model file's autoencoder (an autoencoder or generator file); fresh optimiser.",
+    batch_size="Clips per update per process, 1 or more. \\[default: 8]",
+    lr="Generator learning rate, above 0. \\[default: 1.5e-4]",
+)
+def train_autoencoder_cmd(
+    run: _Run,
+    discriminator: Optional[str] = typer.Option(None, help="Critic size: tiny, compact or sa2. \\[default: the preset's]"),
+    window_seconds: Optional[float] = typer.Option(None, help="Training crop length, seconds: at least one latent frame. \\[default: 1.5]"),
+    adversarial_start: Optional[int] = typer.Option(None, help="Updates before the GAN losses join, 0 or more. \\[default: 0]"),
+    demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo reconstructions, {_EVERY}. \\[default: 1000]"),
+    eval_every: Optional[int] = typer.Option(None, help=f"Updates between STFT/SI-SDR evaluations, {_EVERY}. \\[default: 1000]"),
+) -> None:
+    """Train the Oobleck autoencoder (STFT + adversarial + KL losses). Works under torchrun."""
+    from salong.audio_losses import DISCRIMINATOR_PRESETS
+    from salong.autoencoder import PRESETS
+    from salong.train import TrainConfig
+    from salong.train.autoencoder import AutoencoderTaskConfig, init_weights, train_autoencoder
+
+    if discriminator is not None and discriminator not in DISCRIMINATOR_PRESETS:
+        raise SalongError(f"unknown --discriminator {discriminator!r}; choose one of: {', '.join(DISCRIMINATOR_PRESETS)}")
+    # each preset has a critic of its own size; the paper's for the larger ones
+    critic = discriminator or (run.preset if run.preset in ("tiny", "compact") else "sa2" if run.preset else None)
+    train_config, task_config = run.settings(
+        "autoencoder", PRESETS, lambda path: init_weights(path).config, AutoencoderTaskConfig,
+        TrainConfig(steps=20000, batch_size=8, lr=1.5e-4, betas=(0.8, 0.99), demo_every=1000, eval_every=1000),
+        dict(demo_every=demo_every, eval_every=eval_every),
+        dict(window_seconds=window_seconds, adversarial_start=adversarial_start,
+             discriminator=DISCRIMINATOR_PRESETS[critic] if critic else None),
+    )
+    run.report(train_autoencoder(run.data, run.out, train_config, task_config, resume=run.resume, quiet=run.quiet,
+                                 init=run.init))
+
+
+@_train_command(
+    "clap",
+    data=_CAPTIONED,
+    out="Run folder: tokenizer, config, metrics, checkpoints, model.",
+    preset="Model size: tiny, small or laion-unfused. \\[default: small]",
+    init="Start a new run from this CLAP model file (weights and tokenizer); fresh optimiser.",
+    batch_size="Caption-audio pairs per update per process: the in-batch negatives, 2 or more. \\[default: 32]",
+    lr="Learning rate, above 0. \\[default: 5e-4]",
+)
+def train_clap_cmd(
+    run: _Run,
+    clip_seconds: Optional[float] = typer.Option(None, help="Audio window the audio tower sees, seconds, above 0. \\[default: the preset's]"),
+    vocab_size: Optional[int] = typer.Option(None, help="BPE vocabulary trained on the captions: 261 up to the model's. \\[default: the model's]"),
+    eval_crops: Optional[int] = typer.Option(None, help="Windows averaged per held-out recording, 1 or more. \\[default: 3]"),
+    validation_fraction: Optional[float] = typer.Option(None, help="Share of files held out for retrieval recall, 0 <= f < 1. \\[default: 0.1]"),
+    eval_every: Optional[int] = typer.Option(None, help=f"Updates between held-out recall@1/@5 evaluations, {_EVERY}. \\[default: 500]"),
+) -> None:
+    """Train CLAP (symmetric contrastive loss) and its tokenizer; reports held-out retrieval recall."""
+    from salong.clap import PRESETS, load_clap
+    from salong.train import TrainConfig
+    from salong.train.clap import ClapTaskConfig, train_clap
+
+    train_config, task_config = run.settings(
+        "clap", PRESETS, lambda path: load_clap(path).config, ClapTaskConfig,
+        TrainConfig(steps=20000, batch_size=32, lr=5e-4, eval_every=500),
+        dict(eval_every=eval_every),
+        dict(vocab_size=vocab_size, validation_fraction=validation_fraction, eval_crops=eval_crops),
+    )
+    if clip_seconds is not None:  # a model setting: a changed value on --resume is refused by the trainer
+        model = dataclasses.replace(task_config.model, clip_seconds=clip_seconds)
+        task_config = dataclasses.replace(task_config, model=model)
+    run.report(train_clap(run.data, run.out, train_config, task_config, resume=run.resume, quiet=run.quiet, init=run.init))
+
+
+@_train_command(
+    "dit",
+    data=_CAPTIONED,
+    out="Run folder: prepared latents, config, metrics, checkpoints, demos, model.",
+    preset="DiT size: tiny, small, compact (the bundled model's), sa2 (paper) or sao1. \\[default: small]",
+    init="Start a new run from this generator file: its DiT's weights (fresh optimiser), and its autoencoder and CLAP unless given.",
+    batch_size="Crops per update per process, 1 or more. \\[default: 8]",
+    lr="Learning rate, above 0. \\[default: 1e-4]",
+)
+def train_dit_cmd(
+    run: _Run,
+    autoencoder: Optional[Path] = typer.Option(None, help="Frozen autoencoder (from `salong train autoencoder`); copied into the run."),
+    text_encoder: Optional[Path] = typer.Option(None, help="Frozen CLAP (from `salong train clap`); copied into the run."),
+    crops: Optional[str] = typer.Option(None, help="variable: each batch draws one crop length, log-uniform from --min-crop-seconds to --window-seconds; fixed: every crop is --window-seconds long. \\[default: variable]"),
+    window_seconds: Optional[float] = typer.Option(None, help="Longest training crop, seconds: 0 (the model's window) up to the model's window. \\[default: 0]"),
+    min_crop_seconds: Optional[float] = typer.Option(None, help="Shortest crop with --crops variable, seconds, above 0. \\[default: 4]"),
+    cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG), 0 <= p < 1. \\[default: 0.1]"),
+    demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo songs at CFG 1, 3, 7; {_EVERY}. \\[default: 2000]"),
+) -> None:
+    """Train the diffusion transformer on pre-encoded latents; exports a complete generator."""
+    from salong.dit import PRESETS
+    from salong.pipeline import generator_config
+    from salong.train import TrainConfig
+    from salong.train.dit import DiTTaskConfig, train_dit
+
+    train_config, task_config = run.settings(
+        "dit", PRESETS, lambda path: generator_config(path).dit, DiTTaskConfig,
+        TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000),
+        dict(demo_every=demo_every),
+        dict(cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds, min_crop_seconds=min_crop_seconds),
+    )
+    # one line on the terminal: the dataset's encoding, then the training that replaces it
+    with progress_bar("encoding the dataset", not run.quiet) as update:
+        result = train_dit(run.data, run.out, train_config, task_config, autoencoder, text_encoder, resume=run.resume,
+                           quiet=run.quiet, progress=update, init=run.init)
+    run.report(result)
+
+
+@train_app.command("export")
+def train_export_cmd(
+    run: Path = typer.Argument(..., help="A run folder, or one of its checkpoints/step_*.safetensors files."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model file to write (.safetensors)."),
+    half: bool = typer.Option(False, "--half", help="Store weight matrices in float16 (half the size; computation stays float32)."),
+    steps: Optional[int] = typer.Option(None, help="Generators: default sampler steps stored in the file, 1 or more. \\[default: the run's]"),
+    cfg_scale: Optional[float] = typer.Option(None, help="Generators: default CFG scale stored in the file, >= 0 (at most 100). \\[default: the run's]"),
+    sampler: Optional[str] = typer.Option(None, help="Generators: default sampler stored in the file. \\[default: the run's]"),
+) -> None:
+    """Write a run's EMA weights as a model file that --model accepts."""
+    from salong.train import export_run
+    from salong.train.tasks import task_for_run
+
+    run_dir = run if run.is_dir() else run.parent.parent
+    task = task_for_run(run_dir)
+    sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
+    if sampling and task.kind != "dit":
+        raise SalongError(f"--steps, --cfg-scale and --sampler are sampling defaults of generators; {run} is a {task.kind} run")
+    if sampling:  # the checks generation applies, before any file is written
+        dataclasses.replace(task.config.sampling, **sampling)
+    path = export_run(run, out, task)
+    if half or sampling:
+        from salong.checkpoint import store_half
+
+        store_half(path, {"sampling": sampling} if sampling else None, half=half)
+    print(path)
+
+
+# --- entry point ---------------------------------------------------------------------
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run the CLI; every failure becomes one line on stderr and a non-zero exit status."""
+    try:
+        code = app(args=argv, prog_name="salong", standalone_mode=False)
+    except SalongError as exc:
+        print_error(str(exc))
+        sys.exit(getattr(exc, "exit_code", 1))  # 130 for an interrupted training run
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument, bad number
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        message = exc.format_message().replace(": Value error, ", ": ").rstrip(".")  # typer 0.29 words a bad choice "Value error, ..."
+        print_error(f"{message}{hint}")
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted; no partial output was kept", highlight=False)
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            print_error("disk full; free some space and run again")
+        else:
+            where = f" ({exc.filename})" if exc.filename else ""
+            print_error(f"{exc.strerror or exc}{where}")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Pieces and corpora: `make_piece` (attributes, caption and audio from a seed) and
+`write_corpus` (audio files plus metadata.jsonl, optionally in worker processes)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from salong.errors import SalongError
+from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, MAX_SECONDS,
+                                     SAMPLE_RATE, PieceAttributes, _check_choice, _check_seed,
+                                     random_attributes)
+from salong.synth.captions import caption_for
+from salong.synth.mix import render
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A rendered piece with its caption and the attributes both were made from."""
+
+    audio: np.ndarray  # (2, samples) float32 at SAMPLE_RATE
+    caption: str
+    attributes: PieceAttributes
+
+
+_OVERRIDABLE = tuple(f.name for f in fields(PieceAttributes) if f.name != "seconds")
+
+
+def make_piece(seed: int, seconds: float, **overrides: object) -> Piece:
+    """A reproducible piece: attributes, caption and audio all follow from (seed, seconds).
+
+    Overrides fix attributes (e.g. bpm=120, drums="none"); the rest stay as the seed drew them.
+    """
+    _check_seed(seed)
+    unknown = sorted(set(overrides) - set(_OVERRIDABLE))
+    if unknown:
+        raise SalongError(f"unknown attribute {unknown[0]!r}; allowed: {', '.join(_OVERRIDABLE)}")
+    attrs = random_attributes(np.random.default_rng([seed, _ATTRIBUTE_STREAM]), seconds)
+    attrs = replace(attrs, **overrides)
+    caption = caption_for(attrs, np.random.default_rng([seed, _CAPTION_STREAM]))
+    return Piece(render(attrs, seed), caption, attrs)
+
+
+def _corpus_seed(seed: int, index: int) -> int:
+    """Seed of piece `index` of a corpus: independent of every other piece."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+DURATION_LAWS = ("uniform", "log")
+
+
+def piece_length(piece_seed: int, min_seconds: float, max_seconds: float, durations: str = "uniform") -> float:
+    """A corpus piece's length: uniform in seconds, or uniform in log-seconds ("log": as many
+    pieces between 5 and 10 s as between 100 and 200 s, so long pieces exist without
+    dominating the hours)."""
+    rng = np.random.default_rng([piece_seed, _LENGTH_STREAM])
+    if durations == "log":
+        length = math.exp(rng.uniform(math.log(min_seconds), math.log(max_seconds)))
+    else:
+        length = rng.uniform(min_seconds, max_seconds)
+    return min(max(round(float(length), 2), min_seconds), max_seconds)
+
+
+def _write_piece(job: tuple[Path, int, int, float, float, str, str]) -> str:
+    """Render and write piece `i`; its metadata line (runs in a worker process under `jobs`)."""
+    from salong.audio import write_audio
+
+    out, seed, i, min_seconds, max_seconds, durations, fmt = job
+    piece_seed = _corpus_seed(seed, i)
+    piece = make_piece(piece_seed, piece_length(piece_seed, min_seconds, max_seconds, durations))
+    rel = f"audio/{i:06d}.{fmt}"
+    write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt)
+    return json.dumps({"path": rel, "caption": piece.caption, "duration": piece.audio.shape[1] / SAMPLE_RATE,
+                       "seed": piece_seed, "attributes": piece.attributes.to_dict()})
+
+
+def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float = 5.0,
+                 max_seconds: float = 30.0, fmt: str = "wav", durations: str = "uniform", jobs: int = 1,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write n pieces as out_dir/audio/NNNNNN.<fmt> plus out_dir/metadata.jsonl; returns out_dir.
+
+    Each metadata line: {"path", "caption", "duration", "seed", "attributes"}; path is
+    relative to out_dir. Piece i depends only on (seed, i), so corpora are reproducible,
+    whatever the number of worker processes (`jobs`). metadata.jsonl is written last: a
+    corpus folder with one is complete.
+    """
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SalongError(f"n={n!r} is not allowed; use an integer >= 1")
+    _check_seed(seed)
+    if not 0 < min_seconds <= max_seconds <= MAX_SECONDS:
+        raise SalongError(f"min_seconds={min_seconds!r}, max_seconds={max_seconds!r} are not allowed; "
+                          f"need 0 < min_seconds <= max_seconds <= {MAX_SECONDS:g}")
+    _check_choice("fmt", fmt, ("wav", "flac"))
+    _check_choice("durations", durations, DURATION_LAWS)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise SalongError(f"jobs={jobs!r} is not allowed; use an integer >= 1")
+    # imported here so composing and rendering need neither soundfile nor torch
+    from salong.checkpoint import write_atomic
+
+    out = Path(out_dir)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    work = [(out, seed, i, min_seconds, max_seconds, durations, fmt) for i in range(n)]
+    lines = []
+    with contextlib.ExitStack() as stack:
+        if jobs > 1:
+            import multiprocessing
+
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(min(jobs, n)))
+            results = pool.imap(_write_piece, work)
+        else:
+            results = map(_write_piece, work)
+        for line in results:
+            lines.append(line)
+            if progress is not None:
+                progress(len(lines), n)
+    text = "\n".join(lines) + "\n"
+    write_atomic(out / "metadata.jsonl", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return out
