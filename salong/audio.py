@@ -103,6 +103,10 @@ def output_format(path: str | Path, fmt: str | None = None) -> str:
         known = ", ".join(WRITE_FORMATS)
         what = f"format {fmt!r}" if fmt else f"output extension {Path(path).suffix or '(none)'!r}"
         raise SalongError(f"unknown {what} for {str(path)!r}; use one of: {known}")
+    extension = Path(path).suffix.lstrip(".").lower()
+    if fmt and extension in WRITE_FORMATS and extension != name:
+        raise SalongError(f"--format {fmt} contradicts the extension of {str(path)!r}; drop --format or name the "
+                          f"file .{name}")
     return name
 
 

@@ -8,6 +8,7 @@ own output path, rendered with one loaded model; a failing job never stops the o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -119,33 +120,59 @@ def plan_jobs(
     ext: str,
     negative_prompt: str | None,
 ) -> list[Job | BadLine]:
-    """Expand entries into jobs: `variations` per entry with consecutive seeds (random when
-    no seed is given), output paths from the name template inside folder `out`, or `out`
-    itself for a single job."""
+    """Expand entries into jobs: `variations` per entry with consecutive seeds, output paths
+    from the name template inside folder `out`, or `out` itself for a single job.
+
+    Without a seed, a prompts-file line gets seeds derived from its text and line number
+    (`line_seed`), so rerunning a batch makes the same songs under the same names and
+    `--skip-existing` finds them; a single prompt from the command line gets a random
+    seed. Every output stays inside `out` (or the working folder): a name that leaves it
+    is refused with its line."""
     if variations < 1:
         raise SalongError(f"-n must be at least 1, got {variations}")
     if seed is not None and seed < 0:
         raise SalongError(f"--seed must be a whole number >= 0, got {seed}")
     _check_template(name)
     many = variations > 1 or len(entries) > 1
+    from salong.data import AUDIO_EXTENSIONS
+
+    if many and out is not None and not out.is_dir() and out.suffix.lstrip(".").lower() in AUDIO_EXTENSIONS:
+        raise SalongError(f"-o {out} names one file, but {variations * len(entries)} songs need a folder; "
+                          "give -o FOLDER")
+    folder = out if out is not None and (many or out.is_dir()) else Path(".")
     jobs: list[Job | BadLine] = []
     for index, entry in enumerate(entries):
         if isinstance(entry, BadLine):
             jobs.append(entry)
             continue
+        if not entry["prompt"].strip():
+            message = "the prompt is empty; describe the music, e.g. \"calm piano at 70 BPM\""
+            if entry["source"] == "prompt":
+                raise SalongError(message)
+            jobs.append(BadLine(entry["source"], message))
+            continue
         base_seed = entry.get("seed", seed)
         for variation in range(variations):
-            job_seed = secrets.randbits(31) if base_seed is None else base_seed + variation
+            if base_seed is not None:
+                job_seed = base_seed + variation
+            elif entry["source"] == "prompt":
+                job_seed = secrets.randbits(31)
+            else:
+                job_seed = line_seed(entry["prompt"], index, variation)
             job_seconds = float(entry.get("seconds", seconds))
             fields = dict(slug=slug(entry["prompt"]), seed=job_seed, index=index, variation=variation,
                           seconds=f"{job_seconds:g}", ext=ext)
             if "output" in entry and variations == 1:
-                target = Path(entry["output"])
-                target = target if target.is_absolute() or out is None else out / target
+                target = _inside(folder, entry["output"])
             elif out is not None and not many and not out.is_dir():
                 target = out
             else:
-                target = (out or Path(".")) / name.format(**fields)
+                target = _inside(folder, name.format(**fields))
+            if target is None:
+                given = entry["output"] if "output" in entry and variations == 1 else name
+                jobs.append(BadLine(entry["source"], f"output name {given!r} leaves the output folder "
+                                                     f"{str(folder)!r}; give a plain file name inside it"))
+                continue
             jobs.append(Job(prompt=entry["prompt"], seconds=job_seconds, seed=job_seed, output=target,
                             negative_prompt=entry.get("negative", negative_prompt), source=entry["source"]))
     outputs = [j.output for j in jobs if isinstance(j, Job)]
@@ -153,6 +180,22 @@ def plan_jobs(
     if clashes:
         raise SalongError(f"several songs would be written to {clashes[0]!r}; put {{seed}} or {{index}} in --name")
     return jobs
+
+
+def line_seed(prompt: str, index: int, variation: int) -> int:
+    """The seed of a prompts-file line given no seed: a hash of its text and position."""
+    digest = hashlib.sha256(f"{index}\0{variation}\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1  # 31 bits, like a random seed
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """`folder / name` if it stays inside `folder` (no absolute path, no `..` out), else None."""
+    target = folder / name
+    if Path(name).is_absolute():
+        return None
+    root = folder.resolve()
+    resolved = target.resolve()
+    return target if resolved == root or root in resolved.parents else None
 
 
 def _check_template(name: str) -> None:
@@ -194,9 +237,11 @@ class Failed:
     message: str
 
 
-def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None = None) -> list[Job | BadLine]:
-    """The pre-flight checks of each job (output format, writable output, a length the
-    model can make): a job that fails one becomes a BadLine, before minutes of sampling."""
+def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None = None,
+               overwrite: bool = False, skip_existing: bool = False) -> list[Job | BadLine]:
+    """The pre-flight checks of each job (output format, writable output that is not an
+    existing file unless `overwrite` or `skip_existing`, a length the model can make): a
+    job that fails one becomes a BadLine, before minutes of sampling."""
     from salong.audio import output_format
     from salong.checkpoint import check_writable
 
@@ -206,11 +251,19 @@ def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None 
             try:
                 output_format(job.output, fmt)
                 check_writable(job.output)
+                refuse_existing(job.output, overwrite or skip_existing)
                 generator.check_seconds(job.seconds)
             except SalongError as exc:
                 job = BadLine(job.source, str(exc))
         checked.append(job)
     return checked
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """salong's overwrite rule: an existing regular file is replaced only with --overwrite
+    (device nodes and pipes such as /dev/stdout are written into, never replaced)."""
+    if not overwrite and path.is_file():
+        raise SalongError(f"{str(path)!r} exists; pass --overwrite to replace it (or --skip-existing to keep it)")
 
 
 def render(
@@ -222,6 +275,7 @@ def render(
     sampler: str | None = None,
     full_window: bool = False,
     skip_existing: bool = False,
+    overwrite: bool = False,
     fmt: str | None = None,
     progress: RenderProgress | None = None,
 ) -> Iterator[Rendered | Skipped | Failed]:
@@ -230,14 +284,15 @@ def render(
     Sampling settings default to the model's and are checked before anything is
     rendered (a bad one raises SalongError), as are the jobs (`check_jobs`); a job that
     fails, there or while rendering, comes back as `Failed` and the others still run.
-    `skip_existing` leaves jobs whose output file exists. `fmt` is the audio format
+    `skip_existing` leaves jobs whose output file exists; otherwise an existing file is an
+    error unless `overwrite` (`refuse_existing`). `fmt` is the audio format
     (default: from each output's extension). `progress(job, stage, done, total)` hears
     the `STAGES` of each job."""
     from salong.audio import write_audio
 
     steps, cfg_scale, sampler = generator.settings(steps, cfg_scale, sampler)
     report = progress or (lambda job, stage, done, total: None)
-    for job in check_jobs(generator, jobs, fmt):
+    for job in check_jobs(generator, jobs, fmt, overwrite, skip_existing):
         if isinstance(job, BadLine):
             yield Failed(job.source, job.message)
             continue

@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Literal, Mapping, Optional
 
@@ -259,6 +260,7 @@ def generate(
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 or more (consecutive seeds)."),
     name: str = typer.Option(DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave songs whose output file exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that exist (without it, an existing file is an error)."),
     full_window: bool = typer.Option(False, "--full-window", help="Sample the model's whole window, then cut."),
     json_out: bool = typer.Option(False, "--json", help="One JSON record per song on stdout."),
     device: Device = typer.Option("auto", help="Where to run: auto (a GPU if there is one), cpu or cuda."),
@@ -267,12 +269,13 @@ def generate(
     """Generate songs from text prompts. Prints each song's path and seed (or --json records)."""
     from salong.audio import output_format
     from salong.batch import Failed, Skipped, plan_jobs, read_prompts, render
-    from salong.pipeline import Generator
+    from salong.pipeline import Generator, check_request
     from salong.train.progress import status_bar
     from salong.train.runtime import resolve_device
 
     if (prompt is None) == (prompts is None):
         raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
+    check_request(seconds, steps, cfg_scale, sampler, seed)  # bad numbers fail before the model loads
     ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
     entries = read_prompts(prompts) if prompts is not None else [{"prompt": prompt, "source": "prompt"}]
     jobs = plan_jobs(entries, seconds, n, seed, out, name, ext, negative)
@@ -287,7 +290,7 @@ def generate(
 
         failed = 0
         for result in render(generator, jobs, steps=steps, cfg_scale=cfg_scale, sampler=sampler, full_window=full_window,
-                             skip_existing=skip_existing, fmt=fmt, progress=stage):
+                             skip_existing=skip_existing, overwrite=overwrite, fmt=fmt, progress=stage):
             if isinstance(result, Failed):
                 if len(jobs) == 1:  # a single song's failure is the command's
                     raise SalongError(result.message if result.source == "prompt" else f"{result.source}: {result.message}")
@@ -529,6 +532,8 @@ def train_export_cmd(
     from salong.train import export_run
     from salong.train.tasks import task_for_run
 
+    if not run.exists():
+        raise SalongError(f"{str(run)!r} not found; give a run folder or one of its checkpoints/step_*.safetensors")
     run_dir = run if run.is_dir() else run.parent.parent
     task = task_for_run(run_dir)
     sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
@@ -549,6 +554,8 @@ def train_export_cmd(
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Run the CLI; every failure becomes one line on stderr and a non-zero exit status."""
+    # a library warning (a skipped file, a mixed-down input) is one line too
+    warnings.showwarning = lambda message, *_args, **_kw: err.print(f"warning: {message}", highlight=False, soft_wrap=True)
     try:
         code = app(args=argv, prog_name="salong", standalone_mode=False)
     except SalongError as exc:

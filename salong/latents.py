@@ -7,6 +7,8 @@ rate, the latent rate, the original sample count and channel count.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -103,14 +105,24 @@ def encode_audio(
         sample_rate=cfg.sample_rate,
         latent_rate=cfg.latent_rate,
         samples=model_audio.shape[1],
-        channels=channels,
+        # mono comes back as mono; more channels than the model's are mixed down for good
+        channels=min(channels, cfg.audio_channels),
         source=source,
     )
 
 
+class DownmixWarning(UserWarning):
+    """An input had more channels than the autoencoder; it was mixed down."""
+
+
 def encode_file(model: torch.nn.Module, path: str | Path, sample: bool = False, progress: Progress | None = None) -> Latents:
-    """Read an audio file and encode it; the original channel count is remembered."""
+    """Read an audio file and encode it; the original channel count is remembered (up to the
+    model's: a 5.1 file is mixed down to stereo, with a warning, and decodes as stereo)."""
     audio, rate = read_audio(path)
+    if audio.shape[0] > model.config.audio_channels:
+        warnings.warn(f"{Path(path).name} has {audio.shape[0]} channels; it is mixed down to "
+                      f"{model.config.audio_channels} and decodes as {model.config.audio_channels}-channel audio",
+                      DownmixWarning, stacklevel=2)
     return encode_audio(model, audio, rate, sample=sample, progress=progress, source=Path(path).name)
 
 

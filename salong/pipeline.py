@@ -141,8 +141,7 @@ class Generator:
 
     def check_seconds(self, seconds: float) -> None:
         """Reject a length the model cannot make, naming the allowed range."""
-        if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-            raise SalongError(f"seconds must be a number above 0, got {seconds!r}")
+        check_request(seconds)
         if audio_samples(seconds, self.sample_rate) < 1:
             raise SalongError(f"seconds={seconds} is shorter than one sample; ask for at least {1 / self.sample_rate:.6f}")
         if seconds > self.max_seconds + 1e-9:
@@ -217,6 +216,17 @@ class Generator:
         else:
             uncond = {"cond_tokens": tokens[1:], "cond_drop_mask": keep, **timing}
         return cond, uncond
+
+
+def check_request(seconds: float, steps: int | None = None, cfg_scale: float | None = None,
+                  sampler: str | None = None, seed: int | None = None) -> None:
+    """What can be checked of a request before any model is loaded (the window needs the model)."""
+    if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise SalongError(f"seconds must be a number above 0, got {seconds!r}")
+    given = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler}
+    replace(SamplingConfig(), **{k: v for k, v in given.items() if v is not None})
+    if seed is not None:
+        check_seed(seed)
 
 
 MAX_SEED = 2**63 - 2  # torch generators take 64-bit seeds; the sampler's noise uses seed + 1

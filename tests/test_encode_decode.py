@@ -106,3 +106,21 @@ def test_encode_errors(tmp_path, capsys, model_path):
     assert code == 1 and "does not exist" in err
     code, _, err = run_cli(capsys, "encode", tmp_path / "seed.wav", "-o", "/proc/x.safetensors", "--model", model_path)
     assert code == 1 and ("not writable" in err or "cannot write" in err)
+
+
+def test_more_channels_than_the_model_are_mixed_down_and_said_so(tmp_path, capsys, model_path):
+    audio = np.random.default_rng(0).normal(0, 0.1, (6, 22050)).astype(np.float32)
+    write_audio(tmp_path / "surround.wav", audio, 44100)
+    code, out, err = run_cli(capsys, "encode", tmp_path / "surround.wav", "--model", model_path, "--no-progress",
+                             "-o", tmp_path / "s.latents.safetensors")
+    assert code == 0 and "surround.wav has 6 channels; it is mixed down to 2" in err and len(err.splitlines()) == 1
+    assert load_latents(out.strip()).channels == 2
+    code, out, err = run_cli(capsys, "decode", tmp_path / "s.latents.safetensors", "--model", model_path,
+                             "-o", tmp_path / "back.wav")
+    assert code == 0, err
+    assert read_audio(tmp_path / "back.wav")[0].shape == (2, 22050)
+
+
+def test_export_names_the_missing_path(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "export", tmp_path / "no-such-run", "-o", tmp_path / "m.safetensors")
+    assert code == 1 and "no-such-run' not found" in err

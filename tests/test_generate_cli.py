@@ -130,3 +130,64 @@ def test_render_from_python(tmp_path, generator_path):
     stages = [stage for source, stage, _, _ in heard if source == "a"]
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == list(STAGES)
     assert ("a", "sampling", 2, 2) in heard
+
+
+# --- where outputs go, and what is never replaced ---------------------------------------------
+
+
+def test_batch_without_seeds_reruns_to_the_same_names_and_skips(tmp_path, capsys, generator_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("calm piano\n{\"prompt\": \"busy drums\", \"seconds\": 0.6}\n")
+    args = ["generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path, "-o", tmp_path / "r"]
+    code, first, err = run_cli(capsys, *args)
+    assert code == 0, err
+    code, again, err = run_cli(capsys, *args, "--skip-existing")
+    assert code == 0 and again == "" and err.count("skipped") == 2  # the same seeds, so the same names
+    code, out, err = run_cli(capsys, *args)  # without --skip-existing or --overwrite: nothing is replaced
+    assert code == 1 and "exists; pass --overwrite" in err
+    code, out, err = run_cli(capsys, *args, "--overwrite")
+    assert code == 0 and out == first
+
+
+def test_outputs_stay_inside_the_output_folder(tmp_path, capsys, generator_path):
+    victim = tmp_path / "victim.wav"
+    victim.write_bytes(b"keep me")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join([
+        json.dumps({"prompt": "a", "output": "../victim.wav"}),
+        json.dumps({"prompt": "b", "output": str(victim)}),
+        json.dumps({"prompt": "c", "output": "fine.wav"}),
+    ]) + "\n")
+    (tmp_path / "out").mkdir()
+    code, out, err = run_cli(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model",
+                             generator_path, "-o", tmp_path / "out", "--overwrite")
+    assert code == 1 and "p.jsonl line 1: output name '../victim.wav' leaves the output folder" in err
+    assert "p.jsonl line 2" in err and out.strip().split("\t")[0] == str(tmp_path / "out" / "fine.wav")
+    assert victim.read_bytes() == b"keep me"
+    code, _, err = run_cli(capsys, "generate", "x", "-n", 2, "--name", "../{seed}.{ext}", "-s", 0.5, "--steps", 2,
+                           "--model", generator_path, "-o", tmp_path / "out")
+    assert code == 1 and "leaves the output folder" in err and not list(tmp_path.glob("*[0-9].wav"))
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["-n", 3, "-o", "take.wav"], r"-o take.wav names one file, but 3 songs need a folder"),
+    (["-o", "x.wav", "--format", "mp3"], r"--format mp3 contradicts the extension of 'x.wav'"),
+])
+def test_contradictory_outputs_are_refused_before_work(tmp_path, capsys, generator_path, monkeypatch, args, pattern):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "generate", "calm", "-s", 0.5, "--steps", 2, "--model", generator_path, *args)
+    one_line_error(code, out, err, pattern)
+    assert list(tmp_path.iterdir()) == []  # no folder named take.wav, no file
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["   "], r"the prompt is empty"),
+    (["calm", "--cfg-scale", "1e38"], r"cfg scale must be a number from 0 to 100"),
+    (["calm", "--seed", "18446744073709551616"], r"seed must be a whole number from 0 to"),
+    (["calm", "--steps", "0"], r"steps must be a whole number >= 1"),
+])
+def test_bad_requests_fail_before_the_model_loads(tmp_path, capsys, args, pattern):
+    # the model path does not exist: a request checked first never gets to it
+    code, out, err = run_cli(capsys, "generate", *args, "-s", 1, "--model", tmp_path / "missing.safetensors",
+                             "-o", tmp_path / "x.wav")
+    one_line_error(code, out, err, pattern)
