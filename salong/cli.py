@@ -117,14 +117,37 @@ def ensure_folder(folder: Path) -> Path:
     return folder
 
 
+LATENTS_SUFFIX = ".latents.safetensors"
+
+
 def output_for(source: Path, out: Optional[Path], many: bool, suffix: str) -> Path:
-    """Where one input's result goes: `out` itself for a single input, else inside folder `out`."""
-    name = source.name.split(".")[0] + suffix
+    """Where one input's result goes: `out` itself for a single input, else inside folder `out`,
+    named after the input without its last extension (take.1.wav -> take.1<suffix>)."""
+    stem = source.name[: -len(LATENTS_SUFFIX)] if source.name.endswith(LATENTS_SUFFIX) else source.stem
+    name = stem + suffix
     if out is None:
         return Path(name)
     if many or out.is_dir():
-        return ensure_folder(out) / name
+        return out / name
     return out
+
+
+def plan_outputs(inputs: List[Path], out: Optional[Path], suffix: str, overwrite: bool) -> List[Path]:
+    """Every input's output, checked before any work: no two inputs write the same file, and
+    an existing file is replaced only with --overwrite (`salong.batch.refuse_existing`)."""
+    from salong.batch import refuse_existing
+
+    many = len(inputs) > 1
+    targets = [output_for(path, out, many, suffix) for path in inputs]
+    for target in targets:
+        if targets.count(target) > 1:
+            sources = [str(p) for p, t in zip(inputs, targets) if t == target]
+            raise SalongError(f"{sources[0]!r} and {sources[1]!r} would both be written to {str(target)!r}; "
+                              "rename one, or encode them in separate runs")
+        refuse_existing(target, overwrite)
+    if out is not None and (many or out.is_dir()):
+        ensure_folder(out)
+    return targets
 
 
 def print_error(message: str) -> None:
@@ -168,6 +191,7 @@ def synth(
 
 
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr (on a terminal).")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace output files that exist (without it, an existing file is an error).")
 _CODEC_MODEL = typer.Option(None, help="Autoencoder or generator file (its autoencoder is used). \\[default: the bundled model's]")
 
 
@@ -179,17 +203,19 @@ def encode(
     ),
     model: Optional[Path] = _CODEC_MODEL,
     mean: bool = typer.Option(False, "--mean", help="Deterministic latents (the posterior mean) instead of a sample."),
+    overwrite: bool = _OVERWRITE,
     progress: bool = _PROGRESS,
 ) -> None:
     """Encode audio to latents (.safetensors) with the autoencoder."""
     from salong.autoencoder import load_autoencoder_from
     from salong.latents import encode_file, save_latents
 
+    targets = dict(zip(inputs, plan_outputs(inputs, out, LATENTS_SUFFIX, overwrite)))
     with progress_bar("loading the model", progress):
         ae, _ = load_autoencoder_from(resolve_model(model, "autoencoder"))
 
     def run(path: Path) -> Path:
-        target = output_for(path, out, len(inputs) > 1, ".latents.safetensors")
+        target = targets[path]
         with progress_bar(f"encoding {path.name}", progress) as update:
             item = encode_file(ae, path, sample=not mean, progress=update)
         return save_latents(target, item)
@@ -205,6 +231,7 @@ def decode(
     ),
     model: Optional[Path] = _CODEC_MODEL,
     fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from the extension]"),
+    overwrite: bool = _OVERWRITE,
     progress: bool = _PROGRESS,
 ) -> None:
     """Decode latents back to audio with the original length and channel count."""
@@ -217,11 +244,12 @@ def decode(
         output_format(out, fmt)  # reject a bad extension before decoding for minutes
     elif fmt is not None:
         output_format(Path("x" + suffix))
+    targets = dict(zip(inputs, plan_outputs(inputs, out, suffix, overwrite)))
     with progress_bar("loading the model", progress):
         ae, _ = load_autoencoder_from(resolve_model(model, "autoencoder"))
 
     def run(path: Path) -> Path:
-        target = output_for(path, out, len(inputs) > 1, suffix)
+        target = targets[path]
         item = load_latents(path)
         with progress_bar(f"decoding {path.name}", progress) as update:
             audio = decode_latents(ae, item, progress=update)
@@ -260,7 +288,7 @@ def generate(
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 or more (consecutive seeds)."),
     name: str = typer.Option(DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave songs whose output file exists."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that exist (without it, an existing file is an error)."),
+    overwrite: bool = _OVERWRITE,
     full_window: bool = typer.Option(False, "--full-window", help="Sample the model's whole window, then cut."),
     json_out: bool = typer.Option(False, "--json", help="One JSON record per song on stdout."),
     device: Device = typer.Option("auto", help="Where to run: auto (a GPU if there is one), cpu or cuda."),

@@ -124,3 +124,31 @@ def test_more_channels_than_the_model_are_mixed_down_and_said_so(tmp_path, capsy
 def test_export_names_the_missing_path(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "export", tmp_path / "no-such-run", "-o", tmp_path / "m.safetensors")
     assert code == 1 and "no-such-run' not found" in err
+
+
+def test_outputs_are_planned_before_work_and_never_replaced_silently(tmp_path, capsys, model_path):
+    audio = make_piece(seed=2, seconds=0.5).audio
+    for name in ("take.1.wav", "take.2.wav"):
+        write_audio(tmp_path / name, audio, 44100)
+    code, out, err = run_cli(capsys, "encode", tmp_path / "take.1.wav", tmp_path / "take.2.wav", "--model", model_path,
+                             "-o", tmp_path / "z", "--no-progress")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "z").iterdir()) == ["take.1.latents.safetensors", "take.2.latents.safetensors"]
+    # the same name twice: refused before the model loads (the model path is not even read)
+    (tmp_path / "other").mkdir()
+    write_audio(tmp_path / "other" / "take.1.wav", audio, 44100)
+    code, out, err = run_cli(capsys, "encode", tmp_path / "take.1.wav", tmp_path / "other" / "take.1.wav",
+                             "--model", tmp_path / "missing.safetensors", "-o", tmp_path / "y")
+    assert code == 1 and "would both be written to" in err and not (tmp_path / "y").exists()
+    # an existing output is kept unless --overwrite
+    first = (tmp_path / "z" / "take.1.latents.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "encode", tmp_path / "take.1.wav", "--model", model_path,
+                           "-o", tmp_path / "z" / "take.1.latents.safetensors")
+    assert code == 1 and "exists; pass --overwrite" in err
+    assert (tmp_path / "z" / "take.1.latents.safetensors").read_bytes() == first
+    code, _, err = run_cli(capsys, "decode", tmp_path / "z" / "take.1.latents.safetensors", "--model", model_path,
+                           "-o", tmp_path / "take.1.wav")
+    assert code == 1 and "exists; pass --overwrite" in err
+    code, out, err = run_cli(capsys, "decode", tmp_path / "z" / "take.1.latents.safetensors", "--model", model_path,
+                             "-o", tmp_path / "take.1.wav", "--overwrite")
+    assert code == 0 and out.strip() == str(tmp_path / "take.1.wav")
