@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salong.checkpoint import config_from_dict, load_checkpoint, load_model, load_state_strict, save_checkpoint
+from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, load_model, save_checkpoint
 from salong.errors import SalongError
 from salong.timing import SAMPLE_RATE
 
@@ -628,6 +628,5 @@ def load_autoencoder_from(path: str | Path) -> tuple[Autoencoder, AutoencoderCon
             raise SalongError(f"{str(path)!r} is a generator checkpoint without an autoencoder config; re-export it")
         tensors = {k[len(prefix):]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
     config = config_from_dict(AutoencoderConfig, config_dict)
-    model = Autoencoder(config)
-    load_state_strict(model, tensors, source=f"{str(path)!r} ({GENERATOR_PART})")
+    model = build_strict(Autoencoder, config, tensors, source=f"{str(path)!r} ({GENERATOR_PART})")
     return model.eval(), config

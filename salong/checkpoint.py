@@ -251,8 +251,8 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
     return Checkpoint(path=path, kind=meta["kind"], config=config, tensors=tensors, metadata=meta)
 
 
-def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load every tensor into `model`; missing, unexpected or mis-shaped tensors are errors."""
+def check_state_fits(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Missing, unexpected or mis-shaped tensors are errors (the model may live on the meta device)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -269,7 +269,61 @@ def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor
                 f"{source} does not fit the model: {key} has shape {tuple(value.shape)}, "
                 f"the model expects {tuple(own[key].shape)}"
             )
+
+
+def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load every tensor into `model`; missing, unexpected or mis-shaped tensors are errors."""
+    check_state_fits(model, tensors, source)
     model.load_state_dict(tensors, strict=True)
+
+
+# Config fields that count repeated layers: each unit holds tensors of its own, so a file
+# can never hold fewer tensors than such a count says.
+_LAYER_COUNTS = ("depth", "text_layers", "audio_depths", "c_mults", "strides")
+# Any other whole number (widths, rates, windows) stays below this or the file's value count.
+_PLAUSIBLE = 2**20
+
+
+def build_strict(build: Callable[[C], M], config: C, tensors: Mapping[str, torch.Tensor], source: str) -> M:
+    """`build(config)` with `tensors` loaded strictly, checked before any memory is spent.
+
+    A config is only a promise about the tensors, and a crafted one (`"depth": 10**9`)
+    would take all memory to build. So: no layer count may exceed the file's number of
+    tensors and no other whole number the larger of its number of values and 2**20; then
+    the model is built on the meta device (no storage) and its tensor names and shapes are
+    checked against the file's; only then is it built for real and loaded.
+    """
+    values = sum(t.numel() for t in tensors.values())
+    for name, number in _whole_numbers(config):
+        field = name.rsplit(".", 1)[-1]
+        limit, what = (len(tensors), "tensors") if field in _LAYER_COUNTS else (max(values, _PLAUSIBLE), "values")
+        if number > limit:
+            raise SalongError(f"{source} does not fit its config: {name}={number} is more than the {limit} {what} "
+                              "the file holds; the file is damaged or not a salong model")
+    with torch.device("meta"):
+        probe = build(config)
+    check_state_fits(probe, tensors, source)
+    del probe
+    model = build(config)
+    load_state_strict(model, tensors, source)
+    return model
+
+
+def _whole_numbers(config: Any, prefix: str = "") -> list[tuple[str, int]]:
+    """Every int in a (nested) config dataclass with its dotted name; a tuple gives its length
+    and its items."""
+    found: list[tuple[str, int]] = []
+    fields = dataclasses.fields(config) if dataclasses.is_dataclass(config) else ()
+    for f in fields:
+        name, value = f"{prefix}{f.name}", getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            found += _whole_numbers(value, f"{name}.")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            found.append((name, value))
+        elif isinstance(value, tuple):
+            found.append((name, len(value)))
+            found += [(name, v) for v in value if isinstance(v, int) and not isinstance(v, bool)]
+    return found
 
 
 def load_model(
@@ -281,11 +335,9 @@ def load_model(
     """Rebuild a model from a checkpoint of `kind`: config -> `build(config)` -> strict load."""
     ckpt = load_checkpoint(path, kind)
     config = config_from_dict(config_cls, ckpt.config)
-    model = build(config)
-    load_state_strict(model, ckpt.tensors, source=f"{str(ckpt.path)!r}")
+    model = build_strict(build, config, ckpt.tensors, source=f"{str(ckpt.path)!r}")
     model.eval()
     return model, config, ckpt
-
 
 
 # --- storage precision -------------------------------------------------------------------------

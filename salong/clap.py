@@ -51,7 +51,7 @@ from transformers import (
 )
 
 from salong.audio import resample
-from salong.checkpoint import config_from_dict, load_checkpoint, load_state_strict, save_checkpoint
+from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
 from salong.errors import SalongError, short_reason
 from salong.timing import SAMPLE_RATE
 
@@ -542,8 +542,8 @@ def load_clap(source: str | Path) -> Clap:
                           "CLAP folder")
     ckpt = load_checkpoint(source, KIND)
     config = config_from_dict(ClapModelConfig, ckpt.config)
-    clap = Clap(config, tokenizer_from_metadata(ckpt.metadata, repr(str(source))))
-    load_state_strict(clap, ckpt.tensors, source=repr(str(source)))
+    tokenizer = tokenizer_from_metadata(ckpt.metadata, repr(str(source)))
+    clap = build_strict(lambda c: Clap(c, tokenizer), config, ckpt.tensors, source=repr(str(source)))
     return clap.eval()
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from salong.autoencoder import Autoencoder, AutoencoderConfig
-from salong.checkpoint import config_from_dict, load_checkpoint, load_state_strict, save_checkpoint
+from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
 from salong.clap import Clap, ClapModelConfig, tokenizer_from_metadata, tokenizer_metadata
 from salong.diffusion import VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear
 from salong.dit import DiT, DiTConfig
@@ -110,11 +110,13 @@ class Generator:
         """Rebuild a generator from its checkpoint (strict: every tensor, every shape)."""
         ckpt = load_checkpoint(path, KIND)
         config = config_from_dict(GeneratorConfig, ckpt.config)
-        parts = {"dit": DiT(config.dit), "autoencoder": Autoencoder(config.autoencoder),
-                 "clap": Clap(config.clap, tokenizer_from_metadata(ckpt.metadata, repr(str(path))))}
-        for name, module in parts.items():
+        tokenizer = tokenizer_from_metadata(ckpt.metadata, repr(str(path)))
+        builders = {"dit": (DiT, config.dit), "autoencoder": (Autoencoder, config.autoencoder),
+                    "clap": (lambda c: Clap(c, tokenizer), config.clap)}
+        parts = {}
+        for name, (build, part_config) in builders.items():
             tensors = {k[len(name) + 1:]: v for k, v in ckpt.tensors.items() if k.startswith(name + ".")}
-            load_state_strict(module, tensors, source=f"{str(path)!r} ({name})")
+            parts[name] = build_strict(build, part_config, tensors, source=f"{str(path)!r} ({name})")
         unused = [k for k in ckpt.tensors if k.split(".", 1)[0] not in parts]
         if unused:
             raise SalongError(f"{str(path)!r} holds tensors no part of the generator uses (e.g. {unused[0]})")

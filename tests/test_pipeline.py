@@ -103,3 +103,29 @@ def test_wrong_kind_of_model(tmp_path):
     path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(PRESETS["tiny"]))
     with pytest.raises(SalongError, match="is a autoencoder checkpoint, but this needs a model of kind generator"):
         Generator.load(path)
+
+
+@pytest.mark.parametrize("depth,pattern", [
+    (10**9, r"\(dit\) does not fit its config: depth=1000000000 is more than the \d+ tensors the file holds"),
+    (20, r"does not fit the model: tensors \d+ missing"),  # plausible alone: caught on the meta device
+])
+def test_a_crafted_config_is_refused_before_memory_is_spent(tmp_path, generator_path, depth, pattern):
+    import json
+    import resource
+    import time
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(generator_path), "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    config["dit"]["depth"] = depth
+    meta["config"] = json.dumps(config)
+    save_file(tensors, str(tmp_path / "crafted.safetensors"), metadata=meta)
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(SalongError, match=pattern):
+        Generator.load(tmp_path / "crafted.safetensors")
+    assert time.perf_counter() - start < 20
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: under 200 MB more
