@@ -81,6 +81,13 @@ def main() -> None:
             rows.append(facts[0])
             tasks[stage] = facts[1]
     times = wall_times(work)
+    kinds = [load_checkpoint(path).kind for path in models]
+    status = ([] if "generator" in kinds else [
+        "**Status: autoencoder only.** The DiT is not trained yet, so this version ships the",
+        "autoencoder alone: `salong encode`/`decode` use it, and `salong generate` needs `--model`",
+        "until the recipe's DiT stage has run and the generator is bundled.",
+        "",
+    ])
     evaluation = (work / "evaluation.txt").read_text().strip() if (work / "evaluation.txt").is_file() else None
     text = "\n".join([
         "# salong's bundled model",
@@ -89,6 +96,7 @@ def main() -> None:
         "It was trained from scratch on this project's procedural music corpus only, on CPUs, by",
         "`bash examples/default_model.sh` (every stage resumable; rerun it to continue training).",
         "",
+        *status,
         "## Files",
         "",
         *[f"- {model_facts(path)}" for path in models],
@@ -111,12 +119,17 @@ def main() -> None:
         + "; ".join(f"{stage}: `{json.dumps(task.get('model', {}))}`" for stage, task in tasks.items()),
         "",
         f"Wall time per stage (seconds, all runs together): {json.dumps({k: round(v) for k, v in times.items()})}, "
-        f"on {platform.machine()} with {torch.get_num_threads()} CPU threads, niced.",
+        f"on {platform.machine()} with {torch.get_num_threads()} CPU cores; the autoencoder and CLAP train side by",
+        "side on one thread each, niced (other work on the machine slows them).",
         "",
         "## Evaluation",
         "",
         "```",
         evaluation or "not evaluated yet: the recipe evaluates once the DiT stage has run",
+        "```",
+        "",
+        "Produced by `benchmarks/adherence.py` (see its docstring for what each figure means).",
+        "```",
         "```",
         "",
         "## Limits",

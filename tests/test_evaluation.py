@@ -5,10 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("librosa")
-
-from salong.errors import SalongError  # noqa: E402
-from salong.evaluation import (  # noqa: E402
+from salong.errors import SalongError
+from salong.evaluation import (
     DRUMS_THRESHOLD,
     estimate_key,
     estimate_tempo,
