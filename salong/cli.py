@@ -608,6 +608,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             where = f" ({exc.filename})" if exc.filename else ""
             print_error(f"{exc.strerror or exc}{where}")
         sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C inside a command into exit status 130, silently
+        err.print(f"interrupted: `salong {' '.join(argv or sys.argv[1:])[:60]}` stopped; no partial file was kept",
+                  highlight=False, soft_wrap=True)
     sys.exit(code if isinstance(code, int) else 0)
 
 

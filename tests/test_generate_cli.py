@@ -191,3 +191,15 @@ def test_bad_requests_fail_before_the_model_loads(tmp_path, capsys, args, patter
     code, out, err = run_cli(capsys, "generate", *args, "-s", 1, "--model", tmp_path / "missing.safetensors",
                              "-o", tmp_path / "x.wav")
     one_line_error(code, out, err, pattern)
+
+
+def test_ctrl_c_during_generate_says_so_and_keeps_no_file(tmp_path, capsys, generator_path, monkeypatch):
+    from salong import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.Generator, "generate", interrupted)
+    code, out, err = run_cli(capsys, "generate", "calm", "-s", 0.5, "--model", generator_path, "-o", tmp_path / "x.wav")
+    assert code == 130 and "interrupted" in err and "no partial file was kept" in err
+    assert list(tmp_path.iterdir()) == []

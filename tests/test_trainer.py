@@ -397,3 +397,17 @@ def test_ddp_two_processes_identical_weights_and_exact_resume(tmp_path):
     assert all(torch.equal(r0[k], r1[k]) for k in finals)
     torchrun("--run-dir", str(tmp_path / "straight"), "--steps", "9", "--checkpoint-every", "3", "--two-parts")
     assert_same_state(latest_checkpoint(run_dir), latest_checkpoint(tmp_path / "straight"))
+
+
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path):
+    """A newest checkpoint cut short: --resume warns, takes the intact older one, and the run
+    still ends bit-exact with an uninterrupted one."""
+    from salong.train.state import CheckpointFallbackWarning
+
+    run(tmp_path / "a", 8, checkpoint_every=2)
+    run(tmp_path / "b", 6, checkpoint_every=2)
+    newest = latest_checkpoint(tmp_path / "b")
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk or a killed copy
+    with pytest.warns(CheckpointFallbackWarning, match=r"step_0000004\.safetensors instead"):
+        run(tmp_path / "b", 8, checkpoint_every=2, resume=True)
+    assert_same_state(latest_checkpoint(tmp_path / "a"), latest_checkpoint(tmp_path / "b"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -205,6 +206,32 @@ def save_state(
 def read_state(path: str | Path) -> Checkpoint:
     """Read a training-state checkpoint (clear errors for other kinds and corrupt files)."""
     return load_checkpoint(path, STATE_KIND)
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """The newest training checkpoint was damaged; an older one is used."""
+
+
+def read_latest_state(run_dir: str | Path) -> Checkpoint:
+    """The newest training checkpoint of a run that reads intact. A damaged newer one (a
+    disk that filled up, a copy cut short) is passed over with a warning naming both."""
+    found = list_checkpoints(Path(run_dir))
+    if not found:
+        raise SalongError(f"cannot resume: {str(run_dir)!r} holds no checkpoint yet; "
+                          "delete it and start again, or choose another --out")
+    first_error: SalongError | None = None
+    for _, path in reversed(found):
+        try:
+            ckpt = read_state(path)
+        except SalongError as exc:
+            first_error = first_error or exc
+            continue
+        if first_error is not None:
+            warnings.warn(f"{first_error}; resuming from the older {path.name} instead", CheckpointFallbackWarning,
+                          stacklevel=2)
+        return ckpt
+    assert first_error is not None
+    raise SalongError(f"no checkpoint in {str(run_dir)!r} reads intact ({first_error}); start the run again")
 
 
 def part_tensors(ckpt: Checkpoint, group: str, part: str) -> dict[str, torch.Tensor]:

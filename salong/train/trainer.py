@@ -455,7 +455,7 @@ def _open_run_dir(
     written and, on resume, its metrics cut back to the checkpoint's step."""
     # Every rank validates before anything is written, so all ranks fail alike.
     resume_path = check_run_dir(run_dir, resume)
-    ckpt = st.read_state(resume_path) if resume_path is not None else None
+    ckpt = st.read_latest_state(run_dir) if resume_path is not None else None
     start_step = _check_resume(ckpt, run_config, config, run_dir, d) if ckpt is not None else 0
     d.barrier()  # no rank may see the folder rank 0 is about to create
     if d.main:
