@@ -155,7 +155,11 @@ def print_error(message: str) -> None:
 
 
 def each_input(paths: List[Path], run: Callable[[Path], Path]) -> None:
-    """Process inputs one by one; a failing input is reported and the rest still run."""
+    """Process inputs one by one; a failing input is reported and the rest still run (a single
+    input's failure is the command's, one line)."""
+    if len(paths) == 1:
+        print(run(paths[0]), flush=True)
+        return
     failed = 0
     for path in paths:
         try:

@@ -1,0 +1,168 @@
+"""A table of bad inputs across every command, through the real CLI entry point: each gives a
+non-zero exit, exactly one line on stderr, no traceback, and leaves every file as it was."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from salong.audio import write_audio
+from salong.autoencoder import PRESETS, Autoencoder, save_autoencoder
+from salong.latents import Latents, save_latents
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, generator_path):
+    """Inputs the table refers to by name: good files, damaged files and odd paths."""
+    root = tmp_path_factory.mktemp("inputs")
+    torch.manual_seed(0)
+    ae = save_autoencoder(root / "ae.safetensors", Autoencoder(PRESETS["tiny"]))
+    audio = np.random.default_rng(0).normal(0, 0.1, (2, 22050)).astype(np.float32)
+    write_audio(root / "song.wav", audio, 44100)
+    lat = save_latents(root / "song.latents.safetensors", Latents(torch.zeros(64, 11), 44100, 44100 / 2048, 22050, 2))
+    nan = save_latents(root / "nan.latents.safetensors",
+                       Latents(torch.full((64, 11), float("nan")), 44100, 44100 / 2048, 22050, 2))
+    (root / "garbage.wav").write_bytes(b"RIFF" + os.urandom(300))
+    (root / "garbage.safetensors").write_bytes(os.urandom(300))
+    (root / "empty.txt").write_text("")
+    (root / "comments.txt").write_text("# only a comment\n\n")
+    (root / "notjson.jsonl").write_text("{\"prompt\": \"a\", \"seconds\": \n")
+    (root / "badkey.jsonl").write_text(json.dumps({"prompt": "a", "tempo": 120}) + "\n")
+    (root / "corpus").mkdir()
+    (root / "nocorpus").mkdir()
+    write_audio(root / "corpus" / "a.wav", audio, 44100)
+    (root / "corpus" / "metadata.jsonl").write_text(json.dumps({"path": "a.wav", "caption": "calm"}) + "\n")
+    (root / "folder").mkdir()
+    return {"gen": generator_path, "ae": ae, "wav": root / "song.wav", "lat": lat, "nan": nan,
+            "garbage_wav": root / "garbage.wav", "garbage_model": root / "garbage.safetensors",
+            "empty": root / "empty.txt", "comments": root / "comments.txt", "notjson": root / "notjson.jsonl",
+            "badkey": root / "badkey.jsonl", "corpus": root / "corpus", "nocorpus": root / "nocorpus",
+            "folder": root / "folder", "missing": root / "missing.safetensors"}
+
+
+G = ["--model", "{gen}"]
+CASES = [
+    # generate: numbers
+    (["generate", "calm", "-s", "0", *G], r"seconds must be a number above 0"),
+    (["generate", "calm", "-s", "-3", *G], r"seconds must be a number above 0"),
+    (["generate", "calm", "-s", "nan", *G], r"seconds must be a number above 0"),
+    (["generate", "calm", "-s", "inf", *G], r"seconds must be a number above 0"),
+    (["generate", "calm", "-s", "abc", *G], r"Input should be a valid number"),
+    (["generate", "calm", "-s", "500", *G], r"longer than this model's window"),
+    (["generate", "calm", "--steps", "0", *G], r"steps must be a whole number >= 1"),
+    (["generate", "calm", "--steps", "-5", *G], r"steps must be a whole number >= 1"),
+    (["generate", "calm", "--steps", "2.5", *G], r"Input should be a valid integer"),
+    (["generate", "calm", "--cfg-scale", "-1", *G], r"cfg scale must be a number from 0 to 100"),
+    (["generate", "calm", "--cfg-scale", "1e38", *G], r"cfg scale must be a number from 0 to 100"),
+    (["generate", "calm", "--cfg-scale", "nan", *G], r"cfg scale must be a number from 0 to 100"),
+    (["generate", "calm", "--seed", "-1", *G], r"seed must be a whole number"),
+    (["generate", "calm", "--seed", "18446744073709551616", *G], r"seed must be a whole number"),
+    (["generate", "calm", "-n", "0", *G], r"-n must be at least 1"),
+    (["generate", "calm", "--sampler", "heun", *G], r"unknown sampler 'heun'"),
+    (["generate", "calm", "--device", "gpu", *G], r"'gpu' is not one of"),
+    # generate: prompts and batch files
+    (["generate", *G], r"give a PROMPT or --prompts FILE"),
+    (["generate", "calm", "--prompts", "{comments}", *G], r"give a PROMPT or --prompts FILE"),
+    (["generate", "  ", *G], r"the prompt is empty"),
+    (["generate", "--prompts", "{missing}", *G], r"prompts file .* not found"),
+    (["generate", "--prompts", "{empty}", *G], r"has no prompts"),
+    (["generate", "--prompts", "{comments}", *G], r"has no prompts"),
+    (["generate", "--prompts", "{notjson}", "-s", "0.5", *G], r"line 1: invalid JSON"),
+    (["generate", "--prompts", "{badkey}", "-s", "0.5", *G], r"line 1: unknown keys \['tempo'\]"),
+    (["generate", "calm", "--name", "{{nope}}.wav", "-n", "2", "-o", "out", *G], r"bad --name template"),
+    (["generate", "calm", "-n", "2", "--name", "same.wav", "-o", "out", *G], r"several songs would be written"),
+    # generate: outputs
+    (["generate", "calm", "-o", "x.aac", *G], r"unknown output extension '.aac'"),
+    (["generate", "calm", "-o", "x.wav", "--format", "aac", *G], r"unknown format 'aac'"),
+    (["generate", "calm", "-o", "x.wav", "--format", "mp3", *G], r"contradicts the extension"),
+    (["generate", "calm", "-n", "3", "-o", "take.wav", *G], r"names one file, but 3 songs need a folder"),
+    (["generate", "--prompts", "{wav}", *G], r"is not UTF-8 text"),
+    (["generate", "calm", "-o", "no/such/dir/x.wav", "-s", "0.5", *G], r"does not exist"),
+    (["generate", "calm", "-o", "{wav}", "-s", "0.5", *G], r"exists; pass --overwrite"),
+    # generate: models
+    (["generate", "calm", "--model", "{missing}"], r"not found"),
+    (["generate", "calm", "--model", "{garbage_model}"], r"not a readable safetensors checkpoint"),
+    (["generate", "calm", "--model", "{ae}"], r"is a autoencoder checkpoint, but this needs a model of kind generator"),
+    (["generate", "calm", "--model", "{folder}"], r"is a directory"),
+    # encode
+    (["encode", "{missing}", "--model", "{ae}"], r"not found|does not exist"),
+    (["encode", "{garbage_wav}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"cannot decode .* as audio"),
+    (["encode", "{wav}", "--model", "{garbage_model}", "-o", "z.latents.safetensors"], r"not a readable safetensors"),
+    (["encode", "{wav}", "--model", "{lat}", "-o", "z.latents.safetensors"], r"latents"),
+    (["encode", "{wav}", "{wav}", "--model", "{ae}", "-o", "z"], r"would both be written to"),
+    (["encode", "{wav}", "--model", "{ae}", "-o", "{lat}"], r"exists; pass --overwrite"),
+    # decode
+    (["decode", "{nan}", "--model", "{ae}", "-o", "n.wav"], r"holds NaN"),
+    (["decode", "{wav}", "--model", "{ae}", "-o", "w.wav"], r"not a readable safetensors|not a latents file"),
+    (["decode", "{ae}", "--model", "{ae}", "-o", "w.wav"], r"is a model checkpoint \(autoencoder\), not a latents file"),
+    (["decode", "{lat}", "--model", "{ae}", "-o", "x.aac"], r"unknown output extension"),
+    (["decode", "{lat}", "--model", "{ae}", "-o", "{wav}"], r"exists; pass --overwrite"),
+    (["decode", "{missing}", "--model", "{ae}", "-o", "m.wav"], r"not found"),
+    # info
+    (["info", "{missing}"], r"not found"),
+    (["info", "{garbage_model}"], r"not a readable safetensors checkpoint"),
+    (["info", "{folder}"], r"is a directory"),
+    # synth
+    (["synth", "0", "c"], r"n=0 is not allowed"),
+    (["synth", "2", "c", "--max-seconds", "300"], r"285"),
+    (["synth", "2", "c", "--min-seconds", "5", "--max-seconds", "4"], r"min_seconds=5.0"),
+    (["synth", "2", "c", "--format", "mp3"], r"fmt='mp3'"),
+    (["synth", "2", "c", "--durations", "normal"], r"durations='normal'"),
+    (["synth", "2", "c", "--jobs", "0"], r"jobs=0"),
+    (["synth", "2", "c", "--seed", "-1"], r"seed=-1"),
+    # train
+    (["train", "autoencoder", "--data", "{nocorpus}", "--out", "r", "--preset", "tiny"], r"no readable audio files"),
+    (["train", "autoencoder", "--data", "{missing}", "--out", "r"], r"does not exist"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--preset", "huge"], r"unknown preset 'huge'"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--lr", "-1"], r"learning rate|lr"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--steps", "0"], r"steps"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--window-seconds", "0.001"], r"shorter than one latent frame"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--resume"], r"not a salong run folder"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--init", "{missing}"], r"not found"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--init", "{ae}", "--resume"], r"give only one of them"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--discriminator", "huge"], r"huge"),
+    (["train", "clap", "--data", "{corpus}", "--out", "r", "--batch-size", "1"], r"no negatives"),
+    (["train", "clap", "--data", "{corpus}", "--out", "r", "--validation-fraction", "1.5"], r"validation_fraction"),
+    (["train", "dit", "--data", "{corpus}", "--out", "r", "--text-encoder", "{ae}"], r"--autoencoder is required"),
+    (["train", "dit", "--data", "{corpus}", "--out", "r", "--crops", "random", "--preset", "tiny"], r"random"),
+    (["train", "dit", "--data", "{corpus}", "--out", "r", "--init", "{ae}"], r"generator"),
+    (["train", "export", "{missing}", "-o", "m.safetensors"], r"not found"),
+    (["train", "export", "{folder}", "-o", "m.safetensors"], r"not a salong run folder"),
+    # usage
+    (["nonsense"], r"No such command"),
+    (["generate", "calm", "--no-such-option", *G], r"No such option"),
+]
+
+
+def _snapshot(*folders):
+    """Every file under the folders, with its size and modification time."""
+    state = {}
+    for folder in folders:
+        for dirpath, _, names in os.walk(folder):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                info = os.stat(path)
+                state[path] = (info.st_size, info.st_mtime_ns)
+    return state
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("args,pattern", CASES, ids=[" ".join(a[:3]) for a, _ in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(args, pattern, files, tmp_path, capsys, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(**files) for a in args]
+    before = _snapshot(tmp_path, os.path.dirname(files["wav"]))
+    code, out, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code not in (0, None) and "Traceback" not in err, (argv, code, err)
+    assert len(lines) == 1, (argv, err)
+    assert re.search(pattern, lines[0]), (argv, lines[0])
+    assert _snapshot(tmp_path, os.path.dirname(files["wav"])) == before, argv  # nothing created or changed
