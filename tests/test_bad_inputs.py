@@ -166,3 +166,10 @@ def test_bad_input_is_one_line_and_changes_nothing(args, pattern, files, tmp_pat
     assert len(lines) == 1, (argv, err)
     assert re.search(pattern, lines[0]), (argv, lines[0])
     assert _snapshot(tmp_path, os.path.dirname(files["wav"])) == before, argv  # nothing created or changed
+
+
+def test_a_failed_dit_preparation_leaves_no_run_folder(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "dit", "--data", files["corpus"], "--out", out, "--autoencoder",
+                           files["ae"], "--text-encoder", files["missing"], "--preset", "tiny")
+    assert code == 1 and "not found" in err and not out.exists()

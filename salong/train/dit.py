@@ -145,6 +145,8 @@ def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path |
             continue
         if source is None:
             raise SalongError(f"{flag} is required to start a DiT run (a model file from `salong train {flag[2:].replace('text-encoder', 'clap')}`)")
+        if not Path(source).is_file():
+            raise SalongError(f"{flag} {source} not found; check the path")
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(target, lambda tmp, src=Path(source): shutil.copyfile(src, tmp), ".safetensors")
     return targets
@@ -309,6 +311,28 @@ def load_frozen(run_dir: Path) -> tuple[Autoencoder, Clap]:
     return autoencoder, load_clap(folder / "clap.safetensors")
 
 
+def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, autoencoder, text_encoder, init,
+             progress) -> tuple[Autoencoder, Clap, list[dict[str, Any]], Path, Generator | None]:
+    """The run's frozen models (copied into RUN/prepared/), its encoded dataset and the
+    generator it starts from (`init`)."""
+    from salong.train.runtime import init_distributed, wants_cuda
+
+    initial = Generator.load(init) if init is not None else None
+    d = init_distributed(wants_cuda(train_config.device))
+    if d.main:
+        prepare_models(run_dir, autoencoder, text_encoder, initial)
+    d.barrier()
+    ae, clap = load_frozen(run_dir)
+    try:
+        GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling)
+    except SalongError as exc:
+        raise SalongError(f"the DiT does not fit the run's autoencoder or text encoder: {exc}") from None
+    digest = hashlib.sha256((_sha256(run_dir / PREPARED_DIR / "autoencoder.safetensors")
+                             + _sha256(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
+    cache = run_dir / PREPARED_DIR / "cache"
+    return ae, clap, preencode(data, cache, ae, clap, digest, d, progress), cache, initial
+
+
 def train_dit(
     data: str | Path,
     run_dir: str | Path,
@@ -330,24 +354,21 @@ def train_dit(
 
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume)  # before anything is prepared; the trainer checks again
-    if not run_dir.exists():
+    created = not run_dir.exists()
+    if created:
         if not run_dir.parent.is_dir():
             raise SalongError(f"folder {str(run_dir.parent)!r} does not exist; create it first")
         run_dir.mkdir(exist_ok=True)
-    initial = Generator.load(init) if init is not None else None
-    d = init_distributed(wants_cuda(train_config.device))
-    if d.main:
-        prepare_models(run_dir, autoencoder, text_encoder, initial)
-    d.barrier()
-    ae, clap = load_frozen(run_dir)
     try:
-        GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling)
+        ae, clap, items, cache, initial = _prepare(run_dir, data, train_config, task_config, autoencoder,
+                                                   text_encoder, init, progress)
     except SalongError as exc:
-        raise SalongError(f"the DiT does not fit the run's autoencoder or text encoder: {exc}") from None
-    digest = hashlib.sha256((_sha256(run_dir / PREPARED_DIR / "autoencoder.safetensors")
-                             + _sha256(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
-    cache = run_dir / PREPARED_DIR / "cache"
-    items = preencode(data, cache, ae, clap, digest, d, progress)
+        # A folder this call made goes again; an existing one keeps what earlier runs prepared.
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        raise SalongError(f"{exc} ({str(run_dir / PREPARED_DIR)!r} keeps what was prepared; a retry reuses it)") from None
+    d = init_distributed(wants_cuda(train_config.device))
     dataset = LatentDataset(cache, items, task_config.crop_lengths(ae.config.latent_rate), ae.config.latent_rate)
     demos = [(it["caption"], it["duration"]) for it in items[: task_config.demo_count]]
     seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
