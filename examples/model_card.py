@@ -88,7 +88,10 @@ def main() -> None:
         "until the recipe's DiT stage has run and the generator is bundled.",
         "",
     ])
-    evaluation = (work / "evaluation.txt").read_text().strip() if (work / "evaluation.txt").is_file() else None
+    evaluation = None
+    if (work / "evaluation.txt").is_file():  # the figures as printed, without the JSON record line
+        lines = (work / "evaluation.txt").read_text().splitlines()
+        evaluation = "\n".join(line for line in lines if not line.startswith("{")).strip()
     text = "\n".join([
         "# salong's bundled model",
         "",
@@ -128,9 +131,9 @@ def main() -> None:
         evaluation or "not evaluated yet: the recipe evaluates once the DiT stage has run",
         "```",
         "",
-        "Produced by `benchmarks/adherence.py` (see its docstring for what each figure means).",
-        "```",
-        "```",
+        "Produced by `benchmarks/adherence.py` (its docstring says what each figure means). The",
+        "autoencoder is trained on spectral magnitudes only, so its phase is free: SI-SDR, a",
+        "waveform measure, is meaningless for it until the adversarial stage.",
         "",
         "## Limits",
         "",
