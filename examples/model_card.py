@@ -30,7 +30,7 @@ def corpus_facts(work: Path) -> str:
             f"{sum(d >= 40 for d in durations)} of them long enough for sections (40 s or more)")
 
 
-def stage_facts(work: Path, stage: str) -> str | None:
+def stage_facts(work: Path, stage: str) -> tuple[str, dict] | None:
     run = work / stage
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
@@ -59,8 +59,8 @@ def model_facts(path: Path) -> str:
     ckpt = load_checkpoint(path)
     parts: dict[str, int] = {}
     for key, tensor in ckpt.tensors.items():
-        parts[key.split(".", 1)[0] if ckpt.kind == "generator" else ckpt.kind] = (
-            parts.get(key.split(".", 1)[0] if ckpt.kind == "generator" else ckpt.kind, 0) + tensor.numel())
+        part = key.split(".", 1)[0] if ckpt.kind == "generator" else ckpt.kind
+        parts[part] = parts.get(part, 0) + tensor.numel()
     sizes = ", ".join(f"{name} {count / 1e6:.2f}M" for name, count in parts.items())
     return f"`{path.name}`: {ckpt.kind}, {path.stat().st_size / 1e6:.1f} MB; parameters: {sizes}"
 

@@ -358,9 +358,9 @@ def half_precision(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def store_half(path: str | Path, config_changes: Mapping[str, Any] | None = None, half: bool = True) -> Path:
-    """Rewrite a salong checkpoint in place (atomically): weights in float16 (`half_precision`)
-    and, optionally, top-level config entries merged with `config_changes` (e.g. sampling defaults)."""
+def rewrite_checkpoint(path: str | Path, half: bool = False, config_changes: Mapping[str, Any] | None = None) -> Path:
+    """Rewrite a salong checkpoint in place (atomically): optionally weights in float16
+    (`half_precision`) and top-level config entries merged with `config_changes` (e.g. sampling defaults)."""
     path = Path(path)
     ckpt = load_checkpoint(path)
     config = dict(ckpt.config)

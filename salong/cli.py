@@ -575,9 +575,9 @@ def train_export_cmd(
         dataclasses.replace(task.config.sampling, **sampling)
     path = export_run(run, out, task)
     if half or sampling:
-        from salong.checkpoint import store_half
+        from salong.checkpoint import rewrite_checkpoint
 
-        store_half(path, {"sampling": sampling} if sampling else None, half=half)
+        rewrite_checkpoint(path, half=half, config_changes={"sampling": sampling} if sampling else None)
     print(path)
 
 

@@ -52,14 +52,14 @@ def describe_bundled() -> str:
 
 
 def _generator_summary(config: dict) -> str:
-    dit, ae, sampling = config["dit"], config["autoencoder"], config.get("sampling", {})
-    hop = 1
-    for stride in ae["strides"]:
-        hop *= stride
-    rate = ae["sample_rate"] / hop
-    return (f"window {dit['window']} latent frames = {dit['window'] / rate:.2f} s at {rate:.2f} Hz; "
-            f"{ae['sample_rate']} Hz, {ae['audio_channels']} channels; sampler {sampling.get('sampler')}, "
-            f"{sampling.get('steps')} steps, CFG {sampling.get('cfg_scale')}")
+    from salong.checkpoint import config_from_dict
+    from salong.pipeline import GeneratorConfig
+
+    c = config_from_dict(GeneratorConfig, config)  # the window and rate as the generator derives them
+    ae, sampling = c.autoencoder, c.sampling
+    return (f"window {c.dit.window} latent frames = {c.max_seconds:.2f} s at {ae.latent_rate:.2f} Hz; "
+            f"{ae.sample_rate} Hz, {ae.audio_channels} channels; sampler {sampling.sampler}, "
+            f"{sampling.steps} steps, CFG {sampling.cfg_scale:g}")
 
 
 def _millions(tensors) -> str:
