@@ -52,7 +52,7 @@ resume_flag() { if compgen -G "$1/checkpoints/step_*.safetensors" > /dev/null; t
 #    presence means the corpus is complete.
 if [ ! -f "$WORK/corpus/metadata.jsonl" ]; then
     stage corpus threads "$THREADS" $RUN synth "$CORPUS_PIECES" "$WORK/corpus" --seed "$SEED" --durations log \
-        --min-seconds 4 --max-seconds 285 --jobs "$THREADS"
+        --min-seconds 4 --max-seconds 285 --jobs "$THREADS" --overwrite
 fi
 printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": 4, "max_seconds": 285}\n' \
     "$SEED" "$CORPUS_PIECES" > "$WORK/corpus.json"
@@ -82,7 +82,7 @@ stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/d
     --seed 0 --checkpoint-every 250 --demo-every 2000 --quiet $(resume_flag "$WORK/dit")
 
 # 4. Export: EMA weights, matrices in float16, with the measured sampling defaults.
-stage export threads "$THREADS" $RUN train export "$WORK/dit" -o "$WORK/salong-default.safetensors" --half \
+stage export threads "$THREADS" $RUN train export "$WORK/dit" -o "$WORK/salong-default.safetensors" --half --overwrite \
     --steps "$SAMPLE_STEPS" --cfg-scale "$CFG_SCALE"
 
 # 5. Evaluate: prompt adherence (tempo, drums, mode, silence) at 30 s and 285 s, both frame

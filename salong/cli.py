@@ -184,13 +184,14 @@ def synth(
     fmt: str = typer.Option("wav", "--format", help="Audio format: wav or flac."),
     durations: str = typer.Option("uniform", help="Length law between the bounds: uniform, or log (uniform in log-seconds: many short pieces, some long)."),
     jobs: int = typer.Option(1, help="Worker processes, 1 or more; the corpus is the same for any number."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write over a corpus (or its pieces) already in OUT_DIR."),
 ) -> None:
     """Write a procedural music corpus with exact captions (the training data format)."""
     from salong.synth import write_corpus
 
     with progress_bar("synthesising") as update:
         path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,
-                            durations=durations, jobs=jobs, progress=update)
+                            durations=durations, jobs=jobs, progress=update, overwrite=overwrite)
     print(path)
 
 
@@ -559,13 +560,16 @@ def train_export_cmd(
     steps: Optional[int] = typer.Option(None, help="Generators: default sampler steps stored in the file, 1 or more. \\[default: the run's]"),
     cfg_scale: Optional[float] = typer.Option(None, help="Generators: default CFG scale stored in the file, >= 0 (at most 100). \\[default: the run's]"),
     sampler: Optional[str] = typer.Option(None, help="Generators: default sampler stored in the file. \\[default: the run's]"),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Write a run's EMA weights as a model file that --model accepts."""
+    from salong.batch import refuse_existing
     from salong.train import export_run
     from salong.train.tasks import task_for_run
 
     if not run.exists():
         raise SalongError(f"{str(run)!r} not found; give a run folder or one of its checkpoints/step_*.safetensors")
+    refuse_existing(out, overwrite)
     run_dir = run if run.is_dir() else run.parent.parent
     task = task_for_run(run_dir)
     sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}

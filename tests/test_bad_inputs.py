@@ -36,7 +36,9 @@ def files(tmp_path_factory, generator_path):
     write_audio(root / "corpus" / "a.wav", audio, 44100)
     (root / "corpus" / "metadata.jsonl").write_text(json.dumps({"path": "a.wav", "caption": "calm"}) + "\n")
     (root / "folder").mkdir()
-    return {"gen": generator_path, "ae": ae, "wav": root / "song.wav", "lat": lat, "nan": nan,
+    (root / "partial" / "audio").mkdir(parents=True)
+    write_audio(root / "partial" / "audio" / "000001.wav", audio, 44100)
+    return {"partial": root / "partial", "gen": generator_path, "ae": ae, "wav": root / "song.wav", "lat": lat, "nan": nan,
             "garbage_wav": root / "garbage.wav", "garbage_model": root / "garbage.safetensors",
             "empty": root / "empty.txt", "comments": root / "comments.txt", "notjson": root / "notjson.jsonl",
             "badkey": root / "badkey.jsonl", "corpus": root / "corpus", "nocorpus": root / "nocorpus",
@@ -113,6 +115,9 @@ CASES = [
     (["synth", "2", "c", "--durations", "normal"], r"durations='normal'"),
     (["synth", "2", "c", "--jobs", "0"], r"jobs=0"),
     (["synth", "2", "c", "--seed", "-1"], r"seed=-1"),
+    (["synth", "2", "{corpus}"], r"already holds a corpus .*pass --overwrite"),
+    (["synth", "2", "{partial}"], r"000001.wav' exists .*pass --overwrite"),
+    (["synth", "2", "{wav}"], r"is not a folder"),
     # train
     (["train", "autoencoder", "--data", "{nocorpus}", "--out", "r", "--preset", "tiny"], r"no readable audio files"),
     (["train", "autoencoder", "--data", "{missing}", "--out", "r"], r"does not exist"),
@@ -131,6 +136,7 @@ CASES = [
     (["train", "dit", "--data", "{corpus}", "--out", "r", "--init", "{ae}"], r"generator"),
     (["train", "export", "{missing}", "-o", "m.safetensors"], r"not found"),
     (["train", "export", "{folder}", "-o", "m.safetensors"], r"not a salong run folder"),
+    (["train", "export", "{folder}", "-o", "{ae}"], r"exists; pass --overwrite"),
     # usage
     (["nonsense"], r"No such command"),
     (["generate", "calm", "--no-such-option", *G], r"No such option"),

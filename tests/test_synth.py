@@ -301,6 +301,19 @@ def test_write_corpus_writes_audio_and_metadata_that_agree(tmp_path):
     assert (again / "metadata.jsonl").read_text() == "\n".join(lines) + "\n"
 
 
+def test_write_corpus_replaces_a_corpus_only_when_told(tmp_path):
+    pytest.importorskip("salong.audio")
+    out = synth.write_corpus(2, tmp_path / "corpus", seed=1, min_seconds=1.0, max_seconds=2.0)
+    (out / "notes.txt").write_text("mine")
+    first = (out / "metadata.jsonl").read_text()
+    with pytest.raises(SalongError, match="already holds a corpus"):
+        synth.write_corpus(2, out, seed=2, min_seconds=1.0, max_seconds=2.0)
+    assert (out / "metadata.jsonl").read_text() == first
+    synth.write_corpus(2, out, seed=2, min_seconds=1.0, max_seconds=2.0, overwrite=True)
+    assert (out / "metadata.jsonl").read_text() != first
+    assert (out / "notes.txt").read_text() == "mine"  # only the corpus's own files are written
+
+
 def test_corpus_with_log_lengths_is_the_same_on_any_number_of_processes(tmp_path):
     one = synth.write_corpus(4, tmp_path / "one", seed=3, min_seconds=1.0, max_seconds=8.0, durations="log")
     two = synth.write_corpus(4, tmp_path / "two", seed=3, min_seconds=1.0, max_seconds=8.0, durations="log", jobs=2)

@@ -95,6 +95,14 @@ def test_cli_trains_demos_and_exports(corpus, tmp_path, capsys):
                              "-o", tmp_path / "ae1.safetensors")
     assert code == 0, err
     model, _ = load_autoencoder(out.strip())
+    # an existing model file is replaced only with --overwrite
+    before = (tmp_path / "ae1.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "train", "export", run, "-o", tmp_path / "ae1.safetensors")
+    assert code == 1 and "exists; pass --overwrite" in err
+    assert (tmp_path / "ae1.safetensors").read_bytes() == before
+    code, _, err = run_cli(capsys, "train", "export", run, "-o", tmp_path / "ae1.safetensors", "--overwrite")
+    assert code == 0, err
+    assert (tmp_path / "ae1.safetensors").read_bytes() != before  # step 2's weights, not step 1's
     # a bare --resume needs no repeated options; asking for more steps continues
     code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", run, "--resume", "--steps", 3,
                            "--quiet")

@@ -67,6 +67,11 @@ def piece_length(piece_seed: int, min_seconds: float, max_seconds: float, durati
     return min(max(round(float(length), 2), min_seconds), max_seconds)
 
 
+def piece_path(i: int, fmt: str) -> str:
+    """Where piece `i` goes, relative to the corpus folder."""
+    return f"audio/{i:06d}.{fmt}"
+
+
 def _write_piece(job: tuple[Path, int, int, float, float, str, str]) -> str:
     """Render and write piece `i`; its metadata line (runs in a worker process under `jobs`)."""
     from salong.audio import write_audio
@@ -74,21 +79,38 @@ def _write_piece(job: tuple[Path, int, int, float, float, str, str]) -> str:
     out, seed, i, min_seconds, max_seconds, durations, fmt = job
     piece_seed = _corpus_seed(seed, i)
     piece = make_piece(piece_seed, piece_length(piece_seed, min_seconds, max_seconds, durations))
-    rel = f"audio/{i:06d}.{fmt}"
+    rel = piece_path(i, fmt)
     write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt)
     return json.dumps({"path": rel, "caption": piece.caption, "duration": piece.audio.shape[1] / SAMPLE_RATE,
                        "seed": piece_seed, "attributes": piece.attributes.to_dict()})
 
 
+def _refuse_existing_corpus(out: Path, n: int, fmt: str, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise SalongError(f"{str(out)!r} is not a folder; give a folder for the corpus")
+    if overwrite:
+        return
+    if (out / "metadata.jsonl").exists():
+        raise SalongError(f"{str(out)!r} already holds a corpus (metadata.jsonl); "
+                          "pass --overwrite to replace it, or give another folder")
+    clash = next((p for i in range(n) if (p := out / piece_path(i, fmt)).exists()), None)
+    if clash is not None:
+        raise SalongError(f"{str(clash)!r} exists (an unfinished corpus?); "
+                          "pass --overwrite to write over it, or give another folder")
+
+
 def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float = 5.0,
                  max_seconds: float = 30.0, fmt: str = "wav", durations: str = "uniform", jobs: int = 1,
-                 progress: Callable[[int, int], None] | None = None) -> Path:
+                 progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> Path:
     """Write n pieces as out_dir/audio/NNNNNN.<fmt> plus out_dir/metadata.jsonl; returns out_dir.
 
     Each metadata line: {"path", "caption", "duration", "seed", "attributes"}; path is
     relative to out_dir. Piece i depends only on (seed, i), so corpora are reproducible,
     whatever the number of worker processes (`jobs`). metadata.jsonl is written last: a
     corpus folder with one is complete.
+
+    A folder that already holds a corpus, or pieces this call would write, is refused
+    unless `overwrite` (salong's overwrite rule); other files in it are left alone.
     """
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
         raise SalongError(f"n={n!r} is not allowed; use an integer >= 1")
@@ -104,6 +126,7 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     from salong.checkpoint import write_atomic
 
     out = Path(out_dir)
+    _refuse_existing_corpus(out, n, fmt, overwrite)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     work = [(out, seed, i, min_seconds, max_seconds, durations, fmt) for i in range(n)]
     lines = []
