@@ -128,6 +128,16 @@ def test_variable_crop_lengths(setup, tmp_path):
     assert draws == [lengths.draw(seed) for seed in range(4000)]  # a pure function of the batch seed
     short, long = np.mean(np.array(draws) <= 16), np.mean(np.array(draws) >= 48)
     assert 0.25 < short < 0.42 and 0.08 < long < 0.22 and short > 2 * long  # log-uniform: long crops rarer
+    balanced = CropLengths(8, 64, 2, "balanced")
+    draws = np.array([balanced.draw(seed) for seed in range(4000)])
+    assert set(draws) <= set(range(8, 65, 2)) and draws.min() == 8 and draws.max() == 64
+    # density 1/L^2 on [8, 66): P(L <= 16) = (1/8 - 1/18) / (1/8 - 1/66) = 0.63, P(L >= 48) = 0.05
+    assert 0.58 < np.mean(draws <= 16) < 0.68 and 0.035 < np.mean(draws >= 48) < 0.085
+    cost = lambda law: np.mean([CropLengths(8, 64, 2, law).draw(seed) for seed in range(4000)])
+    assert cost("balanced") < 0.75 * cost("log")  # frames per batch: the cost of a step
+    assert DiTTaskConfig(model=DIT["tiny"], crop_law="balanced").crop_lengths(44100 / 2048).law == "balanced"
+    with pytest.raises(SalongError, match="crop law must be one of"):
+        DiTTaskConfig(model=DIT["tiny"], crop_law="uniform")
     variable = DiTTaskConfig(model=DIT["tiny"], min_crop_seconds=1.0)
     assert variable.crop_lengths(44100 / 2048) == CropLengths(22, 64, 1)  # ceil(21.5) frames up to the window
     fixed = DiTTaskConfig(model=DIT["tiny"], crops="fixed", window_seconds=1.0).crop_lengths(44100 / 2048)

@@ -41,6 +41,7 @@ CACHE_VERSION = 1
 
 
 CROP_MODES = ("variable", "fixed")
+CROP_LAWS = ("log", "balanced")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class DiTTaskConfig:
     crops: str = "variable"
     window_seconds: float = 0.0  # the longest crop; 0 = the model's whole window
     min_crop_seconds: float = 4.0
+    # How variable crop lengths are drawn (`CropLengths`): "log" is log-uniform; "balanced"
+    # spends the same compute on every octave of lengths, so long crops are rarer still.
+    crop_law: str = "log"
     cond_dropout: float = 0.1  # share of samples trained unconditionally, for CFG (docs/diffusion.md, Classifier-free guidance)
     # The loss covers real audio only, except for this share of samples whose padding counts
     # too: they teach the model the silence after seconds_total (stable-audio-tools'
@@ -67,6 +71,8 @@ class DiTTaskConfig:
     def __post_init__(self) -> None:
         if self.crops not in CROP_MODES:
             raise SalongError(f"crops must be one of {', '.join(CROP_MODES)}, got {self.crops!r}")
+        if self.crop_law not in CROP_LAWS:
+            raise SalongError(f"crop law must be one of {', '.join(CROP_LAWS)}, got {self.crop_law!r}")
         if not (math.isfinite(self.window_seconds) and self.window_seconds >= 0):
             raise SalongError(f"window_seconds must be >= 0 (0 = the model's window), got {self.window_seconds}")
         if not (math.isfinite(self.min_crop_seconds) and self.min_crop_seconds > 0):
@@ -88,27 +94,39 @@ class DiTTaskConfig:
         if self.crops == "fixed":
             return CropLengths(longest, longest, patch)
         shortest = min(longest, max(patch, math.ceil(self.min_crop_seconds * latent_rate / patch) * patch))
-        return CropLengths(shortest, longest, patch)
+        return CropLengths(shortest, longest, patch, self.crop_law)
 
 
 @dataclass(frozen=True)
 class CropLengths:
-    """Crop lengths in latent frames: whole patches from `shortest` to `longest`, log-uniform.
+    """Crop lengths in latent frames: whole patches from `shortest` to `longest`.
 
-    Log-uniform keeps long crops rarer than short ones (as many crops between 5 and 10 s as
-    between 100 and 200 s), since a crop's cost grows at least with its length, while every
-    length up to the window is still trained.
+    Long crops are rarer than short ones, since a crop's cost grows at least with its length,
+    while every length up to the window is still trained. `law` sets how much rarer:
+    - "log": log-uniform, density 1/L: as many crops between 5 and 10 s as between 100 and
+      200 s. With a cost linear in L, every second of length gets the same compute, so most
+      of it goes to crops longer than 95 s.
+    - "balanced": density 1/L^2: every octave of lengths gets the same compute (with a cost
+      linear in L). On 2 CPU cores and the compact DiT at batch 8 this makes an average step
+      about 5x cheaper than "log" (0.65 s against 3.1 s, 4 to 285 s), and 3% of batches are
+      longer than 95 s.
     """
 
     shortest: int
     longest: int
     patch: int
+    law: str = "log"
 
     def draw(self, batch_seed: int) -> int:
         if self.shortest == self.longest:
             return self.longest
-        u = np.random.default_rng([batch_seed, 1]).uniform(math.log(self.shortest), math.log(self.longest + self.patch))
-        frames = int(math.exp(u)) // self.patch * self.patch
+        lo, hi = self.shortest, self.longest + self.patch  # the top patch gets its share too
+        u = np.random.default_rng([batch_seed, 1]).uniform()
+        if self.law == "balanced":  # inverse CDF of density 1/L^2 on [lo, hi)
+            length = 1 / (1 / lo - u * (1 / lo - 1 / hi))
+        else:
+            length = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        frames = int(length) // self.patch * self.patch
         return min(self.longest, max(self.shortest, frames))
 
 
