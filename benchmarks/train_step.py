@@ -1,12 +1,13 @@
 """Where a training step's time goes, for each stage of the default-model recipe.
 
-    python benchmarks/train_step.py [--threads 2] [--repeats 3] [--stages autoencoder clap dit]
+    python benchmarks/train_step.py [--threads 2] [--repeats 3] [--stages autoencoder clap dit] [--compile]
 
 Autoencoder (batch 4 x 1 s, the recipe's): the model's own forward + backward, the
 multi-resolution STFT loss, and one pass of the critic (its forward + backward on
 [real; fake]); a GAN step pays the critic twice (generator and critic updates).
 CLAP (batch 16 x 10 s): one contrastive step. DiT (batch 8): one v-loss step at
 several crop lengths, with the arithmetic FLOP count and the rate it reached.
+--compile runs the autoencoder's Snake activations compiled (`train autoencoder --compile`).
 Run it on an idle machine: other busy processes slow every op down.
 """
 
@@ -117,9 +118,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stages", nargs="+", default=["autoencoder", "clap", "dit"],
                         choices=["autoencoder", "clap", "dit"])
+    parser.add_argument("--compile", action="store_true", help="compiled Snake, as train autoencoder --compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads")
+    snake = "eager Snake"
+    if args.compile:
+        from salong.autoencoder import compile_snake
+
+        snake = "compiled Snake" if compile_snake() else "eager Snake (compiling failed)"
+    print(f"torch {torch.__version__}, {args.threads} threads, {snake}")
     for stage in args.stages:
         {"autoencoder": autoencoder, "clap": clap, "dit": dit}[stage](args.repeats)
 

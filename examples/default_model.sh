@@ -62,7 +62,7 @@ printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": 4, "max_se
 #    Autoencoder: multi-resolution STFT + KL on 1 s crops (the critic stays off).
 stage autoencoder threads "$HALF" $RUN train autoencoder --data "$WORK/corpus" --out "$WORK/autoencoder" \
     --preset "$AE_PRESET" --steps "$AE_STEPS" --batch-size 4 --window-seconds 1.0 --lr 3e-4 \
-    --adversarial-start 1000000000 --seed 0 --checkpoint-every 250 --demo-every 1000 --eval-every 500 \
+    --adversarial-start 1000000000 --compile --seed 0 --checkpoint-every 250 --demo-every 1000 --eval-every 500 \
     --quiet $(resume_flag "$WORK/autoencoder") &
 AE_PID=$!
 #    CLAP: contrastive on 10 s crops, 10% of the pieces held out for retrieval recall.

@@ -458,6 +458,7 @@ def train_autoencoder_cmd(
     adversarial_start: Optional[int] = typer.Option(None, help="Updates before the GAN losses join, 0 or more. \\[default: 0]"),
     demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo reconstructions, {_EVERY}. \\[default: 1000]"),
     eval_every: Optional[int] = typer.Option(None, help=f"Updates between STFT/SI-SDR evaluations, {_EVERY}. \\[default: 1000]"),
+    compile: bool = typer.Option(False, "--compile", help="Compile the Snake activations with torch.compile: about 1.5x faster steps on CPU after a minute of compiling (needs a C++ compiler; falls back with a warning)."),
 ) -> None:
     """Train the Oobleck autoencoder (STFT + adversarial + KL losses). Works under torchrun."""
     from salong.audio_losses import DISCRIMINATOR_PRESETS
@@ -477,7 +478,7 @@ def train_autoencoder_cmd(
              discriminator=DISCRIMINATOR_PRESETS[critic] if critic else None),
     )
     run.report(train_autoencoder(run.data, run.out, train_config, task_config, resume=run.resume, quiet=run.quiet,
-                                 init=run.init))
+                                 init=run.init, compile=compile))
 
 
 @_train_command(

@@ -125,6 +125,36 @@ def test_snake_beta_matches_the_formula() -> None:
     torch.testing.assert_close(snake(x), x + 1 / (b + 1e-9) * torch.sin(a * x) ** 2)
 
 
+def test_compiled_snake_matches_eager_forward_and_backward(monkeypatch) -> None:
+    """`compile_snake` (train autoencoder --compile) changes speed, not results."""
+    import salong.autoencoder as A
+
+    monkeypatch.setattr(A, "_snake", A.snake_beta)  # restored afterwards: other tests stay eager
+    torch.manual_seed(11)
+    model = Autoencoder(TINY)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, SnakeBeta):
+                module.alpha.normal_(0, 0.5), module.beta.normal_(0, 0.5)
+    audio = 0.1 * torch.randn(2, 2, 4096)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        torch.manual_seed(12)  # the same posterior sample each time
+        out, _, kl = model(audio)
+        (out.square().mean() + kl).backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    eager_out, eager_grads = run()
+    compiled = A.compile_snake()
+    assert compiled == (A._snake is not A.snake_beta)  # without a compiler it stays eager (with a warning)
+    out, grads = run()
+    torch.testing.assert_close(out, eager_out, rtol=1e-4, atol=1e-5)  # float rounding through the network
+    for got, want in zip(grads, eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * want.abs().max().item())
+    assert model(0.1 * torch.randn(1, 2, 6144))[0].shape == (1, 2, 6144)  # one kernel serves every shape
+
+
 def test_weight_norm_convs_equal_plain_convs_and_torch_weight_norm() -> None:
     torch.manual_seed(11)
     conv = WNConv1d(3, 5, 7, stride=2, padding=3, dilation=1)

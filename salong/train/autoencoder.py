@@ -164,15 +164,22 @@ def train_autoencoder(
     demo_count: int = 2,
     demo_seconds: float = 5.0,
     init: str | Path | None = None,
+    compile: bool = False,
 ):
     """Train (or resume) an autoencoder on a folder of audio; returns the trainer's result.
 
     `init` starts a new run from an exported model's weights (a fresh optimiser); the run's
-    model config must be that model's (see `init_config`)."""
+    model config must be that model's (see `init_config`). `compile` runs Snake through
+    `torch.compile` (`salong.autoencoder.compile_snake`): faster steps on CPU, after a
+    minute of compiling; like the thread count, it is a choice of this process, not of the run."""
     from salong.data import AudioDataset
     from salong.train.runtime import seed_everything
     from salong.train.trainer import train
 
+    if compile:
+        from salong.autoencoder import compile_snake
+
+        compile_snake()
     model = task_config.model
     dataset = AudioDataset(data, model.sample_rate, model.audio_channels, window_seconds=task_config.window_seconds)
     seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
