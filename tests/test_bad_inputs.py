@@ -87,6 +87,11 @@ CASES = [
     (["generate", "calm", "--model", "{garbage_model}"], r"not a readable safetensors checkpoint"),
     (["generate", "calm", "--model", "{ae}"], r"is a autoencoder checkpoint, but this needs a model of kind generator"),
     (["generate", "calm", "--model", "{folder}"], r"is a directory"),
+    # generate --like: the take must be a song salong made
+    (["generate", "--like", "{missing}"], r"not found"),
+    (["generate", "--like", "{wav}"], r"carries no salong settings"),
+    (["generate", "--like", "{garbage_wav}"], r"cannot decode .* as audio"),
+    (["generate", "--like", "{folder}"], r"is a directory"),
     # encode
     (["encode", "{missing}", "--model", "{ae}"], r"not found|does not exist"),
     (["encode", "{garbage_wav}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"cannot decode .* as audio"),
