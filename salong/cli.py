@@ -274,6 +274,28 @@ def info(
     print(describe_file(path) if path is not None else describe_bundled())
 
 
+@app.command()
+def plot(
+    path: Path = typer.Argument(..., help="An audio file, or a training run folder (or its metrics.jsonl)."),
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Picture to write (.png, .svg or .pdf), or a folder for NAME.png. \\[default: NAME.png here]"),
+    width: int = typer.Option(1200, help="Width in pixels, 200 to 8000."),
+    height: Optional[int] = typer.Option(
+        None, help="Height in pixels, 200 to 8000. \\[default: 600 for a song, 280 per row of panels for a run]"),
+    title: Optional[str] = typer.Option(None, help="A song's title. \\[default: the prompt the file carries, else its name]"),
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Draw a song (waveform and log-mel spectrogram, titled with its prompt) or a training
+    run (losses, learning rate and evaluations from metrics.jsonl)."""
+    from salong.batch import refuse_existing
+    from salong.plots import plot_file
+
+    name = (path.stem if path.suffix else path.resolve().name) + ".png"
+    target = out / name if out is not None and out.is_dir() else out if out is not None else Path(name)
+    refuse_existing(target, overwrite)
+    print(plot_file(path, target, width, height, title))
+
+
 def _like(ctx: typer.Context, _param: Any, take: Optional[Path]) -> Optional[Path]:
     """--like: a take's settings (`salong.recipe`) become the defaults of the options not given
     on the command line (click's default_map, read by the options parsed after this eager one)."""

@@ -1,9 +1,10 @@
 """Renders that explain themselves: the recipe inside every file, `info` and `--like`,
-the batch summary, and batches split over torchrun processes."""
+pictures of songs and runs, the batch summary, and batches split over torchrun processes."""
 
 import json
 import os
 import shlex
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,12 @@ from salong.errors import SalongError
 from salong.recipe import WAV_TAG_LIMIT, Recipe, read_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def png_size(path):
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    return struct.unpack(">II", data[16:24])  # the IHDR chunk: width, height
 
 
 # --- the recipe in the file's tags ---------------------------------------------------
@@ -107,6 +114,32 @@ def test_like_names_a_missing_or_changed_model(tmp_path, capsys):
     code, out, err = run_cli(capsys, "generate", "--like", take, "-o", tmp_path / "third.wav")
     assert code == 1 and "which is not there any more; pass --model FILE" in err
     assert not (tmp_path / "third.wav").exists()
+
+
+# --- pictures ------------------------------------------------------------------------
+
+
+def test_plot_a_song_and_a_run(tmp_path, capsys):
+    from salong.recipe import Recipe
+
+    audio = np.sin(np.linspace(0, 2000, 3 * 44100, dtype=np.float32))[None].repeat(2, axis=0) * 0.5
+    recipe = Recipe(prompt="a sine", seconds=3.0, seed=0, steps=1, cfg_scale=1.0, sampler="euler")
+    song = write_audio(tmp_path / "song.ogg", audio, 44100, tags=recipe.tags("ogg"))
+    code, out, err = run_cli(capsys, "plot", song, "-o", tmp_path / "song.png", "--width", 640, "--height", 360)
+    assert code == 0 and out.strip() == str(tmp_path / "song.png"), err
+    assert png_size(tmp_path / "song.png") == (640, 360)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"step": s, "elapsed": s, "generator/loss": 2 / s, "generator/stft": 1 / s, "generator/lr": 1e-4 * min(1, s / 4)}
+             for s in range(1, 11)]
+    lines += [{"step": 5, "eval/stft": 0.9, "eval/si_sdr": -3.0}, {"step": 10, "eval/stft": 0.7, "eval/si_sdr": 1.5}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 11, "gen')
+    code, out, err = run_cli(capsys, "plot", run, "-o", tmp_path / "curves.png", "--width", 800, "--height", 500)
+    assert code == 0, err
+    assert png_size(tmp_path / "curves.png") == (800, 500)
+    code, out, err = run_cli(capsys, "plot", run, "-o", tmp_path / "curves.png")
+    assert code == 1 and "exists; pass --overwrite" in err
 
 
 # --- batches -------------------------------------------------------------------------
