@@ -6,7 +6,9 @@ Audio arrays are float32 numpy arrays shaped (channels, samples).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import soundfile as sf
@@ -24,12 +26,56 @@ WRITE_FORMATS: dict[str, tuple[str, str]] = {
     "mp3": ("MP3", "MPEG_LAYER_III"),
 }
 
+# The text tags libsndfile writes (`soundfile.SoundFile` attributes); which survive depends
+# on the format (`salong.recipe` uses title, comment and software, kept by all four).
+TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license", "tracknumber", "genre")
+
 # Leaves a little headroom below full scale so lossy encoders do not overshoot.
 PEAK_CEILING = 0.989  # about -0.1 dBFS
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any file libsndfile reads (wav, flac, ogg, mp3, ...) as float32 (channels, samples)."""
+    path = _readable(path)
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+    except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
+        raise _undecodable(path, exc) from None
+    if data.shape[0] == 0:
+        raise SalongError(f"audio file {str(path)!r} is empty (0 samples)")
+    audio = np.ascontiguousarray(data.T)  # (channels, samples)
+    if not np.isfinite(audio).all():
+        raise SalongError(f"audio file {str(path)!r} holds NaN or infinite samples")
+    return audio, int(sample_rate)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What an audio file's header says, without reading its samples."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+    format: str  # libsndfile's words, e.g. "FLAC (Free Lossless Audio Codec)"
+    tags: dict[str, str]  # title, comment, software, ... (`TAGS`), the empty ones left out
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """An audio file's length, rate, channels, format and text tags."""
+    path = _readable(path)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            return AudioInfo(f.frames, f.samplerate, f.channels, f"{f.format_info}, {f.subtype_info}",
+                             {k: v for k, v in f.copy_metadata().items() if v})
+    except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
+        raise _undecodable(path, exc) from None
+
+
+def _readable(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise SalongError(f"audio file {str(path)!r} not found; check the path")
@@ -37,19 +83,12 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise SalongError(f"{str(path)!r} is a directory; give an audio file")
     if not os.access(path, os.R_OK):
         raise SalongError(f"audio file {str(path)!r} is not readable; check its permissions")
-    try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
-    except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
-        raise SalongError(
-            f"cannot decode {str(path)!r} as audio ({str(exc).strip() or type(exc).__name__}); "
-            "use wav, flac, ogg or mp3"
-        ) from None
-    if data.shape[0] == 0:
-        raise SalongError(f"audio file {str(path)!r} is empty (0 samples)")
-    audio = np.ascontiguousarray(data.T)  # (channels, samples)
-    if not np.isfinite(audio).all():
-        raise SalongError(f"audio file {str(path)!r} holds NaN or infinite samples")
-    return audio, int(sample_rate)
+    return path
+
+
+def _undecodable(path: Path, exc: Exception) -> SalongError:
+    return SalongError(f"cannot decode {str(path)!r} as audio ({str(exc).strip() or type(exc).__name__}); "
+                       "use wav, flac, ogg or mp3")
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -110,21 +149,27 @@ def output_format(path: str | Path, fmt: str | None = None) -> str:
     return name
 
 
-def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None) -> Path:
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None,
+                tags: Mapping[str, str] | None = None) -> Path:
     """Write (channels, samples) audio atomically, format from the extension or `fmt`.
 
     The file appears complete or not at all: it is written to a temporary file in the
-    same folder and renamed. Audio that would clip is peak-limited first.
+    same folder and renamed. Audio that would clip is peak-limited first. `tags` are
+    libsndfile's text fields (title, comment, software, artist, date, ...).
     """
     name = output_format(path, fmt)
     if audio.ndim != 2 or audio.shape[1] == 0:
         raise SalongError(f"refusing to write {str(path)!r}: audio must be (channels, samples) and non-empty")
+    assert set(tags or {}) <= set(TAGS), f"unknown tags {sorted(set(tags or {}) - set(TAGS))}"
     major, subtype = WRITE_FORMATS[name]
     data = np.ascontiguousarray(peak_limit(np.asarray(audio, dtype=np.float32)).T)  # (samples, channels)
 
     def write(tmp: Path) -> None:
         try:
-            sf.write(str(tmp), data, sample_rate, format=major, subtype=subtype)
+            with sf.SoundFile(str(tmp), "w", sample_rate, data.shape[1], subtype, format=major) as f:
+                for key, value in (tags or {}).items():
+                    setattr(f, key, value)  # before the samples: some formats write tags in the header
+                f.write(data)
         except (sf.LibsndfileError, sf.SoundFileError) as exc:
             raise SalongError(f"could not write {str(path)!r} ({str(exc).strip()}); is the disk full?") from None
 

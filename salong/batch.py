@@ -8,6 +8,7 @@ own output path, rendered with one loaded model; a failing job never stops the o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -22,6 +23,7 @@ from salong.errors import SalongError
 
 if TYPE_CHECKING:
     from salong.pipeline import Generator, Song
+    from salong.train.runtime import Dist
 
 DEFAULT_NAME = "{slug}_{seed}.{ext}"
 NAME_FIELDS = ("slug", "seed", "index", "variation", "seconds", "ext")
@@ -287,10 +289,12 @@ def render(
     `skip_existing` leaves jobs whose output file exists; otherwise an existing file is an
     error unless `overwrite` (`refuse_existing`). `fmt` is the audio format
     (default: from each output's extension). `progress(job, stage, done, total)` hears
-    the `STAGES` of each job."""
-    from salong.audio import write_audio
+    the `STAGES` of each job. Every file carries its recipe (`salong.recipe`) in its tags."""
+    from salong.audio import output_format, write_audio
+    from salong.recipe import Recipe, model_fields
 
     steps, cfg_scale, sampler = generator.settings(steps, cfg_scale, sampler)
+    model = model_fields(generator.source)
     report = progress or (lambda job, stage, done, total: None)
     for job in check_jobs(generator, jobs, fmt, overwrite, skip_existing):
         if isinstance(job, BadLine):
@@ -307,13 +311,65 @@ def render(
 
         start = time.perf_counter()
         try:
+            recipe = Recipe(prompt=job.prompt, seconds=job.seconds, seed=job.seed, steps=steps, cfg_scale=cfg_scale,
+                            sampler=sampler, negative_prompt=job.negative_prompt, full_window=full_window, **model)
+            tags = recipe.tags(output_format(job.output, fmt))
             report(job, "encoding the prompt", 0, 0)
             song = generator.generate(job.prompt, job.seconds, steps=steps, cfg_scale=cfg_scale, seed=job.seed,
                                       negative_prompt=job.negative_prompt, sampler=sampler,
                                       full_window=full_window, progress=sampling)
             report(job, "writing", 0, 0)
-            path = write_audio(job.output, song.audio, song.sample_rate, fmt)
+            path = write_audio(job.output, song.audio, song.sample_rate, fmt, tags)
         except SalongError as exc:
             yield Failed(job.source, str(exc))
             continue
         yield Rendered(job, path, song, time.perf_counter() - start)
+
+
+def render_shared(generator: Generator, jobs: list[Job | BadLine], d: Dist,
+                  **options: Any) -> Iterator[Rendered | Skipped | Failed]:
+    """`render` across the K processes of a torchrun job, one generator each: rank r renders
+    jobs r, r + K, r + 2K, ...; then rank 0 yields every job's result in job order (a
+    Rendered's song without its audio, which is in its file) and the other ranks nothing.
+    Every rank must be given the same jobs. In a single process this is `render`."""
+    if not d.active:
+        yield from render(generator, jobs, **options)
+        return
+    mine = [_without_audio(result) for result in render(generator, jobs[d.rank::d.world_size], **options)]
+    shares = d.gather(mine)  # shares[r][i] is the result of job r + i * K
+    if d.main:
+        for index in range(len(jobs)):
+            yield shares[index % d.world_size][index // d.world_size]
+
+
+def _without_audio(result: Rendered | Skipped | Failed) -> Rendered | Skipped | Failed:
+    if not isinstance(result, Rendered):
+        return result
+    return dataclasses.replace(result, song=dataclasses.replace(result.song, audio=result.song.audio[:, :0]))
+
+
+@dataclass
+class Tally:
+    """What a batch did, for its summary line."""
+
+    rendered: int = 0
+    skipped: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+
+    def add(self, result: Rendered | Skipped | Failed) -> None:
+        if isinstance(result, Rendered):
+            self.rendered += 1
+            self.audio_seconds += result.song.seconds
+        elif isinstance(result, Skipped):
+            self.skipped += 1
+        else:
+            self.failed += 1
+
+    def summary(self, wall_seconds: float) -> str:
+        """One line: counts, audio made, wall time and real-time factor (wall time / audio time)."""
+        line = (f"{self.rendered} rendered, {self.skipped} skipped, {self.failed} failed; "
+                f"{self.audio_seconds:.1f} s of audio in {wall_seconds:.1f} s")
+        if self.audio_seconds > 0:
+            line += f", real-time factor {wall_seconds / self.audio_seconds:.3g}"
+        return line

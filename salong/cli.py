@@ -265,16 +265,75 @@ def decode(
 
 @app.command()
 def info(
-    path: Optional[Path] = typer.Argument(None, help="A model checkpoint or latents file. \\[default: the bundled model]"),
+    path: Optional[Path] = typer.Argument(
+        None, help="A model checkpoint, latents file or audio file. \\[default: the bundled model]"),
 ) -> None:
-    """Show what a checkpoint or latents file holds; with no file, describe the bundled model."""
+    """Show what a checkpoint or latents file holds, or the settings inside a song salong made
+    and the command that makes it again; with no file, describe the bundled model."""
     from salong.describe import describe_bundled, describe_file
 
     print(describe_file(path) if path is not None else describe_bundled())
 
 
 @app.command()
+def plot(
+    path: Path = typer.Argument(..., help="An audio file, or a training run folder (or its metrics.jsonl)."),
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="Picture to write (.png, .svg or .pdf), or a folder for NAME.png. \\[default: NAME.png here]"),
+    width: int = typer.Option(1200, help="Width in pixels, 200 to 8000."),
+    height: Optional[int] = typer.Option(
+        None, help="Height in pixels, 200 to 8000. \\[default: 600 for a song, 280 per row of panels for a run]"),
+    title: Optional[str] = typer.Option(None, help="A song's title. \\[default: the prompt the file carries, else its name]"),
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Draw a song (waveform and log-mel spectrogram, titled with its prompt) or a training
+    run (losses, learning rate and evaluations from metrics.jsonl)."""
+    from salong.batch import refuse_existing
+    from salong.plots import plot_file
+
+    name = (path.stem if path.suffix else path.resolve().name) + ".png"
+    target = out / name if out is not None and out.is_dir() else out if out is not None else Path(name)
+    refuse_existing(target, overwrite)
+    print(plot_file(path, target, width, height, title))
+
+
+def _like(ctx: typer.Context, _param: Any, take: Optional[Path]) -> Optional[Path]:
+    """--like: a take's settings (`salong.recipe`) become the defaults of the options not given
+    on the command line (click's default_map, read by the options parsed after this eager one)."""
+    if take is None or ctx.resilient_parsing:
+        return take
+    from salong.recipe import read_recipe
+
+    options = read_recipe(take).options()
+    known = {param.name for param in ctx.command.params}
+    for name in options:
+        if name not in known:
+            raise SalongError(f"{str(take)!r} was made with --{name.replace('_', '-')}, which this salong "
+                              f"{salong.__version__} does not have; upgrade salong")
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+    return take
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (not taken from --like or a default)."""
+    return ctx.get_parameter_source(name).name == "COMMANDLINE"  # typer vendors click: compare by name
+
+
+def _check_take_model(take: Path, model_path: Path) -> None:
+    """--like without --model: the take's model must still be there; a changed one is a warning."""
+    from salong.recipe import model_change, read_recipe
+
+    if not model_path.exists():
+        raise SalongError(f"{str(take)!r} was made with the model {str(model_path)!r}, which is not there any more; "
+                          "pass --model FILE")
+    change = model_change(read_recipe(take), model_path, repr(str(take)))
+    if change:
+        warnings.warn(change)
+
+
+@app.command()
 def generate(
+    ctx: typer.Context,
     prompt: Optional[str] = typer.Argument(None, help="What the music should be, e.g. \"calm piano at 70 BPM in C major\"."),
     seconds: float = typer.Option(
         30.0, "--seconds", "-s", help="Length of the song in seconds: 0 < s <= the model's window; 285 for the bundled model."),
@@ -297,15 +356,29 @@ def generate(
     full_window: bool = typer.Option(False, "--full-window", help="Sample the model's whole window, then cut."),
     json_out: bool = typer.Option(False, "--json", help="One JSON record per song on stdout."),
     device: Device = typer.Option("auto", help="Where to run: auto (a GPU if there is one), cpu or cuda."),
+    like: Optional[Path] = typer.Option(
+        None, "--like", is_eager=True, callback=_like,
+        help="Start from the settings inside a song salong made (see `salong info FILE`): prompt, seconds, seed, "
+             "sampling and model; options given here override them, and -n above 1 draws new seeds."),
     progress: bool = _PROGRESS,
 ) -> None:
-    """Generate songs from text prompts. Prints each song's path and seed (or --json records)."""
+    """Generate songs from text prompts. Prints each song's path and seed (or --json records).
+
+    Under `torchrun --nproc_per_node=K -m salong generate --prompts FILE ...` the songs are
+    shared out over K processes, one model each; rank 0 prints every result in line order."""
+    import time
+
     from salong.audio import output_format
-    from salong.batch import Failed, Skipped, plan_jobs, read_prompts, render
+    from salong.batch import Failed, Skipped, Tally, plan_jobs, read_prompts, render_shared
     from salong.pipeline import Generator, check_request
     from salong.train.progress import status_bar
-    from salong.train.runtime import resolve_device
+    from salong.train.runtime import process_group, resolve_device, wants_cuda
 
+    start = time.perf_counter()
+    if like is not None and prompts is not None:
+        raise SalongError("--like makes one take again, --prompts a batch; give only one of them")
+    if like is not None and n > 1 and not _given(ctx, "seed"):
+        seed = None  # -n asks for new takes, not the take again
     if (prompt is None) == (prompts is None):
         raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
     check_request(seconds, steps, cfg_scale, sampler, seed)  # bad numbers fail before the model loads
@@ -313,28 +386,36 @@ def generate(
     entries = read_prompts(prompts) if prompts is not None else [{"prompt": prompt, "source": "prompt"}]
     jobs = plan_jobs(entries, seconds, n, seed, out, name, ext, negative)
     model_path = resolve_model(model, "generator")
-    with status_bar("loading the model", progress, unit="steps") as bar:
-        generator = Generator.load(model_path, device=resolve_device(device, 0))
-        if out is not None and len(jobs) > 1:
+    if like is not None and not _given(ctx, "model"):
+        _check_take_model(like, model_path)
+    resolve_device(device, 0)  # a missing GPU is named before torchrun's ranks try to join
+    with process_group(wants_cuda(device)) as d, status_bar("loading the model", progress and d.main, unit="steps") as bar:
+        generator = Generator.load(model_path, device=resolve_device(device, d.local_rank))
+        if d.main and out is not None and len(jobs) > 1:
             ensure_folder(out)
+        jobs = d.from_main(jobs)  # the seeds rank 0 drew, where a prompt without --seed draws them
 
         def stage(job, stage: str, done: int, total: int) -> None:
             bar(done, total, description=f"{job.prompt[:30]}: {stage}")
 
-        failed = 0
-        for result in render(generator, jobs, steps=steps, cfg_scale=cfg_scale, sampler=sampler, full_window=full_window,
-                             skip_existing=skip_existing, overwrite=overwrite, fmt=fmt, progress=stage):
+        failed, tally = 0, Tally()
+        for result in render_shared(generator, jobs, d, steps=steps, cfg_scale=cfg_scale, sampler=sampler,
+                                    full_window=full_window, skip_existing=skip_existing, overwrite=overwrite, fmt=fmt,
+                                    progress=stage):
+            tally.add(result)
             if isinstance(result, Failed):
                 if len(jobs) == 1:  # a single song's failure is the command's
                     raise SalongError(result.message if result.source == "prompt" else f"{result.source}: {result.message}")
                 failed += 1
                 print_error(f"{result.source}: {result.message}")
             elif isinstance(result, Skipped):
-                err.print(f"skipped {result.job.output} (exists)", highlight=False)
+                err.print(f"skipped {result.job.output} (exists)", highlight=False, soft_wrap=True)
             elif json_out:
                 print(json.dumps(result.record(model_path)), flush=True)
             else:
                 print(f"{result.path}\t{result.song.seed}", flush=True)
+    if d.main and len(jobs) > 1:  # on stderr: stdout stays one line per file
+        err.print(tally.summary(time.perf_counter() - start), highlight=False, soft_wrap=True)
     if failed:
         raise SalongError(f"{failed} of {len(jobs)} songs failed (see above)")
 

@@ -9,10 +9,14 @@ from salong.checkpoint import load_checkpoint, read_metadata
 
 
 def describe_file(path: str | Path) -> str:
-    """A model checkpoint's kind, size and config, or a latents file's shape and audio format."""
+    """A model checkpoint's kind, size and config, a latents file's shape and audio format,
+    or an audio file's format and, if salong made it, its settings (`describe_audio`)."""
+    from salong.data import AUDIO_EXTENSIONS
     from salong.latents import load_latents
 
     path = Path(path)
+    if path.suffix.lstrip(".").lower() in AUDIO_EXTENSIONS:
+        return describe_audio(path)
     if read_metadata(path).get("kind") == "latents":
         item = load_latents(path)
         frames = int(item.latents.shape[1])
@@ -29,6 +33,31 @@ def describe_file(path: str | Path) -> str:
         lines.append(_generator_summary(ckpt.config))
     lines.append(json.dumps(ckpt.config, indent=2))
     return "\n".join(lines)
+
+
+def describe_audio(path: str | Path) -> str:
+    """An audio file's length and format; for a song salong made, its settings and, last,
+    the `salong generate` command that makes it again."""
+    from salong.audio import probe
+    from salong.recipe import Recipe
+
+    info = probe(path)
+    lines = [f"{path}: {info.seconds:.2f} s of {info.channels}-channel {info.sample_rate} Hz audio ({info.format})"]
+    if "comment" not in info.tags:
+        return "\n".join([*lines, "no salong settings in its tags (not made by `salong generate`, or its tags were "
+                                   "stripped)"])
+    recipe = Recipe.from_json(info.tags["comment"], repr(str(path)))
+    model = recipe.model or "the bundled model"
+    settings = [
+        ("prompt", recipe.prompt), ("negative prompt", recipe.negative_prompt), ("seconds", f"{recipe.seconds:g}"),
+        ("seed", recipe.seed), ("steps", recipe.steps), ("cfg scale", f"{recipe.cfg_scale:g}"),
+        ("sampler", recipe.sampler + (", whole window" if recipe.full_window else "")),
+        ("init audio", recipe.init_audio), ("init noise level", recipe.init_noise_level),
+        ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
+        ("made by", f"salong {recipe.version}"),
+    ]
+    lines += [f"{name}: {value}" for name, value in settings if value is not None]
+    return "\n".join([*lines, "make it again with:", recipe.command(path)])
 
 
 def describe_bundled() -> str:

@@ -102,6 +102,7 @@ class Generator:
         self.autoencoder = autoencoder.eval().to(self.device)
         self.text_encoder = ClapTextEncoder(clap.eval()).to(self.device)
         self.denoiser = VDenoiser(self.dit)
+        self.source: Path | None = None  # the file it was loaded from (`load`), for a song's recipe
 
     # --- files -----------------------------------------------------------------------
 
@@ -120,7 +121,9 @@ class Generator:
         unused = [k for k in ckpt.tensors if k.split(".", 1)[0] not in parts]
         if unused:
             raise SalongError(f"{str(path)!r} holds tensors no part of the generator uses (e.g. {unused[0]})")
-        return cls(config, parts["dit"], parts["autoencoder"], parts["clap"], device)
+        generator = cls(config, parts["dit"], parts["autoencoder"], parts["clap"], device)
+        generator.source = Path(path)
+        return generator
 
     def save(self, path: str | Path) -> Path:
         """Write the whole generator as one checkpoint."""

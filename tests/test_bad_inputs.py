@@ -89,6 +89,20 @@ CASES = [
     (["generate", "calm", "--model", "{garbage_model}"], r"not a readable safetensors checkpoint"),
     (["generate", "calm", "--model", "{ae}"], r"is a autoencoder checkpoint, but this needs a model of kind generator"),
     (["generate", "calm", "--model", "{folder}"], r"is a directory"),
+    # generate --like: the take must be a song salong made
+    (["generate", "--like", "{missing}"], r"not found"),
+    (["generate", "--like", "{wav}"], r"carries no salong settings"),
+    (["generate", "--like", "{garbage_wav}"], r"cannot decode .* as audio"),
+    (["generate", "--like", "{folder}"], r"is a directory"),
+    # plot
+    (["plot", "{missing}", "-o", "p.png"], r"not found"),
+    (["plot", "{garbage_wav}", "-o", "p.png"], r"cannot decode .* as audio"),
+    (["plot", "{folder}", "-o", "p.png"], r"is not a training run folder \(no metrics.jsonl\)"),
+    (["plot", "{wav}", "-o", "p.jpg"], r"unknown picture extension '.jpg'.*\.png"),
+    (["plot", "{wav}", "-o", "no/such/dir/p.png"], r"does not exist"),
+    (["plot", "{wav}", "-o", "p"], r"unknown picture extension '\(none\)'"),
+    (["plot", "{wav}", "-o", "{wav}"], r"exists; pass --overwrite"),
+    (["plot", "{wav}", "-o", "p.png", "--width", "10"], r"--width must be 200 to 8000 pixels, got 10"),
     # encode
     (["encode", "{missing}", "--model", "{ae}"], r"not found|does not exist"),
     (["encode", "{garbage_wav}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"cannot decode .* as audio"),

@@ -142,7 +142,7 @@ def test_batch_without_seeds_reruns_to_the_same_names_and_skips(tmp_path, capsys
     code, first, err = run_cli(capsys, *args)
     assert code == 0, err
     code, again, err = run_cli(capsys, *args, "--skip-existing")
-    assert code == 0 and again == "" and err.count("skipped") == 2  # the same seeds, so the same names
+    assert code == 0 and again == "" and err.count("(exists)") == 2  # the same seeds, so the same names
     code, out, err = run_cli(capsys, *args)  # without --skip-existing or --overwrite: nothing is replaced
     assert code == 1 and "exists; pass --overwrite" in err
     code, out, err = run_cli(capsys, *args, "--overwrite")

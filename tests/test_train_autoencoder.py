@@ -87,8 +87,9 @@ def test_cli_trains_demos_and_exports(corpus, tmp_path, capsys):
                              "--eval-every", 2, "--checkpoint-every", 1, "--quiet")
     assert code == 0, err
     assert out.strip() == str(run / "model.safetensors")
-    assert sorted(p.name for p in (run / "demos").iterdir()) == [
-        "original_0.wav", "original_1.wav", "step_0000002_0.wav", "step_0000002_1.wav"]
+    demos = ["original_0", "original_1", "step_0000002_0", "step_0000002_1"]
+    assert sorted(p.name for p in (run / "demos").iterdir()) == sorted(f"{d}.{e}" for d in demos for e in ("png", "wav"))
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"  # drawn with every demo
     assert any("eval/si_sdr" in m for m in metrics(run))
     # export from an older checkpoint through the CLI
     code, out, err = run_cli(capsys, "train", "export", run / "checkpoints" / "step_0000001.safetensors",

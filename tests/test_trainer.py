@@ -255,6 +255,7 @@ def test_demo_and_evaluate(tmp_path):
     task, _ = run(tmp_path / "run", 6, demo_every=2, eval_every=3)
     assert task.demos == [2, 4, 6]
     assert sorted(p.name for p in (tmp_path / "run" / "demos").iterdir()) == [f"demo_{s:07d}.json" for s in (2, 4, 6)]
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"  # redrawn with every demo
     evals = [line for line in metrics(tmp_path / "run") if "eval/mse" in line]
     assert [line["step"] for line in evals] == [3, 6]
 

@@ -312,7 +312,8 @@ class DiTTask(Task):
             seconds = min(seconds, generator.max_seconds)
             for scale in self.config.demo_cfg_scales:
                 song = generator.generate(caption, seconds, steps=self.config.demo_steps, cfg_scale=scale, seed=i)
-                write_audio(out_dir / f"step_{step:07d}_{i}_cfg{scale:g}.wav", song.audio, song.sample_rate)
+                write_audio(out_dir / f"step_{step:07d}_{i}_cfg{scale:g}.wav", song.audio, song.sample_rate,
+                            tags={"title": f"{caption} (step {step}, CFG {scale:g})"})
         if self.demos:
             captions = "\n".join(f"{i}: {c}" for i, (c, _) in enumerate(self.demos)) + "\n"
             if not (out_dir / "captions.txt").exists():

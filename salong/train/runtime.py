@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -46,6 +47,22 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (pickled; only between the processes of one job)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
@@ -72,6 +89,17 @@ def init_distributed(use_cuda: bool) -> Dist:
         torch.cuda.set_device(local)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return Dist(rank, world, local, owns_group=True)
+
+
+@contextlib.contextmanager
+def process_group(use_cuda: bool) -> Iterator[Dist]:
+    """`init_distributed` for the length of a block; the group it joined is left at the end."""
+    d = init_distributed(use_cuda)
+    try:
+        yield d
+    finally:
+        if d.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def wants_cuda(device: str) -> bool:

@@ -4,7 +4,8 @@
     RUN/metrics.jsonl                    one JSON object per logged step
     RUN/checkpoints/step_0000500.safetensors   full training state (newest few kept)
     RUN/checkpoints/latest.json          {"step": 500, "file": "step_0000500.safetensors"}
-    RUN/demos/                           whatever the task's demo writes
+    RUN/demos/                           whatever the task's demo writes, each .wav with a .png spectrogram
+    RUN/curves.png                       losses, learning rates and evaluations, redrawn with every demo
     RUN/model.safetensors                the exported EMA model
 
 A training-state checkpoint is ONE safetensors file, written atomically: tensors
@@ -34,6 +35,7 @@ METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.safetensors"
 CHECKPOINT_DIR = "checkpoints"
 DEMO_DIR = "demos"
+CURVES_FILE = "curves.png"
 LATEST_FILE = "latest.json"
 
 _CHECKPOINT_RE = re.compile(r"^step_(\d+)\.safetensors$")
@@ -94,7 +96,7 @@ def remove_temp_files(run_dir: Path) -> list[Path]:
     ckpt_dir = run_dir / CHECKPOINT_DIR
     if ckpt_dir.is_dir():
         candidates += [p for p in ckpt_dir.iterdir() if p.name.startswith(".")]
-    for name in (CONFIG_FILE, METRICS_FILE, MODEL_FILE):
+    for name in (CONFIG_FILE, METRICS_FILE, MODEL_FILE, CURVES_FILE):
         candidates += list(run_dir.glob(f".{name}.*"))
     demo_dir = run_dir / DEMO_DIR
     if demo_dir.is_dir():

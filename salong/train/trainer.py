@@ -591,7 +591,8 @@ class _Log:
 def _demo_and_evaluate(run: _Run, step: int, metrics_path: Path) -> None:
     """Rank 0, on their cadences: the task's demos into demos/, its evaluation into metrics.jsonl."""
     config = run.config
-    if run.d.main and config.demo_every and step % config.demo_every == 0:
+    demo = run.d.main and config.demo_every and step % config.demo_every == 0
+    if demo:
         with torch.no_grad():
             run.task.demo(step, run.run_dir / st.DEMO_DIR, run.ema_modules)
     if run.d.main and config.eval_every and step % config.eval_every == 0:
@@ -600,6 +601,22 @@ def _demo_and_evaluate(run: _Run, step: int, metrics_path: Path) -> None:
         if results:
             evaluation = {f"eval/{k}": float(v) for k, v in results.items()}
             append_metrics(metrics_path, {"step": step, "time": round(time.time(), 3), **evaluation})
+    if demo:
+        _pictures(run.run_dir)
+
+
+def _pictures(run_dir: Path) -> None:
+    """The run's curves and a spectrogram beside each new demo. A picture that cannot be
+    drawn (an unreadable demo, a full disk) is a warning: a run never stops for a picture."""
+    from salong.plots import plot_demos, plot_run
+
+    try:
+        plot_demos(run_dir / st.DEMO_DIR)
+        metrics = run_dir / st.METRICS_FILE
+        if metrics.is_file() and metrics.stat().st_size:  # a demo may come before the first log line
+            plot_run(run_dir, run_dir / st.CURVES_FILE)
+    except (SalongError, OSError, ValueError) as exc:
+        warnings.warn(f"could not draw the run's pictures: {exc}")
 
 
 def _finish(run: _Run, step: int) -> TrainResult:

@@ -1,0 +1,264 @@
+"""Pictures people look at: a song's waveform and spectrogram, a training run's curves.
+
+Drawn with matplotlib's object-oriented API on its Agg canvas (no pyplot, no display, no
+global backend switch) and written atomically. `salong plot` calls `plot_file`; training
+runs call `plot_run` and `plot_demos` with every demo.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from salong.checkpoint import write_atomic
+from salong.errors import SalongError
+from salong.train.state import METRICS_FILE
+
+DPI = 100  # pixels per inch: a figure of W x H pixels is W / DPI x H / DPI inches
+SIZE = (1200, 600)  # default width, height in pixels
+SIZE_RANGE = (200, 8000)
+ROW_HEIGHT = 280  # a run's picture: pixels per row of panels, unless a height is given
+PICTURE_FORMATS = ("png", "svg", "pdf")
+
+# Spectrogram: 2048-point frames (46 ms at 44.1 kHz), 128 mel bands, at most MAX_FRAMES
+# columns (a longer song takes a longer hop: a picture has fewer pixels than that anyway).
+N_FFT = 2048
+N_MELS = 128
+MAX_FRAMES = 4000
+FLOOR_DB = -80.0  # below the loudest band; quieter is drawn as silence
+
+
+# --- a song --------------------------------------------------------------------------
+
+
+def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 20.0, fmax: float | None = None) -> np.ndarray:
+    """Triangular filters evenly spaced on the HTK mel scale, (n_mels, n_fft // 2 + 1)."""
+    fmax = fmax or sample_rate / 2
+    edges = _hz(np.linspace(_mel(fmin), _mel(fmax), n_mels + 2))  # (n_mels + 2,) band edges in Hz
+    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)  # (F,) frequency of each FFT bin
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1) each
+    rising = (bins - lower) / (centre - lower)
+    falling = (upper - bins) / (upper - centre)
+    return np.maximum(0.0, np.minimum(rising, falling))  # (n_mels, F)
+
+
+def _mel(hz: Any) -> Any:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
+
+
+def _hz(mel: Any) -> Any:
+    return 700.0 * (10.0 ** (np.asarray(mel) / 2595.0) - 1.0)
+
+
+def log_mel(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
+    """(dB mel spectrogram (N_MELS, frames) of the channels' mix, seconds per frame)."""
+    mono = audio.mean(axis=0)  # (N,)
+    hop = max(N_FFT // 4, math.ceil(mono.size / MAX_FRAMES))
+    padded = np.pad(mono, (N_FFT // 2, N_FFT // 2))  # centred frames, as librosa and torch.stft
+    if padded.size < N_FFT:
+        padded = np.pad(padded, (0, N_FFT - padded.size))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::hop]  # (frames, N_FFT)
+    window = np.hanning(N_FFT)
+    # scaled so that a full-scale sine peaks at 0 dB
+    power = (np.abs(np.fft.rfft(frames * window, axis=1)) / (window.sum() / 2)) ** 2  # (frames, F)
+    mel = mel_filters(sample_rate, N_FFT, N_MELS) @ power.T  # (N_MELS, frames)
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    return np.maximum(db, db.max() + FLOOR_DB), hop / sample_rate
+
+
+def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: int = SIZE[1],
+               title: str | None = None) -> Path:
+    """Waveform over a log-mel spectrogram, both against time in seconds; the title is
+    `title`, else the prompt the file carries (its title tag), else the file name."""
+    from salong.audio import probe, read_audio
+
+    path = Path(path)
+    fmt = picture_format(out)
+    audio, rate = read_audio(path)
+    title = title or probe(path).tags.get("title") or path.name
+    seconds = audio.shape[1] / rate
+    fig = _figure(width, height)
+    wave_ax, spec_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 2])
+
+    # waveform: each channel's min and max per pixel column (millions of samples, a few hundred pixels)
+    columns = max(1, min(audio.shape[1], width))
+    edges = np.linspace(0, audio.shape[1], columns + 1).astype(int)
+    times = (edges[:-1] + edges[1:]) / 2 / rate
+    for channel, label in zip(audio, ("left", "right") if audio.shape[0] == 2 else ("",) * audio.shape[0]):
+        low = np.minimum.reduceat(channel, edges[:-1])
+        high = np.maximum.reduceat(channel, edges[:-1])
+        wave_ax.fill_between(times, low, high, linewidth=0.3, alpha=0.6, label=label or None)
+    wave_ax.set_ylim(-1, 1)
+    wave_ax.set_ylabel("amplitude")
+    if audio.shape[0] == 2:
+        wave_ax.legend(loc="upper right", fontsize="small", ncols=2)
+    wave_ax.set_title("\n".join(textwrap.wrap(title, max(40, width // 9))[:2]), fontsize="medium")
+
+    db, frame_seconds = log_mel(audio, rate)
+    image = spec_ax.imshow(db, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                           extent=(-frame_seconds / 2, db.shape[1] * frame_seconds - frame_seconds / 2, 0, N_MELS))
+    ticks = [hz for hz in (100, 250, 500, 1000, 2000, 4000, 8000, 16000) if hz < rate / 2]
+    top, bottom = _mel(rate / 2), _mel(20.0)  # band i (row i, centred at i + 0.5) peaks at the (i + 1)-th of N_MELS + 2 edges
+    spec_ax.set_yticks([(_mel(hz) - bottom) / (top - bottom) * (N_MELS + 1) - 0.5 for hz in ticks],
+                       [f"{hz // 1000}k" if hz >= 1000 else str(hz) for hz in ticks])
+    spec_ax.set_ylabel("frequency (Hz, mel scale)")
+    spec_ax.set_xlabel("time (s)")
+    spec_ax.set_xlim(0, seconds)
+    fig.colorbar(image, ax=[wave_ax, spec_ax], label="level (dB re full scale)", shrink=0.6, location="right")
+    return _save(fig, out, fmt)
+
+
+def plot_demos(folder: str | Path, width: int = SIZE[0], height: int = SIZE[1]) -> list[Path]:
+    """A spectrogram beside every demo .wav in `folder` that has none yet."""
+    written = []
+    for wav in sorted(Path(folder).glob("*.wav")):
+        picture = wav.with_suffix(".png")
+        if not picture.exists():
+            written.append(plot_audio(wav, picture, width, height))
+    return written
+
+
+# --- a training run ------------------------------------------------------------------
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl (a run folder or the file itself); a line cut
+    short by a killed process is passed over."""
+    path = Path(path)
+    file = path / METRICS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise SalongError(f"{str(path)!r} is not a training run folder (no {METRICS_FILE}); give a run folder "
+                          "or an audio file")
+    records = []
+    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    if not records:
+        raise SalongError(f"{str(file)!r} holds no metrics yet; plot the run after its first log line")
+    return records
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in records
+              if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and math.isfinite(r[key])]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def plot_run(path: str | Path, out: str | Path, width: int = SIZE[0], height: int | None = None) -> Path:
+    """A run's training losses, gradient norms and learning rates against the step, and its
+    evaluations (STFT distance, SI-SDR, retrieval recall, ...) as points, from metrics.jsonl.
+    `height` defaults to ROW_HEIGHT pixels per row of panels."""
+    from matplotlib.ticker import MaxNLocator
+
+    fmt = picture_format(out)
+    records = read_metrics(path)
+    keys = sorted({k for r in records for k in r if "/" in k})
+    train = [k for k in keys if not k.startswith("eval/")]
+    evals = [k for k in keys if k.startswith("eval/") and k != "eval/pairs"]  # pairs: a count, not a score
+    recalls = [k for k in evals if "@" in k]
+    panels = [
+        ("training losses", [k for k in train if not k.endswith(("/lr", "/grad_norm"))], "loss"),
+        ("gradient norm (before clipping)", [k for k in train if k.endswith("/grad_norm")], "norm"),
+        ("learning rate", [k for k in train if k.endswith("/lr")], "learning rate"),
+        ("held-out retrieval recall", recalls, "recall"),
+        *[(f"evaluation: {k.removeprefix('eval/')}", [k], _unit(k)) for k in evals if k not in recalls],
+    ]
+    panels = [panel for panel in panels if panel[1]]
+    columns = 1 if len(panels) <= 2 else 2
+    rows = math.ceil(len(panels) / columns)
+    fig = _figure(width, height or ROW_HEIGHT * rows + 40)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    run = Path(path).resolve()
+    name = run.name if run.is_dir() else run.parent.name
+    fig.suptitle(f"training run {name!r}, step {max(r['step'] for r in records)}", fontsize="medium")
+    for ax, (title, series, unit) in zip(axes, panels):
+        evaluation = series[0].startswith("eval/")
+        for key in series:
+            steps, values = _series(records, key)
+            few = len(steps) <= 30  # a line needs two points; a short run's few points get markers
+            ax.plot(steps, values, linewidth=1.0, marker="o" if evaluation or few else None, markersize=3,
+                    label=key.removeprefix("eval/"))
+        values = [v for key in series for v in _series(records, key)[1]]
+        if not evaluation and values and min(values) > 0 and max(values) > 10 * min(values):
+            ax.set_yscale("log")  # losses and rates that span decades
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)  # 0.001, not "1e-9 + 9.99999e-4" above the axis
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title, fontsize="small")
+        ax.set_xlabel("step")
+        ax.set_ylabel(unit)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small", loc="best")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return _save(fig, out, fmt)
+
+
+def _unit(key: str) -> str:
+    return "dB" if "sdr" in key else "loss" if key.endswith("loss") else "distance"
+
+
+# --- files ---------------------------------------------------------------------------
+
+
+def plot_file(path: str | Path, out: str | Path, width: int = SIZE[0], height: int | None = None,
+              title: str | None = None) -> Path:
+    """`plot_run` for a run folder or a metrics.jsonl, `plot_audio` (with `title`) for anything
+    else; `height` defaults to the song's SIZE, or the run's ROW_HEIGHT per row of panels."""
+    path = Path(path)
+    check_size(width, height or SIZE[1])
+    picture_format(out)
+    if path.is_dir() or path.name == METRICS_FILE:
+        return plot_run(path, out, width, height)
+    if not path.exists():
+        raise SalongError(f"{str(path)!r} not found; give an audio file or a training run folder")
+    return plot_audio(path, out, width, height or SIZE[1], title)
+
+
+def check_size(width: int, height: int) -> None:
+    low, high = SIZE_RANGE
+    for name, value in (("width", width), ("height", height)):
+        if not low <= value <= high:
+            raise SalongError(f"--{name} must be {low} to {high} pixels, got {value}")
+
+
+def picture_format(out: str | Path) -> str:
+    """The picture format from the output's extension, validated."""
+    fmt = Path(out).suffix.lstrip(".").lower()
+    if fmt not in PICTURE_FORMATS:
+        raise SalongError(f"unknown picture extension {Path(out).suffix or '(none)'!r} for {str(out)!r}; "
+                          f"use one of: {', '.join('.' + f for f in PICTURE_FORMATS)}")
+    return fmt
+
+
+def _figure(width: int, height: int) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+
+
+def _save(fig: Any, out: str | Path, fmt: str) -> Path:
+    """Write the figure atomically; a PNG in 256 colours (a colour map has 256 anyway), which
+    makes a spectrogram's file about a third of the size (a run writes one per demo)."""
+
+    def write(tmp: Path) -> None:
+        if fmt != "png":
+            fig.savefig(tmp, format=fmt, dpi=DPI)
+            return
+        from PIL import Image  # matplotlib's own dependency
+
+        rgba = io.BytesIO()
+        fig.savefig(rgba, format="png", dpi=DPI)
+        Image.open(rgba).convert("RGB").quantize(256).save(tmp, format="png", optimize=True)
+
+    return write_atomic(out, write, suffix=f".{fmt}.part")
