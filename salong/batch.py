@@ -278,6 +278,9 @@ def render(
     overwrite: bool = False,
     fmt: str | None = None,
     progress: RenderProgress | None = None,
+    frames: str | None = None,
+    init_audio: tuple[Any, int] | None = None,
+    init_noise_level: float | None = None,
 ) -> Iterator[Rendered | Skipped | Failed]:
     """Render `jobs` with one loaded generator, yielding one result per job in order.
 
@@ -287,10 +290,13 @@ def render(
     `skip_existing` leaves jobs whose output file exists; otherwise an existing file is an
     error unless `overwrite` (`refuse_existing`). `fmt` is the audio format
     (default: from each output's extension). `progress(job, stage, done, total)` hears
-    the `STAGES` of each job."""
+    the `STAGES` of each job. `frames`, `init_audio` and `init_noise_level` go to
+    `Generator.generate` for every job."""
     from salong.audio import write_audio
 
     steps, cfg_scale, sampler = generator.settings(steps, cfg_scale, sampler)
+    if init_noise_level is not None:
+        generator.check_init_noise_level(init_noise_level)
     report = progress or (lambda job, stage, done, total: None)
     for job in check_jobs(generator, jobs, fmt, overwrite, skip_existing):
         if isinstance(job, BadLine):
@@ -310,7 +316,8 @@ def render(
             report(job, "encoding the prompt", 0, 0)
             song = generator.generate(job.prompt, job.seconds, steps=steps, cfg_scale=cfg_scale, seed=job.seed,
                                       negative_prompt=job.negative_prompt, sampler=sampler,
-                                      full_window=full_window, progress=sampling)
+                                      full_window=full_window, progress=sampling, frames=frames,
+                                      init_audio=init_audio, init_noise_level=init_noise_level)
             report(job, "writing", 0, 0)
             path = write_audio(job.output, song.audio, song.sample_rate, fmt)
         except SalongError as exc:
