@@ -280,6 +280,10 @@ def render(
     overwrite: bool = False,
     fmt: str | None = None,
     progress: RenderProgress | None = None,
+    frames: str | None = None,
+    init_audio: tuple[Any, int] | None = None,
+    init_noise_level: float | None = None,
+    recipe_extra: dict[str, Any] | None = None,
 ) -> Iterator[Rendered | Skipped | Failed]:
     """Render `jobs` with one loaded generator, yielding one result per job in order.
 
@@ -289,12 +293,19 @@ def render(
     `skip_existing` leaves jobs whose output file exists; otherwise an existing file is an
     error unless `overwrite` (`refuse_existing`). `fmt` is the audio format
     (default: from each output's extension). `progress(job, stage, done, total)` hears
-    the `STAGES` of each job. Every file carries its recipe (`salong.recipe`) in its tags."""
+    the `STAGES` of each job. `frames`, `init_audio` and `init_noise_level` go to
+    `Generator.generate` for every job. Every file carries its recipe (`salong.recipe`) in
+    its tags; `recipe_extra` adds the batch's own fields to it (the init audio's path, a
+    text encoder given apart from the model)."""
     from salong.audio import output_format, write_audio
+    from salong.pipeline import check_frames
     from salong.recipe import Recipe, model_fields
 
     steps, cfg_scale, sampler = generator.settings(steps, cfg_scale, sampler)
-    model = model_fields(generator.source)
+    if init_noise_level is not None:
+        generator.check_init_noise_level(init_noise_level)
+    frame_mode = "window" if full_window else check_frames(frames or generator.config.sampling.frames)
+    model = {**model_fields(generator.source), **(recipe_extra or {})}
     report = progress or (lambda job, stage, done, total: None)
     for job in check_jobs(generator, jobs, fmt, overwrite, skip_existing):
         if isinstance(job, BadLine):
@@ -312,12 +323,14 @@ def render(
         start = time.perf_counter()
         try:
             recipe = Recipe(prompt=job.prompt, seconds=job.seconds, seed=job.seed, steps=steps, cfg_scale=cfg_scale,
-                            sampler=sampler, negative_prompt=job.negative_prompt, full_window=full_window, **model)
+                            sampler=sampler, negative_prompt=job.negative_prompt, frames=frame_mode,
+                            init_noise_level=init_noise_level, **model)
             tags = recipe.tags(output_format(job.output, fmt))
             report(job, "encoding the prompt", 0, 0)
             song = generator.generate(job.prompt, job.seconds, steps=steps, cfg_scale=cfg_scale, seed=job.seed,
                                       negative_prompt=job.negative_prompt, sampler=sampler,
-                                      full_window=full_window, progress=sampling)
+                                      progress=sampling, frames=frame_mode,
+                                      init_audio=init_audio, init_noise_level=init_noise_level)
             report(job, "writing", 0, 0)
             path = write_audio(job.output, song.audio, song.sample_rate, fmt, tags)
         except SalongError as exc:

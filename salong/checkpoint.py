@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import tempfile
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,8 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
 
 
 def _restore(hint: Any, value: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Config | None`
+        hint = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
     if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
         return config_from_dict(hint, value)
     if isinstance(value, list):

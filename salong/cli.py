@@ -69,6 +69,7 @@ app = _Typer(
 )
 
 Device = Literal["auto", "cpu", "cuda"]
+Frames = Literal["needed", "window"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -106,6 +107,28 @@ def resolve_model(path: Optional[Path], kind: str) -> Path:
     if path is not None:
         return path
     return default_generator() if kind == "generator" else default_autoencoder()
+
+
+def load_generator(path: Path, text_encoder: Optional[Path], device: str):
+    """A generator from a salong file or a Stable Audio Open folder (its T5 from `text_encoder`
+    or beside it)."""
+    from salong.pipeline import Generator
+    from salong.sao import load_folder
+
+    if path.is_dir():
+        return load_folder(path, text_encoder, device)
+    if text_encoder is not None:
+        raise SalongError(f"--text-encoder is for Stable Audio Open model folders; {str(path)!r} is a salong "
+                          "generator file that holds its own text encoder, so drop --text-encoder")
+    return Generator.load(path, device=device)
+
+
+def load_codec(path: Path):
+    """The autoencoder of an autoencoder or generator file, or of a Stable Audio Open folder."""
+    from salong.autoencoder import load_autoencoder_from
+    from salong.sao import load_autoencoder
+
+    return load_autoencoder(path) if path.is_dir() else load_autoencoder_from(path)
 
 
 def ensure_folder(folder: Path) -> Path:
@@ -148,6 +171,21 @@ def plan_outputs(inputs: List[Path], out: Optional[Path], suffix: str, overwrite
     if out is not None and (many or out.is_dir()):
         ensure_folder(out)
     return targets
+
+
+def read_init(path: Optional[Path], level: Optional[float]):
+    """Audio-to-audio input checked before any model loads: (audio, rate) or None."""
+    import math
+
+    from salong.audio import read_audio
+
+    if (path is None) != (level is None):
+        raise SalongError("audio-to-audio needs both --init-audio FILE and --init-noise-level LEVEL")
+    if path is None:
+        return None
+    if not (math.isfinite(level) and level > 0):
+        raise SalongError(f"--init-noise-level must be a number above 0, got {level!r}")
+    return read_audio(path)
 
 
 def print_error(message: str) -> None:
@@ -197,7 +235,7 @@ def synth(
 
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr (on a terminal).")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace output files that exist (without it, an existing file is an error).")
-_CODEC_MODEL = typer.Option(None, help="Autoencoder or generator file (its autoencoder is used). \\[default: the bundled model's]")
+_CODEC_MODEL = typer.Option(None, help="Autoencoder or generator file, or Stable Audio Open folder (its autoencoder is used). \\[default: the bundled model's]")
 
 
 @app.command()
@@ -212,12 +250,11 @@ def encode(
     progress: bool = _PROGRESS,
 ) -> None:
     """Encode audio to latents (.safetensors) with the autoencoder."""
-    from salong.autoencoder import load_autoencoder_from
     from salong.latents import encode_file, save_latents
 
     targets = dict(zip(inputs, plan_outputs(inputs, out, LATENTS_SUFFIX, overwrite)))
     with progress_bar("loading the model", progress):
-        ae, _ = load_autoencoder_from(resolve_model(model, "autoencoder"))
+        ae, _ = load_codec(resolve_model(model, "autoencoder"))
 
     def run(path: Path) -> Path:
         target = targets[path]
@@ -241,7 +278,6 @@ def decode(
 ) -> None:
     """Decode latents back to audio with the original length and channel count."""
     from salong.audio import output_format, write_audio
-    from salong.autoencoder import load_autoencoder_from
     from salong.latents import decode_latents, load_latents
 
     suffix = "." + (fmt or "wav")
@@ -251,7 +287,7 @@ def decode(
         output_format(Path("x" + suffix))
     targets = dict(zip(inputs, plan_outputs(inputs, out, suffix, overwrite)))
     with progress_bar("loading the model", progress):
-        ae, _ = load_autoencoder_from(resolve_model(model, "autoencoder"))
+        ae, _ = load_codec(resolve_model(model, "autoencoder"))
 
     def run(path: Path) -> Path:
         target = targets[path]
@@ -266,13 +302,37 @@ def decode(
 @app.command()
 def info(
     path: Optional[Path] = typer.Argument(
-        None, help="A model checkpoint, latents file or audio file. \\[default: the bundled model]"),
+        None, help="A model checkpoint, Stable Audio Open folder, latents file or audio file. \\[default: the bundled model]"),
 ) -> None:
-    """Show what a checkpoint or latents file holds, or the settings inside a song salong made
-    and the command that makes it again; with no file, describe the bundled model."""
+    """Show what a checkpoint, model folder or latents file holds, or the settings inside a song
+    salong made and the command that makes it again; with nothing, describe the bundled model."""
     from salong.describe import describe_bundled, describe_file
+    from salong.sao import describe_folder
 
-    print(describe_file(path) if path is not None else describe_bundled())
+    if path is None:
+        print(describe_bundled())
+    else:
+        print(describe_folder(path) if path.is_dir() else describe_file(path))
+
+
+@app.command()
+def convert(
+    model: Path = typer.Argument(..., help="A Stable Audio Open folder (model_config.json + model.safetensors)."),
+    out: Path = typer.Option(..., "-o", "--out", help="The salong generator file to write (.safetensors)."),
+    text_encoder: Optional[Path] = typer.Option(None, help="T5 folder. \\[default: a t5-base folder inside or beside MODEL, or its text_encoder/]"),
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Save a Stable Audio Open folder and its T5 as one salong generator file (loads faster, travels alone)."""
+    from salong.batch import refuse_existing
+    from salong.checkpoint import check_writable
+    from salong.sao import load_folder
+
+    if not model.is_dir():
+        raise SalongError(f"{str(model)!r} is not a folder; give a Stable Audio Open folder (model_config.json + "
+                          "model.safetensors)")
+    check_writable(out)
+    refuse_existing(out, overwrite)
+    print(load_folder(model, text_encoder).save(out))
 
 
 @app.command()
@@ -345,7 +405,8 @@ def generate(
     seed: Optional[int] = typer.Option(None, help="Seed, 0 or more; the same seed and settings give the same song. \\[default: random]"),
     negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt: what to steer away from."),
     sampler: Optional[str] = typer.Option(None, help="dpmpp-2m, dpmpp-2m-sde or euler. \\[default: the model's, dpmpp-2m]"),
-    model: Optional[Path] = typer.Option(None, help="Generator file. \\[default: the bundled model; see `salong info`]"),
+    model: Optional[Path] = typer.Option(None, help="Generator file, or Stable Audio Open folder (model_config.json + model.safetensors). \\[default: the bundled model; see `salong info`]"),
+    text_encoder: Optional[Path] = typer.Option(None, help="T5 folder for a Stable Audio Open --model. \\[default: a t5-base folder inside or beside it, or its text_encoder/]"),
     fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from -o, else wav]"),
     prompts: Optional[Path] = typer.Option(
         None, help="Batch file: a prompt per line, or JSON lines with prompt, seconds, seed, output, negative."),
@@ -353,7 +414,10 @@ def generate(
     name: str = typer.Option(DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave songs whose output file exists."),
     overwrite: bool = _OVERWRITE,
-    full_window: bool = typer.Option(False, "--full-window", help="Sample the model's whole window, then cut."),
+    frames: Optional[Frames] = typer.Option(None, help="needed: sample only the latent frames the song needs (faster for short songs); window: the model's whole window, then cut (what models trained on whole windows expect). \\[default: the model's: window for Stable Audio Open, needed for salong models]"),
+    full_window: bool = typer.Option(False, "--full-window", help="Same as --frames window."),
+    init_audio: Optional[Path] = typer.Option(None, help="Audio-to-audio: start from this audio file (resampled, cut or padded to the song), noised to --init-noise-level."),
+    init_noise_level: Optional[float] = typer.Option(None, help="Noise level of --init-audio: a sigma above sigma_min for v-objective models (about 1 stays close to the input, 50+ follows the prompt), t in (0, 1] for rectified flow."),
     json_out: bool = typer.Option(False, "--json", help="One JSON record per song on stdout."),
     device: Device = typer.Option("auto", help="Where to run: auto (a GPU if there is one), cpu or cuda."),
     like: Optional[Path] = typer.Option(
@@ -370,7 +434,7 @@ def generate(
 
     from salong.audio import output_format
     from salong.batch import Failed, Skipped, Tally, plan_jobs, read_prompts, render_shared
-    from salong.pipeline import Generator, check_request
+    from salong.pipeline import check_request
     from salong.train.progress import status_bar
     from salong.train.runtime import process_group, resolve_device, wants_cuda
 
@@ -382,6 +446,7 @@ def generate(
     if (prompt is None) == (prompts is None):
         raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
     check_request(seconds, steps, cfg_scale, sampler, seed)  # bad numbers fail before the model loads
+    init = read_init(init_audio, init_noise_level)
     ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
     entries = read_prompts(prompts) if prompts is not None else [{"prompt": prompt, "source": "prompt"}]
     jobs = plan_jobs(entries, seconds, n, seed, out, name, ext, negative)
@@ -390,7 +455,7 @@ def generate(
         _check_take_model(like, model_path)
     resolve_device(device, 0)  # a missing GPU is named before torchrun's ranks try to join
     with process_group(wants_cuda(device)) as d, status_bar("loading the model", progress and d.main, unit="steps") as bar:
-        generator = Generator.load(model_path, device=resolve_device(device, d.local_rank))
+        generator = load_generator(model_path, text_encoder, resolve_device(device, d.local_rank))
         if d.main and out is not None and len(jobs) > 1:
             ensure_folder(out)
         jobs = d.from_main(jobs)  # the seeds rank 0 drew, where a prompt without --seed draws them
@@ -399,9 +464,13 @@ def generate(
             bar(done, total, description=f"{job.prompt[:30]}: {stage}")
 
         failed, tally = 0, Tally()
+        extra = {"init_audio": str(init_audio.resolve()) if init_audio is not None else None,
+                 "text_encoder": str(text_encoder.resolve()) if text_encoder is not None else None}
+        frame_mode = getattr(frames, "value", frames)  # an enum from the command line, a str from --like
         for result in render_shared(generator, jobs, d, steps=steps, cfg_scale=cfg_scale, sampler=sampler,
                                     full_window=full_window, skip_existing=skip_existing, overwrite=overwrite, fmt=fmt,
-                                    progress=stage):
+                                    progress=stage, frames=frame_mode, init_audio=init,
+                                    init_noise_level=init_noise_level, recipe_extra=extra):
             tally.add(result)
             if isinstance(result, Failed):
                 if len(jobs) == 1:  # a single song's failure is the command's

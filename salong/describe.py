@@ -51,9 +51,11 @@ def describe_audio(path: str | Path) -> str:
     settings = [
         ("prompt", recipe.prompt), ("negative prompt", recipe.negative_prompt), ("seconds", f"{recipe.seconds:g}"),
         ("seed", recipe.seed), ("steps", recipe.steps), ("cfg scale", f"{recipe.cfg_scale:g}"),
-        ("sampler", recipe.sampler + (", whole window" if recipe.full_window else "")),
+        ("sampler", recipe.sampler),
+        ("frames", "the model's whole window, then cut" if recipe.frames == "window" else "only those the song needs"),
         ("init audio", recipe.init_audio), ("init noise level", recipe.init_noise_level),
         ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
+        ("text encoder", recipe.text_encoder),
         ("made by", f"salong {recipe.version}"),
     ]
     lines += [f"{name}: {value}" for name, value in settings if value is not None]

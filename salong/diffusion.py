@@ -266,12 +266,24 @@ SAMPLERS: dict[str, Sampler] = {
 }
 
 
-def get_sampler(name: str) -> Sampler:
-    """The sampler called `name` (underscores accepted for hyphens)."""
+OBJECTIVES = ("v", "rf")  # v-objective (cosine schedule) and rectified flow
+
+
+def samplers_for(objective: str) -> dict[str, Sampler]:
+    """The samplers that fit a model trained with `objective` ("v" or "rf")."""
+    if objective not in OBJECTIVES:
+        raise SalongError(f"unknown diffusion objective {objective!r}; salong implements {', '.join(OBJECTIVES)}")
+    return SAMPLERS if objective == "v" else RF_SAMPLERS
+
+
+def get_sampler(name: str, objective: str = "v") -> Sampler:
+    """The sampler called `name` (underscores accepted for hyphens) for an `objective` model."""
     key = name.strip().lower().replace("_", "-")
-    if key not in SAMPLERS:
-        raise SalongError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[key]
+    known = samplers_for(objective)
+    if key not in known:
+        kind = "a v-objective" if objective == "v" else "a rectified-flow"
+        raise SalongError(f"unknown sampler {name!r} for {kind} model; choose one of {', '.join(known)}")
+    return known[key]
 
 
 # --- classifier-free guidance --------------------------------------------------------
@@ -342,6 +354,30 @@ def get_ts_linear(steps: int, t_max: float = 1.0, device: torch.device | str | N
     return torch.linspace(t_max, 0, steps + 1, dtype=torch.float32, device=device)
 
 
+def get_ts_logsnr(steps: int, t_max: float = 1.0, logsnr_end: float = 2.0,
+                  device: torch.device | str | None = None) -> Tensor:
+    """Rectified-flow times as the reference samples Stable Audio Open Small: log-SNR
+    `log((1 - t) / t)` evenly spaced from that of `t_max` (-6 when t_max = 1) up to
+    `logsnr_end`, mapped back by t = sigmoid(-logsnr); the first time is t_max itself and
+    the last 0. More steps land at low noise than with `get_ts_linear`. (steps + 1,) float32.
+    """
+    _check_steps(steps)
+    if not 0 < t_max <= 1:
+        raise SalongError(f"t_max must be in (0, 1], got {t_max!r}")
+    start = math.log((1 - t_max) / t_max + 1e-6) if t_max < 1 else -6.0
+    ts = torch.sigmoid(-torch.linspace(start, logsnr_end, steps + 1, dtype=torch.float32))
+    ts[0], ts[-1] = t_max, 0.0
+    return ts.to(device)
+
+
+def start_from_init_rf(x_init: Tensor, noise: Tensor, t_start: float) -> Tensor:
+    """Audio-to-audio for rectified flow: the clean latents moved to time t_start,
+    `(1 - t) x_init + t noise`."""
+    if not 0 < t_start <= 1:
+        raise SalongError(f"init noise level must be in (0, 1] for a rectified-flow model, got {t_start!r}")
+    return (1 - t_start) * x_init + t_start * noise
+
+
 @torch.no_grad()
 def sample_pingpong(
     denoiser: Denoiser,
@@ -366,3 +402,6 @@ def sample_pingpong(
         t_next = ts[i + 1]
         x = denoised if t_next == 0 else (1 - t_next) * denoised + t_next * _noise_like(x, generator)
     return x
+
+
+RF_SAMPLERS: dict[str, Sampler] = {"pingpong": sample_pingpong}

@@ -31,6 +31,8 @@ from salong.errors import SalongError
 
 # --- configuration -------------------------------------------------------------------
 
+TIMING_INPUTS = ("seconds_start", "seconds_total")
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -55,6 +57,11 @@ class DiTConfig:
     window: int = 6144  # training window in latent frames (6144 ≈ 285 s at 21.5 Hz)
     max_text_tokens: int = 77  # text tokens per prompt (always padded to this length)
     ff_mult: int = 4  # SwiGLU inner width = ff_mult * width
+    # Stable Audio Open Small: only `seconds_total`, text tokens projected to the DiT width
+    # before cross-attention, queries and keys layer-normalised per head.
+    timing: tuple[str, ...] = ("seconds_start", "seconds_total")  # number embedders, in token order
+    project_cond_tokens: bool = False  # to_cond_embed maps cond_width -> width (else cond_width -> cond_width)
+    qk_norm: bool = False  # LayerNorm over each head's queries and keys (eps 1e-6), self- and cross-attention
 
     def __post_init__(self) -> None:
         positive = ("latent_dim", "width", "depth", "heads", "cond_width", "cond_kv_heads",
@@ -63,6 +70,11 @@ class DiTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SalongError(f"DiTConfig.{name} must be a positive integer, got {value!r}")
+        if not self.timing or not set(self.timing) <= set(TIMING_INPUTS) or len(set(self.timing)) != len(self.timing):
+            raise SalongError(f"DiTConfig.timing must name distinct inputs among {TIMING_INPUTS}, got {self.timing!r}")
+        for name in ("project_cond_tokens", "qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise SalongError(f"DiTConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if not self.timing_max_seconds > 0:
             raise SalongError(f"DiTConfig.timing_max_seconds must be > 0, got {self.timing_max_seconds!r}")
         if self.window % self.patch_size:
@@ -84,6 +96,11 @@ class DiTConfig:
     @property
     def head_dim(self) -> int:
         return self.width // self.heads
+
+    @property
+    def context_width(self) -> int:
+        """Width of the cross-attention tokens after `to_cond_embed`."""
+        return self.width if self.project_cond_tokens else self.cond_width
 
     @property
     def rope_dim(self) -> int:
@@ -204,14 +221,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused q, k, v projection and RoPE on q and k."""
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, qk_norm: bool = False):
         super().__init__()
         self.heads = heads
         self.to_qkv = nn.Linear(width, 3 * width, bias=False)
         self.to_out = nn.Linear(width, width, bias=False)
+        if qk_norm:  # module names as in the reference: self_attn.q_norm, self_attn.k_norm
+            self.q_norm = nn.LayerNorm(width // heads, eps=1e-6)
+            self.k_norm = nn.LayerNorm(width // heads, eps=1e-6)
+        self.qk_norm = qk_norm
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         q, k, v = rearrange(self.to_qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)  # (B, h, T, d) each
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, h, T, d)
         return self.to_out(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, W)
@@ -225,17 +248,23 @@ class CrossAttention(nn.Module):
     so they enter the softmax as zero keys carrying zero values, exactly as in the reference.
     """
 
-    def __init__(self, width: int, heads: int, cond_width: int, kv_heads: int):
+    def __init__(self, width: int, heads: int, cond_width: int, kv_heads: int, qk_norm: bool = False):
         super().__init__()
         self.heads, self.kv_heads = heads, kv_heads
         head_dim = width // heads
         self.to_q = nn.Linear(width, width, bias=False)
         self.to_kv = nn.Linear(cond_width, 2 * kv_heads * head_dim, bias=False)
         self.to_out = nn.Linear(width, width, bias=False)
+        if qk_norm:
+            self.q_norm = nn.LayerNorm(head_dim, eps=1e-6)
+            self.k_norm = nn.LayerNorm(head_dim, eps=1e-6)
+        self.qk_norm = qk_norm
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q = rearrange(self.to_q(x), "b t (h d) -> b h t d", h=self.heads)  # (B, h, T, d)
         k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.kv_heads)  # (B, kv, M, d)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         out = F.scaled_dot_product_attention(q, k, v, enable_gqa=self.kv_heads != self.heads)  # (B, h, T, d)
         return self.to_out(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, W)
 
@@ -269,9 +298,9 @@ class TransformerBlock(nn.Module):
     def __init__(self, c: DiTConfig):
         super().__init__()
         self.pre_norm = LayerNorm(c.width)
-        self.self_attn = SelfAttention(c.width, c.heads)
+        self.self_attn = SelfAttention(c.width, c.heads, c.qk_norm)
         self.cross_attend_norm = LayerNorm(c.width)
-        self.cross_attn = CrossAttention(c.width, c.heads, c.cond_width, c.cond_kv_heads)
+        self.cross_attn = CrossAttention(c.width, c.heads, c.context_width, c.cond_kv_heads, c.qk_norm)
         self.ff_norm = LayerNorm(c.width)
         self.ff = FeedForward(c.width, c.ff_mult)
 
@@ -329,14 +358,15 @@ class DiT(nn.Module):
         self.to_timestep_embed = nn.Sequential(
             nn.Linear(2 * c.time_features, c.width), nn.SiLU(), nn.Linear(c.width, c.width)
         )
+        cw = c.context_width
         self.to_cond_embed = nn.Sequential(
-            nn.Linear(c.cond_width, c.cond_width, bias=False), nn.SiLU(), nn.Linear(c.cond_width, c.cond_width, bias=False)
+            nn.Linear(c.cond_width, cw, bias=False), nn.SiLU(), nn.Linear(cw, cw, bias=False)
         )
         self.to_global_embed = nn.Sequential(
-            nn.Linear(2 * c.cond_width, c.width, bias=False), nn.SiLU(), nn.Linear(c.width, c.width, bias=False)
+            nn.Linear(len(c.timing) * c.cond_width, c.width, bias=False), nn.SiLU(), nn.Linear(c.width, c.width, bias=False)
         )
-        self.seconds_start = NumberEmbedder(c.timing_features, c.cond_width, c.timing_max_seconds)
-        self.seconds_total = NumberEmbedder(c.timing_features, c.cond_width, c.timing_max_seconds)
+        for name in c.timing:  # `seconds_start`, `seconds_total`
+            setattr(self, name, NumberEmbedder(c.timing_features, c.cond_width, c.timing_max_seconds))
         self.preprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.postprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.transformer = ContinuousTransformer(c)
@@ -355,6 +385,8 @@ class DiT(nn.Module):
             elif isinstance(m, LayerNorm):
                 nn.init.ones_(m.gamma)
                 nn.init.zeros_(m.beta)
+            elif isinstance(m, nn.LayerNorm):
+                m.reset_parameters()
             elif isinstance(m, RotaryEmbedding):
                 m.reset_parameters()
             elif isinstance(m, (FourierFeatures, LearnedPositionalEmbedding)):
@@ -373,19 +405,21 @@ class DiT(nn.Module):
         seconds_total: torch.Tensor,
         cond_drop_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-attention tokens (B, N+2, C) and the global vector (B, 2C), before their MLPs.
+        """Cross-attention tokens (B, N+k, C) and the global vector (B, kC), before their MLPs,
+        for the k timing inputs of `config.timing` (both for Stable Audio Open 1.0; only
+        `seconds_total` for Small, which ignores `seconds_start`).
 
         `cond_drop_mask` (B,) bool zeroes every cross-attention token (text and timing) of
         its rows, the unconditional input of classifier-free guidance; the global timing
         vector is kept.
         """
         b = cond_tokens.shape[0]
-        start = self.seconds_start(seconds_start.expand(b))  # (B, C)
-        total = self.seconds_total(seconds_total.expand(b))  # (B, C)
-        context = torch.cat([cond_tokens.to(start.dtype), start[:, None], total[:, None]], dim=1)  # (B, N+2, C)
+        given = {"seconds_start": seconds_start, "seconds_total": seconds_total}
+        timing = [getattr(self, name)(given[name].expand(b)) for name in self.config.timing]  # k x (B, C)
+        context = torch.cat([cond_tokens.to(timing[0].dtype), *(e[:, None] for e in timing)], dim=1)  # (B, N+k, C)
         if cond_drop_mask is not None:
             context = torch.where(cond_drop_mask.to(torch.bool)[:, None, None], torch.zeros_like(context), context)
-        return context, torch.cat([start, total], dim=-1)  # (B, N+2, C), (B, 2C)
+        return context, torch.cat(timing, dim=-1)  # (B, N+k, C), (B, kC)
 
     def backbone(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, global_cond: torch.Tensor) -> torch.Tensor:
         """The network given already embedded conditioning (see `conditioning`).
@@ -471,7 +505,7 @@ def forward_flops(config: DiTConfig, frames: int, text_tokens: int) -> int:
     w, cw, hd = c.width, c.cond_width, c.head_dim
     n = frames // c.patch_size  # latent tokens
     t = n + 1  # plus the prepended global token
-    m = text_tokens + 2  # plus two timing tokens
+    m = text_tokens + len(c.timing)  # plus the timing tokens
     io = c.latent_dim * c.patch_size
     kv = 2 * c.cond_kv_heads * hd
     block = (

@@ -1,8 +1,10 @@
 """Text + seconds -> song: the generation pipeline (Stable Audio 2, Evans et al. 2024).
 
 A generator checkpoint is one self-contained file holding the three models of the
-system: the DiT (`dit.`), the autoencoder (`autoencoder.`) and the CLAP model whose
-text tower conditions generation (`clap.`, its tokenizer in the metadata).
+system: the DiT (`dit.`), the autoencoder (`autoencoder.`) and the text encoder, either
+the CLAP model whose text tower conditions generation (`clap.`) or a T5 encoder (`t5.`,
+Stable Audio Open), its tokenizer in the metadata. A Stable Audio Open folder loads into
+the same `Generator` (`salong.sao`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import torch
 from salong.autoencoder import Autoencoder, AutoencoderConfig
 from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
 from salong.clap import Clap, ClapModelConfig, tokenizer_from_metadata, tokenizer_metadata
-from salong.diffusion import VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear
+from salong.diffusion import (RF_SAMPLERS, SAMPLERS, RFDenoiser, VDenoiser, cfg_denoiser, get_sampler,
+                              get_sigmas_loglinear, get_ts_logsnr, start_from_init_rf)
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
-from salong.text_encoder import ClapTextEncoder
+from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder
 from salong.timing import audio_samples, latent_frames, request_timing
 
 KIND = "generator"
@@ -40,6 +43,9 @@ class SamplingConfig:
     sampler: str = "dpmpp-2m"
     sigma_min: float = 0.3
     sigma_max: float = 500.0
+    # "needed": sample only the latent frames a request needs; "window": the whole
+    # training window, then cut (what models trained on whole windows expect).
+    frames: str = "needed"
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -48,27 +54,68 @@ class SamplingConfig:
                 and 0 <= self.cfg_scale <= MAX_CFG_SCALE):
             raise SalongError(f"cfg scale must be a number from 0 to {MAX_CFG_SCALE:g} (1 = no guidance, 7 = the "
                               f"paper's), got {self.cfg_scale!r}")
-        get_sampler(self.sampler)  # raises with the known names
+        if self.sampler.strip().lower().replace("_", "-") not in {**SAMPLERS, **RF_SAMPLERS}:
+            get_sampler(self.sampler)  # raises with the known names
         if not 0 < self.sigma_min < self.sigma_max:
             raise SalongError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        check_frames(self.frames)
+
+
+FRAME_MODES = ("needed", "window")
+
+
+def check_frames(frames: str) -> str:
+    if frames not in FRAME_MODES:
+        raise SalongError(f"frames must be one of {', '.join(FRAME_MODES)}, got {frames!r}")
+    return frames
+
+
+@dataclass(frozen=True)
+class T5Spec:
+    """A T5 text encoder inside a generator file: its Hugging Face config and tokens per prompt."""
+
+    config: dict  # transformers `T5Config.to_dict()`, JSON
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, dict) or self.config.get("model_type") != "t5":
+            raise SalongError("T5Spec.config must be a T5 config (model_type 't5')")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            raise SalongError(f"T5Spec.max_length must be a positive integer, got {self.max_length!r}")
+
+    @property
+    def width(self) -> int:
+        return int(self.config["d_model"])
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """The configs of the three models plus sampling defaults."""
+    """The configs of the three models plus sampling defaults.
+
+    The text encoder is `clap` (salong's own models) or `t5` (Stable Audio Open), one of
+    the two. `objective` is what the DiT was trained on: "v" (v-objective, cosine schedule)
+    or "rf" (rectified flow, Stable Audio Open Small).
+    """
 
     dit: DiTConfig
     autoencoder: AutoencoderConfig
-    clap: ClapModelConfig
+    clap: ClapModelConfig | None = None
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    t5: T5Spec | None = None
+    objective: str = "v"
 
     def __post_init__(self) -> None:
         if self.dit.latent_dim != self.autoencoder.latent_dim:
             raise SalongError(f"DiT latent_dim {self.dit.latent_dim} != autoencoder latent_dim {self.autoencoder.latent_dim}")
-        if self.dit.cond_width != self.clap.text_width:
-            raise SalongError(f"DiT cond_width {self.dit.cond_width} != CLAP text width {self.clap.text_width}")
-        if self.dit.max_text_tokens != self.clap.max_text_length:
-            raise SalongError(f"DiT max_text_tokens {self.dit.max_text_tokens} != CLAP max length {self.clap.max_text_length}")
+        if (self.clap is None) == (self.t5 is None):
+            raise SalongError("a generator needs one text encoder: a CLAP or a T5 config")
+        width, length, what = ((self.clap.text_width, self.clap.max_text_length, "CLAP") if self.clap is not None
+                               else (self.t5.width, self.t5.max_length, "T5"))
+        if self.dit.cond_width != width:
+            raise SalongError(f"DiT cond_width {self.dit.cond_width} != {what} text width {width}")
+        if self.dit.max_text_tokens != length:
+            raise SalongError(f"DiT max_text_tokens {self.dit.max_text_tokens} != {what} max length {length}")
+        get_sampler(self.sampling.sampler, self.objective)  # the default sampler fits the objective
 
     @property
     def max_seconds(self) -> float:
@@ -94,15 +141,15 @@ class Song:
 class Generator:
     """DiT + autoencoder + text encoder, loaded once and used for many songs."""
 
-    def __init__(self, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder, clap: Clap,
+    def __init__(self, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder, text: Clap | TextEncoder,
                  device: str | torch.device = "cpu"):
         self.config = config
         self.device = torch.device(device)
         self.dit = dit.eval().to(self.device)
         self.autoencoder = autoencoder.eval().to(self.device)
-        self.text_encoder = ClapTextEncoder(clap.eval()).to(self.device)
-        self.denoiser = VDenoiser(self.dit)
-        self.source: Path | None = None  # the file it was loaded from (`load`), for a song's recipe
+        self.text_encoder = (text if isinstance(text, TextEncoder) else ClapTextEncoder(text.eval())).to(self.device)
+        self.denoiser = VDenoiser(self.dit) if config.objective == "v" else RFDenoiser(self.dit)
+        self.source: Path | None = None  # the file or folder it was loaded from, for a song's recipe
 
     # --- files -----------------------------------------------------------------------
 
@@ -112,8 +159,11 @@ class Generator:
         ckpt = load_checkpoint(path, KIND)
         config = config_from_dict(GeneratorConfig, ckpt.config)
         tokenizer = tokenizer_from_metadata(ckpt.metadata, repr(str(path)))
-        builders = {"dit": (DiT, config.dit), "autoencoder": (Autoencoder, config.autoencoder),
-                    "clap": (lambda c: Clap(c, tokenizer), config.clap)}
+        builders = {"dit": (DiT, config.dit), "autoencoder": (Autoencoder, config.autoencoder)}
+        if config.clap is not None:
+            builders["clap"] = (lambda c: Clap(c, tokenizer), config.clap)
+        else:
+            builders["t5"] = (build_t5, config.t5)
         parts = {}
         for name, (build, part_config) in builders.items():
             tensors = {k[len(name) + 1:]: v for k, v in ckpt.tensors.items() if k.startswith(name + ".")}
@@ -121,13 +171,20 @@ class Generator:
         unused = [k for k in ckpt.tensors if k.split(".", 1)[0] not in parts]
         if unused:
             raise SalongError(f"{str(path)!r} holds tensors no part of the generator uses (e.g. {unused[0]})")
-        generator = cls(config, parts["dit"], parts["autoencoder"], parts["clap"], device)
+        text = (parts["clap"] if config.clap is not None
+                else T5TextEncoder(parts["t5"], tokenizer, config.t5.max_length))
+        generator = cls(config, parts["dit"], parts["autoencoder"], text, device)
         generator.source = Path(path)
         return generator
 
     def save(self, path: str | Path) -> Path:
-        """Write the whole generator as one checkpoint."""
-        return save_generator(path, self.config, self.dit, self.autoencoder, self.text_encoder.clap)
+        """Write the whole generator as one checkpoint (a Stable Audio Open folder's too)."""
+        te = self.text_encoder
+        text = te.clap if isinstance(te, ClapTextEncoder) else te.model.float()
+        try:
+            return save_generator(path, self.config, self.dit, self.autoencoder, text, te.tokenizer)
+        finally:
+            te.to(self.device)
 
     # --- generation ------------------------------------------------------------------
 
@@ -153,10 +210,47 @@ class Generator:
             raise SalongError(f"seconds={seconds:g} is longer than this model's window; the maximum is {self.max_seconds:.2f}")
 
     def settings(self, steps: int | None, cfg_scale: float | None, sampler: str | None) -> tuple[int, float, str]:
-        """Sampling settings with the model's defaults filled in, validated by `SamplingConfig`."""
+        """Sampling settings with the model's defaults filled in, validated by `SamplingConfig`
+        and against the model's objective."""
         given = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler}
         chosen = replace(self.config.sampling, **{k: v for k, v in given.items() if v is not None})
+        get_sampler(chosen.sampler, self.config.objective)
         return chosen.steps, float(chosen.cfg_scale), chosen.sampler
+
+    def check_init_noise_level(self, level: float) -> float:
+        """An audio-to-audio noise level this model can start from, or a one-line error:
+        sigma above the schedule's sigma_min for v-objective models, t in (0, 1] for
+        rectified flow."""
+        ok = isinstance(level, (int, float)) and not isinstance(level, bool) and math.isfinite(level)
+        if self.config.objective == "rf":
+            if not (ok and 0 < level <= 1):
+                raise SalongError(f"--init-noise-level must be in (0, 1] for this rectified-flow model (t of the "
+                                  f"noised input: 0.3 stays close, 0.9 follows the prompt), got {level!r}")
+        elif not (ok and self.config.sampling.sigma_min < level):
+            raise SalongError(f"--init-noise-level must be a sigma above this model's sigma_min "
+                              f"{self.config.sampling.sigma_min:g} (about 1 stays close to the input, 50 or more "
+                              f"follows the prompt), got {level!r}")
+        return float(level)
+
+    def frames_to_sample(self, seconds: float, frames: str | None) -> int:
+        """Latent frames sampled for a request: the window, or those `seconds` need."""
+        mode = check_frames(frames if frames is not None else self.config.sampling.frames)
+        return self.config.dit.window if mode == "window" else self.frames_for(seconds)
+
+    def init_latents(self, audio: np.ndarray, sample_rate: int, frames: int, seed: int) -> torch.Tensor:
+        """Audio-to-audio input: (channels, samples) audio at any rate, resampled, cut or
+        padded with silence to `frames` latent frames, encoded (a posterior sample, as the
+        reference draws it, seeded). Returns (1, latent_dim, frames) on the model's device."""
+        from salong.audio import resample, to_channels
+
+        ae = self.config.autoencoder
+        audio = to_channels(resample(np.asarray(audio, dtype=np.float32), sample_rate, ae.sample_rate), ae.audio_channels)
+        samples = frames * ae.samples_per_latent
+        audio = np.pad(audio[:, :samples], ((0, 0), (0, max(0, samples - audio.shape[1]))))
+        x = torch.from_numpy(np.ascontiguousarray(audio))[None]  # (1, C, frames * hop)
+        generator = torch.Generator().manual_seed(seed + 2)
+        z = self.autoencoder.encode_long(x, sample=True, generator=generator)  # (1, latent_dim, frames)
+        return z.float().to(self.device)
 
     @torch.inference_mode()
     def generate(
@@ -170,24 +264,45 @@ class Generator:
         sampler: str | None = None,
         full_window: bool = False,
         progress: Progress | None = None,
+        frames: str | None = None,
+        init_audio: tuple[np.ndarray, int] | None = None,
+        init_noise_level: float | None = None,
     ) -> Song:
         """Sample one song of exactly round(seconds * sample_rate) samples.
 
         Timing condition from the request, by the rule training uses (`salong.timing`):
-        the opening of a piece of `seconds`, rounded up to whole seconds. Only the latent frames the request needs are generated unless
-        `full_window`, which samples the whole training window and cuts. The same seed
-        and settings on the same machine give bit-identical audio.
+        the opening of a piece of `seconds`, rounded up to whole seconds. `frames` says
+        what is sampled: "needed" (the latent frames the request needs) or "window" (the
+        whole training window, then cut); default the model's (`SamplingConfig.frames`);
+        `full_window` is "window". The same seed and settings on the same machine give
+        bit-identical audio.
+
+        Audio-to-audio: `init_audio` (audio (channels, samples), its sample rate) is encoded
+        and noised to `init_noise_level` (sigma for v-objective models, t for rectified
+        flow) and the sampler starts there, its schedule running from that level down, as
+        the reference does: a low level keeps the input, a high one follows the prompt.
         """
         steps, cfg_scale, sampler = self.settings(steps, cfg_scale, sampler)
         self.check_seconds(seconds)
+        if init_audio is not None:
+            if init_noise_level is None:
+                raise SalongError("audio-to-audio needs --init-noise-level as well as --init-audio")
+            self.check_init_noise_level(init_noise_level)
         defaults = self.config.sampling
         seed = secrets.randbits(31) if seed is None else check_seed(seed)
 
-        frames = self.config.dit.window if full_window else self.frames_for(seconds)
-        sigmas = get_sigmas_loglinear(steps, defaults.sigma_min, defaults.sigma_max).to(self.device)
+        length = self.frames_to_sample(seconds, "window" if full_window else frames)
         # Noise drawn on the CPU from the seed, so a seed means the same song on any device.
-        noise = torch.randn((1, self.config.dit.latent_dim, frames), generator=torch.Generator().manual_seed(seed))
-        x = noise.to(self.device) * sigmas[0]  # (1, latent_dim, frames)
+        noise = torch.randn((1, self.config.dit.latent_dim, length), generator=torch.Generator().manual_seed(seed))
+        noise = noise.to(self.device)
+        x_init = None if init_audio is None else self.init_latents(init_audio[0], init_audio[1], length, seed)
+        if self.config.objective == "v":
+            top = defaults.sigma_max if x_init is None else init_noise_level
+            sigmas = get_sigmas_loglinear(steps, defaults.sigma_min, top).to(self.device)
+            x = noise * sigmas[0] if x_init is None else x_init + noise * sigmas[0]  # (1, latent_dim, length)
+        else:
+            sigmas = get_ts_logsnr(steps, 1.0 if x_init is None else init_noise_level).to(self.device)
+            x = noise if x_init is None else start_from_init_rf(x_init, noise, float(sigmas[0]))
 
         cond, uncond = self._conditioning(prompt, negative_prompt, seconds)
         denoiser = cfg_denoiser(self.denoiser, cond, uncond, cfg_scale)
@@ -196,7 +311,7 @@ class Generator:
             if progress is not None:
                 progress(int(info["i"]) + 1, steps)
 
-        sample = get_sampler(sampler)
+        sample = get_sampler(sampler, self.config.objective)
         latents = sample(denoiser, x, sigmas, callback=callback,
                          generator=torch.Generator(device=self.device).manual_seed(seed + 1))
         audio = self.autoencoder.decode_long(latents.float())[0]  # (C, frames * hop)
@@ -260,10 +375,21 @@ def generator_config(path: str | Path) -> GeneratorConfig:
     return config_from_dict(GeneratorConfig, load_checkpoint(path, KIND).config)
 
 
-def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder, clap: Clap) -> Path:
-    """One file for the whole system: weights under `dit.`, `autoencoder.`, `clap.` plus the tokenizer."""
+def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder,
+                   text: torch.nn.Module, tokenizer: object | None = None) -> Path:
+    """One file for the whole system: weights under `dit.`, `autoencoder.` and `clap.` or
+    `t5.` (the text encoder `text`), plus the tokenizer (a CLAP's own by default)."""
     tensors = {}
-    for name, module in (("dit", dit), ("autoencoder", autoencoder), ("clap", clap)):
+    text_name = "clap" if config.clap is not None else "t5"
+    for name, module in (("dit", dit), ("autoencoder", autoencoder), (text_name, text)):
         tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
-    return save_checkpoint(path, tensors, KIND, config, extra=tokenizer_metadata(clap.tokenizer))
+    tokenizer = tokenizer if tokenizer is not None else text.tokenizer
+    return save_checkpoint(path, tensors, KIND, config, extra=tokenizer_metadata(tokenizer))
+
+
+def build_t5(spec: T5Spec) -> torch.nn.Module:
+    """A T5 encoder of `spec`'s architecture with fresh weights (loading fills them)."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(**spec.config))
 

@@ -8,11 +8,13 @@ re-makes the file; `salong generate --like FILE` starts from it. With the same m
 (its sha256 is in the recipe) on the same machine, the recipe re-makes the song bit for bit.
 
     {"salong": "0.1.0", "recipe": 1, "prompt": "calm piano", "seconds": 30.0, "seed": 7,
-     "steps": 100, "cfg": 7.0, "sampler": "dpmpp-2m", "model": "/models/gen.safetensors",
+     "steps": 100, "cfg": 7.0, "sampler": "dpmpp-2m", "frames": "needed", "model": "/models/gen.safetensors",
      "model_sha256": "3f0c9a51d2e87b64"}
 
-Optional keys, left out when unused: `negative`, `full_window`, `init_audio`,
-`init_noise_level`. `model` is left out for the bundled model.
+`frames` is the frame mode the song was sampled with ("needed" or "window"). Optional
+keys, left out when unused: `negative`, `init_audio`, `init_noise_level`, `text_encoder`
+(a T5 folder given apart from a Stable Audio Open model). `model` is left out for the
+bundled model.
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ class Recipe:
     steps: int
     cfg_scale: float
     sampler: str
+    frames: str = "needed"  # the frame mode sampled, resolved (a model's default can differ)
     negative_prompt: str | None = None
-    full_window: bool = False
     init_audio: str | None = None  # the init audio's path and noise level, when the song was started from audio
     init_noise_level: float | None = None
     model: str | None = None  # the model's absolute path; None: the bundled model
     model_sha256: str | None = None  # the first SHA256_DIGITS hex digits of the model's sha256 (`model_sha256`)
+    text_encoder: str | None = None  # a T5 folder given apart from the model (its absolute path)
     version: str = salong.__version__
 
     def to_json(self) -> str:
@@ -104,9 +107,9 @@ class Recipe:
     def options(self) -> dict[str, Any]:
         """`salong generate`'s parameters (by their Python names) that make this song."""
         options: dict[str, Any] = dict(prompt=self.prompt, seconds=self.seconds, seed=self.seed, steps=self.steps,
-                                       cfg_scale=self.cfg_scale, sampler=self.sampler)
-        optional = dict(negative=self.negative_prompt, full_window=self.full_window, init_audio=self.init_audio,
-                        init_noise_level=self.init_noise_level, model=self.model)
+                                       cfg_scale=self.cfg_scale, sampler=self.sampler, frames=self.frames)
+        optional = dict(negative=self.negative_prompt, init_audio=self.init_audio,
+                        init_noise_level=self.init_noise_level, model=self.model, text_encoder=self.text_encoder)
         return {**options, **{k: v for k, v in optional.items() if _used(v)}}
 
     def command(self, output: str | Path) -> str:
@@ -122,8 +125,9 @@ class Recipe:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg_scale": (int, float),
-    "sampler": (str,), "negative_prompt": (str,), "full_window": (bool,), "init_audio": (str,),
-    "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "version": (str,),
+    "sampler": (str,), "frames": (str,), "negative_prompt": (str,), "init_audio": (str,),
+    "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
+    "version": (str,),
 }
 _REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg_scale", "sampler", "version")
 

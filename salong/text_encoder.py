@@ -142,27 +142,49 @@ class ClapTextEncoder(TextEncoder):
 
 
 class T5TextEncoder(TextEncoder):
-    """T5 encoder, last hidden state, 128 tokens (Stable Audio Open's `t5-base` conditioner)."""
+    """T5 encoder, last hidden state, padding zeroed (Stable Audio Open's `t5` conditioner).
 
-    def __init__(self, folder: str | Path, tokenizer_folder: str | Path | None = None,
+    `max_length` tokens per prompt: 128 for Stable Audio Open 1.0, what its config says
+    otherwise. On a GPU the encoder runs in float16, as the reference runs it; on the CPU
+    in float32.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int = T5_MAX_TOKENS,
                  cache_size: int = CACHE_SIZE):
         super().__init__(cache_size)
-        folder = Path(folder)
-        tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder is not None else folder
-        self.model = _from_pretrained(T5EncoderModel, folder, "T5 encoder").eval().requires_grad_(False)
-        self.tokenizer = _tokenizer(tokenizer_folder)
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
         self.width = self.model.config.d_model
-        self.max_length = T5_MAX_TOKENS
+        self.max_length = max_length
 
     @property
     def module(self) -> nn.Module:
         return self.model
 
+    def to(self, device: str | torch.device) -> TextEncoder:
+        device = torch.device(device)
+        self.model.to(device, torch.float16 if device.type == "cuda" else torch.float32)
+        self._cache.clear()
+        return self
+
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,)
 
 
+def load_t5(folder: str | Path, tokenizer_folder: str | Path | None = None, max_length: int = T5_MAX_TOKENS,
+            cache_size: int = CACHE_SIZE) -> T5TextEncoder:
+    """A T5 encoder from a Hugging Face folder (config.json + weights), its tokenizer from
+    `tokenizer_folder` (default: the same folder); offline."""
+    folder = Path(folder)
+    tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder is not None else folder
+    model = _from_pretrained(T5EncoderModel, folder, "T5 encoder")
+    return T5TextEncoder(model, _tokenizer(tokenizer_folder), max_length, cache_size)
+
+
 def _from_pretrained(cls: Any, folder: Path, what: str) -> nn.Module:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr is for salong's own progress and errors
     try:
         return cls.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -209,13 +231,13 @@ def load_text_encoder(spec: str | Path, cache_size: int = CACHE_SIZE) -> TextEnc
     if not config.is_file():
         if (path / "text_encoder").is_dir():
             encoder, tokenizer = find_t5_in(path)
-            return T5TextEncoder(encoder, tokenizer, cache_size=cache_size)
+            return load_t5(encoder, tokenizer, cache_size=cache_size)
         raise SalongError(f"{str(path)!r} has no config.json, so it is not a text model folder; give {_EXPECTED}")
     model_type = hf_model_type(config)
     if model_type == "clap":
         return ClapTextEncoder(load_clap(path), cache_size=cache_size)
     if model_type == "t5":
-        return T5TextEncoder(path, cache_size=cache_size)
+        return load_t5(path, cache_size=cache_size)
     raise SalongError(f"{str(path)!r} holds a {model_type!r} model, not a text encoder; "
                       "expected model_type 'clap' or 't5'")
 

@@ -45,3 +45,77 @@ def run_cli(capsys, *args):
         main([str(a) for a in args])
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err
+
+
+def tiny_sao_config(objective: str = "v") -> dict:
+    """A Stable Audio Open `model_config.json` (stable-audio-tools layout) at test scale:
+    hop 32, 64-frame window, 8 latent channels, DiT width 64 of 2 heads, T5 width 32."""
+    enc = {"in_channels": 2, "channels": 4, "c_mults": [1, 2], "strides": [4, 8], "latent_dim": 16, "use_snake": True}
+    dec = {"out_channels": 2, "channels": 4, "c_mults": [1, 2], "strides": [4, 8], "latent_dim": 8, "use_snake": True,
+           "final_tanh": False}
+    timing = ["seconds_start", "seconds_total"] if objective == "v" else ["seconds_total"]
+    numbers = [{"id": t, "type": "number", "config": {"min_val": 0, "max_val": 512 if objective == "v" else 256}}
+               for t in timing]
+    dit = {"io_channels": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "cond_token_dim": 32,
+           "global_cond_dim": 32 * len(timing), "project_cond_tokens": objective != "v",
+           "transformer_type": "continuous_transformer"}
+    diffusion = {"cross_attention_cond_ids": ["prompt", *timing], "global_cond_ids": timing, "type": "dit", "config": dit}
+    if objective != "v":
+        diffusion["diffusion_objective"] = "rf_denoiser"
+        dit["attn_kwargs"] = {"qk_norm": "ln"}
+    return {
+        "model_type": "diffusion_cond", "sample_size": 2048, "sample_rate": 44100, "audio_channels": 2,
+        "model": {
+            "pretransform": {"type": "autoencoder", "iterate_batch": True, "config": {
+                "encoder": {"type": "oobleck", "requires_grad": False, "config": enc},
+                "decoder": {"type": "oobleck", "config": dec},
+                "bottleneck": {"type": "vae"}, "latent_dim": 8, "downsampling_ratio": 32, "io_channels": 2}},
+            "conditioning": {"configs": [{"id": "prompt", "type": "t5",
+                                          "config": {"t5_model_name": "t5-base", "max_length": 16}}, *numbers],
+                             "cond_dim": 32},
+            "diffusion": diffusion,
+            "io_channels": 8,
+        },
+        "training": {"learning_rate": 1e-4},
+    }
+
+
+def save_tiny_t5(folder):
+    """A tiny T5 encoder (width 32) and a T5 tokenizer built offline, saved with save_pretrained."""
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    torch.manual_seed(1)
+    T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)).save_pretrained(folder)
+    words = ["▁ambient", "▁piano", "▁with", "▁soft", "▁rain", "▁a", "▁deep", "▁bass", "▁calm"]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(w, -3.0) for w in words]
+    vocab += [(ch, -8.0) for ch in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(folder)
+    return folder
+
+
+def write_tiny_sao(folder, objective: str = "v", t5: bool = True, seed: int = 0):
+    """A Stable Audio Open folder: model_config.json, model.safetensors with random weights under
+    the reference's tensor names (zero-initialised layers perturbed), and a t5-base/ beside them."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from salong.autoencoder import Autoencoder
+    from salong.dit import DiT
+    from salong.sao import reference_name, translate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = tiny_sao_config(objective)
+    (folder / "model_config.json").write_text(json.dumps(data, indent=1))
+    config = translate(data)
+    torch.manual_seed(seed)
+    dit, ae = DiT(config.dit), Autoencoder(config.autoencoder)
+    with torch.no_grad():
+        for p in list(dit.parameters()) + list(ae.parameters()):
+            p.add_(0.05 * torch.randn_like(p))
+    tensors = {reference_name("dit", k): v for k, v in dit.state_dict().items()}
+    tensors.update({reference_name("autoencoder", k): v for k, v in ae.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "model.safetensors"))
+    if t5:
+        save_tiny_t5(folder / "t5-base")
+    return folder

@@ -88,7 +88,7 @@ CASES = [
     (["generate", "calm", "--model", "{missing}"], r"not found"),
     (["generate", "calm", "--model", "{garbage_model}"], r"not a readable safetensors checkpoint"),
     (["generate", "calm", "--model", "{ae}"], r"is a autoencoder checkpoint, but this needs a model of kind generator"),
-    (["generate", "calm", "--model", "{folder}"], r"is a directory"),
+    (["generate", "calm", "--model", "{folder}"], r"has no model_config.json, so it is not a Stable Audio Open model folder"),
     # generate --like: the take must be a song salong made
     (["generate", "--like", "{missing}"], r"not found"),
     (["generate", "--like", "{wav}"], r"carries no salong settings"),
@@ -120,7 +120,7 @@ CASES = [
     # info
     (["info", "{missing}"], r"not found"),
     (["info", "{garbage_model}"], r"not a readable safetensors checkpoint"),
-    (["info", "{folder}"], r"is a directory"),
+    (["info", "{folder}"], r"has no model_config.json"),
     # synth
     (["synth", "0", "c"], r"n=0 is not allowed"),
     (["synth", "2", "c", "--max-seconds", "300"], r"285"),

@@ -49,7 +49,7 @@ def test_usage_errors_are_one_line(capsys):
 
 def test_checkpoint_errors(capsys, tmp_path):
     assert_one_line_error(*run_cli(capsys, "info", tmp_path / "nope.safetensors"), "not found")
-    assert_one_line_error(*run_cli(capsys, "info", tmp_path), "is a directory")
+    assert_one_line_error(*run_cli(capsys, "info", tmp_path), "has no model_config.json, so it is not a Stable Audio Open model folder")
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00" * 100)
     assert_one_line_error(*run_cli(capsys, "info", corrupt), "not a readable safetensors")

@@ -32,8 +32,9 @@ def png_size(path):
 @pytest.mark.parametrize("ext", ["wav", "flac", "ogg", "mp3"])
 def test_recipe_is_written_and_read_back(tmp_path, ext):
     recipe = Recipe(prompt="calm piano, 70 BPM — in C major", seconds=1.2, seed=2**40, steps=2, cfg_scale=3.5,
-                    sampler="dpmpp-2m-sde", negative_prompt="drums", full_window=True, init_audio="/takes/in.wav",
-                    init_noise_level=2.5, model="/models/gen.safetensors", model_sha256="0123456789abcdef")
+                    sampler="dpmpp-2m-sde", negative_prompt="drums", frames="window", init_audio="/takes/in.wav",
+                    init_noise_level=2.5, model="/models/gen.safetensors", model_sha256="0123456789abcdef",
+                    text_encoder="/models/t5-base")
     audio = np.random.default_rng(0).normal(0, 0.1, (2, 4410)).astype(np.float32)
     path = write_audio(tmp_path / f"song.{ext}", audio, 44100, tags=recipe.tags(ext))
     assert read_recipe(path) == recipe
@@ -44,7 +45,8 @@ def test_recipe_is_written_and_read_back(tmp_path, ext):
 
 def test_recipe_leaves_out_unused_fields_and_refuses_what_it_cannot_keep():
     recipe = Recipe(prompt="organ", seconds=30.0, seed=1, steps=100, cfg_scale=7.0, sampler="dpmpp-2m")
-    assert set(json.loads(recipe.to_json())) == {"salong", "recipe", "prompt", "seconds", "seed", "steps", "cfg", "sampler"}
+    assert set(json.loads(recipe.to_json())) == {"salong", "recipe", "prompt", "seconds", "seed", "steps", "cfg",
+                                                 "sampler", "frames"}
     assert Recipe.from_json(recipe.to_json(), "x") == recipe
     long = Recipe(prompt="x" * WAV_TAG_LIMIT, seconds=1.0, seed=1, steps=1, cfg_scale=1.0, sampler="euler")
     with pytest.raises(SalongError, match=r"too long for a \.wav file to keep its settings.*write \.flac"):
@@ -88,6 +90,24 @@ def test_render_info_rerender_is_bit_identical(tmp_path, capsys, generator_path,
     recipe = read_recipe("short.wav")
     assert (recipe.seconds, recipe.steps, recipe.seed, recipe.negative_prompt) == (0.4, 1, 3, "drums")
     assert read_audio("short.wav")[0].shape == (2, round(0.4 * 44100))
+
+
+def test_recipe_keeps_init_audio_and_frames_for_like(tmp_path, capsys, generator_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_audio(tmp_path / "in.wav", np.random.default_rng(1).normal(0, 0.1, (2, 30000)).astype(np.float32), 44100)
+    code, _, err = run_cli(capsys, "generate", "organ", "-s", 0.5, "--seed", 2, "--steps", 2, "--frames", "window",
+                           "--init-audio", "in.wav", "--init-noise-level", 1.5, "--model", generator_path,
+                           "-o", "take.wav")
+    assert code == 0, err
+    recipe = read_recipe("take.wav")
+    assert (recipe.frames, recipe.init_audio, recipe.init_noise_level) == ("window", str(tmp_path / "in.wav"), 1.5)
+    code, out, err = run_cli(capsys, "info", "take.wav")
+    assert "init audio: " + str(tmp_path / "in.wav") in out and "--frames window" in out.splitlines()[-1]
+    code, _, err = run_cli(capsys, "generate", "--like", "take.wav", "-o", "again.wav")
+    assert code == 0, err
+    assert np.array_equal(read_audio("again.wav")[0], read_audio("take.wav")[0])
+    code, _, err = run_cli(capsys, "generate", "--like", "take.wav", "--frames", "needed", "-o", "needed.wav")
+    assert code == 0 and read_recipe("needed.wav").frames == "needed", err
 
 
 def test_like_with_n_draws_new_seeds(tmp_path, capsys, generator_path):

@@ -173,7 +173,7 @@ def test_t5_folder_and_stable_audio_open_layout(sao_folder, monkeypatch):
         last = encoder.model(**enc).last_hidden_state
     assert torch.allclose(features, last * enc["attention_mask"][..., None], atol=1e-6)
     # the encoder folder on its own, tokenizer given separately
-    direct = TE.T5TextEncoder(sao_folder / "text_encoder", sao_folder / "tokenizer")
+    direct = TE.load_t5(sao_folder / "text_encoder", sao_folder / "tokenizer")
     assert torch.equal(direct.encode(prompts)[0], features)
     with pytest.raises(SalongError, match="no tokenizer"):
         TE.load_text_encoder(sao_folder / "text_encoder")
