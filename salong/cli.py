@@ -684,6 +684,7 @@ def train_dit_cmd(
     crop_law: Optional[str] = typer.Option(None, help="How --crops variable draws lengths: log (log-uniform) or balanced (the same compute for every octave of lengths: long crops rarer, steps about 5x cheaper on CPU). \\[default: log]"),
     cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG), 0 <= p < 1. \\[default: 0.1]"),
     demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo songs at CFG 1, 3, 7; {_EVERY}. \\[default: 2000]"),
+    compile: bool = typer.Option(False, "--compile", help="Compile the autoencoder's Snake activations with torch.compile while the dataset is encoded: about 1.5x faster on CPU after a minute of compiling."),
 ) -> None:
     """Train the diffusion transformer on pre-encoded latents; exports a complete generator."""
     from salong.dit import PRESETS
@@ -701,7 +702,7 @@ def train_dit_cmd(
     # one line on the terminal: the dataset's encoding, then the training that replaces it
     with progress_bar("encoding the dataset", not run.quiet) as update:
         result = train_dit(run.data, run.out, train_config, task_config, autoencoder, text_encoder, resume=run.resume,
-                           quiet=run.quiet, progress=update, init=run.init)
+                           quiet=run.quiet, progress=update, init=run.init, compile=compile)
     run.report(result)
 
 

@@ -223,12 +223,17 @@ def test_energy_follows_requested_length(setup, tmp_path):
         assert after < 0.35 * before, (seconds, before, after)  # louder before the end than after
 
 
-def test_cli_and_errors(setup, tmp_path, capsys):
+def test_cli_and_errors(setup, tmp_path, capsys, monkeypatch):
+    import salong.autoencoder
+
     root, data, ae, clap = setup
+    compiled = []  # --compile asks for a compiled Snake before the dataset is encoded (its results: test_autoencoder)
+    monkeypatch.setattr(salong.autoencoder, "compile_snake", lambda: compiled.append(True) or True)
     code, out, err = run_cli(capsys, "train", "dit", "--data", data, "--out", tmp_path / "run", "--autoencoder", ae,
                              "--text-encoder", clap, "--preset", "tiny", "--steps", 2, "--batch-size", 2,
-                             "--window-seconds", 1, "--quiet")
+                             "--window-seconds", 1, "--quiet", "--compile")
     assert code == 0, err
+    assert compiled == [True]
     assert out.strip() == str(tmp_path / "run" / "model.safetensors")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["task"]["window_seconds"] == 1.0
     code, out, err = run_cli(capsys, "generate", "calm", "-s", 0.5, "--model", out.strip(), "--steps", 2,

@@ -363,14 +363,21 @@ def train_dit(
     quiet: bool = False,
     progress: Callable[[int, int], None] | None = None,
     init: str | Path | None = None,
+    compile: bool = False,
 ):
     """Prepare (once) and train a DiT run; returns the trainer's result.
 
     `init` starts a new run from a generator file: its DiT's weights (fresh optimiser; the
-    run's DiT config must be the file's), and its autoencoder and CLAP unless given."""
+    run's DiT config must be the file's), and its autoencoder and CLAP unless given.
+    `compile` runs the autoencoder's Snake through `torch.compile` while the dataset is
+    encoded (`salong.autoencoder.compile_snake`): about 1.5x faster on CPU."""
     from salong.train.runtime import init_distributed, seed_everything, wants_cuda
     from salong.train.trainer import check_run_dir, train
 
+    if compile:
+        from salong.autoencoder import compile_snake
+
+        compile_snake()
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume)  # before anything is prepared; the trainer checks again
     created = not run_dir.exists()
