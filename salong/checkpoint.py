@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import json
 import os
 import shutil
 import stat
+import struct
 import tempfile
 import types
 import typing
@@ -187,6 +189,28 @@ def save_checkpoint(
 
 
 # --- reading -------------------------------------------------------------------------
+
+
+def content_digest(path: str | Path) -> str:
+    """sha256 of what a safetensors file holds (its header read as JSON with sorted keys, then
+    its tensor bytes), whatever order the writer gave the header. safetensors writes metadata
+    in hash-map order, so two processes writing the same model can differ byte for byte. A
+    file that is not safetensors is hashed as bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        try:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size)) if size <= 100_000_000 else None
+        except (struct.error, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            header = None
+        if isinstance(header, dict):
+            digest.update(json.dumps(header, sort_keys=True).encode())
+        else:
+            f.seek(0)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 
 @dataclass(frozen=True)

@@ -514,10 +514,15 @@ def save_clap(path: str | Path, clap: Clap, tokenizer: Any = None) -> Path:
 
 
 def tokenizer_metadata(tokenizer: Any) -> dict[str, Any]:
-    """A tokenizer as checkpoint metadata: its JSON and its special tokens."""
+    """A tokenizer as checkpoint metadata: its JSON and its special tokens.
+
+    The padding and truncation a call left set on the backend are dropped (each call sets its
+    own), so the same tokenizer is stored the same way before and after it has been used."""
     specials = {name: getattr(tokenizer, name) for name in
                 ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")}
-    return {"tokenizer": tokenizer.backend_tokenizer.to_str(), "tokenizer_specials": specials}
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    backend["padding"] = backend["truncation"] = None
+    return {"tokenizer": json.dumps(backend, ensure_ascii=False), "tokenizer_specials": specials}
 
 
 def tokenizer_from_metadata(metadata: Mapping[str, str], source: str) -> Any:

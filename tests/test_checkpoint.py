@@ -187,3 +187,26 @@ def test_seeds_outside_the_generator_range_are_one_line():
     for bad in (-1, 18446744073709551616, 1.5, True):
         with pytest.raises(SalongError, match="seed must be a whole number"):
             check_seed(bad)
+
+
+def test_content_digest_ignores_header_order_but_not_content(tmp_path):
+    import json
+    import struct
+
+    from salong.checkpoint import content_digest
+
+    def write(path, header: dict, data: bytes):
+        text = json.dumps(header).encode()
+        path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+        return path
+
+    tensor = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    data = struct.pack("<2f", 1.0, 2.0)
+    a = write(tmp_path / "a.safetensors", {"__metadata__": {"kind": "x", "config": "{}"}, "w": tensor}, data)
+    b = write(tmp_path / "b.safetensors", {"w": tensor, "__metadata__": {"config": "{}", "kind": "x"}}, data)
+    c = write(tmp_path / "c.safetensors", {"__metadata__": {"kind": "x", "config": "{}"}, "w": tensor},
+              struct.pack("<2f", 1.0, 3.0))
+    assert a.read_bytes() != b.read_bytes() and content_digest(a) == content_digest(b)
+    assert content_digest(a) != content_digest(c)
+    (tmp_path / "junk").write_bytes(b"\xff" * 20)
+    assert len(content_digest(tmp_path / "junk")) == 64  # not safetensors: its bytes

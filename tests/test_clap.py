@@ -133,6 +133,16 @@ def test_tokenize_pads_and_truncates_to_max_length(tokenizer):
     assert ids[1, -1] == 2  # the end token survives truncation
 
 
+def test_tokenizer_metadata_does_not_depend_on_its_use():
+    """A call leaves padding and truncation set on the backend; the stored tokenizer must not
+    keep them, or the same model re-exported would be another file (train dit compares them)."""
+    tok = C.train_tokenizer(["calm piano in C major", "fast drums at 120 BPM"] * 10, 300)
+    before = C.tokenizer_metadata(tok)
+    C.tokenize(tok, ["hello world"], max_length=16)
+    assert json.loads(tok.backend_tokenizer.to_str())["padding"] is not None  # the state this is about
+    assert C.tokenizer_metadata(tok) == before
+
+
 def test_model_rejects_tokenizer_larger_than_vocab(tokenizer):
     big = C.train_tokenizer([f"word{i} " * 3 for i in range(400)], vocab_size=1000)
     assert len(big) > TINY.vocab_size
@@ -278,6 +288,7 @@ def test_checkpoint_round_trip_is_bit_exact(trained, tmp_path):
         a = clap.text_tokens(*clap.tokenize(prompts))
         b = loaded.text_tokens(*loaded.tokenize(prompts))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # the same model is stored the same way, before and after its tokenizer was used (padding)
 
 
 def test_load_clap_rejects_bad_inputs(tmp_path):

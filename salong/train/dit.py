@@ -25,7 +25,7 @@ from torch import nn
 
 from salong.audio import load_audio, write_audio
 from salong.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
-from salong.checkpoint import load_state_strict, write_atomic
+from salong.checkpoint import content_digest, load_state_strict, write_atomic
 from salong.clap import Clap, load_clap, save_clap
 from salong.data import index_audio
 from salong.diffusion import v_loss
@@ -133,14 +133,6 @@ class CropLengths:
 # --- pre-encoding ----------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path | None,
                    init: Generator | None = None) -> tuple[Path, Path]:
     """Copy the frozen models into `RUN/prepared/` once; later calls check they are the same files.
@@ -157,7 +149,7 @@ def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path |
             save_clap(targets[1], init.text_encoder.clap)
     for source, target, flag in zip((autoencoder, text_encoder), targets, ("--autoencoder", "--text-encoder")):
         if target.exists():
-            if source is not None and _sha256(Path(source)) != _sha256(target):
+            if source is not None and content_digest(source) != content_digest(target):
                 raise SalongError(f"this run was prepared with another {flag[2:]}; omit {flag} to keep the run's "
                                   f"own copy, or start a new run with --out")
             continue
@@ -346,8 +338,8 @@ def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, auto
         GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling)
     except SalongError as exc:
         raise SalongError(f"the DiT does not fit the run's autoencoder or text encoder: {exc}") from None
-    digest = hashlib.sha256((_sha256(run_dir / PREPARED_DIR / "autoencoder.safetensors")
-                             + _sha256(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
+    digest = hashlib.sha256((content_digest(run_dir / PREPARED_DIR / "autoencoder.safetensors")
+                             + content_digest(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
     cache = run_dir / PREPARED_DIR / "cache"
     return ae, clap, preencode(data, cache, ae, clap, digest, d, progress), cache, initial
 
