@@ -1,0 +1,61 @@
+"""examples/default_model.sh end to end at toy scale: every stage runs, the shipped generator
+loads and its card is written, and a second run resumes instead of starting over."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from salong.pipeline import Generator
+
+RECIPE = Path(__file__).resolve().parent.parent / "examples" / "default_model.sh"
+TOY = {
+    "CORPUS_PIECES": "3", "CORPUS_MIN_SECONDS": "2", "CORPUS_MAX_SECONDS": "3",
+    "AE_STEPS": "2", "CLAP_STEPS": "2", "DIT_STEPS": "2",
+    "AE_PRESET": "tiny", "CLAP_PRESET": "tiny", "DIT_PRESET": "tiny",
+    "SAMPLE_STEPS": "3", "CFG_SCALE": "2", "THREADS": "1", "EVAL_ARGS": "--quick",
+}
+
+
+def run_recipe(work: Path, ship: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, **TOY, "OUT_MODEL": str(ship / "salong-default.safetensors")}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # this interpreter's salong
+    return subprocess.run(["bash", str(RECIPE), str(work)], env=env, capture_output=True, text=True, timeout=900)
+
+
+def stages(work: Path) -> list[str]:
+    """The stages walltime.tsv records, in order; autoencoder and CLAP (side by side) sorted."""
+    names = [line.split("\t")[0] for line in (work / "walltime.tsv").read_text().splitlines()]
+    for i in range(len(names) - 1):
+        if {names[i], names[i + 1]} == {"autoencoder", "clap"}:
+            names[i], names[i + 1] = "autoencoder", "clap"
+    return names
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+def test_recipe_runs_every_stage_and_resumes(tmp_path):
+    work, ship = tmp_path / "work", tmp_path / "ship"
+    ship.mkdir()
+    (ship / "autoencoder.safetensors").write_bytes(b"a standalone autoencoder the generator replaces")
+    first = run_recipe(work, ship)
+    assert first.returncode == 0, first.stderr[-3000:]
+    model = ship / "salong-default.safetensors"
+    assert first.stdout.strip().splitlines()[-1] == str(model)
+    generator = Generator.load(model)
+    assert (generator.config.sampling.steps, generator.config.sampling.cfg_scale) == (3, 2.0)
+    assert not (ship / "autoencoder.safetensors").exists()
+    card = (ship / "README.md").read_text()
+    assert "3 procedural pieces" in card and "examples/default_model.sh" in card
+    assert stages(work) == ["corpus", "autoencoder", "clap", "dit", "export", "evaluate"]
+    assert json.loads((work / "corpus.json").read_text())["max_seconds"] == 3
+
+    second = run_recipe(work, ship)  # finished stages resume at their last step: nothing trains again
+    assert second.returncode == 0, second.stderr[-3000:]
+    for run in ("autoencoder", "clap", "dit"):
+        steps = [json.loads(line)["step"] for line in (work / run / "metrics.jsonl").read_text().splitlines()]
+        assert max(steps) == 2, run
+    assert stages(work) == ["corpus", "autoencoder", "clap", "dit", "export", "evaluate",
+                            "autoencoder", "clap", "dit", "export", "evaluate"]  # the corpus is kept
