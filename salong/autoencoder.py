@@ -253,11 +253,15 @@ def compile_snake() -> bool:
     Eager Snake is about half of the autoencoder's training step on CPU: each of its
     elementwise ops is a pass over the activations, forward and backward. Compiled, it is
     one fused kernel each way, which makes a `compact` training step about 1.5x faster
-    (benchmarks/train_step.py). Compiling takes a minute once per process (one kernel for all
-    shapes) and needs a C++ compiler on CPU; without one, Snake stays eager, with a warning.
+    (benchmarks/train_step.py). Compiling takes a minute once per process (a kernel per
+    channel count and grad mode, any length) and needs a C++ compiler on CPU; without one,
+    Snake stays eager, with a warning.
     Results match eager Snake to float rounding (about 1e-7).
     """
     global _snake
+    # One kernel per channel count (parameter shapes stay static) and grad mode: a model has
+    # about ten, beyond dynamo's default of 8 recompilations before it falls back to eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     compiled = torch.compile(snake_beta, dynamic=True)
     try:
         probe = torch.randn(1, 2, 8)
