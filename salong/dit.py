@@ -113,9 +113,9 @@ PRESETS: dict[str, DiTConfig] = {
     "sa2": DiTConfig(),
     # Stable Audio Open 1.0: same network, 47.5 s window, T5-base tokens (max 128).
     "sao1": DiTConfig(window=1024, max_text_tokens=128),
-    # Trainable on a laptop CPU: ~7.6M parameters, 47.5 s window.
+    # Trainable on a laptop CPU: ~8.1M parameters, 47.5 s window.
     "small": DiTConfig(width=256, depth=6, heads=4, cond_width=256, cond_kv_heads=2, window=1024),
-    # The bundled model's: ~9.5M parameters, the full 285 s window in patches of 2 frames
+    # The bundled model's: ~10.7M parameters, the full 285 s window in patches of 2 frames
     # (3072 tokens at most, a quarter of the attention cost of patch 1); CLAP `small` text tokens.
     "compact": DiTConfig(width=256, depth=8, heads=4, cond_width=256, cond_kv_heads=2, patch_size=2, window=6144),
     # For tests: partial RoPE (32 of 64 dims) and grouped key/value heads (2 query heads per kv head).
