@@ -122,8 +122,8 @@ def main() -> None:
         + "; ".join(f"{stage}: `{json.dumps(task.get('model', {}))}`" for stage, task in tasks.items()),
         "",
         f"Wall time per stage (seconds, all runs together): {json.dumps({k: round(v) for k, v in times.items()})}, "
-        f"on {platform.machine()} with {torch.get_num_threads()} CPU cores; the autoencoder and CLAP train side by",
-        "side on one thread each, niced (other work on the machine slows them).",
+        f"on {platform.machine()} with {torch.get_num_threads()} CPU cores, niced; stages that train side by side",
+        "share the cores, and other work on the machine slowed them at times (walltime.tsv lists every run).",
         "",
         "## Evaluation",
         "",
