@@ -678,7 +678,7 @@ def train_dit_cmd(
     run: _Run,
     autoencoder: Optional[Path] = typer.Option(None, help="Frozen autoencoder (from `salong train autoencoder`); copied into the run."),
     text_encoder: Optional[Path] = typer.Option(None, help="Frozen CLAP (from `salong train clap`); copied into the run."),
-    crops: Optional[str] = typer.Option(None, help="variable: each batch draws one crop length, log-uniform from --min-crop-seconds to --window-seconds; fixed: every crop is --window-seconds long. \\[default: variable]"),
+    crops: Optional[str] = typer.Option(None, help="variable: each batch draws one crop length from --min-crop-seconds to --window-seconds (see --crop-law); fixed: every crop is --window-seconds long. \\[default: variable]"),
     window_seconds: Optional[float] = typer.Option(None, help="Longest training crop, seconds: 0 (the model's window) up to the model's window. \\[default: 0]"),
     min_crop_seconds: Optional[float] = typer.Option(None, help="Shortest crop with --crops variable, seconds, above 0. \\[default: 4]"),
     crop_law: Optional[str] = typer.Option(None, help="How --crops variable draws lengths: log (log-uniform) or balanced (the same compute for every octave of lengths: long crops rarer, steps about 5x cheaper on CPU). \\[default: log]"),
