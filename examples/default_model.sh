@@ -17,13 +17,13 @@ SEED=${SEED:-2026}
 CORPUS_PIECES=${CORPUS_PIECES:-600}   # log-uniform 4..285 s: about 11 h of audio
 CORPUS_MIN_SECONDS=${CORPUS_MIN_SECONDS:-4}
 CORPUS_MAX_SECONDS=${CORPUS_MAX_SECONDS:-285}
-AE_STEPS=${AE_STEPS:-10000}
+AE_STEPS=${AE_STEPS:-8000}
 # CLAP stopped at 1517 of a planned 6000 updates: its held-out recall had flattened (text->audio
 # R@5 0.15 at 1000 and at 1500 updates, 67 pairs) and the cores went to the autoencoder.
 CLAP_STEPS=${CLAP_STEPS:-1517}
 DIT_STEPS=${DIT_STEPS:-20000}
 # Sizes; the bundled model uses these defaults (tiny ones make a quick smoke run of the recipe).
-AE_PRESET=${AE_PRESET:-compact}
+AE_PRESET=${AE_PRESET:-spectral}
 CLAP_PRESET=${CLAP_PRESET:-small}
 DIT_PRESET=${DIT_PRESET:-compact}
 # Sampling defaults stored in the exported model. Starting points: set them from
@@ -76,10 +76,12 @@ printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": %s, "max_s
 #    re-exports its model.
 AE_THREADS=$HALF
 if [ "$(steps_done "$WORK/clap")" -ge "$CLAP_STEPS" ]; then AE_THREADS=$THREADS; fi
-#    Autoencoder: multi-resolution STFT + KL on 1 s crops (the critic stays off).
+#    Autoencoder: the spectral one (STFT magnitudes in and out, Griffin-Lim phases) on 2 s
+#    crops, magnitude loss + KL. The Oobleck `compact` kept rhythm but lost every note after
+#    5400 updates (4.3 h of these cores); this one draws notes within minutes (docs/architecture.md).
 stage autoencoder threads "$AE_THREADS" $RUN train autoencoder --data "$WORK/corpus" --out "$WORK/autoencoder" \
-    --preset "$AE_PRESET" --steps "$AE_STEPS" --batch-size 4 --window-seconds 1.0 --lr 3e-4 \
-    --adversarial-start 1000000000 --compile --seed 0 --checkpoint-every 250 --demo-every 1000 --eval-every 500 \
+    --preset "$AE_PRESET" --steps "$AE_STEPS" --batch-size 16 --window-seconds 2.0 --lr 3e-4 \
+    --seed 0 --checkpoint-every 250 --demo-every 1000 --eval-every 1000 \
     --quiet $(resume_flag "$WORK/autoencoder") &
 AE_PID=$!
 #    CLAP: contrastive on 10 s crops, 10% of the pieces held out for retrieval recall.

@@ -30,10 +30,12 @@ from salong.errors import SalongError, short_reason
 from salong.timing import SAMPLE_RATE
 
 KIND = "autoencoder"
+ARCHITECTURES = ("oobleck", "spectral")
 Progress = Callable[[int, int], None]
 
 DILATIONS = (1, 3, 9)
 RESIDUAL_KERNEL = 7
+CONVNEXT_KERNEL = 7
 
 
 # --- config ------------------------------------------------------------------------
@@ -49,9 +51,23 @@ class AutoencoderConfig:
     c_mults: tuple[int, ...] = (1, 2, 4, 8, 16)
     strides: tuple[int, ...] = (2, 4, 4, 8, 8)
     latent_dim: int = 64
+    # "oobleck" (the paper's, and Stable Audio Open's) or "spectral" (an STFT front end and
+    # an inverse-STFT head around ConvNeXt stacks; see SpectralEncoder). c_mults and strides
+    # shape oobleck only; the fields below shape spectral only.
+    architecture: str = "oobleck"
+    n_fft: int = 2048  # spectral: STFT window (Hann) and size
+    stft_hop: int = 512  # spectral: STFT hop in samples
+    frame_stride: int = 4  # spectral: STFT frames per latent frame
+    frame_blocks: int = 2  # spectral: ConvNeXt blocks at the STFT frame rate, each side
+    latent_blocks: int = 4  # spectral: ConvNeXt blocks at the latent rate, each side
+    griffin_lim_iterations: int = 32  # spectral: phase retrieval iterations when decoding
 
     def __post_init__(self) -> None:
-        for name in ("sample_rate", "audio_channels", "channels", "latent_dim"):
+        if self.architecture not in ARCHITECTURES:
+            raise SalongError(
+                f"AutoencoderConfig.architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"
+            )
+        for name in ("sample_rate", "audio_channels", "channels", "latent_dim", "n_fft", "stft_hop", "frame_stride"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SalongError(f"AutoencoderConfig.{name} must be a positive integer, got {value!r}")
@@ -72,10 +88,28 @@ class AutoencoderConfig:
             raise SalongError(
                 f"AutoencoderConfig.strides must all be even (got {self.strides}); use e.g. (2, 4, 4, 8, 8)"
             )
+        for name in ("frame_blocks", "latent_blocks", "griffin_lim_iterations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise SalongError(f"AutoencoderConfig.{name} must be a whole number >= 0, got {value!r}")
+        # Hann windows overlap-add to a constant only with hop <= n_fft / 2 (even n_fft), and the
+        # decoder's phase advance repeats every latent frame only if a latent frame spans whole windows.
+        if self.n_fft % 2 or self.stft_hop > self.n_fft // 2:
+            raise SalongError(
+                f"AutoencoderConfig needs an even n_fft and stft_hop <= n_fft / 2, got n_fft={self.n_fft} "
+                f"and stft_hop={self.stft_hop}; use e.g. 2048 and 512"
+            )
+        if self.architecture == "spectral" and self.samples_per_latent % self.n_fft:
+            raise SalongError(
+                f"AutoencoderConfig: stft_hop * frame_stride ({self.samples_per_latent}) must be a multiple of "
+                f"n_fft ({self.n_fft}); use e.g. 512 * 4 for n_fft 2048"
+            )
 
     @property
     def samples_per_latent(self) -> int:
-        """Audio samples per latent frame (the product of the strides)."""
+        """Audio samples per latent frame: the product of the strides, or stft_hop * frame_stride."""
+        if self.architecture == "spectral":
+            return self.stft_hop * self.frame_stride
         return math.prod(self.strides)
 
     @property
@@ -97,8 +131,11 @@ class AutoencoderConfig:
 
     @property
     def decoder_context_frames(self) -> int:
-        """How many latent frames beyond its own an output frame depends on (10 for the sa2 strides)."""
-        f, hop = _FAR, self.samples_per_latent
+        """How many latent frames beyond its own an output frame depends on (10 for the sa2 strides).
+
+        Spectral: what its log-magnitudes depend on; the phases come from Griffin-Lim."""
+        # Spectral: of a log-magnitude frame, `frame_stride` to a latent frame.
+        f, hop = _FAR, self.frame_stride if self.architecture == "spectral" else self.samples_per_latent
         lo, hi = _input_range(_decoder_geometry(self), f * hop, (f + 1) * hop - 1)
         return max(f - lo, hi - f)
 
@@ -116,12 +153,29 @@ def _block_geometry(stride: int, transposed: bool) -> list[_Layer]:
     return [resample, *units] if transposed else [*units, resample]
 
 
+def _spectral_geometry(cfg: AutoencoderConfig, decoder: bool) -> list[_Layer]:
+    """The decoder's ends at its log-magnitude frames (Griffin-Lim is global, see `decode_long`).
+    A centred STFT frame j reads samples j*hop - n_fft/2 ... j*hop + n_fft/2 - 1, and the
+    periodic Hann window is zero at the first: n_fft - 1 taps."""
+    block = (False, CONVNEXT_KERNEL, 1, CONVNEXT_KERNEL // 2, 1)
+    frames, latents = [block] * cfg.frame_blocks, [block] * cfg.latent_blocks
+    if decoder:
+        up = (True, cfg.frame_stride, cfg.frame_stride, 0, 1)
+        return [(False, 3, 1, 1, 1), *latents, up, *frames]  # to log-magnitude frames
+    down = (False, cfg.frame_stride, cfg.frame_stride, 0, 1)
+    return [(False, cfg.n_fft - 1, cfg.stft_hop, cfg.n_fft // 2 - 1, 1), *frames, down, *latents]
+
+
 def _encoder_geometry(cfg: AutoencoderConfig) -> list[_Layer]:
+    if cfg.architecture == "spectral":
+        return _spectral_geometry(cfg, decoder=False)
     blocks = [layer for s in cfg.strides for layer in _block_geometry(s, transposed=False)]
     return [(False, 7, 1, 3, 1), *blocks, (False, 3, 1, 1, 1)]
 
 
 def _decoder_geometry(cfg: AutoencoderConfig) -> list[_Layer]:
+    if cfg.architecture == "spectral":
+        return _spectral_geometry(cfg, decoder=True)
     blocks = [layer for s in reversed(cfg.strides) for layer in _block_geometry(s, transposed=True)]
     return [(False, 7, 1, 3, 1), *blocks, (False, 7, 1, 3, 1)]
 
@@ -144,8 +198,14 @@ PRESETS: dict[str, AutoencoderConfig] = {
     # The bundled model's: 2.6M parameters, a quarter of `small`'s cost per sample, so it
     # trains on two CPU cores in hours (benchmarks/train_step.py).
     "compact": AutoencoderConfig(channels=16, c_mults=(1, 2, 4, 8, 16)),
+    # The bundled model's: STFT in, inverse STFT out, ConvNeXt in between (4.2M parameters);
+    # it keeps pitch where `compact` lost it, at a fraction of the cost per second of audio.
+    "spectral": AutoencoderConfig(architecture="spectral", channels=192),
     # Tests: same 2048x hop (21.53 Hz latents) and 64 latents, 50k parameters.
     "tiny": AutoencoderConfig(channels=4, c_mults=(1, 2, 2, 4, 4)),
+    # Tests of the spectral kind: hop 2048 and 64 latents, 20k parameters.
+    "tiny-spectral": AutoencoderConfig(architecture="spectral", channels=8, n_fft=512, stft_hop=128,
+                                       frame_stride=16, frame_blocks=1, latent_blocks=1),
 }
 
 
@@ -373,6 +433,205 @@ class Decoder(nn.Module):
         return self.layers(z)
 
 
+class ConvNeXtBlock(nn.Module):
+    """1-D ConvNeXt block (Liu et al. 2022, as in Vocos, Siuzdak 2023): depthwise conv k=7,
+    LayerNorm over channels, pointwise MLP (3x, GELU), a learned per-channel scale, plus the input."""
+
+    def __init__(self, channels: int, expansion: int = 3) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(channels, channels, CONVNEXT_KERNEL, padding=CONVNEXT_KERNEL // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.expand = nn.Linear(channels, expansion * channels)
+        self.project = nn.Linear(expansion * channels, channels)
+        self.scale = nn.Parameter(torch.full((channels,), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.depthwise(x).transpose(1, 2))  # (B, T, C)
+        h = self.project(F.gelu(self.expand(h))) * self.scale
+        return x + h.transpose(1, 2)
+
+
+def _hann(n_fft: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.hann_window(n_fft, device=like.device, dtype=like.dtype)
+
+
+def to_mid_side(audio: torch.Tensor) -> torch.Tensor:
+    """(B, 2, N) left/right -> mid (L+R)/2 and side (L-R)/2; other channel counts pass unchanged."""
+    if audio.shape[1] != 2:
+        return audio
+    left, right = audio[:, :1], audio[:, 1:]
+    return torch.cat([(left + right) / 2, (left - right) / 2], dim=1)
+
+
+def from_mid_side(audio: torch.Tensor) -> torch.Tensor:
+    """The inverse of `to_mid_side`."""
+    if audio.shape[1] != 2:
+        return audio
+    mid, side = audio[:, :1], audio[:, 1:]
+    return torch.cat([mid + side, mid - side], dim=1)
+
+
+def stft_magnitudes(audio: torch.Tensor, config: AutoencoderConfig) -> torch.Tensor:
+    """|STFT| of mid/side (B, C, N), N a multiple of `stft_hop` -> (B, C, F, N / stft_hop).
+
+    Hann window of `n_fft`, centred and reflect-padded; the frame centred past the end is dropped.
+    """
+    b, channels, n = audio.shape
+    frames = n // config.stft_hop
+    rows = to_mid_side(audio).reshape(b * channels, n)
+    spec = torch.stft(rows, config.n_fft, config.stft_hop, config.n_fft, _hann(config.n_fft, rows),
+                      center=True, pad_mode="reflect", return_complex=True)[..., :frames]  # (B*C, F, T)
+    return spec.abs().reshape(b, channels, -1, frames)
+
+
+MIN_MAGNITUDE = 1e-5  # the floor of log-magnitudes (about -100 dB re a full-scale bin)
+MAX_LOG_MAGNITUDE = 8.0  # e^8 ~ 3000 per bin: far above full scale
+INITIAL_LOG_MAGNITUDE = -4.0
+
+
+class SpectralEncoder(nn.Module):
+    """Audio (B, audio_channels, N) -> (B, 2 * latent_dim, N / hop), N a multiple of the hop.
+
+    The log-magnitude STFT of mid and side (`stft_magnitudes`) is projected to `channels`,
+    refined by ConvNeXt blocks at the frame rate, downsampled `frame_stride`x by a strided
+    conv, refined at the latent rate and projected to mean and scale. Pitch is in the input
+    as it is; an Oobleck encoder of laptop size never learned to keep it (docs/architecture.md).
+    """
+
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, bins = config.channels, config.n_fft // 2 + 1
+        self.input = nn.Conv1d(config.audio_channels * bins, c, 1)
+        self.frame_blocks = nn.Sequential(*(ConvNeXtBlock(c) for _ in range(config.frame_blocks)))
+        self.down = nn.Conv1d(c, c, config.frame_stride, stride=config.frame_stride)
+        self.latent_blocks = nn.Sequential(*(ConvNeXtBlock(c) for _ in range(config.latent_blocks)))
+        self.output = nn.Conv1d(c, 2 * config.latent_dim, 1)
+
+    def forward(self, x: torch.Tensor, magnitudes: torch.Tensor | None = None) -> torch.Tensor:
+        if magnitudes is None:
+            magnitudes = stft_magnitudes(x, self.config)  # (B, C, F, T)
+        h = magnitudes.clamp_min(MIN_MAGNITUDE).log().flatten(1, 2)  # (B, C*F, T)
+        h = self.down(self.frame_blocks(self.input(h)))  # (B, c, T / frame_stride)
+        return self.output(self.latent_blocks(h))
+
+
+class SpectralDecoder(nn.Module):
+    """Latents (B, latent_dim, L) -> audio (B, audio_channels, L * hop).
+
+    The mirror of `SpectralEncoder` predicts the log-magnitude STFT of mid and side
+    (`log_magnitudes`); `griffin_lim` finds phases for it, and mid/side become left/right.
+    The phase is not learned: at laptop scale a learned phase (a Vocos head) trained for
+    hundreds of steps still gave a comb at the frame rate and no notes, while these
+    magnitudes draw notes within minutes.
+    """
+
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, bins = config.channels, config.n_fft // 2 + 1
+        self.input = nn.Conv1d(config.latent_dim, c, 3, padding=1)
+        self.latent_blocks = nn.Sequential(*(ConvNeXtBlock(c) for _ in range(config.latent_blocks)))
+        self.up = nn.ConvTranspose1d(c, c, config.frame_stride, stride=config.frame_stride)
+        self.frame_blocks = nn.Sequential(*(ConvNeXtBlock(c) for _ in range(config.frame_blocks)))
+        self.output = nn.Conv1d(c, config.audio_channels * bins, 1)
+        with torch.no_grad():  # start near a typical level (e^-4 a bin, about -50 dB re a full-scale sine)
+            self.output.bias.fill_(INITIAL_LOG_MAGNITUDE)
+
+    def log_magnitudes(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, latent_dim, L) -> log |STFT| of mid/side (B, audio_channels, F, L * frame_stride)."""
+        h = self.frame_blocks(self.up(self.latent_blocks(self.input(z))))  # (B, c, T)
+        out = self.output(h)  # (B, C*F, T)
+        return out.reshape(out.shape[0], self.config.audio_channels, -1, out.shape[-1])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return synthesize(self.log_magnitudes(z), self.config).to(z.dtype)
+
+
+def synthesize(log_magnitudes: torch.Tensor, config: AutoencoderConfig) -> torch.Tensor:
+    """Log-magnitudes of mid/side (B, C, F, T) -> audio (B, C, T * stft_hop) by `griffin_lim_long`."""
+    b, channels, bins, frames = log_magnitudes.shape
+    magnitude = log_magnitudes.float().clamp(max=MAX_LOG_MAGNITUDE).exp().reshape(b * channels, bins, frames)
+    audio = griffin_lim_long(magnitude, config.n_fft, config.stft_hop, config.griffin_lim_iterations)
+    return from_mid_side(audio.reshape(b, channels, -1))
+
+
+def bin_centre_phases(bins: int, start: int, frames: int, n_fft: int, hop: int, like: torch.Tensor) -> torch.Tensor:
+    """Unit phasors (F, frames) of steady sinusoids at the bins' centre frequencies, for
+    centred STFT frames `start ...`: Griffin-Lim's first guess. They repeat every n_fft / hop
+    frames, so blocks that start on a multiple of that agree."""
+    k = torch.arange(bins, device=like.device, dtype=torch.float64)[:, None]
+    j = torch.arange(start, start + frames, device=like.device, dtype=torch.float64)[None, :]
+    angle = 2 * math.pi * k * torch.remainder(j * hop, n_fft) / n_fft
+    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64 if like.dtype != torch.float64
+                                                          else torch.complex128)
+
+
+def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop: int, iterations: int,
+                phases: torch.Tensor, momentum: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fast Griffin-Lim (Perraudin et al. 2013; librosa.griffinlim): magnitudes (R, F, T + 1)
+    of centred frames and first phases (R or 1, F, T + 1) -> (signals (R, T * hop), last phases).
+
+    Each iteration rebuilds the signal from magnitude and phase, takes the phases of its
+    STFT, and steps past them by `momentum` of the change, which converges far faster than
+    plain alternating projections.
+    """
+    window = _hann(n_fft, magnitude)
+    length = (magnitude.shape[-1] - 1) * hop
+    angles = phases.expand_as(magnitude).clone() if phases.shape != magnitude.shape else phases.clone()
+    previous = torch.zeros_like(angles)
+    for _ in range(iterations):
+        signal = torch.istft(magnitude * angles, n_fft, hop, n_fft, window, center=True, length=length)
+        rebuilt = torch.stft(signal, n_fft, hop, n_fft, window, center=True, pad_mode="reflect", return_complex=True)
+        angles = rebuilt - (momentum / (1 + momentum)) * previous
+        previous = rebuilt
+        angles = angles / angles.abs().clamp_min(1e-16)
+    signal = torch.istft(magnitude * angles, n_fft, hop, n_fft, window, center=True, length=length)
+    return signal, angles
+
+
+GL_BLOCK_FRAMES = 2048  # STFT frames per Griffin-Lim block (about 24 s at hop 512)
+GL_OVERLAP_FRAMES = 64  # frames two blocks share: the later starts from the earlier's phases there
+
+
+def griffin_lim_long(magnitude: torch.Tensor, n_fft: int, hop: int, iterations: int,
+                     block_frames: int = GL_BLOCK_FRAMES, overlap_frames: int = GL_OVERLAP_FRAMES) -> torch.Tensor:
+    """`griffin_lim` of magnitudes (R, F, T) -> signals (R, T * hop) in blocks of `block_frames`.
+
+    Memory stays flat with length. A block starts from the phases its predecessor found in
+    the frames they share, so both agree there, and their signals are crossfaded across
+    the middle half of the shared frames. The frame past the end repeats the last one.
+    """
+    rows, bins, frames = magnitude.shape
+    period = n_fft // math.gcd(n_fft, hop)
+    overlap = min(overlap_frames, block_frames // 2) // period * period
+    step = max(block_frames - overlap, period) // period * period
+    out = torch.zeros(rows, frames * hop, dtype=magnitude.dtype, device=magnitude.device)
+    previous: tuple[int, torch.Tensor] | None = None  # (start frame, last phases) of the block before
+    start = 0
+    while True:
+        end = min(start + block_frames, frames)
+        block = torch.cat([magnitude[..., start:end], magnitude[..., end - 1 : end]], dim=-1)  # (R, F, n + 1)
+        phases = bin_centre_phases(bins, start, end - start + 1, n_fft, hop, block).expand(rows, -1, -1).clone()
+        if previous is not None:
+            shared = previous[1][..., start - previous[0] : -1]  # its phases for frames start ... its end
+            phases[..., : shared.shape[-1]] = shared
+        signal, angles = griffin_lim(block, n_fft, hop, iterations, phases)
+        if previous is None:
+            out[:, : signal.shape[-1]] = signal
+        else:
+            fade_start, fade_length = (start + overlap // 4) * hop, (overlap // 2) * hop
+            t = torch.arange(signal.shape[-1], device=out.device, dtype=out.dtype)
+            rise = ((t - (fade_start - start * hop)) / fade_length).clamp(0, 1)
+            rise = torch.sin(0.5 * math.pi * rise).square()
+            region = slice(start * hop, start * hop + signal.shape[-1])
+            out[:, region] = out[:, region] * (1 - rise) + signal * rise
+        if end == frames:
+            return out
+        previous = (start, angles)
+        start += step
+
+
 class VAEBottleneck(nn.Module):
     """Diagonal Gaussian posterior (Kingma & Welling 2014), parameterised as in stable-audio-tools.
 
@@ -412,8 +671,9 @@ class Autoencoder(nn.Module):
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
+        spectral = config.architecture == "spectral"
+        self.encoder = SpectralEncoder(config) if spectral else Encoder(config)
+        self.decoder = SpectralDecoder(config) if spectral else Decoder(config)
         self.bottleneck = VAEBottleneck()
 
     # -- checks --
@@ -463,8 +723,15 @@ class Autoencoder(nn.Module):
     def forward(
         self, audio: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training pass: (reconstruction trimmed to N samples, sampled latents, KL term)."""
+        """Training pass: (reconstruction trimmed to N samples, sampled latents, KL term).
+
+        Spectral: (predicted log-magnitudes (B, C, F, T), their targets |STFT| of mid/side,
+        KL term), for `salong.audio_losses.magnitude_loss`; `decode` makes audio."""
         self._check_audio(audio)
+        if self.config.architecture == "spectral":
+            magnitudes = stft_magnitudes(self._pad_to_hop(audio), self.config)  # (B, C, F, T)
+            z, kl = self.bottleneck(self.encoder(audio, magnitudes), sample=True, generator=generator)
+            return self.decoder.log_magnitudes(z), magnitudes, kl
         z, kl = self.bottleneck(self.encoder(self._pad_to_hop(audio)), sample=True, generator=generator)
         return self.decoder(z)[..., : audio.shape[-1]], z, kl
 
@@ -523,6 +790,8 @@ class Autoencoder(nn.Module):
 
         The output (B, audio_channels, L * hop) is preallocated; each chunk is decoded, weighted
         by its crossfade window and added in, so activation memory does not grow with L.
+        Spectral: the chunks give log-magnitudes, and `griffin_lim_long` then finds phases in
+        blocks that carry their phases over, so no seam falls between independent solutions.
         Runs under `torch.inference_mode()`.
         """
         self._check_latents(latents)
@@ -531,6 +800,10 @@ class Autoencoder(nn.Module):
         overlap = _overlap(chunk_frames, overlap_frames, cfg.decoder_context_frames)
         device, dtype = self._run_device()
         out_dtype = torch.promote_types(latents.dtype, torch.float32)
+        if cfg.architecture == "spectral":  # log-magnitudes in chunks, then phases for the whole
+            log_magnitudes = self.log_magnitudes_long(latents, chunk_frames, overlap_frames, progress)
+            return synthesize(log_magnitudes, cfg).to(out_dtype)
+
         audio = torch.zeros(latents.shape[0], cfg.audio_channels, frames * hop, dtype=out_dtype, device=latents.device)
 
         def run(start: int, end: int) -> torch.Tensor:
@@ -539,6 +812,35 @@ class Autoencoder(nn.Module):
 
         _stitch(run, audio, frames, hop, chunk_frames, overlap, cfg.decoder_context_frames, progress)
         return audio
+
+
+    @torch.inference_mode()
+    def log_magnitudes_long(
+        self,
+        latents: torch.Tensor,
+        chunk_frames: int = 128,
+        overlap_frames: int | None = None,
+        progress: Progress | None = None,
+    ) -> torch.Tensor:
+        """Spectral kind: the decoder's log-magnitudes (B, C, F, L * frame_stride) in overlapping
+        chunks, stitched as `decode_long` stitches audio (equal to the unchunked ones up to rounding)."""
+        self._check_latents(latents)
+        cfg = self.config
+        if cfg.architecture != "spectral":
+            raise SalongError("log-magnitudes come from a spectral autoencoder; this one is an Oobleck")
+        frames, stride, bins = latents.shape[-1], cfg.frame_stride, cfg.n_fft // 2 + 1
+        overlap = _overlap(chunk_frames, overlap_frames, cfg.decoder_context_frames)
+        device, dtype = self._run_device()
+        out_dtype = torch.promote_types(latents.dtype, torch.float32)
+        out = torch.zeros(latents.shape[0], cfg.audio_channels * bins, frames * stride, dtype=out_dtype,
+                          device=latents.device)
+
+        def run(start: int, end: int) -> torch.Tensor:
+            piece = latents[..., start:end].to(device, dtype)  # (B, latent_dim, end - start)
+            return self.decoder.log_magnitudes(piece).flatten(1, 2).to(out.device, out_dtype)  # (B, C*F, frames)
+
+        _stitch(run, out, frames, stride, chunk_frames, overlap, cfg.decoder_context_frames, progress)
+        return out.reshape(latents.shape[0], cfg.audio_channels, bins, frames * stride)
 
 
 # --- chunking ----------------------------------------------------------------------

@@ -46,6 +46,7 @@ from transformers import (
     ClapConfig,
     ClapFeatureExtractor,
     ClapModel,
+    ClapTextModelWithProjection,
     ClapTextConfig,
     PreTrainedTokenizerFast,
 )
@@ -335,11 +336,18 @@ class Clap(nn.Module):
     so Hugging Face checkpoints round-trip) so that DDP sees no unused parameter.
     """
 
-    def __init__(self, config: ClapModelConfig, tokenizer: Any = None, model: ClapModel | None = None):
+    def __init__(self, config: ClapModelConfig, tokenizer: Any = None, model: ClapModel | None = None,
+                 text_only: bool = False):
         super().__init__()
         self.config = config
-        self.model = model if model is not None else ClapModel(config.to_hf())
-        self.model.logit_scale_a.requires_grad_(False)
+        if model is None:
+            model = ClapTextModelWithProjection(config.to_hf().text_config) if text_only else ClapModel(config.to_hf())
+        self.model = model
+        # The text tower alone (what a generator needs and stores): same tensor names as
+        # the text half of the whole model, `model.text_model.*` and `model.text_projection.*`.
+        self.text_only = isinstance(model, ClapTextModelWithProjection)
+        if not self.text_only:
+            self.model.logit_scale_a.requires_grad_(False)
         self.tokenizer = tokenizer
         if tokenizer is not None:
             _check_tokenizer(tokenizer, config, "Clap")
@@ -352,14 +360,20 @@ class Clap(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.model.logit_scale_t.device
+        return self.model.text_projection.linear1.weight.device
+
+    def _needs_audio_tower(self, what: str) -> None:
+        if self.text_only:
+            raise SalongError(f"{what} needs CLAP's audio tower, and this model holds the text tower only "
+                              "(as generator files do); use the CLAP model file the generator was trained with")
 
     def logit_scale(self) -> torch.Tensor:
+        self._needs_audio_tower("the contrastive temperature")
         return self.model.logit_scale_t.clamp(max=math.log(100.0)).exp()
 
     def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens -> (B, D) unit-norm embeddings (projected <s> token)."""
-        return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return self.text_tokens(input_ids, attention_mask)[1]
 
     def text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     layer: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -374,6 +388,7 @@ class Clap(nn.Module):
 
     def embed_audio(self, features: torch.Tensor) -> torch.Tensor:
         """(B, 1, frames, n_mels) log-mel -> (B, D) unit-norm embeddings."""
+        self._needs_audio_tower("an audio embedding")
         if self.config.enable_fusion:
             raise SalongError("audio input for a fused CLAP is not supported; use an unfused model "
                               "(e.g. clap-htsat-unfused) for audio embeddings")
@@ -513,6 +528,19 @@ def save_clap(path: str | Path, clap: Clap, tokenizer: Any = None) -> Path:
     return save_checkpoint(path, clap.state_dict(), KIND, clap.config, extra=tokenizer_metadata(tokenizer))
 
 
+TEXT_TOWER_PREFIXES = ("model.text_model.", "model.text_projection.")
+
+
+def text_tower_state(clap: Clap) -> dict[str, torch.Tensor]:
+    """The tensors of CLAP's text tower: all a generator needs of it (about 40% of `small`)."""
+    return {k: v for k, v in clap.state_dict().items() if k.startswith(TEXT_TOWER_PREFIXES)}
+
+
+def holds_text_tower_only(tensors: Mapping[str, Any]) -> bool:
+    """True if a CLAP's tensors are its text tower's alone (a file written from a text-only model)."""
+    return bool(tensors) and all(k.startswith(TEXT_TOWER_PREFIXES) for k in tensors)
+
+
 def tokenizer_metadata(tokenizer: Any) -> dict[str, Any]:
     """A tokenizer as checkpoint metadata: its JSON and its special tokens.
 
@@ -548,7 +576,8 @@ def load_clap(source: str | Path) -> Clap:
     ckpt = load_checkpoint(source, KIND)
     config = config_from_dict(ClapModelConfig, ckpt.config)
     tokenizer = tokenizer_from_metadata(ckpt.metadata, repr(str(source)))
-    clap = build_strict(lambda c: Clap(c, tokenizer), config, ckpt.tensors, source=repr(str(source)))
+    text_only = holds_text_tower_only(ckpt.tensors)
+    clap = build_strict(lambda c: Clap(c, tokenizer, text_only=text_only), config, ckpt.tensors, source=repr(str(source)))
     return clap.eval()
 
 

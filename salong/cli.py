@@ -596,7 +596,7 @@ def _train_command(name: str, *, data: str, out: str, preset: str, init: str, ba
     "autoencoder",
     data="Folder of audio (recursive), e.g. one written by `salong synth`.",
     out="Run folder: config, metrics, checkpoints, demos, model.",
-    preset="Model size: tiny, compact, small or sa2 (paper scale). \\[default: small]",
+    preset="Model: tiny, compact, small or sa2 (Oobleck, paper scale), or spectral, tiny-spectral (STFT magnitudes in and out, Griffin-Lim phases; the bundled model's). \\[default: small]",
     init="Start a new run from this model file's autoencoder (an autoencoder or generator file); fresh optimiser.",
     batch_size="Clips per update per process, 1 or more. \\[default: 8]",
     lr="Generator learning rate, above 0. \\[default: 1.5e-4]",
@@ -610,7 +610,7 @@ def train_autoencoder_cmd(
     eval_every: Optional[int] = typer.Option(None, help=f"Updates between STFT/SI-SDR evaluations, {_EVERY}. \\[default: 1000]"),
     compile: bool = typer.Option(False, "--compile", help="Compile the Snake activations with torch.compile: about 1.5x faster steps on CPU after a minute of compiling (needs a C++ compiler; falls back with a warning)."),
 ) -> None:
-    """Train the Oobleck autoencoder (STFT + adversarial + KL losses). Works under torchrun."""
+    """Train the autoencoder: Oobleck (STFT + adversarial + KL losses) or spectral (STFT magnitudes + KL). Works under torchrun."""
     from salong.audio_losses import DISCRIMINATOR_PRESETS
     from salong.autoencoder import PRESETS
     from salong.train import TrainConfig
@@ -618,8 +618,10 @@ def train_autoencoder_cmd(
 
     if discriminator is not None and discriminator not in DISCRIMINATOR_PRESETS:
         raise SalongError(f"unknown --discriminator {discriminator!r}; choose one of: {', '.join(DISCRIMINATOR_PRESETS)}")
-    # each preset has a critic of its own size; the paper's for the larger ones
-    critic = discriminator or (run.preset if run.preset in ("tiny", "compact") else "sa2" if run.preset else None)
+    # each preset has a critic of its own size; the paper's for the larger ones. The spectral
+    # ones have none (they predict magnitudes, not audio): the smallest stands in, unused.
+    small_critics = {"tiny": "tiny", "compact": "compact", "spectral": "tiny", "tiny-spectral": "tiny"}
+    critic = discriminator or (small_critics.get(run.preset, "sa2") if run.preset else None)
     train_config, task_config = run.settings(
         "autoencoder", PRESETS, lambda path: init_weights(path).config, AutoencoderTaskConfig,
         TrainConfig(steps=20000, batch_size=8, lr=1.5e-4, betas=(0.8, 0.99), demo_every=1000, eval_every=1000),

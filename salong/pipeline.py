@@ -20,7 +20,8 @@ import torch
 
 from salong.autoencoder import Autoencoder, AutoencoderConfig
 from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
-from salong.clap import Clap, ClapModelConfig, tokenizer_from_metadata, tokenizer_metadata
+from salong.clap import (Clap, ClapModelConfig, holds_text_tower_only, text_tower_state,
+                         tokenizer_from_metadata, tokenizer_metadata)
 from salong.diffusion import (RF_SAMPLERS, SAMPLERS, RFDenoiser, VDenoiser, cfg_denoiser, get_sampler,
                               get_sigmas_loglinear, get_ts_logsnr, start_from_init_rf)
 from salong.dit import DiT, DiTConfig
@@ -160,8 +161,10 @@ class Generator:
         config = config_from_dict(GeneratorConfig, ckpt.config)
         tokenizer = tokenizer_from_metadata(ckpt.metadata, repr(str(path)))
         builders = {"dit": (DiT, config.dit), "autoencoder": (Autoencoder, config.autoencoder)}
-        if config.clap is not None:
-            builders["clap"] = (lambda c: Clap(c, tokenizer), config.clap)
+        if config.clap is not None:  # the text tower alone, or (older files) the whole CLAP
+            text_only = holds_text_tower_only({k[len("clap."):]: v for k, v in ckpt.tensors.items()
+                                               if k.startswith("clap.")})
+            builders["clap"] = (lambda c: Clap(c, tokenizer, text_only=text_only), config.clap)
         else:
             builders["t5"] = (build_t5, config.t5)
         parts = {}
@@ -377,12 +380,13 @@ def generator_config(path: str | Path) -> GeneratorConfig:
 
 def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder,
                    text: torch.nn.Module, tokenizer: object | None = None) -> Path:
-    """One file for the whole system: weights under `dit.`, `autoencoder.` and `clap.` or
-    `t5.` (the text encoder `text`), plus the tokenizer (a CLAP's own by default)."""
+    """One file for the whole system: weights under `dit.`, `autoencoder.` and `clap.` (CLAP's
+    text tower only) or `t5.` (the text encoder `text`), plus the tokenizer (a CLAP's own by default)."""
     tensors = {}
     text_name = "clap" if config.clap is not None else "t5"
     for name, module in (("dit", dit), ("autoencoder", autoencoder), (text_name, text)):
-        tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+        state = text_tower_state(module) if isinstance(module, Clap) else module.state_dict()
+        tensors.update({f"{name}.{k}": v for k, v in state.items()})
     tokenizer = tokenizer if tokenizer is not None else text.tokenizer
     return save_checkpoint(path, tensors, KIND, config, extra=tokenizer_metadata(tokenizer))
 

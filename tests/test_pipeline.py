@@ -71,6 +71,41 @@ def test_checkpoint_round_trip_gives_the_same_song(gen, tmp_path):
     assert np.array_equal(a.audio, b.audio)
 
 
+def test_generator_files_hold_clap_text_tower_only(gen, tmp_path):
+    """A generator stores CLAP's text tower alone (its audio tower is dead weight there); a
+    file from before, holding the whole CLAP, still loads and gives the same song."""
+    from safetensors import safe_open
+    from salong.checkpoint import save_checkpoint
+    from salong.clap import tokenizer_metadata
+    from salong.errors import SalongError
+    from salong.pipeline import KIND
+
+    path = gen.save(tmp_path / "text.safetensors")
+    with safe_open(str(path), "pt") as f:
+        clap_keys = [k for k in f.keys() if k.startswith("clap.")]
+    assert clap_keys and all(k.startswith(("clap.model.text_model.", "clap.model.text_projection.")) for k in clap_keys)
+    loaded = Generator.load(path)
+    assert loaded.text_encoder.clap.text_only
+    with pytest.raises(SalongError, match="holds the text tower only"):
+        loaded.text_encoder.clap.embed_audio(torch.zeros(1, 1, 8, 8))
+
+    from salong.clap import Clap
+
+    clap = Clap(gen.config.clap)  # both towers, the text one as the generator's
+    missing, _ = clap.load_state_dict(loaded.text_encoder.clap.state_dict(), strict=False)
+    assert missing and all(k.startswith("model.audio_") or k.startswith("model.logit_scale") for k in missing)
+    whole = {f"{name}.{k}": v for name, module in (("dit", gen.dit), ("autoencoder", gen.autoencoder), ("clap", clap))
+             for k, v in module.state_dict().items()}
+    assert any(k.startswith("clap.model.audio_model.") for k in whole)
+    old = save_checkpoint(tmp_path / "whole.safetensors", whole, KIND, gen.config,
+                          extra=tokenizer_metadata(gen.text_encoder.tokenizer))
+    older = Generator.load(old)
+    assert not older.text_encoder.clap.text_only
+    a = loaded.generate("calm piano", 0.5, seed=4, steps=2)
+    b = older.generate("calm piano", 0.5, seed=4, steps=2)
+    assert np.array_equal(a.audio, b.audio)
+
+
 def test_end_is_faded_not_cut():
     audio = np.ones((2, 1000), np.float32)
     out = finish(audio, 800, 44100)

@@ -15,7 +15,7 @@ RECIPE = Path(__file__).resolve().parent.parent / "examples" / "default_model.sh
 TOY = {
     "CORPUS_PIECES": "3", "CORPUS_MIN_SECONDS": "2", "CORPUS_MAX_SECONDS": "3",
     "AE_STEPS": "2", "CLAP_STEPS": "2", "DIT_STEPS": "2",
-    "AE_PRESET": "tiny", "CLAP_PRESET": "tiny", "DIT_PRESET": "tiny",
+    "AE_PRESET": "tiny-spectral", "CLAP_PRESET": "tiny", "DIT_PRESET": "tiny",
     "SAMPLE_STEPS": "3", "CFG_SCALE": "2", "THREADS": "1", "EVAL_ARGS": "--quick",
 }
 

@@ -23,6 +23,7 @@ from salong.audio_losses import (
     MultiScaleSTFTDiscriminator,
     discriminator_loss,
     generator_loss,
+    magnitude_loss,
     reconstruction_loss,
 )
 from salong.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
@@ -81,13 +82,21 @@ class AutoencoderTask(Task):
 
     def trains(self, part: str, step: int) -> bool:
         # The critic is idle until its losses join: before that it would cost more than the model.
-        return part == "generator" or step >= self.config.adversarial_start
+        # The spectral autoencoder predicts magnitudes, not audio, so it has no critic at all.
+        if part == "generator":
+            return True
+        return self.config.model.architecture != "spectral" and step >= self.config.adversarial_start
 
     def collate(self, items: list[Any]) -> Any:
         return collate_audio(items)
 
     def loss(self, part: str, batch: Any, modules: Mapping[str, nn.Module], step: int):
         real = batch["audio"]  # (B, C, T)
+        if part == "generator" and self.config.model.architecture == "spectral":
+            log_magnitudes, magnitudes, kl = modules["generator"](real)  # 2 x (B, C, F, frames), scalar
+            stft = magnitude_loss(log_magnitudes, magnitudes)
+            losses = self.config.losses
+            return losses.stft_weight * stft + losses.kl_weight * kl, {"stft": stft, "kl": kl}
         if part == "generator":
             fake, _, kl = modules["generator"](real)  # (B, C, T), latents, scalar
             self._fake = fake.detach()
