@@ -98,7 +98,7 @@ wait $CLAP_PID
 #    a fifth of log-uniform's on CPU. The dataset is encoded once into dit/prepared/.
 stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/dit" \
     --autoencoder "$WORK/autoencoder/model.safetensors" --text-encoder "$WORK/clap/model.safetensors" \
-    --preset "$DIT_PRESET" --crops variable --crop-law balanced --min-crop-seconds 4 --steps "$DIT_STEPS" --batch-size 8 --lr 2e-4 --compile \
+    --preset "$DIT_PRESET" --crops variable --crop-law balanced --min-crop-seconds 4 --steps "$DIT_STEPS" --batch-size 8 --lr 2e-4 \
     --seed 0 --checkpoint-every 250 --demo-every 2000 --quiet $(resume_flag "$WORK/dit")
 
 # 4. Export: EMA weights, matrices in float16, with the measured sampling defaults.

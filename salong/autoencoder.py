@@ -198,12 +198,12 @@ PRESETS: dict[str, AutoencoderConfig] = {
     # The bundled model's: 2.6M parameters, a quarter of `small`'s cost per sample, so it
     # trains on two CPU cores in hours (benchmarks/train_step.py).
     "compact": AutoencoderConfig(channels=16, c_mults=(1, 2, 4, 8, 16)),
-    # The bundled model's: STFT in, inverse STFT out, ConvNeXt in between (4.2M parameters);
+    # The bundled model's: STFT in, inverse STFT out, ConvNeXt in between (3.8M parameters);
     # it keeps pitch where `compact` lost it, at a fraction of the cost per second of audio.
     "spectral": AutoencoderConfig(architecture="spectral", channels=192),
     # Tests: same 2048x hop (21.53 Hz latents) and 64 latents, 50k parameters.
     "tiny": AutoencoderConfig(channels=4, c_mults=(1, 2, 2, 4, 4)),
-    # Tests of the spectral kind: hop 2048 and 64 latents, 20k parameters.
+    # Tests of the spectral kind: hop 2048 and 64 latents, 16k parameters.
     "tiny-spectral": AutoencoderConfig(architecture="spectral", channels=8, n_fft=512, stft_hop=128,
                                        frame_stride=16, frame_blocks=1, latent_blocks=1),
 }
