@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salong.autoencoder import MAX_LOG_MAGNITUDE, MIN_MAGNITUDE
 from salong.errors import SalongError
 
 FFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
@@ -93,17 +94,17 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, fft_sizes: Seq
     return multi_resolution_stft_loss(pred, target, fft_sizes)
 
 
-def magnitude_loss(log_pred: torch.Tensor, target: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+def magnitude_loss(log_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """`stft_loss` on magnitudes the model predicts directly (the spectral autoencoder):
     spectral convergence + log-magnitude L1 of predicted log-magnitudes (B, C, F, T) against
-    target magnitudes of the same shape, each (batch, channel) its own signal. Targets are
-    floored at `floor` before the log, as the encoder sees them."""
+    target magnitudes of the same shape, each (batch, channel) its own signal. Predictions are
+    clamped and targets floored as the spectral autoencoder clamps and floors them."""
     if log_pred.shape != target.shape:
         raise SalongError(f"prediction {tuple(log_pred.shape)} and target {tuple(target.shape)} must have the same shape")
-    pred = log_pred.clamp(max=8.0).exp().flatten(2)  # (B, C, F*T)
+    pred = log_pred.clamp(max=MAX_LOG_MAGNITUDE).exp().flatten(2)  # (B, C, F*T)
     flat = target.flatten(2)
     convergence = (torch.linalg.vector_norm(flat - pred, dim=-1) / torch.linalg.vector_norm(flat, dim=-1).clamp_min(1e-8))
-    return convergence.mean() + F.l1_loss(log_pred, target.clamp_min(floor).log())
+    return convergence.mean() + F.l1_loss(log_pred, target.clamp_min(MIN_MAGNITUDE).log())
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor, n_fft: int) -> None:

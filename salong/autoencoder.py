@@ -562,9 +562,8 @@ def bin_centre_phases(bins: int, start: int, frames: int, n_fft: int, hop: int, 
     frames, so blocks that start on a multiple of that agree."""
     k = torch.arange(bins, device=like.device, dtype=torch.float64)[:, None]
     j = torch.arange(start, start + frames, device=like.device, dtype=torch.float64)[None, :]
-    angle = 2 * math.pi * k * torch.remainder(j * hop, n_fft) / n_fft
-    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64 if like.dtype != torch.float64
-                                                          else torch.complex128)
+    angle = (2 * math.pi * k * torch.remainder(j * hop, n_fft) / n_fft).to(like.dtype)
+    return torch.polar(torch.ones_like(angle), angle)
 
 
 def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop: int, iterations: int,
@@ -578,7 +577,7 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop: int, iterations: int,
     """
     window = _hann(n_fft, magnitude)
     length = (magnitude.shape[-1] - 1) * hop
-    angles = phases.expand_as(magnitude).clone() if phases.shape != magnitude.shape else phases.clone()
+    angles = phases.expand_as(magnitude).clone()
     previous = torch.zeros_like(angles)
     for _ in range(iterations):
         signal = torch.istft(magnitude * angles, n_fft, hop, n_fft, window, center=True, length=length)
@@ -796,23 +795,11 @@ class Autoencoder(nn.Module):
         """
         self._check_latents(latents)
         cfg = self.config
-        hop, frames = cfg.samples_per_latent, latents.shape[-1]
-        overlap = _overlap(chunk_frames, overlap_frames, cfg.decoder_context_frames)
-        device, dtype = self._run_device()
-        out_dtype = torch.promote_types(latents.dtype, torch.float32)
         if cfg.architecture == "spectral":  # log-magnitudes in chunks, then phases for the whole
             log_magnitudes = self.log_magnitudes_long(latents, chunk_frames, overlap_frames, progress)
-            return synthesize(log_magnitudes, cfg).to(out_dtype)
-
-        audio = torch.zeros(latents.shape[0], cfg.audio_channels, frames * hop, dtype=out_dtype, device=latents.device)
-
-        def run(start: int, end: int) -> torch.Tensor:
-            piece = latents[..., start:end].to(device, dtype)  # (B, latent_dim, end - start)
-            return self.decoder(piece).to(audio.device, out_dtype)  # (B, C, (end - start) * hop)
-
-        _stitch(run, audio, frames, hop, chunk_frames, overlap, cfg.decoder_context_frames, progress)
-        return audio
-
+            return synthesize(log_magnitudes, cfg).to(log_magnitudes.dtype)
+        return self._decode_chunks(latents, self.decoder, cfg.audio_channels, cfg.samples_per_latent,
+                                   chunk_frames, overlap_frames, progress)
 
     @torch.inference_mode()
     def log_magnitudes_long(
@@ -828,19 +815,28 @@ class Autoencoder(nn.Module):
         cfg = self.config
         if cfg.architecture != "spectral":
             raise SalongError("log-magnitudes come from a spectral autoencoder; this one is an Oobleck")
-        frames, stride, bins = latents.shape[-1], cfg.frame_stride, cfg.n_fft // 2 + 1
+        bins = cfg.n_fft // 2 + 1
+        out = self._decode_chunks(latents, lambda piece: self.decoder.log_magnitudes(piece).flatten(1, 2),
+                                  cfg.audio_channels * bins, cfg.frame_stride, chunk_frames, overlap_frames, progress)
+        return out.reshape(latents.shape[0], cfg.audio_channels, bins, -1)
+
+    def _decode_chunks(self, latents: torch.Tensor, part: Callable[[torch.Tensor], torch.Tensor], rows: int,
+                       scale: int, chunk_frames: int, overlap_frames: int | None,
+                       progress: Progress | None) -> torch.Tensor:
+        """`part` (latents (B, latent_dim, n) -> (B, rows, n * scale)) over overlapping chunks of
+        `latents`, stitched into a preallocated (B, rows, L * scale) on `latents`' device."""
+        cfg = self.config
+        frames = latents.shape[-1]
         overlap = _overlap(chunk_frames, overlap_frames, cfg.decoder_context_frames)
         device, dtype = self._run_device()
         out_dtype = torch.promote_types(latents.dtype, torch.float32)
-        out = torch.zeros(latents.shape[0], cfg.audio_channels * bins, frames * stride, dtype=out_dtype,
-                          device=latents.device)
+        out = torch.zeros(latents.shape[0], rows, frames * scale, dtype=out_dtype, device=latents.device)
 
         def run(start: int, end: int) -> torch.Tensor:
-            piece = latents[..., start:end].to(device, dtype)  # (B, latent_dim, end - start)
-            return self.decoder.log_magnitudes(piece).flatten(1, 2).to(out.device, out_dtype)  # (B, C*F, frames)
+            return part(latents[..., start:end].to(device, dtype)).to(out.device, out_dtype)
 
-        _stitch(run, out, frames, stride, chunk_frames, overlap, cfg.decoder_context_frames, progress)
-        return out.reshape(latents.shape[0], cfg.audio_channels, bins, frames * stride)
+        _stitch(run, out, frames, scale, chunk_frames, overlap, cfg.decoder_context_frames, progress)
+        return out
 
 
 # --- chunking ----------------------------------------------------------------------

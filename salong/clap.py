@@ -373,7 +373,8 @@ class Clap(nn.Module):
 
     def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens -> (B, D) unit-norm embeddings (projected <s> token)."""
-        return self.text_tokens(input_ids, attention_mask)[1]
+        out = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        return F.normalize(self.model.text_projection(out.pooler_output), dim=-1)
 
     def text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     layer: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
