@@ -684,6 +684,7 @@ def train_dit_cmd(
     window_seconds: Optional[float] = typer.Option(None, help="Longest training crop, seconds: 0 (the model's window) up to the model's window. \\[default: 0]"),
     min_crop_seconds: Optional[float] = typer.Option(None, help="Shortest crop with --crops variable, seconds, above 0. \\[default: 4]"),
     crop_law: Optional[str] = typer.Option(None, help="How --crops variable draws lengths: log (log-uniform) or balanced (the same compute for every octave of lengths: long crops rarer, steps about 5x cheaper on CPU). \\[default: log]"),
+    text_layer: Optional[int] = typer.Option(None, help="CLAP text layer the DiT reads: -1 the last, -2 the next-to-last (Stable Audio 2's), down to minus the tower's depth (its first layer). With --init, the file's. \\[default: -2]"),
     cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG), 0 <= p < 1. \\[default: 0.1]"),
     demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo songs at CFG 1, 3, 7; {_EVERY}. \\[default: 2000]"),
     compile: bool = typer.Option(False, "--compile", help="Compile the autoencoder's Snake activations with torch.compile while the dataset is encoded: about 1.5x faster on CPU after a minute of compiling."),
@@ -694,12 +695,14 @@ def train_dit_cmd(
     from salong.train import TrainConfig
     from salong.train.dit import DiTTaskConfig, train_dit
 
+    if text_layer is None and run.init is not None:  # a DiT goes on reading the layer it learned from
+        text_layer = generator_config(run.init).text_layer
     train_config, task_config = run.settings(
         "dit", PRESETS, lambda path: generator_config(path).dit, DiTTaskConfig,
         TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000),
         dict(demo_every=demo_every),
         dict(cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds, min_crop_seconds=min_crop_seconds,
-             crop_law=crop_law),
+             crop_law=crop_law, text_layer=text_layer),
     )
     # one line on the terminal: the dataset's encoding, then the training that replaces it
     with progress_bar("encoding the dataset", not run.quiet) as update:

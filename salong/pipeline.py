@@ -26,7 +26,7 @@ from salong.diffusion import (RF_SAMPLERS, SAMPLERS, RFDenoiser, VDenoiser, cfg_
                               get_sigmas_loglinear, get_ts_logsnr, start_from_init_rf)
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
-from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder
+from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder, check_text_layer
 from salong.timing import audio_samples, latent_frames, request_timing
 
 KIND = "generator"
@@ -104,6 +104,11 @@ class GeneratorConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     t5: T5Spec | None = None
     objective: str = "v"
+    # The CLAP text tower's hidden states the DiT reads: -1 its last layer, -2 the
+    # next-to-last (Stable Audio 2's), down to minus its depth, the first layer. A small
+    # tower trained on few captions can make every token alike in its top layers; a lower
+    # layer keeps the words apart (docs/architecture.md, Text conditioning). Unused with T5.
+    text_layer: int = -2
 
     def __post_init__(self) -> None:
         if self.dit.latent_dim != self.autoencoder.latent_dim:
@@ -116,6 +121,8 @@ class GeneratorConfig:
             raise SalongError(f"DiT cond_width {self.dit.cond_width} != {what} text width {width}")
         if self.dit.max_text_tokens != length:
             raise SalongError(f"DiT max_text_tokens {self.dit.max_text_tokens} != {what} max length {length}")
+        if self.clap is not None:
+            check_text_layer(self.text_layer, self.clap.text_layers)
         get_sampler(self.sampling.sampler, self.objective)  # the default sampler fits the objective
 
     @property
@@ -148,7 +155,8 @@ class Generator:
         self.device = torch.device(device)
         self.dit = dit.eval().to(self.device)
         self.autoencoder = autoencoder.eval().to(self.device)
-        self.text_encoder = (text if isinstance(text, TextEncoder) else ClapTextEncoder(text.eval())).to(self.device)
+        self.text_encoder = (text if isinstance(text, TextEncoder)
+                             else ClapTextEncoder(text.eval(), layer=config.text_layer)).to(self.device)
         self.denoiser = VDenoiser(self.dit) if config.objective == "v" else RFDenoiser(self.dit)
         self.source: Path | None = None  # the file or folder it was loaded from, for a song's recipe
 

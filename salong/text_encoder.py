@@ -114,6 +114,14 @@ class TextEncoder(ABC):
         return [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
 
 
+def check_text_layer(layer: int, depth: int) -> int:
+    """A CLAP text layer index: -1 (the last of `depth` layers) down to -depth (the first)."""
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -depth <= layer < 0:
+        raise SalongError(f"text layer {layer!r} does not exist in a {depth}-layer text tower; "
+                          f"use -1 (the last) down to -{depth} (the first)")
+    return layer
+
+
 class ClapTextEncoder(TextEncoder):
     """CLAP text tower, hidden states of the next-to-last layer (Stable Audio 2), 77 tokens."""
 
@@ -121,8 +129,7 @@ class ClapTextEncoder(TextEncoder):
         super().__init__(cache_size)
         if clap.tokenizer is None:
             raise SalongError("the CLAP model has no tokenizer; load it with salong.clap.load_clap")
-        if not -clap.config.text_layers <= layer < 0:
-            raise SalongError(f"text layer {layer} does not exist; use -1 .. -{clap.config.text_layers}")
+        check_text_layer(layer, clap.config.text_layers)
         self.clap = clap.eval()
         self.tokenizer = clap.tokenizer
         self.layer = layer

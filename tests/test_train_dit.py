@@ -251,3 +251,30 @@ def test_cli_and_errors(setup, tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(capsys, "train", "dit", "--data", data, "--out", tmp_path / "run", "--resume",
                            "--autoencoder", clap)
     assert code == 1 and "prepared with another autoencoder" in err
+
+
+def test_text_layer_is_the_one_training_and_generation_read(setup, tmp_path, capsys):
+    """--text-layer picks the CLAP hidden states the DiT learns from; the exported generator,
+    and a run started from it with --init, read the same layer."""
+    from salong.clap import load_clap
+
+    root, data, ae, clap = setup
+    result = train_dit(data, tmp_path / "run", config(steps=1), task_config(text_layer=-1), ae, clap, quiet=True)
+    cache = tmp_path / "run" / "prepared" / "cache"
+    item = json.loads((cache / "index.json").read_text())["items"][0]
+    cached = load_file(str(cache / item["file"]))["text"]
+    clap_model = load_clap(clap)
+    last, _ = ClapTextEncoder(clap_model, layer=-1).encode([item["caption"]])
+    below, _ = ClapTextEncoder(clap_model, layer=-2).encode([item["caption"]])
+    assert torch.allclose(cached, last[0]) and not torch.allclose(cached, below[0])
+    generator = Generator.load(result.model)
+    assert generator.config.text_layer == -1
+    assert torch.equal(generator.text_encoder.encode([item["caption"]])[0][0], cached)
+
+    args = ["train", "dit", "--data", data, "--steps", 1, "--batch-size", 2, "--demo-every", 0, "--quiet"]
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "next", "--init", result.model)
+    assert code == 0, err
+    assert Generator.load(out.strip()).config.text_layer == -1  # the layer its DiT learned from
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "bad", "--autoencoder", ae, "--text-encoder", clap,
+                           "--preset", "tiny", "--text-layer", -3)
+    assert code == 1 and "does not exist in a 2-layer text tower" in err and not (tmp_path / "bad").exists()

@@ -59,6 +59,7 @@ class DiTTaskConfig:
     # How variable crop lengths are drawn (`CropLengths`): "log" is log-uniform; "balanced"
     # spends the same compute on every octave of lengths, so long crops are rarer still.
     crop_law: str = "log"
+    text_layer: int = -2  # the CLAP hidden states the DiT reads (`GeneratorConfig.text_layer`)
     cond_dropout: float = 0.1  # share of samples trained unconditionally, for CFG (docs/diffusion.md, Classifier-free guidance)
     # The loss covers real audio only, except for this share of samples whose padding counts
     # too: they teach the model the silence after seconds_total (stable-audio-tools'
@@ -77,6 +78,8 @@ class DiTTaskConfig:
             raise SalongError(f"window_seconds must be >= 0 (0 = the model's window), got {self.window_seconds}")
         if not (math.isfinite(self.min_crop_seconds) and self.min_crop_seconds > 0):
             raise SalongError(f"min_crop_seconds must be > 0, got {self.min_crop_seconds}")
+        if isinstance(self.text_layer, bool) or not isinstance(self.text_layer, int) or self.text_layer >= 0:
+            raise SalongError(f"text layer must be -1 (the CLAP's last) or lower, got {self.text_layer!r}")
         if not 0 <= self.cond_dropout < 1:
             raise SalongError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 0 <= self.mask_padding_dropout <= 1:
@@ -170,14 +173,16 @@ def preencode(
     models_digest: str,
     d: Dist = Dist(),
     progress: Callable[[int, int], None] | None = None,
+    text_layer: int = -2,
 ) -> list[dict[str, Any]]:
     """Encode every audio file once: `cache_dir/NNNNNN.safetensors` with `latents` (64, frames) and
-    `text` (tokens, width); `index.json` lists them. A complete, matching cache is reused.
+    `text` (tokens, width; CLAP layer `text_layer`); `index.json` lists them. A complete,
+    matching cache is reused.
     Under DDP (`d`) each rank encodes its share; rank 0 writes the index after a barrier."""
     files, skipped = index_audio(Path(data))
     if not files:
         raise SalongError(f"no readable audio files in {str(data)!r}; check --data")
-    signature = {"version": CACHE_VERSION, "models": models_digest,
+    signature = {"version": CACHE_VERSION, "models": models_digest, "text_layer": text_layer,
                  "files": [[f.relpath, f.caption, f.frames, f.sample_rate] for f in files]}
     index_path = cache_dir / "index.json"
     if index_path.exists():
@@ -192,7 +197,7 @@ def preencode(
             silence = autoencoder.encode_long(torch.zeros(1, channels, 64 * hop), sample=False)[0, :, 32]  # (64,)
         write_atomic(cache_dir / "silence.safetensors",
                      lambda tmp: save_file({"latent": silence.float().contiguous()}, str(tmp)), ".safetensors")
-    text_encoder = ClapTextEncoder(clap, cache_size=0)
+    text_encoder = ClapTextEncoder(clap, layer=text_layer, cache_size=0)
     mine = [i for i in range(len(files)) if i % d.world_size == d.rank]
     for done, i in enumerate(mine, start=1):
         record = files[i]
@@ -267,7 +272,8 @@ class DiTTask(Task):
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.clap = clap.eval().requires_grad_(False)
         self.generator_config = GeneratorConfig(dit=config.model, autoencoder=autoencoder.config,
-                                                clap=clap.config, sampling=config.sampling)
+                                                clap=clap.config, sampling=config.sampling,
+                                                text_layer=config.text_layer)
         self.demos = list(demos or [])
 
     def setup(self, device: torch.device) -> None:
@@ -335,13 +341,15 @@ def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, auto
     d.barrier()
     ae, clap = load_frozen(run_dir)
     try:
-        GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling)
+        GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling,
+                        text_layer=task_config.text_layer)
     except SalongError as exc:
         raise SalongError(f"the DiT does not fit the run's autoencoder or text encoder: {exc}") from None
     digest = hashlib.sha256((content_digest(run_dir / PREPARED_DIR / "autoencoder.safetensors")
                              + content_digest(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
     cache = run_dir / PREPARED_DIR / "cache"
-    return ae, clap, preencode(data, cache, ae, clap, digest, d, progress), cache, initial
+    items = preencode(data, cache, ae, clap, digest, d, progress, text_layer=task_config.text_layer)
+    return ae, clap, items, cache, initial
 
 
 def train_dit(
