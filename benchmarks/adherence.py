@@ -14,9 +14,12 @@ Sections (each runs when its flag asks for it):
   prompt's index. Each song is scored by `salong.evaluation.score`; one line per run:
   songs, share with the tempo within 5% of the asked BPM (no octave forgiveness), share
   with drums / no drums as asked, share in the asked mode (and key), the longest
-  silence before the requested end (max and median over songs), wall seconds per song.
+  silence before the requested end (max and median over songs), section changes (mean
+  per song, and the share of songs with at least one; `salong.evaluation.section_changes`),
+  wall seconds per song.
 - Ceiling (--ceiling N, 0 to skip): the same estimators on N synth pieces rendered with
-  the prompts' attributes (`salong.synth.make_piece`, 30 s): the estimators' own error
+  the prompts' attributes (`salong.synth.make_piece`, --ceiling-seconds long, 30 by
+  default; at 285 s they have an intro, A, B, A' and an outro): the estimators' own error
   rate, the most a perfect model could score.
 - Autoencoder (--autoencoder PATH, an autoencoder or generator file): --heldout synth
   pieces of 20 s from a seed stream no corpus uses, round-tripped through
@@ -72,6 +75,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when there is one)")
     p.add_argument("--ceiling", type=int, default=24, help="synth pieces to measure the estimators on (0: skip)")
+    p.add_argument("--ceiling-seconds", type=float, default=CEILING_SECONDS,
+                   help=f"length of the ceiling's pieces (default: {CEILING_SECONDS:g})")
     p.add_argument("--autoencoder", type=Path, help="autoencoder or generator file: round-trip held-out pieces")
     p.add_argument("--clap", type=Path, help="CLAP file: held-out retrieval recall")
     p.add_argument("--heldout", type=int, default=20, help="held-out synth pieces for --autoencoder and --clap")
@@ -145,20 +150,24 @@ def shares(scores: list[dict[str, Any]], seconds_per_song: float | None = None) 
         out[name] = round(float(np.mean([s[f"{name}_ok"] for s in scores])), 3)
     out["silence_max_s"] = round(max(silences), 2)
     out["silence_median_s"] = round(statistics.median(silences), 2)
+    changes = [len(s["section_changes"]) for s in scores]
+    out["section_changes"] = round(float(np.mean(changes)), 2)
+    out["sectioned"] = round(float(np.mean([c > 0 for c in changes])), 3)
     if seconds_per_song is not None:
         out["s_per_song"] = round(seconds_per_song, 1)
     return out
 
 
 HEADER = (f"{'run':<22} {'N':>3}  {'tempo':>5}  {'drums':>5}  {'mode':>5}  {'key':>5}  "
-          f"{'silence max/median s':>20}  {'s/song':>7}")
+          f"{'silence max/median s':>20}  {'changes/any':>11}  {'s/song':>7}")
 
 
 def line(name: str, f: dict[str, Any]) -> str:
     wall = f"{f['s_per_song']:7.1f}" if "s_per_song" in f else f"{'-':>7}"
     silence = f"{f['silence_max_s']:.2f} / {f['silence_median_s']:.2f}"
+    sections = f"{f['section_changes']:.1f} / {f['sectioned']:.2f}"
     return (f"{name:<22} {f['n']:>3}  {f['tempo']:5.2f}  {f['drums']:5.2f}  {f['mode']:5.2f}  {f['key']:5.2f}  "
-            f"{silence:>20}  {wall}")
+            f"{silence:>20}  {sections:>11}  {wall}")
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -204,7 +213,7 @@ def ceiling(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str
     from salong.evaluation import score
     from salong.synth import SAMPLE_RATE, make_piece
 
-    seconds = QUICK["piece_seconds"] if args.quick else CEILING_SECONDS
+    seconds = QUICK["piece_seconds"] if args.quick else args.ceiling_seconds
     n = min(args.ceiling, len(prompts))
     print(f"\nceiling: the estimators on {n} synth pieces of {seconds:g} s made with the prompts' attributes")
     print(HEADER)

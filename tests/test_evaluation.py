@@ -12,6 +12,7 @@ from salong.evaluation import (
     estimate_tempo,
     has_drums,
     longest_silence,
+    section_changes,
     mel_distance,
     percussive_share,
     score,
@@ -125,3 +126,15 @@ def test_missing_librosa_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "librosa", None)  # makes `import librosa` raise ImportError
     with pytest.raises(SalongError, match=r"pip install -e '\.\[eval\]'"):
         estimate_tempo(np.zeros((2, SAMPLE_RATE), np.float32), SAMPLE_RATE)
+
+
+def test_section_changes_find_where_the_music_changes():
+    calm = make_piece(seed=11, seconds=24.0, bpm=80, tonic="A", mode="minor", drums="none", lead="piano").audio
+    busy = make_piece(seed=12, seconds=24.0, bpm=128, tonic="E", mode="major", drums="four-on-the-floor",
+                      lead="brass").audio
+    changes = section_changes(np.concatenate([calm, busy], axis=1), SAMPLE_RATE)
+    assert len(changes) == 1 and abs(changes[0] - 24.0) <= 2
+    one_section = make_piece(seed=11, seconds=38.0, bpm=80, tonic="A", mode="minor", drums="none", lead="piano")
+    assert len(one_section.attributes.sections) == 1
+    assert section_changes(one_section.audio, SAMPLE_RATE) == []
+    assert section_changes(calm[:, : 10 * SAMPLE_RATE], SAMPLE_RATE) == []  # too short to compare two spans
