@@ -325,7 +325,10 @@ class Generator:
         sample = get_sampler(sampler, self.config.objective)
         latents = sample(denoiser, x, sigmas, callback=callback,
                          generator=torch.Generator(device=self.device).manual_seed(seed + 1))
-        audio = self.autoencoder.decode_long(latents.float())[0]  # (C, frames * hop)
+        # Decode what the song keeps, plus the decoder's receptive field so that part decodes as
+        # it would within the whole window: a 30 s song from the full window is not 285 s of decoding.
+        keep = min(length, self.frames_for(seconds) + self.config.autoencoder.decoder_context_frames)
+        audio = self.autoencoder.decode_long(latents[..., :keep].float())[0]  # (C, keep * hop)
         audio = finish(audio.float().cpu().numpy(), audio_samples(seconds, self.sample_rate), self.sample_rate)
         return Song(audio=audio, sample_rate=self.sample_rate, prompt=prompt, seconds=float(seconds), seed=seed,
                     steps=steps, cfg_scale=cfg_scale, sampler=sampler, negative_prompt=negative_prompt)

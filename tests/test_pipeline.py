@@ -21,14 +21,20 @@ def test_length_is_exact(gen, seconds):
     assert song.sample_rate == 44100
 
 
-def test_only_needed_frames_are_generated(gen, monkeypatch):
-    shapes = []
-    original = gen.autoencoder.decode_long
-    monkeypatch.setattr(gen.autoencoder, "decode_long", lambda z, **kw: (shapes.append(z.shape), original(z, **kw))[1])
+def test_only_needed_frames_are_generated_and_decoded(gen, monkeypatch):
+    """Needed frames: the DiT samples and the decoder decodes what the request needs. Full
+    window: the DiT samples the whole window; the decoder the kept part and its receptive field."""
+    sampled, decoded = [], []
+    forward, decode = gen.dit.forward, gen.autoencoder.decode_long
+    monkeypatch.setattr(gen.dit, "forward", lambda x, *a, **kw: (sampled.append(x.shape[-1]), forward(x, *a, **kw))[1])
+    monkeypatch.setattr(gen.autoencoder, "decode_long", lambda z, **kw: (decoded.append(z.shape[-1]), decode(z, **kw))[1])
     gen.generate("calm piano", 1.0, seed=1, steps=2)
-    gen.generate("calm piano", 1.0, seed=1, steps=2, full_window=True)
-    assert shapes[0][-1] == 22 == gen.frames_for(1.0)  # ceil(44100 / 2048)
-    assert shapes[1][-1] == gen.config.dit.window
+    assert set(sampled) == {22} and decoded == [22] and gen.frames_for(1.0) == 22  # ceil(44100 / 2048)
+    sampled.clear()
+    song = gen.generate("calm piano", 1.0, seed=1, steps=2, full_window=True)
+    context = gen.config.autoencoder.decoder_context_frames
+    assert set(sampled) == {gen.config.dit.window} and decoded[1] == min(gen.config.dit.window, 22 + context)
+    assert song.audio.shape == (2, 44100)
 
 
 def test_same_seed_same_audio(gen):
