@@ -26,6 +26,9 @@ DIT_STEPS=${DIT_STEPS:-20000}
 AE_PRESET=${AE_PRESET:-spectral}
 CLAP_PRESET=${CLAP_PRESET:-small}
 DIT_PRESET=${DIT_PRESET:-compact}
+# The CLAP layer the DiT reads: -4 is the first of the small tower's 4. Its upper layers
+# make every token of a caption nearly the same vector (docs/architecture.md, CLAP).
+TEXT_LAYER=${TEXT_LAYER:--4}
 # Sampling defaults stored in the exported model. Starting points: set them from
 # `benchmarks/adherence.py --steps ...` figures on the trained DiT before shipping.
 SAMPLE_STEPS=${SAMPLE_STEPS:-30}
@@ -98,7 +101,7 @@ wait $CLAP_PID
 #    a fifth of log-uniform's on CPU. The dataset is encoded once into dit/prepared/.
 stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/dit" \
     --autoencoder "$WORK/autoencoder/model.safetensors" --text-encoder "$WORK/clap/model.safetensors" \
-    --preset "$DIT_PRESET" --crops variable --crop-law balanced --min-crop-seconds 4 --steps "$DIT_STEPS" --batch-size 8 --lr 2e-4 \
+    --text-layer "$TEXT_LAYER" --preset "$DIT_PRESET" --crops variable --crop-law balanced --min-crop-seconds 4 --steps "$DIT_STEPS" --batch-size 8 --lr 2e-4 \
     --seed 0 --checkpoint-every 250 --demo-every 2000 --quiet $(resume_flag "$WORK/dit")
 
 # 4. Export: EMA weights, matrices in float16, with the measured sampling defaults.

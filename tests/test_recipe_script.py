@@ -15,7 +15,7 @@ RECIPE = Path(__file__).resolve().parent.parent / "examples" / "default_model.sh
 TOY = {
     "CORPUS_PIECES": "3", "CORPUS_MIN_SECONDS": "2", "CORPUS_MAX_SECONDS": "3",
     "AE_STEPS": "2", "CLAP_STEPS": "2", "DIT_STEPS": "2",
-    "AE_PRESET": "tiny-spectral", "CLAP_PRESET": "tiny", "DIT_PRESET": "tiny",
+    "AE_PRESET": "tiny-spectral", "CLAP_PRESET": "tiny", "DIT_PRESET": "tiny", "TEXT_LAYER": "-1",
     "SAMPLE_STEPS": "3", "CFG_SCALE": "2", "THREADS": "1", "EVAL_ARGS": "--quick",
 }
 
@@ -46,6 +46,7 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert first.stdout.strip().splitlines()[-1] == str(model)
     generator = Generator.load(model)
     assert (generator.config.sampling.steps, generator.config.sampling.cfg_scale) == (3, 2.0)
+    assert generator.config.text_layer == -1  # the recipe's TEXT_LAYER
     assert not (ship / "autoencoder.safetensors").exists()
     card = (ship / "README.md").read_text()
     assert "3 procedural pieces" in card and "examples/default_model.sh" in card
