@@ -3,7 +3,9 @@
     python examples/model_card.py WORK -o checkpoints/README.md
 
 Everything in the card is read from WORK: the corpus metadata, each stage's run config and
-metrics, walltime.tsv and evaluation.txt, and the shipped model files themselves.
+metrics (a stage continued in a second run folder, e.g. `dit2` started with `--init` from
+`dit`, gets a row of its own), walltime.tsv, history.md (what the runs cannot say about
+themselves, optional) and evaluation.txt, and the shipped model files themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ import torch
 from salong.checkpoint import load_checkpoint, write_atomic
 
 STAGES = ("autoencoder", "clap", "dit")
+
+
+def stage_runs(work: Path) -> list[str]:
+    """Run folders in stage order: each stage's own, then those continuing it (`dit2`, ...)."""
+    runs = []
+    for stage in STAGES:
+        runs.append(stage)
+        runs += sorted(p.name for p in work.glob(f"{stage}[0-9]*") if p.is_dir())
+    return runs
 
 
 def corpus_facts(work: Path) -> str:
@@ -41,7 +52,10 @@ def stage_facts(work: Path, stage: str) -> tuple[str, dict] | None:
     task, train = config["task"], config["train"]
     evals = [r for r in records if any(k.startswith("eval/") for k in r)]
     last = {k[5:]: round(v, 3) for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {}
-    return (f"| {stage} | {steps} of {train['steps']} | batch {train['batch_size']}, lr {train['lr']:g} | "
+    settings = f"batch {train['batch_size']}, lr {train['lr']:g}"
+    if stage.startswith("dit"):  # runs from before the setting existed read layer -2
+        settings += f", CLAP layer {task.get('text_layer', -2)}"
+    return (f"| {stage} | {steps} of {train['steps']} | {settings} | "
             f"{json.dumps(last) if last else '-'} |"), task
 
 
@@ -75,7 +89,7 @@ def main() -> None:
     work = args.work
     models = args.models if args.models is not None else sorted(args.out.parent.glob("*.safetensors"))
     rows, tasks = [], {}
-    for stage in STAGES:
+    for stage in stage_runs(work):
         facts = stage_facts(work, stage)
         if facts is not None:
             rows.append(facts[0])
@@ -88,6 +102,7 @@ def main() -> None:
         "until the recipe's DiT stage has run and the generator is bundled.",
         "",
     ])
+    history = (work / "history.md").read_text().strip().splitlines() if (work / "history.md").is_file() else []
     evaluation = None
     if (work / "evaluation.txt").is_file():  # the figures as printed, without the JSON record line
         lines = (work / "evaluation.txt").read_text().splitlines()
@@ -119,12 +134,14 @@ def main() -> None:
         *rows,
         "",
         "Model settings per stage: "
-        + "; ".join(f"{stage}: `{json.dumps(task.get('model', {}))}`" for stage, task in tasks.items()),
+        + "; ".join(f"{stage}: `{json.dumps(task.get('model', {}))}`" for stage, task in tasks.items()
+                    if stage in STAGES),
         "",
         f"Wall time per stage (seconds, all runs together): {json.dumps({k: round(v) for k, v in times.items()})}, "
         f"on {platform.machine()} with {torch.get_num_threads()} CPU cores, niced; stages that train side by side",
         "share the cores, and other work on the machine slowed them at times (walltime.tsv lists every run).",
         "",
+        *(history + [""] if history else []),
         "## Evaluation",
         "",
         "```",
