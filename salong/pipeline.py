@@ -107,7 +107,7 @@ class GeneratorConfig:
     # The CLAP text tower's hidden states the DiT reads: -1 its last layer, -2 the
     # next-to-last (Stable Audio 2's), down to minus its depth, the first layer. A small
     # tower trained on few captions can make every token alike in its top layers; a lower
-    # layer keeps the words apart (docs/architecture.md, Text conditioning). Unused with T5.
+    # layer keeps the words apart (docs/architecture.md, CLAP: Which layer). Unused with T5.
     text_layer: int = -2
 
     def __post_init__(self) -> None:
