@@ -695,10 +695,11 @@ def train_dit_cmd(
     from salong.train import TrainConfig
     from salong.train.dit import DiTTaskConfig, train_dit
 
-    if text_layer is None and run.init is not None:  # a DiT goes on reading the layer it learned from
-        text_layer = generator_config(run.init).text_layer
+    initial = generator_config(run.init) if run.init is not None else None  # read once, used twice
+    if text_layer is None and initial is not None:  # a DiT goes on reading the layer it learned from
+        text_layer = initial.text_layer
     train_config, task_config = run.settings(
-        "dit", PRESETS, lambda path: generator_config(path).dit, DiTTaskConfig,
+        "dit", PRESETS, lambda path: initial.dit, DiTTaskConfig,
         TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000),
         dict(demo_every=demo_every),
         dict(cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds, min_crop_seconds=min_crop_seconds,

@@ -220,12 +220,17 @@ def section_curve(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     level = librosa.power_to_db(mel, ref=np.max, top_db=SECTION_FLOOR_DB)  # (bands, frames)
     second = (np.arange(level.shape[1]) * hop / ANALYSIS_RATE).astype(int)  # each frame's whole second
     n = int(mono.size / ANALYSIS_RATE)
-    per_second = np.stack([level[:, second == i].mean(1) for i in range(n)], 1) if n else np.zeros((SECTION_BANDS, 0))
-    w = SECTION_SPAN_S
     curve = np.zeros(n)
-    for t in range(w, n - w + 1):
-        after, before = per_second[:, t:t + w].mean(1), per_second[:, t - w:t].mean(1)
-        curve[t] = np.sqrt(np.mean((after - before) ** 2))
+    w = SECTION_SPAN_S
+    if n < 2 * w:
+        return curve
+    keep = second < n  # the whole seconds (a prefix: frames are in time order)
+    starts = np.searchsorted(second, np.arange(n))  # first frame of each second
+    per_second = np.add.reduceat(level[:, keep], starts, axis=1) / np.bincount(second[keep])  # (bands, n) means
+    sums = np.concatenate([np.zeros((SECTION_BANDS, 1)), np.cumsum(per_second, axis=1)], axis=1)
+    t = np.arange(w, n - w + 1)
+    after, before = (sums[:, t + w] - sums[:, t]) / w, (sums[:, t] - sums[:, t - w]) / w  # (bands, len(t))
+    curve[t] = np.sqrt(np.mean((after - before) ** 2, axis=0))
     return curve
 
 
