@@ -686,6 +686,7 @@ def train_dit_cmd(
     crop_law: Optional[str] = typer.Option(None, help="How --crops variable draws lengths: log (log-uniform) or balanced (the same compute for every octave of lengths: long crops rarer, steps about 5x cheaper on CPU). \\[default: log]"),
     text_layer: Optional[int] = typer.Option(None, help="CLAP text layer the DiT reads: -1 the last, -2 the next-to-last (Stable Audio 2's), down to minus the tower's depth (its first layer). With --init, the file's. \\[default: -2]"),
     cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG), 0 <= p < 1. \\[default: 0.1]"),
+    timestep_shift: Optional[float] = typer.Option(None, help="Scale the noise-to-signal ratio of training times: 1 draws t uniformly (the reference), above 1 trains high noise, where a prompt shapes a song, more; above 0. \\[default: 1]"),
     demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo songs at CFG 1, 3, 7; {_EVERY}. \\[default: 2000]"),
     compile: bool = typer.Option(False, "--compile", help="Compile the autoencoder's Snake activations with torch.compile while the dataset is encoded: about 1.5x faster on CPU after a minute of compiling."),
 ) -> None:
@@ -703,7 +704,7 @@ def train_dit_cmd(
         TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000),
         dict(demo_every=demo_every),
         dict(cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds, min_crop_seconds=min_crop_seconds,
-             crop_law=crop_law, text_layer=text_layer),
+             crop_law=crop_law, text_layer=text_layer, timestep_shift=timestep_shift),
     )
     # one line on the terminal: the dataset's encoding, then the training that replaces it
     with progress_bar("encoding the dataset", not run.quiet) as update:

@@ -22,6 +22,7 @@ from salong.diffusion import (
     sample_dpmpp_2m_sde,
     sample_euler,
     sample_pingpong,
+    shifted_time,
     sigma_to_t,
     start_from_init,
     t_to_sigma,
@@ -305,3 +306,15 @@ def test_pingpong_renoises_to_the_right_marginal() -> None:
     assert torch.all((out.var(dim=(0, 2)) / SD.flatten() ** 2 - 1).abs() < 0.05)
     with pytest.raises(SalongError, match="steps"):
         get_ts_linear(0)
+
+
+def test_shifted_time_scales_the_noise_to_signal_ratio() -> None:
+    u = torch.linspace(0, 0.999, 1001, dtype=torch.float64)
+    assert torch.equal(shifted_time(u, 1.0), u)
+    for shift in (0.5, 2.0, 4.0):
+        t = shifted_time(u, shift)
+        torch.testing.assert_close(torch.tan(t * math.pi / 2), shift * torch.tan(u * math.pi / 2), rtol=1e-4, atol=1e-6)
+        assert (t.diff() > 0).all() and t[0] == 0 and (t < 1).all()  # a monotone map of [0, 1) onto itself
+    draws = shifted_time(torch.rand(200_000, generator=torch.Generator().manual_seed(0)), 4.0)
+    assert abs(float(draws.median()) - math.atan(4.0) * 2 / math.pi) < 0.005  # 0.844
+    assert abs(float((draws > 0.936).float().mean()) - 0.244) < 0.005  # docs/diffusion.md, Training times

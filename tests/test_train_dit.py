@@ -278,3 +278,35 @@ def test_text_layer_is_the_one_training_and_generation_read(setup, tmp_path, cap
     code, _, err = run_cli(capsys, *args, "--out", tmp_path / "bad", "--autoencoder", ae, "--text-encoder", clap,
                            "--preset", "tiny", "--text-layer", -3)
     assert code == 1 and "does not exist in a 2-layer text tower" in err and not (tmp_path / "bad").exists()
+
+
+def test_timestep_shift_moves_training_times_to_high_noise(setup, tmp_path, capsys):
+    """--timestep-shift S draws the training times `shifted_time` gives: the same uniform draws
+    as S = 1, each noise-to-signal ratio scaled by S; the run keeps S, and a bad S is one line."""
+    from salong.diffusion import shifted_time
+
+    def times(shift: float) -> torch.Tensor:
+        task = DiTTask(task_config(timestep_shift=shift), Autoencoder(AE["tiny"]), Clap(CLAP["tiny"]))
+        seen = []
+        forward = task.dit.forward
+        task.dit.forward = lambda x, t, **cond: seen.append(t.clone()) or forward(x, t, **cond)
+        batch = {"latents": torch.randn(64, 64, 8), "mask": torch.ones(64, 8, dtype=torch.bool),
+                 "text": torch.randn(64, 5, 128), "seconds_start": torch.zeros(64), "seconds_total": torch.full((64,), 8.0)}
+        torch.manual_seed(3)
+        task.loss("dit", batch, {"dit": task.dit}, step=0)
+        return seen[0]
+
+    uniform, shifted = times(1.0), times(4.0)
+    assert torch.allclose(shifted, shifted_time(uniform, 4.0))
+    assert (shifted >= uniform).all() and shifted.median() > 0.7 > uniform.median()
+
+    root, data, ae, clap = setup
+    args = ["train", "dit", "--data", data, "--autoencoder", ae, "--text-encoder", clap, "--preset",
+            "tiny", "--steps", 1, "--batch-size", 2, "--demo-every", 0, "--quiet"]
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "run", "--timestep-shift", 3)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["task"]["timestep_shift"] == 3.0
+    for bad in (0, -1, "nan"):
+        code, _, err = run_cli(capsys, *args, "--out", tmp_path / "bad", "--timestep-shift", bad)
+        assert code == 1 and "timestep shift must be above 0" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()

@@ -28,7 +28,7 @@ from salong.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
 from salong.checkpoint import content_digest, load_state_strict, write_atomic
 from salong.clap import Clap, load_clap, save_clap
 from salong.data import index_audio
-from salong.diffusion import v_loss
+from salong.diffusion import shifted_time, v_loss
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, save_generator
@@ -60,6 +60,9 @@ class DiTTaskConfig:
     # spends the same compute on every octave of lengths, so long crops are rarer still.
     crop_law: str = "log"
     text_layer: int = -2  # the CLAP hidden states the DiT reads (`GeneratorConfig.text_layer`)
+    # Training times: the noise-to-signal ratio of uniform t scaled by this (`shifted_time`);
+    # 1 is the reference's t ~ U(0, 1), above 1 trains high noise more (docs/diffusion.md).
+    timestep_shift: float = 1.0
     cond_dropout: float = 0.1  # share of samples trained unconditionally, for CFG (docs/diffusion.md, Classifier-free guidance)
     # The loss covers real audio only, except for this share of samples whose padding counts
     # too: they teach the model the silence after seconds_total (stable-audio-tools'
@@ -80,6 +83,8 @@ class DiTTaskConfig:
             raise SalongError(f"min_crop_seconds must be > 0, got {self.min_crop_seconds}")
         if isinstance(self.text_layer, bool) or not isinstance(self.text_layer, int) or self.text_layer >= 0:
             raise SalongError(f"text layer must be -1 (the CLAP's last) or lower, got {self.text_layer!r}")
+        if not (math.isfinite(self.timestep_shift) and self.timestep_shift > 0):
+            raise SalongError(f"timestep shift must be above 0 (1 = uniform t), got {self.timestep_shift}")
         if not 0 <= self.cond_dropout < 1:
             raise SalongError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 0 <= self.mask_padding_dropout <= 1:
@@ -290,7 +295,7 @@ class DiTTask(Task):
     def loss(self, part: str, batch: Any, modules: Mapping[str, nn.Module], step: int):
         x0 = batch["latents"]  # (B, 64, L)
         b = x0.shape[0]
-        t = torch.rand(b, device=x0.device)  # (B,), t ~ U(0, 1)
+        t = shifted_time(torch.rand(b, device=x0.device), self.config.timestep_shift)  # (B,)
         noise = torch.randn_like(x0)
         drop = torch.rand(b, device=x0.device) < self.config.cond_dropout  # (B,) whole conditioning dropped
         whole = torch.rand(b, device=x0.device) < self.config.mask_padding_dropout  # (B,) padding counts too
