@@ -223,13 +223,23 @@ def synth(
     durations: str = typer.Option("uniform", help="Length law between the bounds: uniform, or log (uniform in log-seconds: many short pieces, some long)."),
     jobs: int = typer.Option(1, help="Worker processes, 1 or more; the corpus is the same for any number."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write over a corpus (or its pieces) already in OUT_DIR."),
+    captions: int = typer.Option(1, help="Descriptions per piece, 1 to 64: above 1, metadata.jsonl also lists \"captions\" in other wordings, and training draws one per crop."),
+    recaption: bool = typer.Option(False, "--recaption", help="Keep the audio of the corpus in OUT_DIR (COUNT pieces) and rewrite its metadata.jsonl with --captions descriptions per piece."),
 ) -> None:
     """Write a procedural music corpus with exact captions (the training data format)."""
-    from salong.synth import write_corpus
+    from salong.synth import recaption_corpus, write_corpus
 
+    if recaption:
+        from salong.data import read_metadata
+
+        found = len(read_metadata(out_dir)) if out_dir.is_dir() else 0
+        if found != count:
+            raise SalongError(f"{str(out_dir)!r} holds {found} pieces, not {count}; give the corpus's own count to --recaption it")
+        print(recaption_corpus(out_dir, captions))
+        return
     with progress_bar("synthesising") as update:
         path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,
-                            durations=durations, jobs=jobs, progress=update, overwrite=overwrite)
+                            durations=durations, jobs=jobs, progress=update, overwrite=overwrite, captions=captions)
     print(path)
 
 
@@ -684,7 +694,7 @@ def train_dit_cmd(
     window_seconds: Optional[float] = typer.Option(None, help="Longest training crop, seconds: 0 (the model's window) up to the model's window. \\[default: 0]"),
     min_crop_seconds: Optional[float] = typer.Option(None, help="Shortest crop with --crops variable, seconds, above 0. \\[default: 4]"),
     crop_law: Optional[str] = typer.Option(None, help="How --crops variable draws lengths: log (log-uniform) or balanced (the same compute for every octave of lengths: long crops rarer, steps about 5x cheaper on CPU). \\[default: log]"),
-    text_layer: Optional[int] = typer.Option(None, help="CLAP text layer the DiT reads: -1 the last, -2 the next-to-last (Stable Audio 2's), down to minus the tower's depth (its first layer). With --init, the file's. \\[default: -2]"),
+    text_layer: Optional[int] = typer.Option(None, help="CLAP text layer the DiT reads: -1 the last, -2 the next-to-last (Stable Audio 2's), down to minus the tower's depth (its first layer), or one lower for the token embeddings. With --init, the file's. \\[default: -2]"),
     cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG), 0 <= p < 1. \\[default: 0.1]"),
     timestep_shift: Optional[float] = typer.Option(None, help="Scale the noise-to-signal ratio of training times: 1 draws t uniformly (the reference), above 1 trains high noise, where a prompt shapes a song, more; above 0. \\[default: 1]"),
     demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo songs at CFG 1, 3, 7; {_EVERY}. \\[default: 2000]"),

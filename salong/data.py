@@ -2,7 +2,10 @@
 
 Captions come from `metadata.jsonl` at the folder root (one JSON object per line
 with "path" relative to the root and "caption"; "attributes" are kept), else from
-a `.txt` sidecar beside the audio (`song.wav` + `song.txt`), else "". Items are
+a `.txt` sidecar beside the audio (`song.wav` + `song.txt`), else "". A line may also
+give "captions", a list of other descriptions of the same audio: each item then takes
+one of them all, drawn with its seed, so a model learns the facts rather than one
+wording of them. Items are
 windows cut at a random offset (or the start) and padded with silence at the end,
 with the timing condition of `salong.timing`: `seconds_start = floor(offset)`,
 `seconds_total = ceil(file duration)`.
@@ -41,6 +44,8 @@ METADATA_FILE = "metadata.jsonl"
 # Source samples read on each side of a window before resampling, so the resampler's
 # filter sees real neighbours instead of an edge (soxr HQ needs far fewer).
 _RESAMPLE_MARGIN = 1024
+# Random stream of an item's caption draw, apart from its crop offset's (the seed alone).
+_CAPTION_STREAM = 2
 
 
 class AudioSkipWarning(UserWarning):
@@ -59,6 +64,21 @@ class AudioFile:
     channels: int
     frames: int
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    captions: tuple[str, ...] = ()  # every description: `caption` first, then the other ones
+
+    def __post_init__(self) -> None:
+        if not self.captions:
+            object.__setattr__(self, "captions", (self.caption,))
+
+    def caption_for_seed(self, seed: int) -> str:
+        """The description an item with this seed reads (`caption_index`)."""
+        return self.captions[caption_index(len(self.captions), seed)]
+
+
+def caption_index(count: int, seed: int) -> int:
+    """Which of a file's `count` captions an item with this seed reads: uniform, drawn on a
+    stream apart from the item's crop offset (the seed's first draw)."""
+    return 0 if count == 1 else int(np.random.default_rng([seed, _CAPTION_STREAM]).integers(count))
 
 
 class _Unreadable(Exception):
@@ -90,6 +110,11 @@ def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
             raise SalongError(f'{path} line {lineno} needs a "path" string (relative to {root})')
         if not isinstance(entry.get("caption", ""), str):
             raise SalongError(f'{path} line {lineno}: "caption" must be a string, got {entry["caption"]!r}')
+        captions = entry.get("captions")
+        if captions is not None and (not isinstance(captions, list) or not captions
+                                     or not all(isinstance(c, str) and c.strip() for c in captions)):
+            raise SalongError(f'{path} line {lineno}: "captions" must be a list of non-empty strings; '
+                              f'fix it, or give one "caption"')
         entries[_normalise(entry["path"])] = entry
     return entries
 
@@ -130,8 +155,11 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
             skipped += 1
             continue
         entry = metadata.get(relpath)
+        captions: tuple[str, ...] = ()
         if entry is not None:
-            caption = entry.get("caption", "")
+            others = entry.get("captions") or []
+            caption = entry.get("caption") or (others[0] if others else "")
+            captions = tuple(dict.fromkeys([caption, *others]))  # the caption first, no repeats
             attributes = entry.get("attributes") or {}
         else:
             sidecar = path.with_suffix(".txt")
@@ -147,6 +175,7 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
                 channels=int(info.channels),
                 frames=int(info.frames),
                 attributes=attributes,
+                captions=captions,
             )
         )
     for relpath in sorted(set(metadata) - seen):
@@ -177,7 +206,7 @@ class AudioDataset(Dataset):
 
     Items are dicts: `audio` float32 (channels, window_samples); `padding_mask` bool
     (window_samples,), True on real audio; `seconds_start`, `seconds_total` (whole
-    seconds, `salong.timing`); `caption`; `path` (relative to root); `seed` (the item seed,
+    seconds, `salong.timing`); `caption` (one of the file's, by seed); `path` (relative to root); `seed` (the item seed,
     for any further randomness a collate needs to stay deterministic). `files` lists every
     indexed file (for whole-file passes such as pre-encoding); `skipped` counts the
     unreadable ones.
@@ -258,7 +287,7 @@ class AudioDataset(Dataset):
             "padding_mask": mask,
             "seconds_start": seconds_start,
             "seconds_total": seconds_total,
-            "caption": file.caption,
+            "caption": file.caption_for_seed(seed),
             "path": file.relpath,
             "seed": seed,
         }

@@ -115,10 +115,11 @@ class TextEncoder(ABC):
 
 
 def check_text_layer(layer: int, depth: int) -> int:
-    """A CLAP text layer index: -1 (the last of `depth` layers) down to -depth (the first)."""
-    if isinstance(layer, bool) or not isinstance(layer, int) or not -depth <= layer < 0:
+    """A CLAP text layer index: -1 (the last of `depth` layers) down to -depth (the first),
+    or -(depth + 1), the token embeddings the first layer reads (`hidden_states[0]`)."""
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -depth - 1 <= layer < 0:
         raise SalongError(f"text layer {layer!r} does not exist in a {depth}-layer text tower; "
-                          f"use -1 (the last) down to -{depth} (the first)")
+                          f"use -1 (the last) down to -{depth} (the first), or -{depth + 1} (the token embeddings)")
     return layer
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -198,3 +199,29 @@ def test_split_is_deterministic_and_stable(corpus):
     assert len(train[(0, 1)]["audio"][0]) == SR
     with pytest.raises(SalongError, match="validation fraction"):
         ds.split(1.5)
+
+
+def test_several_captions_per_file_are_drawn_by_the_item_seed(corpus):
+    """A metadata line's "captions" join its caption; each item reads one of them, fixed by its
+    seed, and over many seeds every one; a malformed list is one clear error."""
+    lines = [json.loads(line) for line in (corpus / "metadata.jsonl").read_text().splitlines()]
+    lines[0]["captions"] = ["a slow climb", "a rising ramp", "ramp, rising, stereo"]
+    (corpus / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    ds = AudioDataset(corpus, sample_rate=SR, channels=2, window_seconds=1.0)
+    ramp = next(i for i, f in enumerate(ds.files) if f.relpath == lines[0]["path"])
+    assert ds.files[ramp].caption == "a rising ramp"
+    assert ds.files[ramp].captions == ("a rising ramp", "a slow climb", "ramp, rising, stereo")  # no repeat
+    assert all(len(f.captions) == 1 for i, f in enumerate(ds.files) if i != ramp)
+    seen = [ds[(ramp, seed)]["caption"] for seed in range(60)]
+    assert set(seen) == set(ds.files[ramp].captions)
+    assert [ds[(ramp, seed)]["caption"] for seed in range(60)] == seen
+    # the draw does not move the crop: offsets are the same as for a single caption
+    single = AudioDataset(corpus, sample_rate=SR, channels=2, window_seconds=1.0)
+    single.files[ramp] = dataclasses.replace(single.files[ramp], captions=("a rising ramp",))
+    assert torch.equal(single[(ramp, 9)]["audio"], ds[(ramp, 9)]["audio"])
+
+    for bad in ("one string", [], ["ok", ""], ["ok", 3]):
+        lines[0]["captions"] = bad
+        (corpus / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+        with pytest.raises(SalongError, match='line 1: "captions" must be a list of non-empty strings'):
+            AudioDataset(corpus, sample_rate=SR, channels=2, window_seconds=1.0)

@@ -368,3 +368,42 @@ def test_filters_follow_the_butterworth_response():
     x = np.sin(2 * np.pi * 1000.0 * t)
     expected = 1 / np.sqrt(1 + (500 / 1000) ** 4) / np.sqrt(1 + (1000 / 2000) ** 4)
     assert np.sqrt(2 * np.mean(_bandpass(x, 500.0, 2000.0)[4410:-4410] ** 2)) == pytest.approx(expected, rel=1e-3)
+
+
+def test_more_captions_per_piece_and_recaptioning_a_written_corpus(tmp_path, capsys):
+    """--captions K lists up to K true descriptions per piece, the caption first; --recaption
+    gives an existing corpus exactly those lines without touching its audio, and refuses a
+    caption a person wrote."""
+    from conftest import run_cli
+
+    many = synth.write_corpus(2, tmp_path / "many", seed=3, min_seconds=1.0, max_seconds=1.5, captions=4)
+    one = synth.write_corpus(2, tmp_path / "one", seed=3, min_seconds=1.0, max_seconds=1.5)
+    for line in (many / "metadata.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        texts = entry["captions"]
+        assert texts[0] == entry["caption"] and len(set(texts)) == len(texts) >= 3
+        attrs = synth.make_piece(entry["seed"], entry["attributes"]["seconds"]).attributes
+        assert texts == synth.captions_for(attrs, entry["seed"], 4)
+        assert synth.captions_for(attrs, entry["seed"], 2) == texts[:2]  # more captions keep the earlier ones
+        assert all(f"{attrs.bpm} BPM" in t for t in texts if "BPM" in t)
+    assert "captions" not in (one / "metadata.jsonl").read_text()
+
+    audio = one / "audio" / "000000.wav"
+    stamp = audio.stat().st_mtime_ns
+    code, out, err = run_cli(capsys, "synth", 2, one, "--captions", 4, "--recaption")
+    assert code == 0, err
+    assert (one / "metadata.jsonl").read_text() == (many / "metadata.jsonl").read_text()
+    assert audio.stat().st_mtime_ns == stamp
+
+    code, _, err = run_cli(capsys, "synth", 3, one, "--captions", 4, "--recaption")
+    assert code == 1 and "holds 2 pieces, not 3" in err
+    lines = (one / "metadata.jsonl").read_text().splitlines()
+    edited = json.loads(lines[1])
+    edited["caption"] = "my own words"
+    (one / "metadata.jsonl").write_text("\n".join([lines[0], json.dumps(edited)]) + "\n")
+    before = (one / "metadata.jsonl").read_text()
+    code, _, err = run_cli(capsys, "synth", 2, one, "--captions", 2, "--recaption")
+    assert code == 1 and "line 2: its caption is not the one its seed writes" in err and len(err.strip().splitlines()) == 1
+    assert (one / "metadata.jsonl").read_text() == before
+    with pytest.raises(SalongError, match="captions=0 is not allowed"):
+        synth.write_corpus(1, tmp_path / "none", captions=0)

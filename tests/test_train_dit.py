@@ -66,11 +66,11 @@ def test_preencode_and_crops(setup, tmp_path):
     assert [round(item["duration"], 2) for item in index["items"]] == SECONDS
     first = load_file(str(cache / "000000.safetensors"))
     assert first["latents"].shape == (64, math.ceil(0.8 * 44100 / 2048))
-    assert first["text"].shape == (77, 128)
+    assert first["text"].shape == (1, 77, 128)  # one caption per file here
     # the text features are the CLAP layer -2 tokens of the caption, padding zero
     clap_model = __import__("salong.clap", fromlist=["load_clap"]).load_clap(clap)
     expected, mask = ClapTextEncoder(clap_model).encode([index["items"][0]["caption"]])
-    assert torch.allclose(first["text"], expected[0]) and not first["text"][~mask[0]].any()
+    assert torch.allclose(first["text"][0], expected[0]) and not first["text"][0][~mask[0]].any()
 
     dataset = LatentDataset(cache, index["items"], CropLengths(16, 16, 1), latent_rate=44100 / 2048)
     item = dataset[(2, 123, 0)]  # 1.5 s = 33 frames, longer than the 16-frame crop
@@ -195,7 +195,7 @@ def test_energy_follows_requested_length(setup, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     save_file({"latent": torch.zeros(64)}, str(cache / "silence.safetensors"))
-    text = torch.zeros(77, 128)
+    text = torch.zeros(1, 77, 128)  # one caption's tokens
     items, gen = [], torch.Generator().manual_seed(0)
     for i, seconds in enumerate([0.6, 0.9, 1.2, 1.5, 1.8, 2.1]):
         frames = math.ceil(seconds * rate)
@@ -262,7 +262,7 @@ def test_text_layer_is_the_one_training_and_generation_read(setup, tmp_path, cap
     result = train_dit(data, tmp_path / "run", config(steps=1), task_config(text_layer=-1), ae, clap, quiet=True)
     cache = tmp_path / "run" / "prepared" / "cache"
     item = json.loads((cache / "index.json").read_text())["items"][0]
-    cached = load_file(str(cache / item["file"]))["text"]
+    cached = load_file(str(cache / item["file"]))["text"][0]
     clap_model = load_clap(clap)
     last, _ = ClapTextEncoder(clap_model, layer=-1).encode([item["caption"]])
     below, _ = ClapTextEncoder(clap_model, layer=-2).encode([item["caption"]])
@@ -276,7 +276,7 @@ def test_text_layer_is_the_one_training_and_generation_read(setup, tmp_path, cap
     assert code == 0, err
     assert Generator.load(out.strip()).config.text_layer == -1  # the layer its DiT learned from
     code, _, err = run_cli(capsys, *args, "--out", tmp_path / "bad", "--autoencoder", ae, "--text-encoder", clap,
-                           "--preset", "tiny", "--text-layer", -3)
+                           "--preset", "tiny", "--text-layer", -4)
     assert code == 1 and "does not exist in a 2-layer text tower" in err and not (tmp_path / "bad").exists()
 
 
@@ -310,3 +310,42 @@ def test_timestep_shift_moves_training_times_to_high_noise(setup, tmp_path, caps
         code, _, err = run_cli(capsys, *args, "--out", tmp_path / "bad", "--timestep-shift", bad)
         assert code == 1 and "timestep shift must be above 0" in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
+
+
+def test_every_caption_is_encoded_and_a_crop_reads_the_one_its_seed_draws(setup, tmp_path):
+    """A file with several captions caches each one's tokens; a crop's text is the caption
+    `caption_index` draws from its item seed, so every wording gets trained. Layer
+    -(depth + 1) is the tower's token embeddings."""
+    import shutil
+
+    from salong.clap import load_clap
+    from salong.data import caption_index
+
+    root, data, ae, clap = setup
+    corpus = tmp_path / "data"
+    shutil.copytree(data, corpus)
+    lines = [json.loads(line) for line in (corpus / "metadata.jsonl").read_text().splitlines()]
+    lines[2]["captions"] = [lines[2]["caption"], "quiet bells at 70 BPM", "no drums, a soft flute"]
+    (corpus / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    train_dit(corpus, tmp_path / "run", config(steps=1), task_config(text_layer=-3), ae, clap, quiet=True)
+    cache = tmp_path / "run" / "prepared" / "cache"
+    items = json.loads((cache / "index.json").read_text())["items"]
+    texts = load_file(str(cache / items[2]["file"]))["text"]
+    assert texts.shape == (3, 77, 128) and items[2]["captions"] == lines[2]["captions"]
+    clap_model = load_clap(clap)
+    encoder = ClapTextEncoder(clap_model, layer=-3)  # a 2-layer tower: -3 is its embeddings
+    expected, mask = encoder.encode(lines[2]["captions"])
+    assert torch.allclose(texts, expected)
+    ids = torch.tensor([clap_model.tokenizer(lines[2]["captions"][1])["input_ids"]])
+    embedded = clap_model.model.text_model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                           output_hidden_states=True).hidden_states[0][0]
+    assert torch.allclose(texts[1, : ids.shape[1]], embedded, atol=1e-6)
+
+    dataset = LatentDataset(cache, items, CropLengths(8, 8, 1), latent_rate=44100 / 2048)
+    drawn = set()
+    for seed in range(40):
+        k = caption_index(3, seed)
+        assert torch.equal(dataset[(2, seed, 0)]["text"], texts[k])
+        drawn.add(k)
+    assert drawn == {0, 1, 2}
+    assert dataset[(0, 5, 0)]["text"].shape == (77, 128)  # a file with one caption

@@ -20,12 +20,13 @@ from salong.synth.attributes import (CHORD_SOUNDS, DRUM_STYLES, LEADS, LONG_FORM
                                      MAX_SECONDS, METERS, MIN_BPM, MODES, PEAK_DBFS, SAMPLE_RATE, TONICS,
                                      PieceAttributes, mood_for, random_attributes)
 from salong.synth.captions import caption_for
-from salong.synth.corpus import DURATION_LAWS, Piece, make_piece, piece_length, write_corpus
+from salong.synth.corpus import (DURATION_LAWS, Piece, captions_for, make_piece, piece_length, recaption_corpus,
+                                 write_corpus)
 from salong.synth.mix import render
 
 __all__ = [
     "CHORD_SOUNDS", "DRUM_STYLES", "DURATION_LAWS", "LEADS", "LONG_FORM_SECONDS", "LOUDNESS", "MAX_BPM",
     "MAX_SECONDS", "METERS", "MIN_BPM", "MODES", "PEAK_DBFS", "SAMPLE_RATE", "TONICS", "Piece",
-    "PieceAttributes", "caption_for", "make_piece", "mood_for", "piece_length", "random_attributes", "render",
-    "write_corpus",
+    "PieceAttributes", "caption_for", "captions_for", "make_piece", "mood_for", "piece_length", "random_attributes",
+    "recaption_corpus", "render", "write_corpus",
 ]

@@ -1,5 +1,6 @@
-"""Pieces and corpora: `make_piece` (attributes, caption and audio from a seed) and
-`write_corpus` (audio files plus metadata.jsonl, optionally in worker processes)."""
+"""Pieces and corpora: `make_piece` (attributes, caption and audio from a seed),
+`write_corpus` (audio files plus metadata.jsonl, optionally in worker processes) and
+`recaption_corpus` (more descriptions per piece for a corpus already written)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,27 @@ def make_piece(seed: int, seconds: float, **overrides: object) -> Piece:
         raise SalongError(f"unknown attribute {unknown[0]!r}; allowed: {', '.join(_OVERRIDABLE)}")
     attrs = random_attributes(np.random.default_rng([seed, _ATTRIBUTE_STREAM]), seconds)
     attrs = replace(attrs, **overrides)
-    caption = caption_for(attrs, np.random.default_rng([seed, _CAPTION_STREAM]))
-    return Piece(render(attrs, seed), caption, attrs)
+    return Piece(render(attrs, seed), captions_for(attrs, seed)[0], attrs)
+
+
+def captions_for(attrs: PieceAttributes, seed: int, count: int = 1) -> list[str]:
+    """Up to `count` different captions of one piece; the first is `make_piece`'s, and
+    caption k depends only on (seed, k), so asking for more keeps the ones before."""
+    first = caption_for(attrs, np.random.default_rng([seed, _CAPTION_STREAM]))
+    more = (caption_for(attrs, np.random.default_rng([seed, _CAPTION_STREAM, k])) for k in range(1, count))
+    return list(dict.fromkeys([first, *more]))
+
+
+def _check_captions(captions: int) -> None:
+    if isinstance(captions, (bool, np.bool_)) or not isinstance(captions, (int, np.integer)) or not 1 <= captions <= 64:
+        raise SalongError(f"captions={captions!r} is not allowed; use an integer from 1 to 64")
+
+
+def _metadata_line(rel: str, piece_seed: int, attrs: PieceAttributes, seconds: float, captions: int) -> str:
+    texts = captions_for(attrs, piece_seed, captions)
+    entry = {"path": rel, "caption": texts[0], **({"captions": texts} if captions > 1 else {}),
+             "duration": seconds, "seed": piece_seed, "attributes": attrs.to_dict()}
+    return json.dumps(entry)
 
 
 def _corpus_seed(seed: int, index: int) -> int:
@@ -72,17 +92,16 @@ def piece_path(i: int, fmt: str) -> str:
     return f"audio/{i:06d}.{fmt}"
 
 
-def _write_piece(job: tuple[Path, int, int, float, float, str, str]) -> str:
+def _write_piece(job: tuple[Path, int, int, float, float, str, str, int]) -> str:
     """Render and write piece `i`; its metadata line (runs in a worker process under `jobs`)."""
     from salong.audio import write_audio
 
-    out, seed, i, min_seconds, max_seconds, durations, fmt = job
+    out, seed, i, min_seconds, max_seconds, durations, fmt, captions = job
     piece_seed = _corpus_seed(seed, i)
     piece = make_piece(piece_seed, piece_length(piece_seed, min_seconds, max_seconds, durations))
     rel = piece_path(i, fmt)
     write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt)
-    return json.dumps({"path": rel, "caption": piece.caption, "duration": piece.audio.shape[1] / SAMPLE_RATE,
-                       "seed": piece_seed, "attributes": piece.attributes.to_dict()})
+    return _metadata_line(rel, piece_seed, piece.attributes, piece.audio.shape[1] / SAMPLE_RATE, captions)
 
 
 def _refuse_existing_corpus(out: Path, n: int, fmt: str, overwrite: bool) -> None:
@@ -101,11 +120,13 @@ def _refuse_existing_corpus(out: Path, n: int, fmt: str, overwrite: bool) -> Non
 
 def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float = 5.0,
                  max_seconds: float = 30.0, fmt: str = "wav", durations: str = "uniform", jobs: int = 1,
-                 progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> Path:
+                 progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
+                 captions: int = 1) -> Path:
     """Write n pieces as out_dir/audio/NNNNNN.<fmt> plus out_dir/metadata.jsonl; returns out_dir.
 
     Each metadata line: {"path", "caption", "duration", "seed", "attributes"}; path is
-    relative to out_dir. Piece i depends only on (seed, i), so corpora are reproducible,
+    relative to out_dir. With `captions` > 1 a line also lists "captions": up to that many
+    different descriptions (`captions_for`), the first of them the caption. Piece i depends only on (seed, i), so corpora are reproducible,
     whatever the number of worker processes (`jobs`). metadata.jsonl is written last: a
     corpus folder with one is complete.
 
@@ -120,6 +141,7 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
                           f"need 0 < min_seconds <= max_seconds <= {MAX_SECONDS:g}")
     _check_choice("fmt", fmt, ("wav", "flac"))
     _check_choice("durations", durations, DURATION_LAWS)
+    _check_captions(captions)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise SalongError(f"jobs={jobs!r} is not allowed; use an integer >= 1")
     # imported here so composing and rendering need neither soundfile nor torch
@@ -128,7 +150,7 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     out = Path(out_dir)
     _refuse_existing_corpus(out, n, fmt, overwrite)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    work = [(out, seed, i, min_seconds, max_seconds, durations, fmt) for i in range(n)]
+    work = [(out, seed, i, min_seconds, max_seconds, durations, fmt, captions) for i in range(n)]
     lines = []
     with contextlib.ExitStack() as stack:
         if jobs > 1:
@@ -145,3 +167,38 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     text = "\n".join(lines) + "\n"
     write_atomic(out / "metadata.jsonl", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out
+
+
+def recaption_corpus(out_dir: str | Path, captions: int) -> Path:
+    """Rewrite a corpus's metadata.jsonl with up to `captions` descriptions per piece, as
+    `write_corpus(captions=...)` would have written it; the audio is not touched.
+
+    Every line must be one `write_corpus` wrote (its seed and attributes give back its
+    caption), so no caption a person wrote is replaced.
+    """
+    from salong.checkpoint import write_atomic
+
+    _check_captions(captions)
+    path = Path(out_dir) / "metadata.jsonl"
+    if not path.is_file():
+        raise SalongError(f"{str(out_dir)!r} holds no corpus (metadata.jsonl); write one with `salong synth`")
+    names = [f.name for f in fields(PieceAttributes)]
+    lines = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {lineno}"
+        try:
+            entry = json.loads(line)
+            attrs = PieceAttributes(**{name: entry["attributes"][name] for name in names})
+            seed, rel, seconds, caption = entry["seed"], entry["path"], entry["duration"], entry["caption"]
+        except (ValueError, KeyError, TypeError, SalongError) as exc:
+            raise SalongError(f"{where} is not a line `salong synth` wrote ({type(exc).__name__}: {exc}); "
+                              "only synth corpora can be recaptioned") from None
+        if captions_for(attrs, seed)[0] != caption:
+            raise SalongError(f"{where}: its caption is not the one its seed writes (edited by hand?); "
+                              "nothing was changed")
+        lines.append(_metadata_line(rel, seed, attrs, seconds, captions))
+    text = "\n".join(lines) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return Path(out_dir)

@@ -27,7 +27,7 @@ from salong.audio import load_audio, write_audio
 from salong.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
 from salong.checkpoint import content_digest, load_state_strict, write_atomic
 from salong.clap import Clap, load_clap, save_clap
-from salong.data import index_audio
+from salong.data import caption_index, index_audio
 from salong.diffusion import shifted_time, v_loss
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
@@ -37,7 +37,7 @@ from salong.timing import timing_condition
 from salong.train.runtime import Dist
 from salong.train.trainer import PREPARED_DIR, Part, Task
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: text holds every caption of a file
 
 
 CROP_MODES = ("variable", "fixed")
@@ -181,14 +181,14 @@ def preencode(
     text_layer: int = -2,
 ) -> list[dict[str, Any]]:
     """Encode every audio file once: `cache_dir/NNNNNN.safetensors` with `latents` (64, frames) and
-    `text` (tokens, width; CLAP layer `text_layer`); `index.json` lists them. A complete,
-    matching cache is reused.
+    `text` (captions, tokens, width: each of the file's captions at CLAP layer `text_layer`);
+    `index.json` lists them. A complete, matching cache is reused.
     Under DDP (`d`) each rank encodes its share; rank 0 writes the index after a barrier."""
     files, skipped = index_audio(Path(data))
     if not files:
         raise SalongError(f"no readable audio files in {str(data)!r}; check --data")
     signature = {"version": CACHE_VERSION, "models": models_digest, "text_layer": text_layer,
-                 "files": [[f.relpath, f.caption, f.frames, f.sample_rate] for f in files]}
+                 "files": [[f.relpath, list(f.captions), f.frames, f.sample_rate] for f in files]}
     index_path = cache_dir / "index.json"
     if index_path.exists():
         saved = json.loads(index_path.read_text())
@@ -209,14 +209,14 @@ def preencode(
         audio = torch.from_numpy(load_audio(record.path, rate, channels))[None]  # (1, C, N)
         with torch.inference_mode():
             latents = autoencoder.encode_long(audio, sample=False)[0]  # (64, frames)
-            text, _ = text_encoder.encode([record.caption])  # (1, tokens, width), padding zero
-        tensors = {"latents": latents.float().contiguous(), "text": text[0].contiguous()}
+            text, _ = text_encoder.encode(list(record.captions))  # (captions, tokens, width), padding zero
+        tensors = {"latents": latents.float().contiguous(), "text": text.contiguous()}
         write_atomic(cache_dir / f"{i:06d}.safetensors", lambda tmp, t=tensors: save_file(t, str(tmp)), ".safetensors")
         if progress is not None:
             progress(done, len(mine))
     d.barrier()
-    items = [{"file": f"{i:06d}.safetensors", "path": f.relpath, "caption": f.caption, "duration": f.duration}
-             for i, f in enumerate(files)]
+    items = [{"file": f"{i:06d}.safetensors", "path": f.relpath, "caption": f.caption, "captions": list(f.captions),
+              "duration": f.duration} for i, f in enumerate(files)]
     if d.main:
         payload = json.dumps({"signature": signature, "items": items, "skipped": skipped})
         write_atomic(index_path, lambda tmp: tmp.write_text(payload), ".json")
@@ -228,8 +228,9 @@ class LatentDataset(torch.utils.data.Dataset):
     """Random crops of cached latents, indexed with `(index, item_seed, batch_seed)` for exact resume.
 
     The batch seed draws the crop length (one per batch, see `CropLengths`), the item seed
-    the offset. Crops that run past the end of a file are padded with the latent of silence
-    and masked; timing follows `salong.timing`.
+    the offset and which of the file's captions the crop reads (`caption_index`). Crops
+    that run past the end of a file are padded with the latent of silence and masked;
+    timing follows `salong.timing`.
     """
 
     def __init__(self, cache_dir: Path, items: list[dict[str, Any]], lengths: CropLengths, latent_rate: float) -> None:
@@ -252,11 +253,12 @@ class LatentDataset(torch.utils.data.Dataset):
         mask = torch.zeros(frames, dtype=torch.bool)
         mask[:real] = True
         padding = self.silence[:, None].expand(-1, frames - real)  # (64, frames - real)
+        texts = tensors["text"]  # (captions, tokens, width)
         seconds_start, seconds_total = timing_condition(offset / self.latent_rate, item["duration"])
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
             "mask": mask,
-            "text": tensors["text"],  # (tokens, width)
+            "text": texts[caption_index(texts.shape[0], seed)],  # (tokens, width): one caption of the file
             "seconds_start": seconds_start,
             "seconds_total": seconds_total,
         }
