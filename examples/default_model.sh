@@ -17,6 +17,8 @@ SEED=${SEED:-2026}
 CORPUS_PIECES=${CORPUS_PIECES:-600}   # log-uniform 4..285 s: about 11 h of audio
 CORPUS_MIN_SECONDS=${CORPUS_MIN_SECONDS:-4}
 CORPUS_MAX_SECONDS=${CORPUS_MAX_SECONDS:-285}
+# Wordings per piece: each training crop draws one, so models learn the words, not 600 captions.
+CORPUS_CAPTIONS=${CORPUS_CAPTIONS:-8}
 AE_STEPS=${AE_STEPS:-8000}
 # CLAP stopped at 1517 of a planned 6000 updates: its held-out recall had flattened (text->audio
 # R@5 0.15 at 1000 and at 1500 updates, 67 pairs) and the cores went to the autoencoder.
@@ -26,9 +28,12 @@ DIT_STEPS=${DIT_STEPS:-20000}
 AE_PRESET=${AE_PRESET:-spectral}
 CLAP_PRESET=${CLAP_PRESET:-small}
 DIT_PRESET=${DIT_PRESET:-compact}
-# The CLAP layer the DiT reads: -4 is the first of the small tower's 4. Its upper layers
-# make every token of a caption nearly the same vector (docs/architecture.md, CLAP).
-TEXT_LAYER=${TEXT_LAYER:--4}
+# The CLAP layer the DiT reads: -5 is the small tower's token embeddings. Its layers lose
+# much of what the words say (docs/architecture.md, CLAP, "What the layers keep").
+TEXT_LAYER=${TEXT_LAYER:--5}
+# Training times with the noise-to-signal ratio scaled by this: more of the high-noise
+# steps, where the sampler decides a song's drums and instruments (docs/diffusion.md).
+TIMESTEP_SHIFT=${TIMESTEP_SHIFT:-4}
 # Sampling defaults stored in the exported model. Starting points: set them from
 # `benchmarks/adherence.py --steps ...` figures on the trained DiT before shipping.
 SAMPLE_STEPS=${SAMPLE_STEPS:-30}
@@ -69,10 +74,14 @@ steps_done() {
 #    presence means the corpus is complete.
 if [ ! -f "$WORK/corpus/metadata.jsonl" ]; then
     stage corpus threads "$THREADS" $RUN synth "$CORPUS_PIECES" "$WORK/corpus" --seed "$SEED" --durations log \
-        --min-seconds "$CORPUS_MIN_SECONDS" --max-seconds "$CORPUS_MAX_SECONDS" --jobs "$THREADS" --overwrite
+        --min-seconds "$CORPUS_MIN_SECONDS" --max-seconds "$CORPUS_MAX_SECONDS" --jobs "$THREADS" --overwrite \
+        --captions "$CORPUS_CAPTIONS"
+elif [ "$CORPUS_CAPTIONS" -gt 1 ] && ! grep -q '"captions"' "$WORK/corpus/metadata.jsonl"; then
+    # a corpus written with one caption per piece gets its other wordings; the audio stays
+    $RUN synth "$CORPUS_PIECES" "$WORK/corpus" --captions "$CORPUS_CAPTIONS" --recaption > /dev/null
 fi
-printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": %s, "max_seconds": %s}\n' \
-    "$SEED" "$CORPUS_PIECES" "$CORPUS_MIN_SECONDS" "$CORPUS_MAX_SECONDS" > "$WORK/corpus.json"
+printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": %s, "max_seconds": %s, "captions": %s}\n' \
+    "$SEED" "$CORPUS_PIECES" "$CORPUS_MIN_SECONDS" "$CORPUS_MAX_SECONDS" "$CORPUS_CAPTIONS" > "$WORK/corpus.json"
 
 # 2. Autoencoder and CLAP do not depend on each other: they train side by side, each on half
 #    the cores (all of them for the autoencoder once CLAP is done). A finished stage only
@@ -101,7 +110,7 @@ wait $CLAP_PID
 #    a fifth of log-uniform's on CPU. The dataset is encoded once into dit/prepared/.
 stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/dit" \
     --autoencoder "$WORK/autoencoder/model.safetensors" --text-encoder "$WORK/clap/model.safetensors" \
-    --text-layer "$TEXT_LAYER" --preset "$DIT_PRESET" --crops variable --crop-law balanced --min-crop-seconds 4 --steps "$DIT_STEPS" --batch-size 8 --lr 2e-4 \
+    --text-layer "$TEXT_LAYER" --timestep-shift "$TIMESTEP_SHIFT" --preset "$DIT_PRESET" --crops variable --crop-law balanced --min-crop-seconds 4 --steps "$DIT_STEPS" --batch-size 8 --lr 2e-4 \
     --seed 0 --checkpoint-every 250 --demo-every 2000 --quiet $(resume_flag "$WORK/dit")
 
 # 4. Export: EMA weights, matrices in float16, with the measured sampling defaults.

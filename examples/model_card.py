@@ -36,9 +36,11 @@ def corpus_facts(work: Path) -> str:
     durations = [json.loads(line)["duration"] for line in lines]
     config = json.loads((work / "corpus.json").read_text()) if (work / "corpus.json").is_file() else {}
     seed = config.get("seed", "see the recipe")
+    wordings = max(len(json.loads(line).get("captions", [None])) for line in lines)
     return (f"{len(durations)} procedural pieces (`salong synth`, seed {seed}, log-uniform lengths "
             f"{min(durations):.1f}-{max(durations):.1f} s), {sum(durations) / 3600:.2f} hours, "
-            f"{sum(d >= 40 for d in durations)} of them long enough for sections (40 s or more)")
+            f"{sum(d >= 40 for d in durations)} of them long enough for sections (40 s or more), "
+            f"up to {wordings} caption wordings per piece")
 
 
 def stage_facts(work: Path, stage: str) -> tuple[str, dict] | None:
@@ -54,7 +56,7 @@ def stage_facts(work: Path, stage: str) -> tuple[str, dict] | None:
     last = {k[5:]: round(v, 3) for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {}
     settings = f"batch {train['batch_size']}, lr {train['lr']:g}"
     if stage.startswith("dit"):  # runs from before the setting existed read layer -2
-        settings += f", CLAP layer {task.get('text_layer', -2)}"
+        settings += f", CLAP layer {task.get('text_layer', -2)}, timestep shift {task.get('timestep_shift', 1.0):g}"
     return (f"| {stage} | {steps} of {train['steps']} | {settings} | "
             f"{json.dumps(last) if last else '-'} |"), task
 

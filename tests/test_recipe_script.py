@@ -16,6 +16,7 @@ TOY = {
     "CORPUS_PIECES": "3", "CORPUS_MIN_SECONDS": "2", "CORPUS_MAX_SECONDS": "3",
     "AE_STEPS": "2", "CLAP_STEPS": "2", "DIT_STEPS": "2",
     "AE_PRESET": "tiny-spectral", "CLAP_PRESET": "tiny", "DIT_PRESET": "tiny", "TEXT_LAYER": "-1",
+    "CORPUS_CAPTIONS": "3", "TIMESTEP_SHIFT": "2",
     "SAMPLE_STEPS": "3", "CFG_SCALE": "2", "THREADS": "1", "EVAL_ARGS": "--quick",
 }
 
@@ -49,7 +50,11 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert generator.config.text_layer == -1  # the recipe's TEXT_LAYER
     assert not (ship / "autoencoder.safetensors").exists()
     card = (ship / "README.md").read_text()
-    assert "3 procedural pieces" in card and "examples/default_model.sh" in card
+    assert "3 procedural pieces" in card and "up to 3 caption wordings" in card and "examples/default_model.sh" in card
+    assert "timestep shift 2" in card
+    lines = [json.loads(line) for line in (work / "corpus" / "metadata.jsonl").read_text().splitlines()]
+    assert all(entry["captions"][0] == entry["caption"] and len(entry["captions"]) >= 2 for entry in lines)
+    assert json.loads((work / "dit" / "config.json").read_text())["task"]["timestep_shift"] == 2.0
     assert stages(work) == ["corpus", "autoencoder", "clap", "dit", "export", "evaluate"]
     assert json.loads((work / "corpus.json").read_text())["max_seconds"] == 3
 
