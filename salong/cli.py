@@ -232,8 +232,8 @@ def synth(
     if recaption:
         from salong.data import read_metadata
 
-        found = len(read_metadata(out_dir)) if out_dir.is_dir() else 0
-        if found != count:
+        found = len(read_metadata(out_dir)) if (out_dir / "metadata.jsonl").is_file() else count
+        if found != count:  # (no corpus at all: recaption_corpus says so)
             raise SalongError(f"{str(out_dir)!r} holds {found} pieces, not {count}; give the corpus's own count to --recaption it")
         print(recaption_corpus(out_dir, captions))
         return

@@ -206,8 +206,9 @@ class AudioDataset(Dataset):
 
     Items are dicts: `audio` float32 (channels, window_samples); `padding_mask` bool
     (window_samples,), True on real audio; `seconds_start`, `seconds_total` (whole
-    seconds, `salong.timing`); `caption` (one of the file's, by seed); `path` (relative to root); `seed` (the item seed,
-    for any further randomness a collate needs to stay deterministic). `files` lists every
+    seconds, `salong.timing`); `caption` (one of the file's, by seed); `path` (relative to
+    root); `seed` (the item seed, for any further randomness a collate needs to stay
+    deterministic). `files` lists every
     indexed file (for whole-file passes such as pre-encoding); `skipped` counts the
     unreadable ones.
     """

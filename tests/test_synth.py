@@ -405,5 +405,12 @@ def test_more_captions_per_piece_and_recaptioning_a_written_corpus(tmp_path, cap
     code, _, err = run_cli(capsys, "synth", 2, one, "--captions", 2, "--recaption")
     assert code == 1 and "line 2: its caption is not the one its seed writes" in err and len(err.strip().splitlines()) == 1
     assert (one / "metadata.jsonl").read_text() == before
+    edited = json.loads(lines[1])
+    edited["captions"] = [edited["caption"], "my own words"]
+    (one / "metadata.jsonl").write_text("\n".join([lines[0], json.dumps(edited)]) + "\n")
+    code, _, err = run_cli(capsys, "synth", 2, one, "--captions", 8, "--recaption")
+    assert code == 1 and "line 2: its caption is not the one its seed writes" in err
+    code, _, err = run_cli(capsys, "synth", 2, tmp_path / "nowhere", "--recaption")
+    assert code == 1 and "holds no corpus (metadata.jsonl)" in err
     with pytest.raises(SalongError, match="captions=0 is not allowed"):
         synth.write_corpus(1, tmp_path / "none", captions=0)

@@ -55,9 +55,13 @@ def captions_for(attrs: PieceAttributes, seed: int, count: int = 1) -> list[str]
     return list(dict.fromkeys([first, *more]))
 
 
+_MAX_CAPTIONS = 64
+
+
 def _check_captions(captions: int) -> None:
-    if isinstance(captions, (bool, np.bool_)) or not isinstance(captions, (int, np.integer)) or not 1 <= captions <= 64:
-        raise SalongError(f"captions={captions!r} is not allowed; use an integer from 1 to 64")
+    if (isinstance(captions, (bool, np.bool_)) or not isinstance(captions, (int, np.integer))
+            or not 1 <= captions <= _MAX_CAPTIONS):
+        raise SalongError(f"captions={captions!r} is not allowed; use an integer from 1 to {_MAX_CAPTIONS}")
 
 
 def _metadata_line(rel: str, piece_seed: int, attrs: PieceAttributes, seconds: float, captions: int) -> str:
@@ -126,8 +130,9 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
 
     Each metadata line: {"path", "caption", "duration", "seed", "attributes"}; path is
     relative to out_dir. With `captions` > 1 a line also lists "captions": up to that many
-    different descriptions (`captions_for`), the first of them the caption. Piece i depends only on (seed, i), so corpora are reproducible,
-    whatever the number of worker processes (`jobs`). metadata.jsonl is written last: a
+    different descriptions (`captions_for`), the first of them the caption. Piece i
+    depends only on (seed, i), so corpora are reproducible, whatever the number of worker
+    processes (`jobs`). metadata.jsonl is written last: a
     corpus folder with one is complete.
 
     A folder that already holds a corpus, or pieces this call would write, is refused
@@ -174,7 +179,7 @@ def recaption_corpus(out_dir: str | Path, captions: int) -> Path:
     `write_corpus(captions=...)` would have written it; the audio is not touched.
 
     Every line must be one `write_corpus` wrote (its seed and attributes give back its
-    caption), so no caption a person wrote is replaced.
+    caption and any other wordings it lists), so no caption a person wrote is replaced.
     """
     from salong.checkpoint import write_atomic
 
@@ -195,7 +200,8 @@ def recaption_corpus(out_dir: str | Path, captions: int) -> Path:
         except (ValueError, KeyError, TypeError, SalongError) as exc:
             raise SalongError(f"{where} is not a line `salong synth` wrote ({type(exc).__name__}: {exc}); "
                               "only synth corpora can be recaptioned") from None
-        if captions_for(attrs, seed)[0] != caption:
+        known = captions_for(attrs, seed, _MAX_CAPTIONS)
+        if caption != known[0] or not set(entry.get("captions", [])) <= set(known):
             raise SalongError(f"{where}: its caption is not the one its seed writes (edited by hand?); "
                               "nothing was changed")
         lines.append(_metadata_line(rel, seed, attrs, seconds, captions))
