@@ -230,12 +230,7 @@ def synth(
     from salong.synth import recaption_corpus, write_corpus
 
     if recaption:
-        from salong.data import read_metadata
-
-        found = len(read_metadata(out_dir)) if (out_dir / "metadata.jsonl").is_file() else count
-        if found != count:  # (no corpus at all: recaption_corpus says so)
-            raise SalongError(f"{str(out_dir)!r} holds {found} pieces, not {count}; give the corpus's own count to --recaption it")
-        print(recaption_corpus(out_dir, captions))
+        print(recaption_corpus(out_dir, captions, count=count))
         return
     with progress_bar("synthesising") as update:
         path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,

@@ -174,12 +174,13 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     return out
 
 
-def recaption_corpus(out_dir: str | Path, captions: int) -> Path:
+def recaption_corpus(out_dir: str | Path, captions: int, count: int | None = None) -> Path:
     """Rewrite a corpus's metadata.jsonl with up to `captions` descriptions per piece, as
     `write_corpus(captions=...)` would have written it; the audio is not touched.
 
     Every line must be one `write_corpus` wrote (its seed and attributes give back its
     caption and any other wordings it lists), so no caption a person wrote is replaced.
+    `count`, when given, is the number of pieces the caller expects the corpus to hold.
     """
     from salong.checkpoint import write_atomic
 
@@ -200,11 +201,15 @@ def recaption_corpus(out_dir: str | Path, captions: int) -> Path:
         except (ValueError, KeyError, TypeError, SalongError) as exc:
             raise SalongError(f"{where} is not a line `salong synth` wrote ({type(exc).__name__}: {exc}); "
                               "only synth corpora can be recaptioned") from None
-        known = captions_for(attrs, seed, _MAX_CAPTIONS)
-        if caption != known[0] or not set(entry.get("captions", [])) <= set(known):
+        others = set(entry.get("captions", []))  # wordings listed before: all must be the seed's own
+        known = captions_for(attrs, seed, _MAX_CAPTIONS if others else 1)
+        if caption != known[0] or not others <= set(known):
             raise SalongError(f"{where}: its caption is not the one its seed writes (edited by hand?); "
                               "nothing was changed")
         lines.append(_metadata_line(rel, seed, attrs, seconds, captions))
+    if count is not None and len(lines) != count:
+        raise SalongError(f"{str(out_dir)!r} holds {len(lines)} pieces, not {count}; "
+                          "give the corpus's own count to --recaption it")
     text = "\n".join(lines) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return Path(out_dir)
