@@ -10,6 +10,11 @@
 # machine unchanged (the trainers pick the GPU and bf16 autocast there).
 #
 # Keep WORK outside the checkout: it holds the corpus (about 7 GB) and the run folders.
+#
+# On a machine whose run folders are gone, continue from a shipped generator instead of
+# starting over: INIT=checkpoints/salong-default.safetensors bash examples/default_model.sh
+# writes the corpus, skips the autoencoder and CLAP stages (the DiT run takes the generator's
+# own) and starts the DiT run from the generator's DiT weights (fresh optimiser).
 set -euo pipefail
 
 WORK=${1:-${SALONG_WORK:-$HOME/salong-runs/default}}
@@ -38,6 +43,7 @@ TIMESTEP_SHIFT=${TIMESTEP_SHIFT:-4}
 # `benchmarks/adherence.py --steps ...` figures on the trained DiT before shipping.
 SAMPLE_STEPS=${SAMPLE_STEPS:-30}
 CFG_SCALE=${CFG_SCALE:-5}
+INIT=${INIT:-}             # a generator file to continue from (see above); empty: train every stage
 EVAL_ARGS=${EVAL_ARGS:-}   # more options for benchmarks/adherence.py (--quick for a smoke run)
 OUT_MODEL=${OUT_MODEL:-$(cd "$(dirname "$0")/.." && pwd)/checkpoints/salong-default.safetensors}
 THREADS=${THREADS:-$(nproc)}
@@ -46,7 +52,16 @@ HALF=$(( THREADS > 1 ? THREADS / 2 : 1 ))
 # Niced, with a fixed thread count: two processes oversubscribing the cores slow every op down.
 RUN="nice -n 19 salong"
 threads() { env OMP_NUM_THREADS=$1 MKL_NUM_THREADS=$1 "${@:2}"; }
+if [ -n "$INIT" ]; then
+    [ -f "$INIT" ] || { echo "INIT=$INIT: no such file; give a generator file (salong-default.safetensors)" >&2; exit 2; }
+    INIT=$(cd "$(dirname "$INIT")" && pwd)/$(basename "$INIT")
+fi
 mkdir -p "$WORK"
+# A work folder started from a generator stays one: init.json (written when the DiT run
+# starts) names it, and later runs of the script need no INIT.
+if [ -z "$INIT" ] && [ -f "$WORK/init.json" ]; then
+    INIT=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["init"])' "$WORK/init.json")
+fi
 
 # stage NAME COMMAND...: run a stage, appending "NAME<TAB>seconds<TAB>exit status" to walltime.tsv.
 stage() {
@@ -86,32 +101,41 @@ printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": %s, "max_s
 # 2. Autoencoder and CLAP do not depend on each other: they train side by side, each on half
 #    the cores (all of them for the autoencoder once CLAP is done). A finished stage only
 #    re-exports its model.
-AE_THREADS=$HALF
-if [ "$(steps_done "$WORK/clap")" -ge "$CLAP_STEPS" ]; then AE_THREADS=$THREADS; fi
-#    Autoencoder: the spectral one (STFT magnitudes in and out, Griffin-Lim phases) on 2 s
-#    crops, magnitude loss + KL. The Oobleck `compact` kept rhythm but lost every note after
-#    5400 updates (4.3 h of these cores); this one draws notes within minutes (docs/architecture.md).
-stage autoencoder threads "$AE_THREADS" $RUN train autoencoder --data "$WORK/corpus" --out "$WORK/autoencoder" \
-    --preset "$AE_PRESET" --steps "$AE_STEPS" --batch-size 16 --window-seconds 2.0 --lr 3e-4 \
-    --seed 0 --checkpoint-every 250 --demo-every 1000 --eval-every 1000 \
-    --quiet $(resume_flag "$WORK/autoencoder") &
-AE_PID=$!
-#    CLAP: contrastive on 10 s crops, 10% of the pieces held out for retrieval recall.
-stage clap threads "$HALF" $RUN train clap --data "$WORK/corpus" --out "$WORK/clap" \
-    --preset "$CLAP_PRESET" --steps "$CLAP_STEPS" --batch-size 16 --lr 5e-4 --seed 0 \
-    --checkpoint-every 250 --eval-every 500 --quiet $(resume_flag "$WORK/clap") &
-CLAP_PID=$!
-wait $AE_PID
-wait $CLAP_PID
+#    With INIT both come from that generator instead.
+if [ -z "$INIT" ]; then
+    AE_THREADS=$HALF
+    if [ "$(steps_done "$WORK/clap")" -ge "$CLAP_STEPS" ]; then AE_THREADS=$THREADS; fi
+    #    Autoencoder: the spectral one (STFT magnitudes in and out, Griffin-Lim phases) on 2 s
+    #    crops, magnitude loss + KL. The Oobleck `compact` kept rhythm but lost every note after
+    #    5400 updates (4.3 h of these cores); this one draws notes within minutes (docs/architecture.md).
+    stage autoencoder threads "$AE_THREADS" $RUN train autoencoder --data "$WORK/corpus" --out "$WORK/autoencoder" \
+        --preset "$AE_PRESET" --steps "$AE_STEPS" --batch-size 16 --window-seconds 2.0 --lr 3e-4 \
+        --seed 0 --checkpoint-every 250 --demo-every 1000 --eval-every 1000 \
+        --quiet $(resume_flag "$WORK/autoencoder") &
+    AE_PID=$!
+    #    CLAP: contrastive on 10 s crops, 10% of the pieces held out for retrieval recall.
+    stage clap threads "$HALF" $RUN train clap --data "$WORK/corpus" --out "$WORK/clap" \
+        --preset "$CLAP_PRESET" --steps "$CLAP_STEPS" --batch-size 16 --lr 5e-4 --seed 0 \
+        --checkpoint-every 250 --eval-every 500 --quiet $(resume_flag "$WORK/clap") &
+    CLAP_PID=$!
+    wait $AE_PID
+    wait $CLAP_PID
+fi
 
 # 3. DiT on the frozen autoencoder's latents and CLAP's text tokens: variable-length crops
 #    (4 s to the 285 s window), so a request samples only the frames it needs, as trained.
 #    The balanced law gives every octave of lengths the same compute: a step costs about
 #    a fifth of log-uniform's on CPU. The dataset is encoded once into dit/prepared/.
-stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/dit" \
-    --autoencoder "$WORK/autoencoder/model.safetensors" --text-encoder "$WORK/clap/model.safetensors" \
+if compgen -G "$WORK/dit/checkpoints/step_*.safetensors" > /dev/null; then DIT_START=(--resume)
+elif [ -n "$INIT" ]; then
+    DIT_START=(--init "$INIT")
+    python -c 'import hashlib, json, sys; print(json.dumps({"init": sys.argv[1],
+        "sha256": hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()}))' "$INIT" > "$WORK/init.json"
+else DIT_START=(--autoencoder "$WORK/autoencoder/model.safetensors" --text-encoder "$WORK/clap/model.safetensors")
+fi
+stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/dit" "${DIT_START[@]}" \
     --text-layer "$TEXT_LAYER" --timestep-shift "$TIMESTEP_SHIFT" --preset "$DIT_PRESET" --crops variable --crop-law balanced --min-crop-seconds 4 --steps "$DIT_STEPS" --batch-size 8 --lr 2e-4 \
-    --seed 0 --checkpoint-every 250 --demo-every 2000 --quiet $(resume_flag "$WORK/dit")
+    --seed 0 --checkpoint-every 250 --demo-every 2000 --quiet
 
 # 4. Export: EMA weights, matrices in float16, with the measured sampling defaults.
 stage export threads "$THREADS" $RUN train export "$WORK/dit" -o "$WORK/salong-default.safetensors" --half --overwrite \
@@ -119,9 +143,12 @@ stage export threads "$THREADS" $RUN train export "$WORK/dit" -o "$WORK/salong-d
 
 # 5. Evaluate: prompt adherence (tempo, drums, mode, silence) at 30 s and 285 s, both frame
 #    modes, the estimators' own ceiling, autoencoder reconstruction and CLAP recall.
+#    With INIT the autoencoder is the copy the DiT run took from the generator, and CLAP recall
+#    is not measured: a generator holds CLAP's text tower only.
+MODELS=(--autoencoder "$WORK/autoencoder/model.safetensors" --clap "$WORK/clap/model.safetensors")
+if [ -n "$INIT" ]; then MODELS=(--autoencoder "$WORK/dit/prepared/autoencoder.safetensors"); fi
 stage evaluate threads "$THREADS" nice -n 19 python "$(dirname "$0")/../benchmarks/adherence.py" \
-    --model "$WORK/salong-default.safetensors" --autoencoder "$WORK/autoencoder/model.safetensors" \
-    --clap "$WORK/clap/model.safetensors" --json "$WORK/evaluation.json" $EVAL_ARGS | tee "$WORK/evaluation.txt"
+    --model "$WORK/salong-default.safetensors" "${MODELS[@]}" --json "$WORK/evaluation.json" $EVAL_ARGS | tee "$WORK/evaluation.txt"
 
 # 6. Ship: the model and its card. The generator holds the autoencoder, so a standalone
 #    bundled autoencoder (shipped while the DiT was still training) goes.

@@ -5,7 +5,8 @@
 Everything in the card is read from WORK: the corpus metadata, each stage's run config and
 metrics (a stage continued in a second run folder, e.g. `dit2` started with `--init` from
 `dit`, gets a row of its own), walltime.tsv, history.md (what the runs cannot say about
-themselves, optional) and evaluation.txt, and the shipped model files themselves.
+themselves, optional) and evaluation.txt, and the shipped model files themselves. A work
+folder the recipe started from a generator (`INIT=...`) has init.json, and the card says so.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def wall_times(work: Path) -> dict[str, float]:
             name, seconds, *_ = line.split("\t")
             totals[name] = totals.get(name, 0.0) + float(seconds)
     return totals
+
+
+def init_facts(work: Path) -> list[str]:
+    """What the card says about a DiT run started from a generator file (the recipe's INIT)."""
+    path = work / "init.json"
+    if not path.is_file():
+        return []
+    init = json.loads(path.read_text())
+    return [f"The DiT run started from the generator `{Path(init['init']).name}` (sha256 {init['sha256'][:12]}):",
+            "its DiT weights (fresh optimiser), autoencoder and CLAP. Those were trained by earlier runs",
+            "of the recipe, whose figures are in this card's git history; the table lists this folder's runs.", ""]
 
 
 def model_facts(path: Path) -> str:
@@ -143,6 +155,7 @@ def main() -> None:
         f"on {platform.machine()} with {torch.get_num_threads()} CPU cores, niced; stages that train side by side",
         "share the cores, and other work on the machine slowed them at times (walltime.tsv lists every run).",
         "",
+        *init_facts(work),
         *(history + [""] if history else []),
         "## Evaluation",
         "",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from salong.pipeline import Generator
 
@@ -21,8 +22,8 @@ TOY = {
 }
 
 
-def run_recipe(work: Path, ship: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, **TOY, "OUT_MODEL": str(ship / "salong-default.safetensors")}
+def run_recipe(work: Path, ship: Path, **extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **TOY, "OUT_MODEL": str(ship / "salong-default.safetensors"), **extra}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # this interpreter's salong
     return subprocess.run(["bash", str(RECIPE), str(work)], env=env, capture_output=True, text=True, timeout=900)
 
@@ -65,3 +66,26 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
         assert max(steps) == 2, run
     assert stages(work) == ["corpus", "autoencoder", "clap", "dit", "export", "evaluate",
                             "autoencoder", "clap", "dit", "export", "evaluate"]  # the corpus is kept
+
+    # A new machine without the run folders continues from the shipped generator: no
+    # autoencoder or CLAP stage, and the DiT run takes the generator's own.
+    init = tmp_path / "init.safetensors"
+    init.write_bytes(model.read_bytes())
+    work2, ship2 = tmp_path / "work2", tmp_path / "ship2"
+    ship2.mkdir()
+    third = run_recipe(work2, ship2, INIT=str(init))
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert stages(work2) == ["corpus", "dit", "export", "evaluate"]
+    assert not (work2 / "autoencoder").exists() and not (work2 / "clap").exists()
+    assert json.loads((work2 / "init.json").read_text())["init"] == str(init)
+    before, after = Generator.load(init), Generator.load(ship2 / "salong-default.safetensors")
+    for old_part, new_part in [(before.autoencoder, after.autoencoder), (before.text_encoder.clap, after.text_encoder.clap)]:
+        old, new = old_part.state_dict(), new_part.state_dict()
+        assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+    assert "started from the generator `init.safetensors`" in (ship2 / "README.md").read_text()
+    fourth = run_recipe(work2, ship2)  # the folder remembers its generator: still no autoencoder stage
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    assert stages(work2)[4:] == ["dit", "export", "evaluate"]
+
+    missing = run_recipe(tmp_path / "work3", ship2, INIT=str(tmp_path / "nope.safetensors"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr and not (tmp_path / "work3").exists()
