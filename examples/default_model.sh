@@ -129,8 +129,8 @@ fi
 if compgen -G "$WORK/dit/checkpoints/step_*.safetensors" > /dev/null; then DIT_START=(--resume)
 elif [ -n "$INIT" ]; then
     DIT_START=(--init "$INIT")
-    python -c 'import hashlib, json, sys; print(json.dumps({"init": sys.argv[1],
-        "sha256": hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()}))' "$INIT" > "$WORK/init.json"
+    python -c 'import json, sys; from salong.recipe import model_sha256
+print(json.dumps({"init": sys.argv[1], "sha256": model_sha256(sys.argv[1])}))' "$INIT" > "$WORK/init.json"
 else DIT_START=(--autoencoder "$WORK/autoencoder/model.safetensors" --text-encoder "$WORK/clap/model.safetensors")
 fi
 stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/dit" "${DIT_START[@]}" \
