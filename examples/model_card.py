@@ -50,7 +50,9 @@ def stage_facts(work: Path, stage: str) -> tuple[str, dict] | None:
     if not metrics.is_file():
         return None
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    steps = max((r["step"] for r in records), default=0)
+    # The newest checkpoint is what export reads; metrics are only logged every few updates.
+    saved = sorted((run / "checkpoints").glob("step_*.safetensors"))
+    steps = int(saved[-1].stem[len("step_"):]) if saved else max((r["step"] for r in records), default=0)
     config = json.loads((run / "config.json").read_text())
     task, train = config["task"], config["train"]
     evals = [r for r in records if any(k.startswith("eval/") for k in r)]
