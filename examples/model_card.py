@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from salong.checkpoint import load_checkpoint, write_atomic
+from salong.train.state import list_checkpoints
 
 STAGES = ("autoencoder", "clap", "dit")
 
@@ -51,8 +52,8 @@ def stage_facts(work: Path, stage: str) -> tuple[str, dict] | None:
         return None
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     # The newest checkpoint is what export reads; metrics are only logged every few updates.
-    saved = sorted((run / "checkpoints").glob("step_*.safetensors"))
-    steps = int(saved[-1].stem[len("step_"):]) if saved else max((r["step"] for r in records), default=0)
+    saved = list_checkpoints(run)
+    steps = saved[-1][0] if saved else max((r["step"] for r in records), default=0)
     config = json.loads((run / "config.json").read_text())
     task, train = config["task"], config["train"]
     evals = [r for r in records if any(k.startswith("eval/") for k in r)]
