@@ -44,7 +44,8 @@ TIMESTEP_SHIFT=${TIMESTEP_SHIFT:-4}
 # Measured on a DiT 3101 updates past the bundled one (not shipped): at 30 s, 15 steps
 # scored the same as 30 on the 24 prompts (tempo, drums, mode, key) in 11.2 s per song
 # against 13.6, and CFG 8 moved one song each in tempo and drums against CFG 5 (noise at
-# 24 prompts); at 285 s and 15 steps one song of 4 had a 2.26 s gap, not yet checked at 30.
+# 24 prompts); at 285 s one song of 4 had a gap (2.26 s at 15 steps, 2.86 s at 30), so the
+# gap comes from the weights, not the step count.
 SAMPLE_STEPS=${SAMPLE_STEPS:-30}
 CFG_SCALE=${CFG_SCALE:-5}
 INIT=${INIT:-}             # a generator file to continue from (see above); empty: train every stage
