@@ -10,8 +10,9 @@ Sections (each runs when its flag asks for it):
 - Generation (unless --no-generate; the model is --model or the bundled generator): every
   prompt of --prompts (benchmarks/adherence_prompts.jsonl: text plus the bpm, key, mode,
   drums and lead it asks for) at each --seconds and each --frames mode ("needed": only
-  the latent frames the request needs; "full": the whole window, then cut), seed = the
-  prompt's index. Each song is scored by `salong.evaluation.score`; one line per run:
+  the latent frames the request needs; "full": the whole window, then cut), seed = --seed
+  plus the prompt's index (run a second --seed to see how much the shares move with
+  the seeds alone). Each song is scored by `salong.evaluation.score`; one line per run:
   songs, share with the tempo within 5% of the asked BPM (no octave forgiveness), share
   with drums / no drums as asked, share in the asked mode (and key), the longest
   silence before the requested end (max and median over songs), section changes (mean
@@ -72,6 +73,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--frames", nargs="+", choices=("needed", "full"), default=["needed", "full"],
                    help="needed: only the frames a request needs; full: the whole window (default: both)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="first generation seed; prompt i uses seed + i (default: 0)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when there is one)")
     p.add_argument("--ceiling", type=int, default=24, help="synth pieces to measure the estimators on (0: skip)")
@@ -189,14 +192,14 @@ def generation(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[
     for seconds in seconds_list:
         gen.check_seconds(seconds)  # refuse a length past the window before hours of generation
     print(f"generator {path} on {device}: {steps} steps, CFG {cfg_scale:g}, {sampler}, window "
-          f"{gen.max_seconds:.1f} s; {len(prompts)} prompts, seed = prompt index", flush=True)
+          f"{gen.max_seconds:.1f} s; {len(prompts)} prompts, seed = {args.seed} + prompt index", flush=True)
     print(HEADER)
     runs = {}
     for seconds in seconds_list:
         for frames in args.frames:
             name = f"{seconds:g}s {frames}"
             scores, wall = [], 0.0
-            for seed, prompt in enumerate(prompts):
+            for seed, prompt in enumerate(prompts, start=args.seed):
                 start = time.perf_counter()
                 song = gen.generate(prompt["prompt"], seconds, steps=steps, cfg_scale=cfg_scale, seed=seed,
                                     full_window=frames == "full")
@@ -206,7 +209,7 @@ def generation(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[
                           "songs": scores}
             print(line(name, runs[name]), flush=True)
     return {"model": str(path), "device": device, "steps": steps, "cfg_scale": cfg_scale, "sampler": sampler,
-            "runs": runs}
+            "seed": args.seed, "runs": runs}
 
 
 def ceiling(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str, Any]:
