@@ -16,6 +16,13 @@ One line per t, and "gain" = (none - own) / none: the share of the loss the righ
 removes. A DiT that ignores its text has own = none and gain 0; one that reads a wrong
 caption as well as a missing one has shuffled = none. The pieces must be ones the model
 was trained on or held out from that same corpus, with the model's autoencoder.
+
+Held-out pieces tell learning from memorising. Synthesise new ones with another seed and let
+a one-update run encode them (the update itself is thrown away):
+
+    salong synth 32 HO --seed 777 --min-seconds 16 --max-seconds 30 --captions 8
+    salong train dit --data HO --out HO_RUN --init G.safetensors --steps 1 --demo-every 0 --quiet
+    python benchmarks/text_use.py --model G.safetensors --cache HO_RUN/prepared/cache --items 32
 """
 
 from __future__ import annotations
