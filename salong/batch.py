@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from salong.controls import Controls, resolve
 from salong.errors import SalongError
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Job:
     output: Path
     negative_prompt: str | None
     source: str  # where the job came from, for messages: "prompt" or "prompts.txt line 3"
+    flags: dict[str, Any] = dataclasses.field(default_factory=dict)  # bpm, key, meter as given (the recipe's)
+    controls: Controls = Controls()  # what the song asks for: the flags over what the prompt states
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ def slug(text: str, limit: int = 40) -> str:
 
 def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
     """Entries of a prompts file: plain lines are prompts; lines starting with `{` are JSON
-    objects with `prompt` and optionally `seconds`, `seed`, `output`, `negative`.
+    objects with `prompt` and optionally `seconds`, `seed`, `output`, `negative`, `bpm`, `key`
+    and `meter`.
     Blank lines and lines starting with `#` are skipped."""
     if not path.is_file():
         raise SalongError(f"prompts file {str(path)!r} not found; give a text file with one prompt per line")
@@ -93,9 +97,9 @@ def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
 def _check_entry(entry: Any) -> str | None:
     if not isinstance(entry, dict):
         return "a JSON line must be an object like {\"prompt\": \"...\", \"seconds\": 30}"
-    unknown = sorted(set(entry) - {"prompt", "seconds", "seed", "output", "negative"})
+    unknown = sorted(set(entry) - {"prompt", "seconds", "seed", "output", "negative", *CONTROL_FLAGS})
     if unknown:
-        return f"unknown keys {unknown}; use prompt, seconds, seed, output, negative"
+        return f"unknown keys {unknown}; use prompt, seconds, seed, output, negative, bpm, key, meter"
     if not isinstance(entry.get("prompt"), str):
         return "needs a \"prompt\" string"
     seconds = entry.get("seconds")
@@ -109,7 +113,14 @@ def _check_entry(entry: Any) -> str | None:
         return "output must be a file name string"
     if "negative" in entry and not isinstance(entry["negative"], str):
         return "negative must be a string"
+    for name in CONTROL_FLAGS:
+        value = entry.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            return f"{name} must be a string or number, got {value!r}"
     return None
+
+
+CONTROL_FLAGS = ("bpm", "key", "meter")
 
 
 def plan_jobs(
@@ -121,6 +132,7 @@ def plan_jobs(
     name: str,
     ext: str,
     negative_prompt: str | None,
+    flags: dict[str, Any] | None = None,
 ) -> list[Job | BadLine]:
     """Expand entries into jobs: `variations` per entry with consecutive seeds, output paths
     from the name template inside folder `out`, or `out` itself for a single job.
@@ -129,7 +141,10 @@ def plan_jobs(
     (`line_seed`), so rerunning a batch makes the same songs under the same names and
     `--skip-existing` finds them; a single prompt from the command line gets a random
     seed. Every output stays inside `out` (or the working folder): a name that leaves it
-    is refused with its line."""
+    is refused with its line.
+
+    `flags` (bpm, key, meter from the command line; a line's own win) are checked against
+    each prompt here (`salong.controls.resolve`), so a bad value fails before any model loads."""
     if variations < 1:
         raise SalongError(f"-n must be at least 1, got {variations}")
     if seed is not None and seed < 0:
@@ -152,6 +167,15 @@ def plan_jobs(
             if entry["source"] == "prompt":
                 raise SalongError(message)
             jobs.append(BadLine(entry["source"], message))
+            continue
+        given = {k: entry.get(k, (flags or {}).get(k)) for k in CONTROL_FLAGS}
+        given = {k: v for k, v in given.items() if v is not None}
+        try:
+            controls = resolve(entry["prompt"], **given)
+        except SalongError as exc:
+            if entry["source"] == "prompt":
+                raise
+            jobs.append(BadLine(entry["source"], str(exc)))
             continue
         base_seed = entry.get("seed", seed)
         for variation in range(variations):
@@ -176,7 +200,8 @@ def plan_jobs(
                                                      f"{str(folder)!r}; give a plain file name inside it"))
                 continue
             jobs.append(Job(prompt=entry["prompt"], seconds=job_seconds, seed=job_seed, output=target,
-                            negative_prompt=entry.get("negative", negative_prompt), source=entry["source"]))
+                            negative_prompt=entry.get("negative", negative_prompt), source=entry["source"],
+                            flags=given, controls=controls))
     outputs = [j.output for j in jobs if isinstance(j, Job)]
     clashes = sorted({str(p) for p in outputs if outputs.count(p) > 1})
     if clashes:
@@ -220,7 +245,8 @@ class Rendered:
         """The song's settings as one JSON-ready record (what `salong generate --json` prints)."""
         song = self.song
         return dict(path=str(self.path), prompt=song.prompt, seconds=song.seconds, seed=song.seed, steps=song.steps,
-                    cfg=song.cfg_scale, sampler=song.sampler, negative=song.negative_prompt, model=str(model),
+                    cfg=song.cfg_scale, sampler=song.sampler, negative=song.negative_prompt,
+                    **{name: song.controls.record().get(name) for name in CONTROL_FLAGS}, model=str(model),
                     elapsed=round(self.elapsed, 3))
 
 
@@ -324,13 +350,14 @@ def render(
         try:
             recipe = Recipe(prompt=job.prompt, seconds=job.seconds, seed=job.seed, steps=steps, cfg_scale=cfg_scale,
                             sampler=sampler, negative_prompt=job.negative_prompt, frames=frame_mode,
-                            init_noise_level=init_noise_level, **model)
+                            init_noise_level=init_noise_level, **model, **job.flags)
             tags = recipe.tags(output_format(job.output, fmt))
             report(job, "encoding the prompt", 0, 0)
             song = generator.generate(job.prompt, job.seconds, steps=steps, cfg_scale=cfg_scale, seed=job.seed,
                                       negative_prompt=job.negative_prompt, sampler=sampler,
                                       progress=sampling, frames=frame_mode,
-                                      init_audio=init_audio, init_noise_level=init_noise_level)
+                                      init_audio=init_audio, init_noise_level=init_noise_level,
+                                      **job.flags)
             report(job, "writing", 0, 0)
             path = write_audio(job.output, song.audio, song.sample_rate, fmt, tags)
         except SalongError as exc:

@@ -409,12 +409,15 @@ def generate(
         None, help="Classifier-free guidance scale, >= 0 (at most 100); 1 = none. \\[default: the model's, 7]"),
     seed: Optional[int] = typer.Option(None, help="Seed, 0 or more; the same seed and settings give the same song. \\[default: random]"),
     negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt: what to steer away from."),
+    bpm: Optional[str] = typer.Option(None, "--bpm", help="Tempo, 40 to 300 beats per minute; the song starts on a downbeat at 0 s and keeps the grid. \\[default: what the prompt states, e.g. \"at 120 BPM\"]"),
+    key: Optional[str] = typer.Option(None, "--key", help="Key: a tonic A-G with # or b, and major or minor, e.g. \"F# minor\", \"Bb major\". \\[default: what the prompt states]"),
+    meter: Optional[str] = typer.Option(None, "--meter", help="Beats per bar, e.g. 4/4 or 3/4. \\[default: what the prompt states, else 4/4]"),
     sampler: Optional[str] = typer.Option(None, help="dpmpp-2m, dpmpp-2m-sde or euler. \\[default: the model's, dpmpp-2m]"),
     model: Optional[Path] = typer.Option(None, help="Generator file, or Stable Audio Open folder (model_config.json + model.safetensors). \\[default: the bundled model; see `salong info`]"),
     text_encoder: Optional[Path] = typer.Option(None, help="T5 folder for a Stable Audio Open --model. \\[default: a t5-base folder inside or beside it, or its text_encoder/]"),
     fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from -o, else wav]"),
     prompts: Optional[Path] = typer.Option(
-        None, help="Batch file: a prompt per line, or JSON lines with prompt, seconds, seed, output, negative."),
+        None, help="Batch file: a prompt per line, or JSON lines with prompt, seconds, seed, output, negative, bpm, key, meter."),
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 or more (consecutive seeds)."),
     name: str = typer.Option(DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave songs whose output file exists."),
@@ -454,7 +457,7 @@ def generate(
     init = read_init(init_audio, init_noise_level)
     ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
     entries = read_prompts(prompts) if prompts is not None else [{"prompt": prompt, "source": "prompt"}]
-    jobs = plan_jobs(entries, seconds, n, seed, out, name, ext, negative)
+    jobs = plan_jobs(entries, seconds, n, seed, out, name, ext, negative, dict(bpm=bpm, key=key, meter=meter))
     model_path = resolve_model(model, "generator")
     if like is not None and not _given(ctx, "model"):
         _check_take_model(like, model_path)
@@ -692,6 +695,9 @@ def train_dit_cmd(
     text_layer: Optional[int] = typer.Option(None, help="CLAP text layer the DiT reads: -1 the last, -2 the next-to-last (Stable Audio 2's), down to minus the tower's depth (its first layer), or one lower for the token embeddings. With --init, the file's. \\[default: -2]"),
     cond_dropout: Optional[float] = typer.Option(None, help="Share of unconditional samples (for CFG), 0 <= p < 1. \\[default: 0.1]"),
     timestep_shift: Optional[float] = typer.Option(None, help="Scale the noise-to-signal ratio of training times: 1 draws t uniformly (the reference), above 1 trains high noise, where a prompt shapes a song, more; above 0. \\[default: 1]"),
+    controls: Optional[str] = typer.Option(None, help="Control conditioners, comma-separated: beat (tempo and meter as beat and bar phase per frame), key; read from each file's metadata (bpm, key, meter). With --init, added to the file's DiT at zero, so training starts from its exact predictions. \\[default: the preset's or the file's, none]"),
+    control_dropout: Optional[float] = typer.Option(None, help="Share of samples trained without each control, 0 to 1 (the model then works without it, and guidance amplifies it). \\[default: 0.2]"),
+    canonical_text: Optional[bool] = typer.Option(None, "--canonical-text/--as-written-text", help="Spell each word of a caption or prompt alike whatever its case or place. With --init, the file's. \\[default: as written]"),
     demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo songs at CFG 1, 3, 7; {_EVERY}. \\[default: 2000]"),
     compile: bool = typer.Option(False, "--compile", help="Compile the autoencoder's Snake activations with torch.compile while the dataset is encoded: about 1.5x faster on CPU after a minute of compiling."),
 ) -> None:
@@ -704,12 +710,22 @@ def train_dit_cmd(
     initial = generator_config(run.init) if run.init is not None else None  # read once, used twice
     if text_layer is None and initial is not None:  # a DiT goes on reading the layer it learned from
         text_layer = initial.text_layer
+    if canonical_text is None and initial is not None:
+        canonical_text = initial.canonical_text
+    chosen = None if controls is None else tuple(c.strip() for c in controls.split(",") if c.strip())
+    if chosen is not None and run.resume:
+        raise SalongError("--controls sets a new run's DiT; a resumed run keeps its own (drop --controls)")
+
+    def with_controls(model):
+        return model if chosen is None else dataclasses.replace(model, controls=chosen)
+
     train_config, task_config = run.settings(
-        "dit", PRESETS, lambda path: initial.dit, DiTTaskConfig,
-        TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000),
+        "dit", {name: with_controls(p) for name, p in PRESETS.items()}, lambda path: with_controls(initial.dit),
+        DiTTaskConfig, TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000),
         dict(demo_every=demo_every),
         dict(cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds, min_crop_seconds=min_crop_seconds,
-             crop_law=crop_law, text_layer=text_layer, timestep_shift=timestep_shift),
+             crop_law=crop_law, text_layer=text_layer, timestep_shift=timestep_shift,
+             control_dropout=control_dropout, canonical_text=canonical_text),
     )
     # one line on the terminal: the dataset's encoding, then the training that replaces it
     with progress_bar("encoding the dataset", not run.quiet) as update:

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from salong.audio import resample, to_channels
+from salong.controls import Controls, parse_bpm, parse_key, parse_meter
 from salong.errors import SalongError
 from salong.timing import timing_condition
 
@@ -65,6 +66,7 @@ class AudioFile:
     frames: int
     attributes: Mapping[str, Any] = field(default_factory=dict)
     captions: tuple[str, ...] = ()  # every description: `caption` first, then the other ones
+    controls: Controls = Controls()  # tempo, key and meter, where the metadata gives them (`file_controls`)
 
     def __post_init__(self) -> None:
         if not self.captions:
@@ -93,6 +95,21 @@ def _normalise(relpath: str) -> str:
     return posixpath.normpath(relpath.replace(os.sep, "/"))
 
 
+def file_controls(entry: Mapping[str, Any], where: str) -> Controls:
+    """A metadata line's tempo, key and meter: its own "bpm", "key" ("F# minor") and "meter"
+    ("3/4"), else those of its synth "attributes" (bpm, tonic and mode, meter); absent ones
+    stay None. A value that cannot be read is a one-line error naming the line."""
+    attrs = entry.get("attributes") if isinstance(entry.get("attributes"), Mapping) else {}
+    bpm, key, meter = entry.get("bpm", attrs.get("bpm")), entry.get("key"), entry.get("meter", attrs.get("meter"))
+    if key is None and attrs.get("tonic") is not None and attrs.get("mode") is not None:
+        key = f"{attrs['tonic']} {attrs['mode']}"
+    try:
+        return Controls(bpm=None if bpm is None else parse_bpm(bpm), key=None if key is None else parse_key(key),
+                        beats_per_bar=None if meter is None else parse_meter(meter))
+    except SalongError as exc:
+        raise SalongError(f"{where}: {str(exc).replace('--', '', 1)}; fix or remove that value") from None
+
+
 def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
     """Entries of `root/metadata.jsonl` keyed by normalised relative path ({} if absent)."""
     path = root / METADATA_FILE
@@ -115,6 +132,7 @@ def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
                                      or not all(isinstance(c, str) and c.strip() for c in captions)):
             raise SalongError(f'{path} line {lineno}: "captions" must be a list of non-empty strings; '
                               f'fix it, or give one "caption"')
+        file_controls(entry, f"{path} line {lineno}")  # checked here, read again per file
         entries[_normalise(entry["path"])] = entry
     return entries
 
@@ -161,10 +179,12 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
             caption = entry.get("caption") or (others[0] if others else "")
             captions = tuple(dict.fromkeys([caption, *others]))  # the caption first, no repeats
             attributes = entry.get("attributes") or {}
+            controls = file_controls(entry, relpath)
         else:
             sidecar = path.with_suffix(".txt")
             caption = sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else ""
             attributes = {}
+            controls = Controls()
         files.append(
             AudioFile(
                 path=path,
@@ -176,6 +196,7 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
                 frames=int(info.frames),
                 attributes=attributes,
                 captions=captions,
+                controls=controls,
             )
         )
     for relpath in sorted(set(metadata) - seen):

@@ -48,10 +48,11 @@ def describe_audio(path: str | Path) -> str:
                                    "stripped)"])
     recipe = Recipe.from_json(info.tags["comment"], repr(str(path)))
     model = recipe.model or "the bundled model"
+    tempo, key, meter = _controls(recipe)
     settings = [
         ("prompt", recipe.prompt), ("negative prompt", recipe.negative_prompt), ("seconds", f"{recipe.seconds:g}"),
         ("seed", recipe.seed), ("steps", recipe.steps), ("cfg scale", f"{recipe.cfg_scale:g}"),
-        ("sampler", recipe.sampler),
+        ("sampler", recipe.sampler), ("tempo", tempo), ("key", key), ("meter", meter),
         ("frames", "the model's whole window, then cut" if recipe.frames == "window" else "only those the song needs"),
         ("init audio", recipe.init_audio), ("init noise level", recipe.init_noise_level),
         ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
@@ -60,6 +61,23 @@ def describe_audio(path: str | Path) -> str:
     ]
     lines += [f"{name}: {value}" for name, value in settings if value is not None]
     return "\n".join([*lines, "make it again with:", recipe.command(path)])
+
+
+def _controls(recipe) -> tuple[str | None, str | None, str | None]:
+    """The tempo, key and meter a song asked for, each saying whether an option or the prompt gave it."""
+    from salong.controls import resolve
+    from salong.errors import SalongError
+
+    try:
+        controls = resolve(recipe.prompt, recipe.bpm, recipe.key, recipe.meter)
+    except SalongError:
+        return None, None, None
+    given = {"bpm": recipe.bpm, "key": recipe.key, "meter": recipe.meter}
+    values = controls.record()
+    shown = {name: f"{values[name]:g} BPM" if name == "bpm" else values[name] for name in values}
+    return tuple(None if name not in shown else
+                 f"{shown[name]} ({'--' + name if given[name] is not None else 'from the prompt'})"
+                 for name in ("bpm", "key", "meter"))
 
 
 def describe_bundled() -> str:

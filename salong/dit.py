@@ -26,12 +26,17 @@ import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
+from salong.controls import BEAT_FEATURES, KEY_FEATURES
 from salong.errors import SalongError
 
 
 # --- configuration -------------------------------------------------------------------
 
 TIMING_INPUTS = ("seconds_start", "seconds_total")
+# Control conditioners (salong.controls): "beat", per-frame beat and bar phase at the requested
+# tempo; "key", the song's key. Each is a bias-free linear map, zero at initialisation, added
+# to the tokens; a model without them is the reference network.
+CONTROLS = ("beat", "key")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class DiTConfig:
     timing: tuple[str, ...] = ("seconds_start", "seconds_total")  # number embedders, in token order
     project_cond_tokens: bool = False  # to_cond_embed maps cond_width -> width (else cond_width -> cond_width)
     qk_norm: bool = False  # LayerNorm over each head's queries and keys (eps 1e-6), self- and cross-attention
+    controls: tuple[str, ...] = ()  # control conditioners among CONTROLS (none: Stable Audio's DiT)
 
     def __post_init__(self) -> None:
         positive = ("latent_dim", "width", "depth", "heads", "cond_width", "cond_kv_heads",
@@ -72,6 +78,8 @@ class DiTConfig:
                 raise SalongError(f"DiTConfig.{name} must be a positive integer, got {value!r}")
         if not self.timing or not set(self.timing) <= set(TIMING_INPUTS) or len(set(self.timing)) != len(self.timing):
             raise SalongError(f"DiTConfig.timing must name distinct inputs among {TIMING_INPUTS}, got {self.timing!r}")
+        if not set(self.controls) <= set(CONTROLS) or len(set(self.controls)) != len(self.controls):
+            raise SalongError(f"DiTConfig.controls must name distinct controls among {CONTROLS}, got {self.controls!r}")
         for name in ("project_cond_tokens", "qk_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise SalongError(f"DiTConfig.{name} must be true or false, got {getattr(self, name)!r}")
@@ -321,8 +329,11 @@ class ContinuousTransformer(nn.Module):
         self.rotary_pos_emb = RotaryEmbedding(c.rope_dim)
         self.layers = nn.ModuleList(TransformerBlock(c) for _ in range(c.depth))
 
-    def forward(self, x: torch.Tensor, prepend: torch.Tensor, context: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prepend: torch.Tensor, context: torch.Tensor, checkpointing: bool,
+                token_bias: torch.Tensor | None = None) -> torch.Tensor:
         h = torch.cat([prepend, self.project_in(x)], dim=1)  # (B, 1 + T, W)
+        if token_bias is not None:  # the controls' embeddings, (B, 1 + T, W) or (B, 1, W)
+            h = h + token_bias
         cos, sin = self.rotary_pos_emb(h.shape[1])  # positions count the prepended token too
         for layer in self.layers:
             if checkpointing and torch.is_grad_enabled():
@@ -367,6 +378,10 @@ class DiT(nn.Module):
         )
         for name in c.timing:  # `seconds_start`, `seconds_total`
             setattr(self, name, NumberEmbedder(c.timing_features, c.cond_width, c.timing_max_seconds))
+        if "beat" in c.controls:  # the features of a patch's frames -> width
+            self.beat_embed = nn.Linear(BEAT_FEATURES * c.patch_size, c.width, bias=False)
+        if "key" in c.controls:
+            self.key_embed = nn.Linear(KEY_FEATURES, c.width, bias=False)
         self.preprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.postprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.transformer = ContinuousTransformer(c)
@@ -377,7 +392,9 @@ class DiT(nn.Module):
 
         PyTorch defaults for linear layers; N(0, 1) Fourier and number-embedder frequencies;
         LayerNorm scale 1, bias 0; zero for the input/output residual convs, every residual
-        branch's output projection and `project_out`, so a fresh model predicts exactly 0.
+        branch's output projection and `project_out`, so a fresh model predicts exactly 0;
+        zero for the control embeddings, so controls added to a trained model change nothing
+        until training moves them.
         """
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv1d)):
@@ -395,6 +412,9 @@ class DiT(nn.Module):
         for block in self.transformer.layers:
             zero += [block.self_attn.to_out.weight, block.cross_attn.to_out.weight,
                      block.ff.ff[2].weight, block.ff.ff[2].bias]
+        for name in ("beat_embed", "key_embed"):
+            if hasattr(self, name):
+                zero.append(getattr(self, name).weight)
         for p in zero:
             nn.init.zeros_(p)
 
@@ -421,8 +441,34 @@ class DiT(nn.Module):
             context = torch.where(cond_drop_mask.to(torch.bool)[:, None, None], torch.zeros_like(context), context)
         return context, torch.cat(timing, dim=-1)  # (B, N+k, C), (B, kC)
 
-    def backbone(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, global_cond: torch.Tensor) -> torch.Tensor:
-        """The network given already embedded conditioning (see `conditioning`).
+    def control_bias(self, beat: torch.Tensor | None, key: torch.Tensor | None,
+                     drop: torch.Tensor | None) -> torch.Tensor | None:
+        """The controls' embeddings, (B, 1 + L/p, W) for the prepended token and every latent
+        token, or None for a model without controls.
+
+        beat (B, L, BEAT_FEATURES) per latent frame reaches the latent tokens; key
+        (B, KEY_FEATURES) reaches every token. Both are all zero where absent
+        (`salong.controls`); `drop` (B,) bool zeroes them in its rows with the rest of the
+        conditioning. A control the model was not built with is ignored.
+        """
+        parts = []
+        dtype = self.preprocess_conv.weight.dtype
+        if beat is not None and hasattr(self, "beat_embed"):
+            feats = rearrange(beat.to(dtype), "b (t p) f -> b t (p f)", p=self.config.patch_size)  # (B, T, p*F)
+            beat_tokens = self.beat_embed(feats)  # (B, T, W)
+            parts.append(F.pad(beat_tokens, (0, 0, 1, 0)))  # (B, 1 + T, W), nothing on the prepended token
+        if key is not None and hasattr(self, "key_embed"):
+            parts.append(self.key_embed(key.to(dtype))[:, None])  # (B, 1, W), broadcast over tokens
+        if not parts:
+            return None
+        bias = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        if drop is not None:
+            bias = torch.where(drop.to(torch.bool)[:, None, None], torch.zeros_like(bias), bias)
+        return bias
+
+    def backbone(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, global_cond: torch.Tensor,
+                 token_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The network given already embedded conditioning (see `conditioning`, `control_bias`).
 
         Inputs are cast to the weights' dtype and the output back to x's, so a sampler can
         keep float32 latents around a bfloat16 network.
@@ -435,7 +481,7 @@ class DiT(nn.Module):
         timestep = self.to_timestep_embed(self.timestep_features(t))  # (B, W)
         prepend = (self.to_global_embed(global_cond) + timestep)[:, None]  # (B, 1, W)
         x = x + self.preprocess_conv(x)  # (B, D, L)
-        y = self.transformer(patchify(x, p), prepend, context, self.checkpointing)  # (B, L/p, D*p)
+        y = self.transformer(patchify(x, p), prepend, context, self.checkpointing, token_bias)  # (B, L/p, D*p)
         y = unpatchify(y, p)  # (B, D, L)
         return (y + self.postprocess_conv(y)).to(in_dtype)
 
@@ -447,15 +493,18 @@ class DiT(nn.Module):
         seconds_start: torch.Tensor,
         seconds_total: torch.Tensor,
         cond_drop_mask: torch.Tensor | None = None,
+        beat: torch.Tensor | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict v for noisy latents.
 
         x (B, latent_dim, L); t (B,) in [0, 1]; cond_tokens (B, N, cond_width), zero at
         padded positions; seconds_start, seconds_total (B,) in seconds; cond_drop_mask (B,)
-        bool or None. Returns (B, latent_dim, L).
+        bool or None; beat (B, L, BEAT_FEATURES) and key (B, KEY_FEATURES), zero where absent,
+        or None (`control_bias`). Returns (B, latent_dim, L).
         """
         context, global_cond = self.conditioning(cond_tokens, seconds_start, seconds_total, cond_drop_mask)
-        return self.backbone(x, t, context, global_cond)
+        return self.backbone(x, t, context, global_cond, self.control_bias(beat, key, cond_drop_mask))
 
 
 # --- checkpoint interoperability -----------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -24,6 +25,7 @@ from salong.clap import (Clap, ClapModelConfig, holds_text_tower_only, text_towe
                          tokenizer_from_metadata, tokenizer_metadata)
 from salong.diffusion import (RF_SAMPLERS, SAMPLERS, RFDenoiser, VDenoiser, cfg_denoiser, get_sampler,
                               get_sigmas_loglinear, get_ts_logsnr, start_from_init_rf)
+from salong.controls import Controls, beat_features, key_features, prompt_with_controls, resolve
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
 from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder, check_text_layer
@@ -109,6 +111,9 @@ class GeneratorConfig:
     # tower trained on few captions can make every token alike in its top layers; a lower
     # layer keeps the words apart (docs/architecture.md, CLAP: Which layer). Unused with T5.
     text_layer: int = -2
+    # Spell each word alike whatever its case or place in the prompt (`canonical_tokens`);
+    # models trained so read prompts so. Unused with T5.
+    canonical_text: bool = False
 
     def __post_init__(self) -> None:
         if self.dit.latent_dim != self.autoencoder.latent_dim:
@@ -144,6 +149,7 @@ class Song:
     cfg_scale: float
     sampler: str
     negative_prompt: str | None
+    controls: Controls = Controls()  # the tempo, key and meter the song was made with
 
 
 class Generator:
@@ -156,7 +162,8 @@ class Generator:
         self.dit = dit.eval().to(self.device)
         self.autoencoder = autoencoder.eval().to(self.device)
         self.text_encoder = (text if isinstance(text, TextEncoder)
-                             else ClapTextEncoder(text.eval(), layer=config.text_layer)).to(self.device)
+                             else ClapTextEncoder(text.eval(), layer=config.text_layer,
+                                                  canonical=config.canonical_text)).to(self.device)
         self.denoiser = VDenoiser(self.dit) if config.objective == "v" else RFDenoiser(self.dit)
         self.source: Path | None = None  # the file or folder it was loaded from, for a song's recipe
 
@@ -278,6 +285,9 @@ class Generator:
         frames: str | None = None,
         init_audio: tuple[np.ndarray, int] | None = None,
         init_noise_level: float | None = None,
+        bpm: float | str | None = None,
+        key: str | None = None,
+        meter: str | None = None,
     ) -> Song:
         """Sample one song of exactly round(seconds * sample_rate) samples.
 
@@ -292,7 +302,13 @@ class Generator:
         and noised to `init_noise_level` (sigma for v-objective models, t for rectified
         flow) and the sampler starts there, its schedule running from that level down, as
         the reference does: a low level keeps the input, a high one follows the prompt.
+
+        Controls (`salong.controls`): `bpm`, `key` ("F# minor") and `meter` ("3/4") win over
+        what the prompt states. A model with control conditioners reads them as beat and key
+        features, its grid on a downbeat at 0 s; any other model reads them as words in its
+        prompt (`prompt_with_controls`, with a one-line warning).
         """
+        controls = resolve(prompt, bpm, key, meter)
         steps, cfg_scale, sampler = self.settings(steps, cfg_scale, sampler)
         self.check_seconds(seconds)
         if init_audio is not None:
@@ -315,7 +331,7 @@ class Generator:
             sigmas = get_ts_logsnr(steps, 1.0 if x_init is None else init_noise_level).to(self.device)
             x = noise if x_init is None else start_from_init_rf(x_init, noise, float(sigmas[0]))
 
-        cond, uncond = self._conditioning(prompt, negative_prompt, seconds)
+        cond, uncond = self._conditioning(prompt, negative_prompt, seconds, controls, length)
         denoiser = cfg_denoiser(self.denoiser, cond, uncond, cfg_scale)
 
         def callback(info: Mapping) -> None:
@@ -331,10 +347,34 @@ class Generator:
         audio = self.autoencoder.decode_long(latents[..., :keep].float())[0]  # (C, keep * hop)
         audio = finish(audio.float().cpu().numpy(), audio_samples(seconds, self.sample_rate), self.sample_rate)
         return Song(audio=audio, sample_rate=self.sample_rate, prompt=prompt, seconds=float(seconds), seed=seed,
-                    steps=steps, cfg_scale=cfg_scale, sampler=sampler, negative_prompt=negative_prompt)
+                    steps=steps, cfg_scale=cfg_scale, sampler=sampler, negative_prompt=negative_prompt,
+                    controls=controls)
 
-    def _conditioning(self, prompt: str, negative_prompt: str | None, seconds: float) -> tuple[dict, dict]:
-        """DiT keyword arguments for the conditional and unconditional halves of CFG."""
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The control conditioners of the DiT ("beat", "key"); none for Stable Audio Open."""
+        return self.config.dit.controls
+
+    def text_with_controls(self, prompt: str, controls: Controls) -> str:
+        """What the text encoder reads: the prompt, with the controls the DiT has no
+        conditioner for written in (a model without a beat conditioner reads the meter from
+        the words too, so a stated one stays)."""
+        has = set(self.controls)
+        words = Controls(bpm=None if "beat" in has else controls.bpm, key=None if "key" in has else controls.key)
+        if words.empty:
+            return prompt
+        style = "salong" if self.config.clap is not None else "sao"
+        text = prompt_with_controls(prompt, words, style)
+        if text != prompt:
+            warnings.warn(f"this model has no tempo or key conditioner; the prompt it reads is {text!r}")
+        return text
+
+    def _conditioning(self, prompt: str, negative_prompt: str | None, seconds: float,
+                      controls: Controls = Controls(), frames: int = 0) -> tuple[dict, dict]:
+        """DiT keyword arguments for the conditional and unconditional halves of CFG. The
+        conditional half reads the controls; the unconditional one has none, so guidance
+        pushes towards them as it pushes towards the prompt."""
+        prompt = self.text_with_controls(prompt, controls)
         prompts = [prompt] if negative_prompt is None else [prompt, negative_prompt]
         tokens, _ = self.text_encoder.encode(prompts)  # (1 or 2, L, W), padding zero
         start, total = request_timing(seconds)
@@ -349,6 +389,13 @@ class Generator:
             uncond = {"cond_tokens": tokens[:1], "cond_drop_mask": ~keep, **timing}
         else:
             uncond = {"cond_tokens": tokens[1:], "cond_drop_mask": keep, **timing}
+        if self.controls:
+            rate = self.sample_rate / self.config.autoencoder.samples_per_latent
+            beat = beat_features(frames, rate, controls.bpm if "beat" in self.controls else None,
+                                 controls.beats_per_bar)[None].to(self.device)  # (1, frames, F)
+            key = key_features(controls.key if "key" in self.controls else None)[None].to(self.device)  # (1, K)
+            cond.update(beat=beat, key=key)
+            uncond.update(beat=torch.zeros_like(beat), key=torch.zeros_like(key))
         return cond, uncond
 
 

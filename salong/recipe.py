@@ -13,7 +13,9 @@ re-makes the file; `salong generate --like FILE` starts from it. With the same m
 
 `frames` is the frame mode the song was sampled with ("needed" or "window"). Optional
 keys, left out when unused: `negative`, `init_audio`, `init_noise_level`, `text_encoder`
-(a T5 folder given apart from a Stable Audio Open model). `model` is left out for the
+(a T5 folder given apart from a Stable Audio Open model), and `bpm`, `key`, `meter`: the
+controls given as options (what the prompt states is read from it again, so a new prompt
+given with `--like` states its own). `model` is left out for the
 bundled model.
 """
 
@@ -59,6 +61,9 @@ class Recipe:
     model: str | None = None  # the model's absolute path; None: the bundled model
     model_sha256: str | None = None  # the first SHA256_DIGITS hex digits of the model's sha256 (`model_sha256`)
     text_encoder: str | None = None  # a T5 folder given apart from the model (its absolute path)
+    bpm: float | str | None = None  # --bpm, --key and --meter as given (`salong.controls`)
+    key: str | None = None
+    meter: str | int | None = None
     version: str = salong.__version__
 
     def to_json(self) -> str:
@@ -109,7 +114,8 @@ class Recipe:
         options: dict[str, Any] = dict(prompt=self.prompt, seconds=self.seconds, seed=self.seed, steps=self.steps,
                                        cfg_scale=self.cfg_scale, sampler=self.sampler, frames=self.frames)
         optional = dict(negative=self.negative_prompt, init_audio=self.init_audio,
-                        init_noise_level=self.init_noise_level, model=self.model, text_encoder=self.text_encoder)
+                        init_noise_level=self.init_noise_level, model=self.model, text_encoder=self.text_encoder,
+                        bpm=self.bpm, key=self.key, meter=self.meter)
         return {**options, **{k: v for k, v in optional.items() if _used(v)}}
 
     def command(self, output: str | Path) -> str:
@@ -127,7 +133,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg_scale": (int, float),
     "sampler": (str,), "frames": (str,), "negative_prompt": (str,), "init_audio": (str,),
     "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
-    "version": (str,),
+    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "version": (str,),
 }
 _REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg_scale", "sampler", "version")
 

@@ -13,6 +13,7 @@ so features are cached per prompt text (LRU).
 
 from __future__ import annotations
 
+import re
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -99,16 +100,20 @@ class TextEncoder(ABC):
             if count > self.max_length:
                 warnings.warn(f"prompt {prompt[:40]!r}{'...' if len(prompt) > 40 else ''} is {count} tokens long; "
                               f"only the first {self.max_length} are used", stacklevel=4)
-        enc = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        ids = enc["input_ids"].to(self.device)  # (B, L)
-        mask = enc["attention_mask"].to(self.device).bool()  # (B, L)
+        ids, mask = self.tokenize(prompts)
+        ids, mask = ids.to(self.device), mask.to(self.device)  # (B, L) each
         self.module.eval()
         features, *extras = self._forward(ids, mask.long())
         features = features.float() * mask[..., None]  # (B, L, W), padding exactly zero
         self.forward_calls += 1
         for i, prompt in enumerate(prompts):
             self._cache[prompt] = (features[i].clone(), mask[i].clone(), *(e[i].clone() for e in extras))
+
+    def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, max_length) token ids, padded and truncated, and the bool mask of real tokens."""
+        enc = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"].bool()
 
     def _token_counts(self, prompts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
@@ -123,10 +128,18 @@ def check_text_layer(layer: int, depth: int) -> int:
     return layer
 
 
-class ClapTextEncoder(TextEncoder):
-    """CLAP text tower, hidden states of the next-to-last layer (Stable Audio 2), 77 tokens."""
+# Words, numbers and other marks, as a byte-level BPE tokenizer splits text (whitespace dropped).
+_PIECES = re.compile(r"[^\W\d_]+|\d+|[^\w\s]+|_+")
 
-    def __init__(self, clap: Clap, layer: int = -2, cache_size: int = CACHE_SIZE):
+
+class ClapTextEncoder(TextEncoder):
+    """CLAP text tower, hidden states of the next-to-last layer (Stable Audio 2), 77 tokens.
+
+    `canonical` spells every word the same way wherever it stands and however it is cased
+    (`canonical_tokens`), so "calm", "Calm" and "CALM", first or later in a prompt, give
+    the DiT the same tokens."""
+
+    def __init__(self, clap: Clap, layer: int = -2, cache_size: int = CACHE_SIZE, canonical: bool = False):
         super().__init__(cache_size)
         if clap.tokenizer is None:
             raise SalongError("the CLAP model has no tokenizer; load it with salong.clap.load_clap")
@@ -136,6 +149,24 @@ class ClapTextEncoder(TextEncoder):
         self.layer = layer
         self.width = clap.config.text_width
         self.max_length = clap.config.max_text_length
+        self.canonical = canonical
+        self._spellings: dict[str, list[int]] = {}
+
+    def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.canonical:
+            return super().tokenize(prompts)
+        tok = self.tokenizer
+        ids = torch.full((len(prompts), self.max_length), tok.pad_token_id, dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            row = canonical_tokens(prompt, tok, self._spellings)[: self.max_length - 2]
+            row = [tok.bos_token_id, *row, tok.eos_token_id]
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids, ids != tok.pad_token_id
+
+    def _token_counts(self, prompts: list[str]) -> list[int]:
+        if not self.canonical:
+            return super()._token_counts(prompts)
+        return [len(canonical_tokens(p, self.tokenizer, self._spellings)) + 2 for p in prompts]
 
     @property
     def module(self) -> nn.Module:
@@ -147,6 +178,30 @@ class ClapTextEncoder(TextEncoder):
     def pooled(self, prompts: Sequence[str]) -> torch.Tensor:
         """(B, D) unit-norm projected text embeddings (CLAP's shared space), cached with the tokens."""
         return torch.stack([r[2] for r in self._rows(prompts)])
+
+
+def canonical_tokens(prompt: str, tokenizer: Any, spellings: dict[str, list[int]] | None = None) -> list[int]:
+    """Token ids of a prompt whose words do not depend on their case or place, for a
+    byte-level BPE tokenizer trained on captions (salong's CLAP); no special tokens.
+
+    Such a tokenizer spells a word after a space ("Ġcalm") apart from one that opens the text
+    ("calm"), and a casing it rarely saw letter by letter: "calm" at the start of a prompt
+    became c, a, l, m. Here each word, number or mark is spelled on its own, in the form the
+    tokenizer spells in the fewest tokens among its casings (lower, Capitalised, UPPER) with
+    and without the leading space, the earlier form winning a tie (words and numbers prefer
+    the space, marks not). `spellings` caches the choice per lower-cased piece."""
+    spellings = {} if spellings is None else spellings
+    out: list[int] = []
+    for piece in _PIECES.findall(prompt):
+        low = piece.lower()
+        if low not in spellings:
+            cases = dict.fromkeys((low, low.capitalize(), low.upper()))
+            spaced = [" " + c for c in cases]
+            forms = [*cases, *spaced] if not (low[0].isalnum()) else [*spaced, *cases]
+            best = min(forms, key=lambda f: len(tokenizer.tokenize(f)))
+            spellings[low] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(best))
+        out += spellings[low]
+    return out
 
 
 class T5TextEncoder(TextEncoder):

@@ -27,6 +27,7 @@ from salong.audio import load_audio, write_audio
 from salong.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
 from salong.checkpoint import content_digest, load_state_strict, write_atomic
 from salong.clap import Clap, load_clap, save_clap
+from salong.controls import beat_features, key_features, parse_key
 from salong.data import caption_index, index_audio
 from salong.diffusion import shifted_time, v_loss
 from salong.dit import DiT, DiTConfig
@@ -37,7 +38,7 @@ from salong.timing import timing_condition
 from salong.train.runtime import Dist
 from salong.train.trainer import PREPARED_DIR, Part, Task
 
-CACHE_VERSION = 2  # 2: text holds every caption of a file
+CACHE_VERSION = 3  # 2: text holds every caption of a file; 3: items carry tempo, key and meter
 
 
 CROP_MODES = ("variable", "fixed")
@@ -60,6 +61,11 @@ class DiTTaskConfig:
     # spends the same compute on every octave of lengths, so long crops are rarer still.
     crop_law: str = "log"
     text_layer: int = -2  # the CLAP hidden states the DiT reads (`GeneratorConfig.text_layer`)
+    canonical_text: bool = False  # words spelled alike whatever their case or place (`GeneratorConfig.canonical_text`)
+    # Share of samples trained without each control (tempo, key; drawn apart), so the model
+    # also works without it and guidance can amplify it. Samples without conditioning
+    # (`cond_dropout`) lose their controls too.
+    control_dropout: float = 0.2
     # Training times: the noise-to-signal ratio of uniform t scaled by this (`shifted_time`);
     # 1 is the reference's t ~ U(0, 1), above 1 trains high noise more (docs/diffusion.md).
     timestep_shift: float = 1.0
@@ -87,6 +93,10 @@ class DiTTaskConfig:
             raise SalongError(f"timestep shift must be above 0 (1 = uniform t), got {self.timestep_shift}")
         if not 0 <= self.cond_dropout < 1:
             raise SalongError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not 0 <= self.control_dropout <= 1:
+            raise SalongError(f"control dropout must be in [0, 1], got {self.control_dropout}")
+        if not isinstance(self.canonical_text, bool):
+            raise SalongError(f"canonical_text must be true or false, got {self.canonical_text!r}")
         if not 0 <= self.mask_padding_dropout <= 1:
             raise SalongError(f"mask_padding_dropout must be in [0, 1], got {self.mask_padding_dropout}")
 
@@ -179,6 +189,7 @@ def preencode(
     d: Dist = Dist(),
     progress: Callable[[int, int], None] | None = None,
     text_layer: int = -2,
+    canonical_text: bool = False,
 ) -> list[dict[str, Any]]:
     """Encode every audio file once: `cache_dir/NNNNNN.safetensors` with `latents` (64, frames) and
     `text` (captions, tokens, width: each of the file's captions at CLAP layer `text_layer`);
@@ -188,7 +199,8 @@ def preencode(
     if not files:
         raise SalongError(f"no readable audio files in {str(data)!r}; check --data")
     signature = {"version": CACHE_VERSION, "models": models_digest, "text_layer": text_layer,
-                 "files": [[f.relpath, list(f.captions), f.frames, f.sample_rate] for f in files]}
+                 "canonical_text": canonical_text,
+                 "files": [[f.relpath, list(f.captions), f.frames, f.sample_rate, f.controls.record()] for f in files]}
     index_path = cache_dir / "index.json"
     if index_path.exists():
         saved = json.loads(index_path.read_text())
@@ -202,7 +214,7 @@ def preencode(
             silence = autoencoder.encode_long(torch.zeros(1, channels, 64 * hop), sample=False)[0, :, 32]  # (64,)
         write_atomic(cache_dir / "silence.safetensors",
                      lambda tmp: save_file({"latent": silence.float().contiguous()}, str(tmp)), ".safetensors")
-    text_encoder = ClapTextEncoder(clap, layer=text_layer, cache_size=0)
+    text_encoder = ClapTextEncoder(clap, layer=text_layer, cache_size=0, canonical=canonical_text)
     mine = [i for i in range(len(files)) if i % d.world_size == d.rank]
     for done, i in enumerate(mine, start=1):
         record = files[i]
@@ -216,7 +228,7 @@ def preencode(
             progress(done, len(mine))
     d.barrier()
     items = [{"file": f"{i:06d}.safetensors", "path": f.relpath, "caption": f.caption, "captions": list(f.captions),
-              "duration": f.duration} for i, f in enumerate(files)]
+              "duration": f.duration, **f.controls.record()} for i, f in enumerate(files)]
     if d.main:
         payload = json.dumps({"signature": signature, "items": items, "skipped": skipped})
         write_atomic(index_path, lambda tmp: tmp.write_text(payload), ".json")
@@ -230,7 +242,9 @@ class LatentDataset(torch.utils.data.Dataset):
     The batch seed draws the crop length (one per batch, see `CropLengths`), the item seed
     the offset and which of the file's captions the crop reads (`caption_index`). Crops
     that run past the end of a file are padded with the latent of silence and masked;
-    timing follows `salong.timing`.
+    timing follows `salong.timing`. A file's tempo becomes beat features that keep the
+    phase of the crop's offset (a piece's grid starts on a downbeat at 0 s), and its key
+    key features (`salong.controls`; zeros where the metadata gives none).
     """
 
     def __init__(self, cache_dir: Path, items: list[dict[str, Any]], lengths: CropLengths, latent_rate: float) -> None:
@@ -255,12 +269,18 @@ class LatentDataset(torch.utils.data.Dataset):
         padding = self.silence[:, None].expand(-1, frames - real)  # (64, frames - real)
         texts = tensors["text"]  # (captions, tokens, width)
         seconds_start, seconds_total = timing_condition(offset / self.latent_rate, item["duration"])
+        meter = item.get("meter")
+        beat = beat_features(frames, self.latent_rate, item.get("bpm"), int(meter.split("/")[0]) if meter else None,
+                             start_seconds=offset / self.latent_rate)  # (frames, BEAT_FEATURES)
+        key = key_features(parse_key(item["key"]) if item.get("key") else None)  # (KEY_FEATURES,)
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
             "mask": mask,
             "text": texts[caption_index(texts.shape[0], seed)],  # (tokens, width): one caption of the file
             "seconds_start": seconds_start,
             "seconds_total": seconds_total,
+            "beat": beat,
+            "key": key,
         }
 
 
@@ -280,7 +300,7 @@ class DiTTask(Task):
         self.clap = clap.eval().requires_grad_(False)
         self.generator_config = GeneratorConfig(dit=config.model, autoencoder=autoencoder.config,
                                                 clap=clap.config, sampling=config.sampling,
-                                                text_layer=config.text_layer)
+                                                text_layer=config.text_layer, canonical_text=config.canonical_text)
         self.demos = list(demos or [])
 
     def setup(self, device: torch.device) -> None:
@@ -302,9 +322,15 @@ class DiTTask(Task):
         drop = torch.rand(b, device=x0.device) < self.config.cond_dropout  # (B,) whole conditioning dropped
         whole = torch.rand(b, device=x0.device) < self.config.mask_padding_dropout  # (B,) padding counts too
         mask = batch["mask"] | whole[:, None]  # (B, L)
+        controls = {}
+        if self.config.model.controls:  # drawn only for models with controls, so older runs resume as they were
+            for name in ("beat", "key"):
+                kept = torch.rand(b, device=x0.device) >= self.config.control_dropout  # (B,)
+                value = batch[name]
+                controls[name] = value * kept.view(-1, *([1] * (value.ndim - 1))).to(value.dtype)
         loss = v_loss(modules["dit"], x0, t, noise, mask=mask, cond_tokens=batch["text"],
                       seconds_start=batch["seconds_start"], seconds_total=batch["seconds_total"],
-                      cond_drop_mask=drop)
+                      cond_drop_mask=drop, **controls)
         return loss, {}
 
     def _generator(self, dit: nn.Module) -> Generator:
@@ -328,6 +354,17 @@ class DiTTask(Task):
         return save_generator(path, self.generator_config, ema_modules["dit"], self.autoencoder, self.clap)
 
 
+def init_state(dit: DiT, initial: DiT) -> dict[str, torch.Tensor]:
+    """The state a run's DiT starts from: the initial model's tensors, plus the run's own
+    zero-initialised control embeddings where the initial model has none, so the first
+    step predicts exactly what the initial model does."""
+    state = dict(initial.state_dict())
+    for name, tensor in dit.state_dict().items():
+        if name.split(".")[0] in ("beat_embed", "key_embed") and name not in state:
+            state[name] = tensor
+    return state
+
+
 def load_frozen(run_dir: Path) -> tuple[Autoencoder, Clap]:
     """The run's own copies of the autoencoder and CLAP."""
     folder = run_dir / PREPARED_DIR
@@ -349,13 +386,14 @@ def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, auto
     ae, clap = load_frozen(run_dir)
     try:
         GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling,
-                        text_layer=task_config.text_layer)
+                        text_layer=task_config.text_layer, canonical_text=task_config.canonical_text)
     except SalongError as exc:
         raise SalongError(f"the DiT does not fit the run's autoencoder or text encoder: {exc}") from None
     digest = hashlib.sha256((content_digest(run_dir / PREPARED_DIR / "autoencoder.safetensors")
                              + content_digest(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
     cache = run_dir / PREPARED_DIR / "cache"
-    items = preencode(data, cache, ae, clap, digest, d, progress, text_layer=task_config.text_layer)
+    items = preencode(data, cache, ae, clap, digest, d, progress, text_layer=task_config.text_layer,
+                      canonical_text=task_config.canonical_text)
     return ae, clap, items, cache, initial
 
 
@@ -407,7 +445,7 @@ def train_dit(
     seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
     task = DiTTask(task_config, ae, clap, demos)
     if initial is not None:
-        load_state_strict(task.dit, initial.dit.state_dict(), source=f"{str(init)!r} (dit)")
+        load_state_strict(task.dit, init_state(task.dit, initial.dit), source=f"{str(init)!r} (dit)")
         del initial
     try:
         return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)

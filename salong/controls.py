@@ -1,0 +1,311 @@
+"""Musical controls: tempo, meter and key, read from flags or from the prompt, and the
+features a DiT with control conditioners reads (docs/architecture.md, Controls).
+
+A tempo reaches the DiT as something local to each latent frame: the phase of the beat
+and of the bar at the requested BPM, as sin/cos pairs (`beat_features`), so "a hit on
+every beat" is a rule each frame can apply on its own instead of a count the model has
+to keep. The grid starts on a downbeat at 0 s. A key is categorical: its tonic, its mode
+and the pitch classes of its scale (`key_features`). Absent controls are all-zero
+features, which is also what control dropout and the unconditional half of guidance use.
+
+Models without control conditioners get the controls written into their prompt instead
+(`prompt_with_controls`), in the wording they were trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from salong.errors import SalongError
+
+TONIC_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # the synth corpus's spelling
+MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")  # as minor keys are usually spelled
+MODES = ("major", "minor")
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}  # natural minor, as the synth plays
+MIN_BPM, MAX_BPM = 40.0, 300.0
+MIN_BEATS, MAX_BEATS = 2, 12  # beats per bar
+REFERENCE_BPM = 120.0  # the tempo feature is log2(bpm / this)
+
+# Per latent frame: presence, log tempo, beat phase (1x and 2x) and bar phase as sin/cos.
+BEAT_FEATURES = 8
+# Per song: tonic one-hot (12), mode one-hot (2), scale pitch classes (12).
+KEY_FEATURES = 26
+
+_LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+@dataclass(frozen=True)
+class Key:
+    """A key: tonic as a pitch class (C = 0) and a mode."""
+
+    tonic: int
+    mode: str
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.tonic, int) and 0 <= self.tonic < 12) or self.mode not in MODES:
+            raise SalongError(f"a key needs a tonic pitch class 0-11 and major or minor, got {self.tonic!r} {self.mode!r}")
+
+    def __str__(self) -> str:
+        names = MINOR_NAMES if self.mode == "minor" else TONIC_NAMES
+        return f"{names[self.tonic]} {self.mode}"
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What a song asks for besides its words; None = not asked."""
+
+    bpm: float | None = None
+    key: Key | None = None
+    beats_per_bar: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.bpm is None and self.key is None and self.beats_per_bar is None
+
+    def record(self) -> dict:
+        """JSON-ready values for a song's recipe (only those given)."""
+        out: dict = {}
+        if self.bpm is not None:
+            out["bpm"] = self.bpm
+        if self.key is not None:
+            out["key"] = str(self.key)
+        if self.beats_per_bar is not None:
+            out["meter"] = f"{self.beats_per_bar}/4"
+        return out
+
+
+# --- reading values ---------------------------------------------------------------------------
+
+_ACCIDENTAL = r"(?:#|♯|b|♭|-?\s?sharp|-?\s?flat)"
+_TONIC = rf"(?P<letter>[A-Ga-g])(?P<acc>{_ACCIDENTAL})?"
+_MODE_WORDS = {"major": "major", "maj": "major", "minor": "minor", "min": "minor", "m": "minor", "": "major"}
+_KEY_VALUE = re.compile(rf"^\s*{_TONIC}\s*[-_ ]?\s*(?P<mode>major|minor|maj|min|m|)\s*$", re.IGNORECASE)
+
+
+def _pitch_class(letter: str, accidental: str | None) -> int:
+    shift = 0
+    if accidental:
+        acc = accidental.lower().replace("-", "").replace(" ", "")
+        shift = 1 if acc in ("#", "♯", "sharp") else -1
+    return (_LETTERS[letter.upper()] + shift) % 12
+
+
+def parse_key(value: str) -> Key:
+    """A key as musicians write it: "A minor", "F# minor", "Bb major", "E flat major",
+    "C#m", "Am", "Ebmaj", "D" (major). One-line error otherwise."""
+    if isinstance(value, Key):
+        return value
+    text = str(value)
+    m = _KEY_VALUE.match(text)
+    # "m" alone means minor only right after the tonic ("Am", "F#m"), never "M".
+    if m is None or (m.group("mode") == "M"):
+        raise SalongError(f"--key {text!r} is not a key; give a tonic A-G with an optional # or b and major or "
+                          "minor, e.g. 'A minor', 'F# major', 'Bb minor', 'C#m'")
+    return Key(_pitch_class(m.group("letter"), m.group("acc")), _MODE_WORDS[m.group("mode").lower()])
+
+
+def parse_bpm(value: object) -> float:
+    """A tempo in beats per minute: a number, or text like "120" or "120 BPM". One-line error otherwise."""
+    text = str(value).strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:bpm)?", text, re.IGNORECASE)
+    bpm = float(m.group(1)) if m else math.nan
+    if not (isinstance(value, (int, float, str)) and not isinstance(value, bool)) or not MIN_BPM <= bpm <= MAX_BPM:
+        raise SalongError(f"--bpm must be a tempo from {MIN_BPM:g} to {MAX_BPM:g} beats per minute, e.g. 120, "
+                          f"got {text!r}")
+    return round(bpm, 3)
+
+
+def parse_meter(value: object) -> int:
+    """Beats per bar from "3/4", "4/4", "3" ... One-line error otherwise."""
+    text = str(value).strip()
+    m = re.fullmatch(r"(\d+)(?:\s*/\s*4)?", text)
+    beats = int(m.group(1)) if m else 0
+    if not MIN_BEATS <= beats <= MAX_BEATS:
+        raise SalongError(f"--meter must be beats per bar in quarter notes, {MIN_BEATS}/4 to {MAX_BEATS}/4 "
+                          f"(e.g. 4/4 or 3/4), got {text!r}")
+    return beats
+
+
+# --- reading the prompt -----------------------------------------------------------------------
+
+_NUMBER = r"(?P<bpm>\d{2,3}(?:\.\d+)?)"
+_TEMPO_PATTERNS = (
+    re.compile(rf"(?<![\d.]){_NUMBER}\s*-?\s*(?:bpm\b|b\.p\.m\.?|beats\s+(?:per|a)\s+minute\b)", re.IGNORECASE),
+    re.compile(rf"\btempo(?:\s+of|\s*[:=])?\s*{_NUMBER}(?![\d.])", re.IGNORECASE),
+    re.compile(rf"(?:♩|\bq)\s*=\s*{_NUMBER}(?![\d.])", re.IGNORECASE),
+)
+_TEMPO_RANGE = re.compile(r"(?<![\d.])(\d{2,3})\s*(?:-|–|to)\s*(\d{2,3})\s*-?\s*(?:bpm\b|beats\s+per\s+minute\b)",
+                          re.IGNORECASE)
+_MODE = r"(?P<mode>major|minor|maj|min)\b"
+_KEY_PATTERNS = (
+    # "A minor", "F# major", "Bb min", "E flat major"; a lower-case tonic only after "in" or "key of"
+    re.compile(rf"(?<![\w#♯♭])(?P<letter>[A-G])(?P<acc>{_ACCIDENTAL})?(?:\s*-\s*|\s+)?{_MODE}"),
+    re.compile(rf"\b(?:in|key\s+of)\s+(?:the\s+key\s+of\s+)?(?P<letter>[a-g])(?P<acc>{_ACCIDENTAL})?"
+               rf"(?:\s*-\s*|\s+){_MODE}", re.IGNORECASE),
+    # "Am", "F#m", "Bbm": only with an accidental or after "in" / "key"
+    re.compile(rf"(?<![\w#♯♭])(?P<letter>[A-G])(?P<acc>#|♯|b|♭)(?P<mode>m)\b"),
+    re.compile(rf"\b(?:in|key(?:\s+of|:)?)\s+(?P<letter>[A-G])(?P<acc>#|♯|b|♭)?(?P<mode>m)\b"),
+    # "key of C", "key: F#": major unless a mode follows
+    re.compile(rf"\bkey(?:\s+of|\s*:)\s*(?P<letter>[A-Ga-g])(?P<acc>#|♯|b|♭|\s?sharp|\s?flat)?(?!\w)(?P<mode>)",
+               re.IGNORECASE),
+)
+_METER_PATTERNS = (
+    (re.compile(r"(?<![\d/])(?P<beats>[2-9]|1[0-2])\s*/\s*4(?![\d/])"), None),
+    (re.compile(r"\b(?:common\s+time)\b", re.IGNORECASE), 4),
+    (re.compile(r"\b(?:triple\s+meter|triple\s+time|waltz(?:es)?)\b", re.IGNORECASE), 3),
+)
+
+
+@dataclass(frozen=True)
+class Stated:
+    """What a prompt states, with where: `spans` maps "bpm" / "key" to (start, end) in the prompt."""
+
+    controls: Controls
+    spans: dict
+
+
+def _scan(prompt: str) -> dict[str, list[tuple[object, tuple[int, int]]]]:
+    """Every tempo, key and meter the prompt states, with its span."""
+    ranges = _TEMPO_RANGE.search(prompt)
+    if ranges:
+        raise SalongError(f"the prompt states a tempo range ({ranges.group(0)}); state one tempo, or choose with --bpm")
+    tempos: list = []
+    for pattern in _TEMPO_PATTERNS:
+        tempos += [(float(m.group("bpm")), m.span()) for m in pattern.finditer(prompt)]
+    keys: list = []
+    for pattern in _KEY_PATTERNS:
+        for m in pattern.finditer(prompt):
+            span = m.span("letter")[0], m.span()[1]
+            if any(a < span[1] and span[0] < b for _, (a, b) in keys):
+                continue  # an earlier pattern read this text already
+            mode = _MODE_WORDS[m.group("mode").lower()] if m.group("mode") else "major"
+            keys.append((Key(_pitch_class(m.group("letter"), m.group("acc")), mode), span))
+    meters: list = []
+    for pattern, beats in _METER_PATTERNS:
+        meters += [(beats or int(m.group("beats")), m.span()) for m in pattern.finditer(prompt)]
+    return {"bpm": tempos, "key": keys, "meter": meters}
+
+
+_FLAGS = {"bpm": "--bpm", "key": "--key", "meter": "--meter"}
+
+
+def _one(found: list[tuple[object, tuple[int, int]]], what: str) -> tuple[object, tuple[int, int] | None]:
+    """The single value stated (or None), or a one-line error naming the different ones."""
+    values = list(dict.fromkeys(v for v, _ in found))
+    if len(values) > 1:
+        shown = " and ".join(f"{v:g} BPM" if isinstance(v, float) else str(v) for v in values)
+        noun = {"bpm": "tempos", "key": "keys", "meter": "meters"}[what]
+        raise SalongError(f"the prompt states two {noun} ({shown}); keep one, or choose with {_FLAGS[what]}")
+    if values and what == "bpm" and not MIN_BPM <= values[0] <= MAX_BPM:
+        raise SalongError(f"the prompt's tempo {values[0]:g} BPM is outside {MIN_BPM:g}-{MAX_BPM:g}; "
+                          "change it, or choose with --bpm")
+    return (values[0], found[0][1]) if values else (None, None)
+
+
+def read_prompt(prompt: str) -> Stated:
+    """The tempo, key and meter a prompt states ("at 120 BPM", "in F# minor", "in 3/4 time").
+
+    Two different values of one control are a one-line error naming both."""
+    found = _scan(prompt)
+    bpm, bpm_span = _one(found["bpm"], "bpm")
+    key, key_span = _one(found["key"], "key")
+    beats, _ = _one(found["meter"], "meter")
+    spans = {name: span for name, span in (("bpm", bpm_span), ("key", key_span)) if span is not None}
+    return Stated(Controls(bpm=bpm, key=key, beats_per_bar=beats), spans)
+
+
+def resolve(prompt: str, bpm: object = None, key: object = None, meter: object = None) -> Controls:
+    """The controls of a request: flags (checked here) win over what the prompt states; what
+    the prompt states about a control no flag covers must be one value."""
+    flags = {"bpm": None if bpm is None else parse_bpm(bpm), "key": None if key is None else parse_key(key),
+             "meter": None if meter is None else parse_meter(meter)}
+    if flags["bpm"] is not None:
+        found = _scan(re.sub(_TEMPO_RANGE, "", prompt))  # a flag settles a stated range too
+    else:
+        found = _scan(prompt)
+    value = {name: flags[name] if flags[name] is not None else _one(found[name], name)[0] for name in flags}
+    return Controls(bpm=value["bpm"], key=value["key"], beats_per_bar=value["meter"])
+
+
+# --- models without controls ------------------------------------------------------------------
+
+PROMPT_STYLES = ("salong", "sao")
+
+
+def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong") -> str:
+    """The prompt with the controls written in, for a model that reads them only as words.
+
+    A value the prompt states differently is replaced where it stands; one it does not
+    state is appended, as salong's captions ("... at 120 BPM in A minor") or Stable Audio
+    Open's tags (", 120 BPM, A minor") say it."""
+    stated = read_prompt_lenient(prompt)
+    text = prompt
+    edits = []
+    if controls.bpm is not None and "bpm" in stated.spans and stated.controls.bpm != controls.bpm:
+        edits.append((stated.spans["bpm"], f"{controls.bpm:g} BPM"))
+    if controls.key is not None and "key" in stated.spans and stated.controls.key != controls.key:
+        edits.append((stated.spans["key"], str(controls.key)))
+    for (start, end), new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    add_bpm = controls.bpm is not None and "bpm" not in stated.spans
+    add_key = controls.key is not None and "key" not in stated.spans
+    tail = text.rstrip().rstrip(".")
+    if style == "sao":
+        parts = ([f"{controls.bpm:g} BPM"] if add_bpm else []) + ([str(controls.key)] if add_key else [])
+        return ", ".join([tail] + parts) if parts else text
+    if add_bpm:
+        tail += f" at {controls.bpm:g} BPM"
+    if add_key:
+        tail += f" in {controls.key}"
+    return tail if (add_bpm or add_key) else text
+
+
+def read_prompt_lenient(prompt: str) -> Stated:
+    """`read_prompt`, with a conflicting control left out instead of refused."""
+    try:
+        return read_prompt(prompt)
+    except SalongError:
+        return Stated(Controls(), {})
+
+
+# --- features for the DiT ---------------------------------------------------------------------
+
+
+def beat_features(frames: int, latent_rate: float, bpm: float | None, beats_per_bar: int | None = None,
+                  start_seconds: float = 0.0) -> torch.Tensor:
+    """(frames, BEAT_FEATURES) float32: for each latent frame's centre, [1, log2(bpm/120),
+    sin/cos of the beat phase, of twice the beat phase and of the bar phase], with a
+    downbeat at time 0 of the piece; `start_seconds` is where the frames start in it (a
+    training crop's offset). No tempo: all zero."""
+    if bpm is None:
+        return torch.zeros(frames, BEAT_FEATURES)
+    beats_per_bar = beats_per_bar or 4
+    seconds = start_seconds + (torch.arange(frames, dtype=torch.float64) + 0.5) / latent_rate  # (frames,)
+    beats = seconds * (bpm / 60.0)
+    angle = 2 * math.pi
+    columns = [torch.ones_like(beats), torch.full_like(beats, math.log2(bpm / REFERENCE_BPM))]
+    for phase in (beats, 2 * beats, beats / beats_per_bar):
+        frac = torch.remainder(phase, 1.0)  # the phase in [0, 1): keeps float precision late in long songs
+        columns += [torch.sin(angle * frac), torch.cos(angle * frac)]
+    return torch.stack(columns, dim=-1).float()  # (frames, 8)
+
+
+def key_features(key: Key | None) -> torch.Tensor:
+    """(KEY_FEATURES,) float32: tonic one-hot, mode one-hot, the scale's pitch classes. No key: zeros."""
+    out = torch.zeros(KEY_FEATURES)
+    if key is None:
+        return out
+    out[key.tonic] = 1.0
+    out[12 + MODES.index(key.mode)] = 1.0
+    for step in SCALES[key.mode]:
+        out[14 + (key.tonic + step) % 12] = 1.0
+    return out
+
+
+def key_from_names(tonic: str, mode: str) -> Key:
+    """A key from a corpus's attribute names ("F#", "minor")."""
+    return parse_key(f"{tonic} {mode}")
