@@ -2,40 +2,67 @@
 
     python benchmarks/adherence.py --model GENERATOR.safetensors
     python benchmarks/adherence.py --model G.safetensors --seconds 30 --frames needed --steps 50
+    python benchmarks/adherence.py --model G.safetensors --seconds 30 --frames needed --flags  # bpm/key controls
     python benchmarks/adherence.py --no-generate --ceiling 24 --autoencoder G.safetensors --clap CLAP.safetensors
     python benchmarks/adherence.py --quick --model G --autoencoder G --clap C      # smoke test
 
 Sections (each runs when its flag asks for it):
 
+- Ceiling (--ceiling N, 0 to skip): the estimators on N synth pieces rendered with the
+  first N prompts' attributes (`salong.synth.make_piece`, --ceiling-seconds long, 30 by
+  default; at 285 s they have an intro, A, B, A' and an outro), whose beat grid lies at
+  k * 60 / bpm s from 0 s: the estimators' own error rate, the most a perfect model
+  could score. Its line ("synth 30s") heads the table, so every run reads against it.
 - Generation (unless --no-generate; the model is --model or the bundled generator): every
   prompt of --prompts (benchmarks/adherence_prompts.jsonl: text plus the bpm, key, mode,
   drums and lead it asks for) at each --seconds and each --frames mode ("needed": only
   the latent frames the request needs; "full": the whole window, then cut), seed = --seed
   plus the prompt's index (run a second --seed to see how much the shares move with
-  the seeds alone). Each song is scored by `salong.evaluation.score`; one line per run:
-  songs, share with the tempo within 5% of the asked BPM (no octave forgiveness), share
-  with drums / no drums as asked, share in the asked mode (and key), the longest
-  silence before the requested end (max and median over songs), section changes (mean
-  per song, and the share of songs with at least one; `salong.evaluation.section_changes`),
-  wall seconds per song.
-- Ceiling (--ceiling N, 0 to skip): the same estimators on N synth pieces rendered with
-  the prompts' attributes (`salong.synth.make_piece`, --ceiling-seconds long, 30 by
-  default; at 285 s they have an intro, A, B, A' and an outro): the estimators' own error
-  rate, the most a perfect model could score.
+  the seeds alone). With --flags each prompt's bpm and key ("A minor") also go to
+  `Generator.generate` as its bpm and key controls; without it the prompt text alone
+  asks for them. Each song is scored by `salong.evaluation.score`; one line per run.
 - Autoencoder (--autoencoder PATH, an autoencoder or generator file): --heldout synth
   pieces of 20 s from a seed stream no corpus uses, round-tripped through
   `encode_long` (mean, not sampled) and `decode_long`: STFT distance, mel distance and
-  SI-SDR, and the adherence shares on originals vs reconstructions.
+  SI-SDR, and the adherence shares on originals vs reconstructions (same columns; the
+  chords' half is against the ceiling's mean).
 - CLAP (--clap PATH): text->audio and audio->text recall@1/@5 over the same held-out
   pieces and their captions (`salong.train.clap.evaluate_clap`).
 
+The table's columns (shares are over the songs of a run, or the ceiling's pieces):
+
+  run          "30s needed text": seconds, --frames mode, and "text" (the prompt alone)
+               or "flags" (--flags); the ceiling's line is "synth 30s"
+  N            songs (pieces)
+  tempo4%      share whose tempo estimate is within 4% of the asked BPM
+               (`tempo_within`; no octave forgiveness)
+  octave       share whose estimate is within 4% of double or half the asked BPM and not
+               of it (`tempo_octave`): octave errors, counted apart from tempo4%
+  beats        mean share of detected beats within 70 ms of the asked grid k * 60 / bpm
+               s (`beat_alignment`; a song made to a tempo starts on a beat at 0 s)
+  drums        share with drums / no drums as asked (`percussive_share`)
+  mode, key    share in the asked mode, and in the asked key and mode (`estimate_key`)
+  chords       mean / half: the mean share of 2 s blocks whose harmonic CQT chroma moves
+    mean/half  by more than 0.1 cosine distance from the block before (`chord_movement`),
+               and the share of songs whose own share is at least half the ceiling's
+               mean (the target: at least 2 of 3 songs, 0.67); "-" without --ceiling.
+               On the ceiling's line: the synth pieces' mean, and the share of them at
+               half of it
+  silence      the longest silence before the requested end (`longest_silence`), max
+    max/median and median over songs, in seconds
+  changes/any  section changes (`section_changes`): mean per song, and the share of
+               songs with at least one
+  s/song       wall seconds per song of generation ("-" for synth pieces)
+
 --quick shrinks everything (2 prompts of at most 3 s, 2 steps, 2 pieces) to check that
-the script runs. --json PATH also writes every figure there.
+the script runs. --json PATH also writes every figure there, with every song's
+`score` (the generation runs' "songs", the ceiling's "pieces").
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import sys
@@ -76,6 +103,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0,
                    help="first generation seed; prompt i uses seed + i (default: 0)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--flags", action="store_true",
+                   help="also pass each prompt's bpm and key to the generator as controls (runs named 'flags')")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when there is one)")
     p.add_argument("--ceiling", type=int, default=24, help="synth pieces to measure the estimators on (0: skip)")
     p.add_argument("--ceiling-seconds", type=float, default=CEILING_SECONDS,
@@ -145,12 +174,24 @@ def heldout_pieces(n: int, seconds: float) -> list:
 # --- figures --------------------------------------------------------------------------------
 
 
-def shares(scores: list[dict[str, Any]], seconds_per_song: float | None = None) -> dict[str, Any]:
-    """The run-level figures of a list of `score` results."""
+def shares(scores: list[dict[str, Any]], seconds_per_song: float | None = None,
+           chord_reference: float | None = None) -> dict[str, Any]:
+    """The run-level figures of a list of `score` results; `chord_reference`: the ceiling's
+    mean chord movement, which "chord_half" counts the songs reaching half of."""
+    from salong.evaluation import TEMPO_TOLERANCE
+
     silences = [s["longest_silence"] for s in scores]
-    out = {"n": len(scores)}
+    out: dict[str, Any] = {"n": len(scores)}
     for name in ("tempo", "drums", "mode", "key"):
         out[name] = round(float(np.mean([s[f"{name}_ok"] for s in scores])), 3)
+    out["tempo_tolerance"] = TEMPO_TOLERANCE
+    out["tempo_octave"] = round(float(np.mean([s["tempo_octave"] for s in scores])), 3)
+    out["beat_alignment"] = round(float(np.mean([s["beat_alignment"] for s in scores])), 3)
+    chords = [s["chord_movement"] for s in scores]
+    out["chord_movement"] = round(float(np.mean(chords)), 3)
+    if chord_reference is not None:
+        out["chord_reference"] = chord_reference
+        out["chord_half"] = round(float(np.mean([c >= chord_reference / 2 for c in chords])), 3)
     out["silence_max_s"] = round(max(silences), 2)
     out["silence_median_s"] = round(statistics.median(silences), 2)
     changes = [len(s["section_changes"]) for s in scores]
@@ -161,25 +202,47 @@ def shares(scores: list[dict[str, Any]], seconds_per_song: float | None = None) 
     return out
 
 
-HEADER = (f"{'run':<22} {'N':>3}  {'tempo':>5}  {'drums':>5}  {'mode':>5}  {'key':>5}  "
-          f"{'silence max/median s':>20}  {'changes/any':>11}  {'s/song':>7}")
+def header() -> str:
+    from salong.evaluation import TEMPO_TOLERANCE
+
+    tempo = f"tempo{TEMPO_TOLERANCE:.0%}"
+    return (f"{'run':<22} {'N':>3}  {tempo:>7}  {'octave':>6}  {'beats':>5}  {'drums':>5}  {'mode':>5}  "
+            f"{'key':>5}  {'chords mean/half':>16}  {'silence max/median s':>20}  {'changes/any':>11}  "
+            f"{'s/song':>7}")
 
 
 def line(name: str, f: dict[str, Any]) -> str:
     wall = f"{f['s_per_song']:7.1f}" if "s_per_song" in f else f"{'-':>7}"
+    half = f"{f['chord_half']:.2f}" if "chord_half" in f else "-"
+    chords = f"{f['chord_movement']:.2f} / {half}"
     silence = f"{f['silence_max_s']:.2f} / {f['silence_median_s']:.2f}"
     sections = f"{f['section_changes']:.1f} / {f['sectioned']:.2f}"
-    return (f"{name:<22} {f['n']:>3}  {f['tempo']:5.2f}  {f['drums']:5.2f}  {f['mode']:5.2f}  {f['key']:5.2f}  "
-            f"{silence:>20}  {sections:>11}  {wall}")
+    return (f"{name:<22} {f['n']:>3}  {f['tempo']:7.2f}  {f['tempo_octave']:6.2f}  {f['beat_alignment']:5.2f}  "
+            f"{f['drums']:5.2f}  {f['mode']:5.2f}  {f['key']:5.2f}  {chords:>16}  {silence:>20}  {sections:>11}  "
+            f"{wall}")
+
+
+def ceiling_name(figures: dict[str, Any]) -> str:
+    return f"synth {figures['seconds']:g}s"
 
 
 # --- sections -------------------------------------------------------------------------------
 
 
-def generation(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str, Any]:
+def check_flags() -> None:
+    """Refuse --flags before any work when this salong's generator takes no bpm/key controls."""
+    from salong.pipeline import Generator
+
+    missing = [k for k in ("bpm", "key") if k not in inspect.signature(Generator.generate).parameters]
+    if missing:
+        raise SalongError(f"--flags passes bpm and key to Generator.generate, which takes no {' or '.join(missing)} "
+                          "in this salong; update salong or leave out --flags")
+
+
+def load_generator(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """The generator and its JSON-ready settings, every --seconds checked against its window."""
     import torch
 
-    from salong.evaluation import score
     from salong.pipeline import Generator
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -191,46 +254,57 @@ def generation(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[
         seconds_list = [min(QUICK["seconds"], round(gen.max_seconds - 0.05, 2))]
     for seconds in seconds_list:
         gen.check_seconds(seconds)  # refuse a length past the window before hours of generation
+    controls = "flags" if args.flags else "text"
     print(f"generator {path} on {device}: {steps} steps, CFG {cfg_scale:g}, {sampler}, window "
-          f"{gen.max_seconds:.1f} s; {len(prompts)} prompts, seed = {args.seed} + prompt index", flush=True)
-    print(HEADER)
+          f"{gen.max_seconds:.1f} s; {len(prompts)} prompts, seed = {args.seed} + prompt index; "
+          f"{'bpm and key as controls too' if args.flags else 'the prompt text alone'} ({controls})", flush=True)
+    return gen, {"model": str(path), "device": device, "steps": steps, "cfg_scale": cfg_scale, "sampler": sampler,
+                 "seed": args.seed, "controls": controls, "seconds": seconds_list}
+
+
+def generation(args: argparse.Namespace, prompts: list[dict[str, Any]], gen: Any, info: dict[str, Any],
+               chord_reference: float | None) -> dict[str, dict[str, Any]]:
+    """One table line per (seconds, frames) run; returns the runs' figures by name."""
+    from salong.evaluation import score
+
     runs = {}
-    for seconds in seconds_list:
+    for seconds in info["seconds"]:
         for frames in args.frames:
-            name = f"{seconds:g}s {frames}"
+            name = f"{seconds:g}s {frames} {info['controls']}"
             scores, wall = [], 0.0
             for seed, prompt in enumerate(prompts, start=args.seed):
+                # Controls only with --flags: without it the call is the text-only one it always was.
+                controls = {"bpm": prompt["bpm"], "key": f'{prompt["tonic"]} {prompt["mode"]}'} if args.flags else {}
                 start = time.perf_counter()
-                song = gen.generate(prompt["prompt"], seconds, steps=steps, cfg_scale=cfg_scale, seed=seed,
-                                    full_window=frames == "full")
+                song = gen.generate(prompt["prompt"], seconds, steps=info["steps"], cfg_scale=info["cfg_scale"],
+                                    seed=seed, full_window=frames == "full", **controls)
                 wall += time.perf_counter() - start
                 scores.append(score(song.audio, song.sample_rate, prompt, seconds))
-            runs[name] = {**shares(scores, wall / len(prompts)), "seconds": seconds, "frames": frames,
-                          "songs": scores}
+            runs[name] = {**shares(scores, wall / len(prompts), chord_reference), "seconds": seconds,
+                          "frames": frames, "controls": info["controls"], "songs": scores}
             print(line(name, runs[name]), flush=True)
-    return {"model": str(path), "device": device, "steps": steps, "cfg_scale": cfg_scale, "sampler": sampler,
-            "seed": args.seed, "runs": runs}
+    return runs
 
 
 def ceiling(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The estimators on synth pieces with the prompts' attributes; the line is printed by the table."""
     from salong.evaluation import score
     from salong.synth import SAMPLE_RATE, make_piece
 
     seconds = QUICK["piece_seconds"] if args.quick else args.ceiling_seconds
     n = min(args.ceiling, len(prompts))
-    print(f"\nceiling: the estimators on {n} synth pieces of {seconds:g} s made with the prompts' attributes")
-    print(HEADER)
+    print(f"ceiling: the estimators on {n} synth pieces of {seconds:g} s made with the prompts' attributes "
+          f"(line 'synth {seconds:g}s')", flush=True)
     scores = []
     for seed, prompt in enumerate(prompts[:n]):
         attrs = {k: prompt[k] for k in ("bpm", "tonic", "mode", "drums", "lead")}
         piece = make_piece(seed, seconds, **attrs)
         scores.append(score(piece.audio, SAMPLE_RATE, piece.attributes, seconds))
-    figures = {**shares(scores), "seconds": seconds, "pieces": scores}
-    print(line(f"synth {seconds:g}s", figures), flush=True)
-    return figures
+    rate = shares(scores)["chord_movement"]
+    return {**shares(scores, chord_reference=rate), "seconds": seconds, "pieces": scores}
 
 
-def autoencoder(args: argparse.Namespace, pieces: list) -> dict[str, Any]:
+def autoencoder(args: argparse.Namespace, pieces: list, chord_reference: float | None) -> dict[str, Any]:
     import torch
 
     from salong.audio import resample, to_channels
@@ -263,9 +337,9 @@ def autoencoder(args: argparse.Namespace, pieces: list) -> dict[str, Any]:
     means = {k: round(float(np.mean(v)), 3) for k, v in metrics.items()}
     print(f"STFT distance {means['stft']:.3f}   mel distance {means['mel']:.3f}   SI-SDR {means['si_sdr']:.2f} dB   "
           f"({wall / len(pieces):.1f} s per piece with scoring)")
-    print(HEADER)
-    figures = {"metrics": means, "paper": paper, "original": shares(originals),
-               "reconstruction": shares(reconstructions)}
+    print(header())
+    figures = {"metrics": means, "paper": paper, "original": shares(originals, chord_reference=chord_reference),
+               "reconstruction": shares(reconstructions, chord_reference=chord_reference)}
     print(line("original", figures["original"]))
     print(line("reconstruction", figures["reconstruction"]), flush=True)
     return figures
@@ -310,16 +384,28 @@ def main() -> None:
     for name in ("ceiling", "heldout"):
         if getattr(args, name) < 0:
             raise SalongError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.flags and not args.generate:
+        raise SalongError("--flags only changes generation; leave out --flags or --no-generate")
+    if args.flags:
+        check_flags()
     figures: dict[str, Any] = {}
     prompts = read_prompts(args.prompts, QUICK["prompts"] if args.quick else None)
-    if args.generate:
-        figures["generation"] = generation(args, prompts)
+    # The generator loads first (a bad --model fails at once), the ceiling runs next: its
+    # chord movement is the reference every run's line is printed against.
+    gen, info = load_generator(args, prompts) if args.generate else (None, None)
     if args.ceiling > 0:
         figures["ceiling"] = ceiling(args, prompts)
+    reference = figures["ceiling"]["chord_movement"] if "ceiling" in figures else None
+    if args.generate or "ceiling" in figures:
+        print(header())
+    if "ceiling" in figures:
+        print(line(ceiling_name(figures["ceiling"]), figures["ceiling"]), flush=True)
+    if args.generate:
+        figures["generation"] = {**info, "runs": generation(args, prompts, gen, info, reference)}
     if (args.autoencoder or args.clap) and args.heldout > 0:
         pieces = heldout_pieces(args.heldout, QUICK["piece_seconds"] if args.quick else HELDOUT_SECONDS)
         if args.autoencoder:
-            figures["autoencoder"] = autoencoder(args, pieces)
+            figures["autoencoder"] = autoencoder(args, pieces, reference)
         if args.clap:
             figures["clap"] = clap(args, pieces)
     if args.json:
