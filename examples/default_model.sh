@@ -34,6 +34,12 @@ DIT_STEPS=${DIT_STEPS:-20000}
 # lowered its held-out v-loss at every noise level (benchmarks/text_use.py).
 DIT_LR=${DIT_LR:-2e-4}
 DIT_SEED=${DIT_SEED:-0}
+# Control conditioners of a new DiT run (docs/architecture.md, Controls): beat and bar phase
+# per latent frame at each piece's tempo, and its key, from the corpus's attributes. A run
+# started from a generator without them (INIT) gets them added at zero. Empty: none.
+CONTROLS=${CONTROLS-beat,key}
+# Spell each caption's and prompt's words alike whatever their case or place (1) or as written (0).
+CANONICAL_TEXT=${CANONICAL_TEXT:-1}
 # Sizes; the bundled model uses these defaults (tiny ones make a quick smoke run of the recipe).
 AE_PRESET=${AE_PRESET:-spectral}
 CLAP_PRESET=${CLAP_PRESET:-small}
@@ -136,12 +142,16 @@ fi
 #    (4 s to the 285 s window), so a request samples only the frames it needs, as trained.
 #    The balanced law gives every octave of lengths the same compute: a step costs about
 #    a fifth of log-uniform's on CPU. The dataset is encoded once into dit/prepared/.
+NEW_DIT=()
+if [ -n "$CONTROLS" ]; then NEW_DIT+=(--controls "$CONTROLS"); fi
+if [ "$CANONICAL_TEXT" = 1 ]; then NEW_DIT+=(--canonical-text); else NEW_DIT+=(--as-written-text); fi
 if compgen -G "$WORK/dit/checkpoints/step_*.safetensors" > /dev/null; then DIT_START=(--resume)
 elif [ -n "$INIT" ]; then
-    DIT_START=(--init "$INIT")
+    DIT_START=(--init "$INIT" "${NEW_DIT[@]}")
     python -c 'import json, sys; from salong.recipe import model_sha256
 print(json.dumps({"init": sys.argv[1], "sha256": model_sha256(sys.argv[1])}))' "$INIT" > "$WORK/init.json"
-else DIT_START=(--autoencoder "$WORK/autoencoder/model.safetensors" --text-encoder "$WORK/clap/model.safetensors")
+else DIT_START=(--autoencoder "$WORK/autoencoder/model.safetensors" --text-encoder "$WORK/clap/model.safetensors"
+                "${NEW_DIT[@]}")
 fi
 stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/dit" "${DIT_START[@]}" \
     --text-layer "$TEXT_LAYER" --timestep-shift "$TIMESTEP_SHIFT" --preset "$DIT_PRESET" --crops variable --crop-law balanced --min-crop-seconds 4 --steps "$DIT_STEPS" --batch-size 8 --lr "$DIT_LR" \
