@@ -236,12 +236,12 @@ def resolve(prompt: str, bpm: object = None, key: object = None, meter: object =
 PROMPT_STYLES = ("salong", "sao")
 
 
-def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong") -> str:
-    """The prompt with the controls written in, for a model that reads them only as words.
+def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong", append: bool = True) -> str:
+    """The prompt with the controls written in, for a model that reads them as words.
 
     A value the prompt states differently is replaced where it stands; one it does not
-    state is appended, as salong's captions ("... at 120 BPM in A minor") or Stable Audio
-    Open's tags (", 120 BPM, A minor") say it."""
+    state is appended (unless `append` is false), as salong's captions ("... at 120 BPM in
+    A minor") or Stable Audio Open's tags (", 120 BPM, A minor") say it."""
     stated = read_prompt_lenient(prompt)
     text = prompt
     edits = []
@@ -251,8 +251,8 @@ def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong")
         edits.append((stated.spans["key"], str(controls.key)))
     for (start, end), new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
-    add_bpm = controls.bpm is not None and "bpm" not in stated.spans
-    add_key = controls.key is not None and "key" not in stated.spans
+    add_bpm = append and controls.bpm is not None and "bpm" not in stated.spans
+    add_key = append and controls.key is not None and "key" not in stated.spans
     tail = text.rstrip().rstrip(".")
     if style == "sao":
         parts = ([f"{controls.bpm:g} BPM"] if add_bpm else []) + ([str(controls.key)] if add_key else [])

@@ -356,18 +356,17 @@ class Generator:
         return self.config.dit.controls
 
     def text_with_controls(self, prompt: str, controls: Controls) -> str:
-        """What the text encoder reads: the prompt, with the controls the DiT has no
-        conditioner for written in (a model without a beat conditioner reads the meter from
-        the words too, so a stated one stays)."""
+        """What the text encoder reads: the prompt, its stated tempo and key changed to the
+        controls' where a flag changed them, and the controls the DiT has no conditioner for
+        written in (with a one-line warning). The meter stays in the words as stated."""
+        style = "salong" if self.config.clap is not None else "sao"
+        text = prompt_with_controls(prompt, Controls(bpm=controls.bpm, key=controls.key), style, append=False)
         has = set(self.controls)
         words = Controls(bpm=None if "beat" in has else controls.bpm, key=None if "key" in has else controls.key)
-        if words.empty:
-            return prompt
-        style = "salong" if self.config.clap is not None else "sao"
-        text = prompt_with_controls(prompt, words, style)
-        if text != prompt:
-            warnings.warn(f"this model has no tempo or key conditioner; the prompt it reads is {text!r}")
-        return text
+        written = prompt_with_controls(text, words, style)
+        if written != text:
+            warnings.warn(f"this model has no tempo or key conditioner; the prompt it reads is {written!r}")
+        return written
 
     def _conditioning(self, prompt: str, negative_prompt: str | None, seconds: float,
                       controls: Controls = Controls(), frames: int = 0) -> tuple[dict, dict]:
@@ -390,7 +389,7 @@ class Generator:
         else:
             uncond = {"cond_tokens": tokens[1:], "cond_drop_mask": keep, **timing}
         if self.controls:
-            rate = self.sample_rate / self.config.autoencoder.samples_per_latent
+            rate = self.config.autoencoder.latent_rate
             beat = beat_features(frames, rate, controls.bpm if "beat" in self.controls else None,
                                  controls.beats_per_bar)[None].to(self.device)  # (1, frames, F)
             key = key_features(controls.key if "key" in self.controls else None)[None].to(self.device)  # (1, K)

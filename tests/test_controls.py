@@ -346,6 +346,11 @@ def test_controls_change_the_song_and_the_prompt_states_them(controlled_path):
     stated = g.generate("calm piano at 140 BPM", 2.0, seed=3)
     flagged = g.generate("calm piano at 140 BPM", 2.0, seed=3, bpm="140")
     assert np.array_equal(stated.audio, flagged.audio) and stated.controls.bpm == 140
+    # a flag that changes a stated value changes the words too, so text and controls agree
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        changed = g.generate("calm piano at 120 BPM in A minor", 2.0, seed=3, bpm=140, key="D minor")
+    assert np.array_equal(changed.audio, g.generate("calm piano at 140 BPM in D minor", 2.0, seed=3).audio)
 
 
 def test_canonical_text_ignores_case_and_place(controlled_path):
