@@ -697,6 +697,7 @@ def train_dit_cmd(
     timestep_shift: Optional[float] = typer.Option(None, help="Scale the noise-to-signal ratio of training times: 1 draws t uniformly (the reference), above 1 trains high noise, where a prompt shapes a song, more; above 0. \\[default: 1]"),
     controls: Optional[str] = typer.Option(None, help="Control conditioners, comma-separated: beat (tempo and meter as beat and bar phase per frame), key; read from each file's metadata (bpm, key, meter). With --init, added to the file's DiT at zero, so training starts from its exact predictions. \\[default: the preset's or the file's, none]"),
     control_dropout: Optional[float] = typer.Option(None, help="Share of samples trained without each control, 0 to 1 (the model then works without it, and guidance amplifies it). \\[default: 0.2]"),
+    estimate_bpm: Optional[bool] = typer.Option(None, "--estimate-bpm/--no-estimate-bpm", help="Give files whose metadata has no bpm the tempo and beat grid librosa's beat tracker finds in them (needs librosa). \\[default: off]"),
     canonical_text: Optional[bool] = typer.Option(None, "--canonical-text/--as-written-text", help="Spell each word of a caption or prompt alike whatever its case or place. With --init, the file's. \\[default: as written]"),
     demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo songs at CFG 1, 3, 7; {_EVERY}. \\[default: 2000]"),
     compile: bool = typer.Option(False, "--compile", help="Compile the autoencoder's Snake activations with torch.compile while the dataset is encoded: about 1.5x faster on CPU after a minute of compiling."),
@@ -725,7 +726,7 @@ def train_dit_cmd(
         dict(demo_every=demo_every),
         dict(cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds, min_crop_seconds=min_crop_seconds,
              crop_law=crop_law, text_layer=text_layer, timestep_shift=timestep_shift,
-             control_dropout=control_dropout, canonical_text=canonical_text),
+             control_dropout=control_dropout, canonical_text=canonical_text, estimate_bpm=estimate_bpm),
     )
     # one line on the terminal: the dataset's encoding, then the training that replaces it
     with progress_bar("encoding the dataset", not run.quiet) as update:

@@ -67,6 +67,7 @@ class AudioFile:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     captions: tuple[str, ...] = ()  # every description: `caption` first, then the other ones
     controls: Controls = Controls()  # tempo, key and meter, where the metadata gives them (`file_controls`)
+    downbeat: float = 0.0  # seconds of the first downbeat of the tempo's grid (metadata "downbeat")
 
     def __post_init__(self) -> None:
         if not self.captions:
@@ -110,6 +111,16 @@ def file_controls(entry: Mapping[str, Any], where: str) -> Controls:
         raise SalongError(f"{where}: {str(exc).replace('--', '', 1)}; fix or remove that value") from None
 
 
+def file_downbeat(entry: Mapping[str, Any], where: str) -> float:
+    """A metadata line's "downbeat": where, in seconds, the tempo's grid has its first bar
+    line (0 when not given; a synth piece starts on one)."""
+    value = entry.get("downbeat", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise SalongError(f"{where}: downbeat must be seconds >= 0 (the first bar line), got {value!r}; "
+                          "fix or remove that value")
+    return float(value)
+
+
 def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
     """Entries of `root/metadata.jsonl` keyed by normalised relative path ({} if absent)."""
     path = root / METADATA_FILE
@@ -133,6 +144,7 @@ def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
             raise SalongError(f'{path} line {lineno}: "captions" must be a list of non-empty strings; '
                               f'fix it, or give one "caption"')
         file_controls(entry, f"{path} line {lineno}")  # checked here, read again per file
+        file_downbeat(entry, f"{path} line {lineno}")
         entries[_normalise(entry["path"])] = entry
     return entries
 
@@ -180,11 +192,13 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
             captions = tuple(dict.fromkeys([caption, *others]))  # the caption first, no repeats
             attributes = entry.get("attributes") or {}
             controls = file_controls(entry, relpath)
+            downbeat = file_downbeat(entry, relpath)
         else:
             sidecar = path.with_suffix(".txt")
             caption = sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else ""
             attributes = {}
             controls = Controls()
+            downbeat = 0.0
         files.append(
             AudioFile(
                 path=path,
@@ -197,6 +211,7 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
                 attributes=attributes,
                 captions=captions,
                 controls=controls,
+                downbeat=downbeat,
             )
         )
     for relpath in sorted(set(metadata) - seen):

@@ -136,6 +136,24 @@ def estimate_tempo(audio: np.ndarray, sample_rate: int) -> float:
     return float(librosa.feature.tempo(onset_envelope=onset, sr=ANALYSIS_RATE, hop_length=TEMPO_HOP)[0])
 
 
+def estimate_beat_grid(audio: np.ndarray, sample_rate: int, min_beats: int = 8) -> tuple[float, float] | None:
+    """A steady grid fitted to the beats `librosa.beat.beat_track` finds: (bpm, time of the
+    first grid beat in seconds, within one beat of 0), or None with fewer than `min_beats`.
+
+    The grid is the least-squares line through the beat times against their index (slope:
+    the beat period, intercept: the phase), so one missed or extra beat moves it little.
+    Which beat starts a bar is not known: the grid takes the first one as a downbeat."""
+    librosa = _librosa()
+    y = _mono(audio, sample_rate)
+    _, beats = librosa.beat.beat_track(y=y, sr=ANALYSIS_RATE, hop_length=TEMPO_HOP, units="time")  # (beats,) s
+    if beats.size < min_beats:
+        return None
+    period, start = np.polyfit(np.arange(beats.size), beats, 1)
+    if not period > 0:
+        return None
+    return float(60.0 / period), float(start % period)
+
+
 def tempo_within(estimate: float, target: float, tolerance: float = TEMPO_TOLERANCE) -> bool:
     """Whether `estimate` is strictly within `tolerance` (relative) of `target` BPM.
 

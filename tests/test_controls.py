@@ -304,6 +304,13 @@ def test_metadata_controls(tmp_path):
     (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
     with pytest.raises(SalongError, match=r"metadata.jsonl line 1: key 'H minor' is not a key"):
         index_audio(tmp_path)
+    lines[0].update(key="F# minor", downbeat=0.25)
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    assert index_audio(tmp_path)[0][0].downbeat == 0.25
+    lines[0]["downbeat"] = -1
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    with pytest.raises(SalongError, match=r"line 1: downbeat must be seconds >= 0"):
+        index_audio(tmp_path)
 
 
 # --- generation ---------------------------------------------------------------------------------
@@ -435,3 +442,65 @@ def test_bad_controls_fail_before_the_model_loads(tmp_path, capsys, args, patter
     assert code != 0 and out == "" and re.search(pattern, err)
     assert err.count("\n") == 1 and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- user datasets: a downbeat in the metadata, or a tempo estimated from the audio ----------------
+
+def click_track(bpm: float, first: float, seconds: float, rate: int = 44100) -> np.ndarray:
+    """(2, samples): short decaying noise bursts on a steady grid starting at `first` s."""
+    rng = np.random.default_rng(0)
+    audio = np.zeros(round(seconds * rate), dtype=np.float32)
+    burst = (rng.standard_normal(2000) * np.exp(-np.arange(2000) / 300)).astype(np.float32)
+    for t in np.arange(first, seconds - 0.05, 60 / bpm):
+        i = round(t * rate)
+        audio[i: i + 2000] += burst[: len(audio) - i]
+    return np.stack([audio, audio]) * 0.5
+
+
+def test_estimated_beat_grid_finds_tempo_and_phase():
+    from salong.evaluation import estimate_beat_grid
+
+    bpm, first = estimate_beat_grid(click_track(112, 0.31, 12.0), 44100)
+    assert abs(bpm - 112) < 1.0
+    period = 60 / 112
+    assert abs((first - 0.31 + period / 2) % period - period / 2) < 0.03  # the grid sits on the clicks
+    assert estimate_beat_grid(np.zeros((2, 44100), dtype=np.float32), 44100) is None
+
+
+def test_downbeat_shifts_the_beat_phase_of_crops(tmp_path):
+    from salong.train.dit import CropLengths, LatentDataset
+
+    rate = 44100 / 2048
+    items = _cache(tmp_path)
+    items[0]["downbeat"] = 0.4
+    item = LatentDataset(tmp_path, items, CropLengths(64, 64, 2), rate)[(0, 1, 0)]
+    offset = int(item["latents"][0, 0])
+    torch.testing.assert_close(item["beat"], beat_features(64, rate, 101.0, 3, start_seconds=offset / rate - 0.4))
+
+
+def test_train_dit_estimates_the_tempo_of_files_without_one(tmp_path):
+    from conftest import CAPTIONS
+    from salong.audio import write_audio
+    from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
+    from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
+    from salong.dit import PRESETS as DIT
+    from salong.pipeline import SamplingConfig
+    from salong.train import TrainConfig
+    from salong.train.dit import DiTTaskConfig, train_dit
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_audio(data / "a.wav", click_track(96, 0.2, 10.0), 44100)
+    write_audio(data / "b.wav", click_track(140, 0.0, 4.0), 44100)
+    (data / "metadata.jsonl").write_text(json.dumps({"path": "a.wav", "caption": "clicks"}) + "\n"
+                                         + json.dumps({"path": "b.wav", "caption": "clicks", "bpm": 70}) + "\n")
+    torch.manual_seed(0)
+    ae = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE["tiny"]))
+    clap = save_clap(tmp_path / "clap.safetensors", Clap(CLAP["tiny"], train_tokenizer(CAPTIONS * 4, vocab_size=512)))
+    task = DiTTaskConfig(model=dataclasses.replace(DIT["tiny"], controls=("beat",)), estimate_bpm=True,
+                         sampling=SamplingConfig(steps=2, sigma_max=80.0), demo_count=0)
+    train_dit(data, tmp_path / "run", TrainConfig(steps=1, batch_size=2, lr=1e-4, checkpoint_every=1), task, ae, clap,
+              quiet=True)
+    items = json.loads((tmp_path / "run" / "prepared" / "cache" / "index.json").read_text())["items"]
+    assert abs(items[0]["bpm"] - 96) < 1.0 and abs(items[0]["downbeat"] - 0.2) < 0.03
+    assert items[1]["bpm"] == 70 and "downbeat" not in items[1]  # the metadata's tempo is kept

@@ -66,6 +66,9 @@ class DiTTaskConfig:
     # also works without it and guidance can amplify it. Samples without conditioning
     # (`cond_dropout`) lose their controls too.
     control_dropout: float = 0.2
+    # Files whose metadata gives no tempo get one from librosa's beat tracker, with the
+    # phase of its grid (`salong.evaluation.estimate_beat_grid`), when the dataset is encoded.
+    estimate_bpm: bool = False
     # Training times: the noise-to-signal ratio of uniform t scaled by this (`shifted_time`);
     # 1 is the reference's t ~ U(0, 1), above 1 trains high noise more (docs/diffusion.md).
     timestep_shift: float = 1.0
@@ -190,17 +193,21 @@ def preencode(
     progress: Callable[[int, int], None] | None = None,
     text_layer: int = -2,
     canonical_text: bool = False,
+    estimate_bpm: bool = False,
 ) -> list[dict[str, Any]]:
     """Encode every audio file once: `cache_dir/NNNNNN.safetensors` with `latents` (64, frames) and
     `text` (captions, tokens, width: each of the file's captions at CLAP layer `text_layer`);
-    `index.json` lists them. A complete, matching cache is reused.
+    `index.json` lists them, with each file's tempo, key, meter and downbeat where known
+    (`estimate_bpm`: a beat grid estimated from the audio, stored as `beat_grid` [bpm,
+    downbeat s], for files whose metadata gives no tempo). A complete, matching cache is reused.
     Under DDP (`d`) each rank encodes its share; rank 0 writes the index after a barrier."""
     files, skipped = index_audio(Path(data))
     if not files:
         raise SalongError(f"no readable audio files in {str(data)!r}; check --data")
     signature = {"version": CACHE_VERSION, "models": models_digest, "text_layer": text_layer,
-                 "canonical_text": canonical_text,
-                 "files": [[f.relpath, list(f.captions), f.frames, f.sample_rate, f.controls.record()] for f in files]}
+                 "canonical_text": canonical_text, "estimate_bpm": estimate_bpm,
+                 "files": [[f.relpath, list(f.captions), f.frames, f.sample_rate, f.controls.record(), f.downbeat]
+                           for f in files]}
     index_path = cache_dir / "index.json"
     if index_path.exists():
         saved = json.loads(index_path.read_text())
@@ -223,17 +230,36 @@ def preencode(
             latents = autoencoder.encode_long(audio, sample=False)[0]  # (64, frames)
             text, _ = text_encoder.encode(list(record.captions))  # (captions, tokens, width), padding zero
         tensors = {"latents": latents.float().contiguous(), "text": text.contiguous()}
+        if estimate_bpm and record.controls.bpm is None:
+            grid = _beat_grid(audio[0].numpy(), rate)
+            if grid is not None:
+                tensors["beat_grid"] = torch.tensor(grid, dtype=torch.float64)  # (2,): bpm, downbeat s
         write_atomic(cache_dir / f"{i:06d}.safetensors", lambda tmp, t=tensors: save_file(t, str(tmp)), ".safetensors")
         if progress is not None:
             progress(done, len(mine))
     d.barrier()
     items = [{"file": f"{i:06d}.safetensors", "path": f.relpath, "caption": f.caption, "captions": list(f.captions),
-              "duration": f.duration, **f.controls.record()} for i, f in enumerate(files)]
+              "duration": f.duration, **f.controls.record(), **({"downbeat": f.downbeat} if f.downbeat else {})}
+             for i, f in enumerate(files)]
+    if estimate_bpm:
+        for item, f in zip(items, files):
+            grid = load_file(str(cache_dir / item["file"])).get("beat_grid") if f.controls.bpm is None else None
+            if grid is not None:
+                item.update(bpm=round(float(grid[0]), 2), downbeat=round(float(grid[1]), 4))
     if d.main:
         payload = json.dumps({"signature": signature, "items": items, "skipped": skipped})
         write_atomic(index_path, lambda tmp: tmp.write_text(payload), ".json")
     d.barrier()
     return items
+
+
+def _beat_grid(audio: np.ndarray, sample_rate: int) -> tuple[float, float] | None:
+    """(bpm, downbeat s) of a file's audio, if the tracker finds a tempo salong can condition on."""
+    from salong.controls import MAX_BPM, MIN_BPM
+    from salong.evaluation import estimate_beat_grid
+
+    grid = estimate_beat_grid(audio, sample_rate)
+    return grid if grid is not None and MIN_BPM <= grid[0] <= MAX_BPM else None
 
 
 class LatentDataset(torch.utils.data.Dataset):
@@ -271,7 +297,7 @@ class LatentDataset(torch.utils.data.Dataset):
         seconds_start, seconds_total = timing_condition(offset / self.latent_rate, item["duration"])
         meter = item.get("meter")
         beat = beat_features(frames, self.latent_rate, item.get("bpm"), int(meter.split("/")[0]) if meter else None,
-                             start_seconds=offset / self.latent_rate)  # (frames, BEAT_FEATURES)
+                             start_seconds=offset / self.latent_rate - item.get("downbeat", 0.0))  # (frames, F)
         key = key_features(parse_key(item["key"]) if item.get("key") else None)  # (KEY_FEATURES,)
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
@@ -392,8 +418,12 @@ def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, auto
     digest = hashlib.sha256((content_digest(run_dir / PREPARED_DIR / "autoencoder.safetensors")
                              + content_digest(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
     cache = run_dir / PREPARED_DIR / "cache"
+    if task_config.estimate_bpm:
+        from salong.evaluation import _librosa
+
+        _librosa()  # a missing librosa is named before minutes of encoding
     items = preencode(data, cache, ae, clap, digest, d, progress, text_layer=task_config.text_layer,
-                      canonical_text=task_config.canonical_text)
+                      canonical_text=task_config.canonical_text, estimate_bpm=task_config.estimate_bpm)
     return ae, clap, items, cache, initial
 
 
