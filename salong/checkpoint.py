@@ -1,9 +1,10 @@
 """Model checkpoints: one `.safetensors` file holding the weights and the JSON config.
 
 A checkpoint is self-contained: its metadata names the model kind, the format
-version and the config, which is enough to rebuild the model with no other file.
-Loading is strict (every tensor used, every shape checked) and nothing is ever
-unpickled.
+version, the salong version that wrote it and the config, which is enough to rebuild
+the model with no other file. Loading is strict (every tensor used, every shape
+checked) and nothing is ever unpickled. Configs written before a field was renamed are
+migrated on load (`MIGRATIONS`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from salong import __version__
 from salong.errors import SalongError, short_reason
 
-FORMAT_VERSION = 1
+# Moves whenever a stored config field is renamed or removed, with an entry in MIGRATIONS.
+FORMAT_VERSION = 2
 FORMAT_KEY = "salong_format"
+VERSION_KEY = "salong_version"  # the salong release that wrote the file (files of format 2 on)
 
 C = TypeVar("C")
 M = TypeVar("M", bound=torch.nn.Module)
@@ -39,41 +43,135 @@ M = TypeVar("M", bound=torch.nn.Module)
 
 # --- configs -------------------------------------------------------------------------
 
+# A field rename or removal, for one config class: the new field name, or a function that
+# takes the config dict holding the old field and returns it as today's code reads it.
+Migration = str | Callable[[dict[str, Any]], dict[str, Any]]
+
+# Stored config changes, by the format version that made them: MIGRATIONS[v][class name]
+# maps an old field to its Migration, applied to configs of files older than format v. A
+# rename applies only where the old name is present and the new one absent, because files
+# written between the rename and the format bump that records it say format 1 but already
+# hold the new name. Configs with no format (a run folder's config.json) get every migration.
+#
+# Found in the history of salong/ (every frozen dataclass config stored in a model file or a
+# run folder: DiTConfig, AutoencoderConfig, ClapModelConfig, GeneratorConfig,
+# SamplingConfig, T5Spec, TrainConfig and the train task configs):
+# - 5286ab3: DiTConfig.max_seconds -> timing_max_seconds (the timing embedders' clamp; the
+#   generator's window is its own max_seconds). Reaches generator files ("dit") and DiT run
+#   folders and training checkpoints ("task.model").
+# No field was removed. Every other change added fields with defaults that keep the old
+# behaviour (DiTConfig.timing/project_cond_tokens/qk_norm/controls, GeneratorConfig.t5/
+# objective/text_layer/canonical_text, SamplingConfig.frames, AutoencoderConfig.architecture
+# and the spectral fields, train dit's crops/min_crop_seconds/crop_law/text_layer/
+# timestep_shift/canonical_text/control_dropout), so files without them load as they are.
+# Old files: tests/fixtures/old_files/.
+MIGRATIONS: dict[int, dict[str, dict[str, Migration]]] = {
+    2: {"DiTConfig": {"max_seconds": "timing_max_seconds"}},
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a config was read from: the file, its format version and, when the file
+    records it, the salong version that wrote it."""
+
+    source: str
+    format_version: int
+    salong_version: str | None
+
+
+class FileConfig(dict):
+    """A config dict read from a file, which remembers its `Origin`: `config_from_dict` then
+    migrates only what a file of that format can hold and names the writer in its errors.
+    It compares, copies and serialises as the plain dict it is."""
+
+    def __init__(self, data: Mapping[str, Any], origin: Origin):
+        super().__init__(data)
+        self.origin = origin
+
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A frozen-dataclass config as plain JSON-able data (tuples become lists)."""
     return dataclasses.asdict(config)
 
 
-def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-    """Rebuild a config dataclass; unknown keys are an error, missing keys take defaults.
+def migrate_config(cls: type, data: Mapping[str, Any], format_version: int | None = None) -> dict[str, Any]:
+    """`data` (the stored fields of one `cls` config, not its nested ones) with the
+    `MIGRATIONS` of formats newer than `format_version` applied (all of them for None).
 
-    Nested dataclass fields and tuple fields are restored from their JSON form.
+    An old name stored beside its new one is left alone, for `config_from_dict` to name.
     """
+    data = dict(data)
+    for version in sorted(MIGRATIONS):
+        if format_version is not None and format_version >= version:
+            continue
+        for old, new in MIGRATIONS[version].get(cls.__name__, {}).items():
+            if old not in data:
+                continue
+            if callable(new):
+                data = new(data)
+            elif new not in data:
+                data[new] = data.pop(old)
+    return data
+
+
+def config_from_dict(cls: type[C], data: Mapping[str, Any], origin: Origin | None = None) -> C:
+    """Rebuild a config dataclass; old field names are migrated (`migrate_config`), unknown
+    keys are an error, missing keys take defaults.
+
+    Nested dataclass fields and tuple fields are restored from their JSON form. `origin`
+    defaults to that of a `FileConfig` (what `load_checkpoint` returns).
+    """
+    origin = origin or getattr(data, "origin", None)
+    data = migrate_config(cls, data, origin.format_version if origin else None)
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise SalongError(
-            f"config for {cls.__name__} has unknown fields {unknown}; "
-            "the checkpoint was written by a newer or different salong"
-        )
+        raise SalongError(_unknown_fields_message(cls.__name__, unknown, origin))
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _restore(hints.get(name), value)
+        kwargs[name] = _restore(hints.get(name), value, origin)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise SalongError(f"invalid {cls.__name__}: {exc}") from None
 
 
-def _restore(hint: Any, value: Any) -> Any:
+def _unknown_fields_message(name: str, unknown: list[str], origin: Origin | None) -> str:
+    """Which side is newer, as far as the file tells. Files of a newer format never get here
+    (`load_checkpoint` refuses them), but a newer salong that only added fields keeps the
+    format, so the writer's version decides; files before format 2 do not record it."""
+    if origin is None:
+        return (f"config for {name} has unknown fields {unknown} that this salong {__version__} does not know; "
+                "a newer or a modified salong wrote it")
+    if origin.salong_version and _release(origin.salong_version) > _release(__version__):
+        return (f"{origin.source} was written by salong {origin.salong_version}, newer than this salong "
+                f"{__version__}, and its {name} has unknown fields {unknown}; upgrade salong")
+    writer = (f"written by salong {origin.salong_version}" if origin.salong_version
+              else "from before files recorded the salong version")
+    return (f"{origin.source} holds {name} fields this salong {__version__} does not know, unknown fields "
+            f"{unknown}; the file has format {origin.format_version} ({writer}) and this salong reads formats up "
+            f"to {FORMAT_VERSION}, so no newer salong wrote it: a modified or development one did")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """'0.1.0' -> (0, 1, 0); parts after the first that is not a number are ignored."""
+    numbers = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
+def _restore(hint: Any, value: Any, origin: Origin | None) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Config | None`
         hint = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
     if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        return config_from_dict(hint, value)
+        return config_from_dict(hint, value, origin)
     if isinstance(value, list):
-        return tuple(_restore(None, v) for v in value)
+        return tuple(_restore(None, v, origin) for v in value)
     return value
 
 
@@ -180,6 +278,7 @@ def save_checkpoint(
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     metadata = {
         FORMAT_KEY: str(FORMAT_VERSION),
+        VERSION_KEY: __version__,
         "kind": kind,
         "config": json.dumps(config_to_dict(config) if dataclasses.is_dataclass(config) else config),
     }
@@ -194,8 +293,9 @@ def save_checkpoint(
 def content_digest(path: str | Path) -> str:
     """sha256 of what a safetensors file holds (its header read as JSON with sorted keys, then
     its tensor bytes), whatever order the writer gave the header. safetensors writes metadata
-    in hash-map order, so two processes writing the same model can differ byte for byte. A
-    file that is not safetensors is hashed as bytes."""
+    in hash-map order, so two processes writing the same model can differ byte for byte. The
+    salong version that wrote the file is left out: a model exported again by a later salong
+    is the same model. A file that is not safetensors is hashed as bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         try:
@@ -204,13 +304,14 @@ def content_digest(path: str | Path) -> str:
         except (struct.error, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             header = None
         if isinstance(header, dict):
+            if isinstance(header.get("__metadata__"), dict):
+                header["__metadata__"].pop(VERSION_KEY, None)
             digest.update(json.dumps(header, sort_keys=True).encode())
         else:
             f.seek(0)
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
 
 
 @dataclass(frozen=True)
@@ -275,6 +376,8 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
         config = json.loads(meta["config"])
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise SalongError(f"{str(path)!r} is corrupt ({short_reason(exc)}); re-export or re-download it") from None
+    if isinstance(config, dict):
+        config = FileConfig(config, Origin(repr(str(path)), int(meta[FORMAT_KEY]), meta.get(VERSION_KEY)))
     return Checkpoint(path=path, kind=meta["kind"], config=config, tensors=tensors, metadata=meta)
 
 

@@ -180,6 +180,82 @@ def test_damaged_latents_files_are_one_line(tmp_path):
         load_latents(tmp_path / "none.safetensors")
 
 
+
+def _toy_file(path, config: dict, format_version: str, salong_version: str | None = None):
+    meta = {"salong_format": format_version, "kind": "toy", "config": json.dumps(config)}
+    if salong_version is not None:
+        meta["salong_version"] = salong_version
+    save_file({k: v.contiguous() for k, v in Toy(ToyConfig(width=4)).state_dict().items()}, str(path), metadata=meta)
+    return path
+
+
+def test_new_files_record_the_format_and_the_salong_version(tmp_path):
+    import salong
+
+    path = ck.save_checkpoint(tmp_path / "m.safetensors", Toy(ToyConfig()), "toy", ToyConfig())
+    meta = ck.read_metadata(path)
+    assert ck.FORMAT_VERSION == 2 and meta["salong_format"] == "2" and meta["salong_version"] == salong.__version__
+    assert ck.load_checkpoint(path).config.origin == ck.Origin(repr(str(path)), 2, salong.__version__)
+
+
+def test_renamed_fields_migrate_only_in_files_older_than_the_rename(tmp_path, monkeypatch):
+    """A rename recorded at format 2 applies to format-1 files that hold the old name; a
+    format-1 file written after the rename (new name, old format) loads as it is; a format-2
+    file holding the old name is not migrated but named."""
+    monkeypatch.setattr(ck, "MIGRATIONS", {2: {"ToyConfig": {"size": "width", "legacy": lambda d: {
+        **{k: v for k, v in d.items() if k != "legacy"}, "name": f"was {d['legacy']}"}}}})
+    old = _toy_file(tmp_path / "old.safetensors", {"size": 4, "layers": [1], "legacy": "x"}, "1")
+    assert ck.load_model(old, "toy", ToyConfig, Toy)[1] == ToyConfig(width=4, layers=(1,), name="was x")
+    between = _toy_file(tmp_path / "between.safetensors", {"width": 4}, "1")
+    assert ck.load_model(between, "toy", ToyConfig, Toy)[1] == ToyConfig(width=4)
+    both = _toy_file(tmp_path / "both.safetensors", {"size": 5, "width": 4}, "1")
+    with pytest.raises(SalongError, match=r"unknown fields \['size'\]"):
+        ck.load_model(both, "toy", ToyConfig, Toy)
+    new = _toy_file(tmp_path / "new.safetensors", {"size": 4}, "2", "0.1.0")
+    with pytest.raises(SalongError, match=r"unknown fields \['size'\]"):
+        ck.load_model(new, "toy", ToyConfig, Toy)
+    # a config with no format (a run folder's config.json) gets every migration
+    assert ck.config_from_dict(ToyConfig, {"size": 4}) == ToyConfig(width=4)
+
+
+def test_the_real_migrations_rename_dit_max_seconds_wherever_a_dit_config_is_stored():
+    from salong.autoencoder import PRESETS as AE
+    from salong.clap import PRESETS as CLAP
+    from salong.dit import PRESETS as DIT, DiTConfig
+    from salong.pipeline import GeneratorConfig
+    from salong.train.dit import DiTTaskConfig
+
+    assert ck.MIGRATIONS[2]["DiTConfig"] == {"max_seconds": "timing_max_seconds"}
+    dit = {**ck.config_to_dict(DIT["tiny"]), "timing_max_seconds": 256.0}
+    old_dit = {("max_seconds" if k == "timing_max_seconds" else k): v for k, v in dit.items()}
+    origin = ck.Origin("'g.safetensors'", 1, None)
+    generator = ck.config_to_dict(GeneratorConfig(dit=DIT["tiny"], autoencoder=AE["tiny"], clap=CLAP["tiny"]))
+    for stored in (old_dit, dit):
+        assert ck.config_from_dict(DiTConfig, stored).timing_max_seconds == 256.0
+        loaded = ck.config_from_dict(GeneratorConfig, ck.FileConfig({**generator, "dit": stored}, origin))
+        assert loaded.dit.timing_max_seconds == 256.0
+        assert ck.config_from_dict(DiTTaskConfig, {"model": stored}).model.timing_max_seconds == 256.0
+
+
+def test_unknown_fields_say_which_salong_is_newer(tmp_path):
+    """Only a file whose writer is newer asks for an upgrade; a file of a format this salong
+    reads, from an older or the same salong, names its fields and its writer instead."""
+    import salong
+
+    future = _toy_file(tmp_path / "future.safetensors", {"width": 4, "depth": 2}, "2", "9.0.0")
+    newer = r"written by salong 9.0.0, newer than this salong .*'depth'.*; upgrade salong"
+    with pytest.raises(SalongError, match=newer):
+        ck.load_model(future, "toy", ToyConfig, Toy)
+    for version, writer in ((salong.__version__, f"written by salong {salong.__version__}"),
+                            (None, "from before files recorded the salong version")):
+        fmt = "1" if version is None else "2"
+        odd = _toy_file(tmp_path / "odd.safetensors", {"width": 4, "depth": 2}, fmt, version)
+        with pytest.raises(SalongError) as info:
+            ck.load_model(odd, "toy", ToyConfig, Toy)
+        message = str(info.value)
+        assert "unknown fields ['depth']" in message and writer in message and "no newer salong wrote it" in message
+        assert "upgrade" not in message
+
 def test_seeds_outside_the_generator_range_are_one_line():
     from salong.pipeline import MAX_SEED, check_seed
 
@@ -208,5 +284,9 @@ def test_content_digest_ignores_header_order_but_not_content(tmp_path):
               struct.pack("<2f", 1.0, 3.0))
     assert a.read_bytes() != b.read_bytes() and content_digest(a) == content_digest(b)
     assert content_digest(a) != content_digest(c)
+    # the same model written by another salong version: the same content
+    d = write(tmp_path / "d.safetensors", {"__metadata__": {"kind": "x", "config": "{}", "salong_version": "0.2.0"},
+                                           "w": tensor}, data)
+    assert content_digest(d) == content_digest(a)
     (tmp_path / "junk").write_bytes(b"\xff" * 20)
     assert len(content_digest(tmp_path / "junk")) == 64  # not safetensors: its bytes
