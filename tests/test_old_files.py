@@ -4,6 +4,7 @@ Each fixture was written by the old code itself, from a temporary worktree of it
 by tests/fixtures/old_files/make_old_files.py.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -76,3 +77,52 @@ def test_old_dit_run_folder_config_reads_with_todays_names():
     assert kind == "dit" and task_dict["model"]["max_seconds"] == 512.0
     task = ck.config_from_dict(DiTTaskConfig, task_dict)
     assert task.model.timing_max_seconds == 512.0 and task.model.width == 32
+
+
+def test_a_dit_run_from_before_the_rename_resumes(tmp_path):
+    """A run's checkpoints record its task config; one written before `max_seconds` became
+    `timing_max_seconds`, and before fields added since, still resumes."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from salong.audio import write_audio
+    from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
+    from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
+    from salong.dit import PRESETS as DIT
+    from salong.pipeline import SamplingConfig
+    from salong.synth import make_piece
+    from salong.train import TrainConfig
+    from salong.train.dit import DiTTaskConfig, train_dit
+    from salong.train.state import list_checkpoints
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        piece = make_piece(seed=i, seconds=1.0)
+        write_audio(data / f"{i}.wav", piece.audio, 44100)
+    (data / "metadata.jsonl").write_text("".join(json.dumps({"path": f"{i}.wav", "caption": "x"}) + "\n"
+                                                 for i in range(2)))
+    torch.manual_seed(0)
+    ae = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE["tiny"]))
+    clap = save_clap(tmp_path / "clap.safetensors", Clap(CLAP["tiny"], train_tokenizer(["a b c"] * 8, vocab_size=512)))
+    task = DiTTaskConfig(model=DIT["tiny"], sampling=SamplingConfig(steps=2, sigma_max=80.0), demo_count=0)
+    train = TrainConfig(steps=2, batch_size=2, lr=1e-4, checkpoint_every=2)
+    run = tmp_path / "run"
+    train_dit(data, run, train, task, ae, clap, quiet=True)
+    # the checkpoint as an older salong wrote it: format 1, the old name, no fields added since
+    path = list_checkpoints(run)[-1][1]
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    config = json.loads(metadata["config"])
+    model = config["task"]["model"]
+    model["max_seconds"] = model.pop("timing_max_seconds")
+    del model["controls"]
+    for name in ("canonical_text", "control_dropout", "estimate_bpm"):
+        del config["task"][name]
+    metadata.update(config=json.dumps(config), salong_format="1")
+    metadata.pop("salong_version", None)
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    result = train_dit(data, run, dataclasses.replace(train, steps=3), task, resume=True, quiet=True)
+    assert result.step == 3

@@ -429,7 +429,7 @@ def _train(
         "train": _jsonable(config),
         "task": _jsonable(task_config if task_config is not None else {}),
     }
-    ckpt, start_step = _open_run_dir(run_dir, resume, run_config, config, d)
+    ckpt, start_step = _open_run_dir(run_dir, resume, run_config, config, d, task_config)
     slots, modules = _build_parts(task, config, device, precision, ckpt, d)
     last_saved = ckpt.path if ckpt is not None else None
     del ckpt  # the resumed tensors are loaded: free them before training
@@ -448,7 +448,7 @@ def _train(
 
 
 def _open_run_dir(
-    run_dir: Path, resume: bool, run_config: Mapping[str, Any], config: TrainConfig, d: Dist
+    run_dir: Path, resume: bool, run_config: Mapping[str, Any], config: TrainConfig, d: Dist, task_config: Any = None
 ) -> tuple[Checkpoint | None, int]:
     """The checkpoint to resume (None for a new run) and the step to start at, once the
     run folder is checked and (by rank 0) created, cleared of temp files, its config.json
@@ -456,7 +456,7 @@ def _open_run_dir(
     # Every rank validates before anything is written, so all ranks fail alike.
     resume_path = check_run_dir(run_dir, resume)
     ckpt = st.read_latest_state(run_dir) if resume_path is not None else None
-    start_step = _check_resume(ckpt, run_config, config, run_dir, d) if ckpt is not None else 0
+    start_step = _check_resume(ckpt, run_config, config, run_dir, d, task_config) if ckpt is not None else 0
     d.barrier()  # no rank may see the folder rank 0 is about to create
     if d.main:
         try:
@@ -630,9 +630,20 @@ def _finish(run: _Run, step: int) -> TrainResult:
     return TrainResult(run_dir=run.run_dir, step=step, checkpoint=checkpoint, model=model_path)
 
 
-def _check_resume(ckpt: Checkpoint, run_config: Mapping[str, Any], config: TrainConfig, run_dir: Path, d: Dist) -> int:
-    """The step to resume from, once the checkpoint's run is known to be this run."""
-    diffs = _config_differences(ckpt.config, run_config)
+def _check_resume(ckpt: Checkpoint, run_config: Mapping[str, Any], config: TrainConfig, run_dir: Path, d: Dist,
+                  task_config: Any = None) -> int:
+    """The step to resume from, once the checkpoint's run is known to be this run. A task
+    config saved by an older salong is read as today's (renamed fields migrated, fields
+    added since at their defaults) before it is compared."""
+    saved = ckpt.config
+    if dataclasses.is_dataclass(task_config) and isinstance(saved.get("task"), Mapping):
+        try:
+            task = config_from_dict(type(task_config), saved["task"], getattr(saved, "origin", None))
+        except SalongError:
+            task = None  # not this kind of task: the comparison names what differs
+        if task is not None:
+            saved = {**saved, "task": _jsonable(task)}
+    diffs = _config_differences(saved, run_config)
     if diffs:
         more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
         raise SalongError(
