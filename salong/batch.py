@@ -23,8 +23,8 @@ from salong.controls import Controls, resolve
 from salong.errors import SalongError
 
 if TYPE_CHECKING:
+    from salong.distributed import Dist
     from salong.pipeline import Generator, Song
-    from salong.train.runtime import Dist
 
 DEFAULT_NAME = "{slug}_{seed}.{ext}"
 NAME_FIELDS = ("slug", "seed", "index", "variation", "seconds", "ext")

@@ -27,7 +27,7 @@ import salong
 from salong.batch import DEFAULT_NAME
 from salong.errors import SalongError
 
-# Messages on stderr; while a progress line is up (salong.train.progress), they print above it.
+# Messages on stderr; while a progress line is up (salong.progress), they print above it.
 err = Console(stderr=True)
 
 
@@ -94,7 +94,7 @@ def progress_bar(description: str, enabled: bool = True, unit: str | None = None
     """A line with a bar on stderr, driven by a `(done, total)` callback; `unit` adds a rate.
 
     Only on a terminal: logs of scripted runs stay free of bar remnants."""
-    from salong.train.progress import status_bar
+    from salong.progress import status_bar
 
     with status_bar(description, enabled, unit) as bar:
         yield lambda done, total: bar(done, total)
@@ -442,9 +442,9 @@ def generate(
 
     from salong.audio import output_format
     from salong.batch import Failed, Skipped, Tally, plan_jobs, read_prompts, render_shared
+    from salong.distributed import process_group, resolve_device, wants_cuda
     from salong.pipeline import check_request
-    from salong.train.progress import status_bar
-    from salong.train.runtime import process_group, resolve_device, wants_cuda
+    from salong.progress import status_bar
 
     start = time.perf_counter()
     if like is not None and prompts is not None:

@@ -60,11 +60,6 @@ def sigma_to_t(sigma: Tensor) -> Tensor:
     return torch.atan(sigma) * 2 / math.pi
 
 
-def t_to_sigma(t: Tensor) -> Tensor:
-    """Network time -> noise-to-signal ratio: sigma = tan(pi t / 2)."""
-    return torch.tan(t * math.pi / 2)
-
-
 def v_scalings(sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Preconditioning of a v-model (Salimans & Ho 2022, in k-diffusion's sigma space).
 
@@ -358,20 +353,12 @@ class RFDenoiser(nn.Module):
         return rf_loss(self.inner_model, x0, t, noise, mask, **cond)
 
 
-def get_ts_linear(steps: int, t_max: float = 1.0, device: torch.device | str | None = None) -> Tensor:
-    """Rectified-flow times t_max -> 0 in `steps` equal steps: (steps + 1,) float32."""
-    _check_steps(steps)
-    if not 0 < t_max <= 1:
-        raise SalongError(f"t_max must be in (0, 1], got {t_max!r}")
-    return torch.linspace(t_max, 0, steps + 1, dtype=torch.float32, device=device)
-
-
 def get_ts_logsnr(steps: int, t_max: float = 1.0, logsnr_end: float = 2.0,
                   device: torch.device | str | None = None) -> Tensor:
     """Rectified-flow times as the reference samples Stable Audio Open Small: log-SNR
     `log((1 - t) / t)` evenly spaced from that of `t_max` (-6 when t_max = 1) up to
     `logsnr_end`, mapped back by t = sigmoid(-logsnr); the first time is t_max itself and
-    the last 0. More steps land at low noise than with `get_ts_linear`. (steps + 1,) float32.
+    the last 0. More steps land at low noise than with evenly spaced times. (steps + 1,) float32.
     """
     _check_steps(steps)
     if not 0 < t_max <= 1:
@@ -403,7 +390,7 @@ def sample_pingpong(
     """Ping-pong sampling for rectified-flow models (Stable Audio Open Small): denoise fully,
     then re-noise to the next time with fresh noise: x = (1 - t') x0_hat + t' eps.
 
-    `denoiser` is an `RFDenoiser`; `ts` runs from about 1 down to 0 (`get_ts_linear`).
+    `denoiser` is an `RFDenoiser`; `ts` runs from about 1 down to 0 (`get_ts_logsnr`).
     """
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones([x.shape[0]])  # (B,)

@@ -461,9 +461,18 @@ def mel_distance(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Ten
     return float(np.mean(distances))
 
 
-def si_sdr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
-    """Scale-invariant SDR in dB, per channel, averaged (`salong.train.autoencoder.si_sdr`)."""
-    from salong.train.autoencoder import si_sdr as si_sdr_db
+def si_sdr_tensor(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), per channel, averaged; in the inputs'
+    dtype (an autoencoder run's evaluation)."""
+    target = target - target.mean(-1, keepdim=True)
+    pred = pred - pred.mean(-1, keepdim=True)
+    scale = (pred * target).sum(-1, keepdim=True) / (target.pow(2).sum(-1, keepdim=True) + 1e-8)
+    projection = scale * target
+    ratio = projection.pow(2).sum(-1) / ((pred - projection).pow(2).sum(-1) + 1e-8)
+    return (10 * torch.log10(ratio + 1e-8)).mean()
 
+
+def si_sdr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
+    """Scale-invariant SDR in dB, per channel, averaged (`si_sdr_tensor` in float64)."""
     p, t = _pair(pred, target)
-    return float(si_sdr_db(p.double(), t.double()))
+    return float(si_sdr_tensor(p.double(), t.double()))

@@ -8,7 +8,6 @@ runs call `plot_run` and `plot_demos` with every demo.
 from __future__ import annotations
 
 import io
-import json
 import math
 import textwrap
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from salong.checkpoint import write_atomic
 from salong.errors import SalongError
-from salong.train.state import METRICS_FILE
+from salong.run_metrics import METRICS_FILE, read_metrics
 
 DPI = 100  # pixels per inch: a figure of W x H pixels is W / DPI x H / DPI inches
 SIZE = (1200, 600)  # default width, height in pixels
@@ -125,27 +124,6 @@ def plot_demos(folder: str | Path, width: int = SIZE[0], height: int = SIZE[1]) 
 
 
 # --- a training run ------------------------------------------------------------------
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's metrics.jsonl (a run folder or the file itself); a line cut
-    short by a killed process is passed over."""
-    path = Path(path)
-    file = path / METRICS_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise SalongError(f"{str(path)!r} is not a training run folder (no {METRICS_FILE}); give a run folder "
-                          "or an audio file")
-    records = []
-    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-    if not records:
-        raise SalongError(f"{str(file)!r} holds no metrics yet; plot the run after its first log line")
-    return records
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:

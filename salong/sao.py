@@ -458,11 +458,6 @@ def load_folder(folder: str | Path, text_encoder: str | Path | None = None,
     return generator
 
 
-def is_model_folder(path: str | Path) -> bool:
-    """A folder given as --model: a Stable Audio Open folder (or something that should be one)."""
-    return Path(path).is_dir()
-
-
 # --- describing ------------------------------------------------------------------------------
 
 

@@ -24,16 +24,11 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, T5EncoderModel
 
-from salong.checkpoint import read_metadata
-from salong.clap import KIND as CLAP_KIND
-from salong.clap import Clap, hf_model_type, load_clap
+from salong.clap import Clap, hf_model_type
 from salong.errors import SalongError, short_reason
 
 T5_MAX_TOKENS = 128
 CACHE_SIZE = 256
-
-_EXPECTED = ("a salong CLAP .safetensors, a Hugging Face CLAP or T5 folder (config.json + weights + "
-             "tokenizer), or a Stable Audio Open folder with text_encoder/ and tokenizer/")
 
 
 class TextEncoder(ABC):
@@ -276,31 +271,3 @@ def find_t5_in(sao_folder: str | Path) -> tuple[Path, Path]:
     if not tokenizer.is_dir():
         tokenizer = encoder  # some copies keep the tokenizer files beside the weights
     return encoder, tokenizer
-
-
-def load_text_encoder(spec: str | Path, cache_size: int = CACHE_SIZE) -> TextEncoder:
-    """A frozen text encoder from a CLAP `.safetensors`, a HF CLAP / T5 folder,
-    or a Stable Audio Open folder (its T5 in text_encoder/ + tokenizer/); offline."""
-    path = Path(spec)
-    if not path.exists():
-        raise SalongError(f"text encoder {str(path)!r} not found; give {_EXPECTED}")
-    if path.is_file():
-        kind = read_metadata(path).get("kind")
-        if kind != CLAP_KIND:
-            raise SalongError(f"{str(path)!r} is a {kind or 'non-salong'} file, not a CLAP checkpoint; "
-                              f"give {_EXPECTED}")
-        return ClapTextEncoder(load_clap(path), cache_size=cache_size)
-    config = path / "config.json"
-    if not config.is_file():
-        if (path / "text_encoder").is_dir():
-            encoder, tokenizer = find_t5_in(path)
-            return load_t5(encoder, tokenizer, cache_size=cache_size)
-        raise SalongError(f"{str(path)!r} has no config.json, so it is not a text model folder; give {_EXPECTED}")
-    model_type = hf_model_type(config)
-    if model_type == "clap":
-        return ClapTextEncoder(load_clap(path), cache_size=cache_size)
-    if model_type == "t5":
-        return load_t5(path, cache_size=cache_size)
-    raise SalongError(f"{str(path)!r} holds a {model_type!r} model, not a text encoder; "
-                      "expected model_type 'clap' or 't5'")
-

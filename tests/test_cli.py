@@ -1,5 +1,6 @@
 """The command line: help, version, one-line errors with non-zero exits."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,24 @@ def test_help_shows_flags_as_flags_and_number_ranges(capsys):
     for args in (["--help"], ["train", "dit", "--help"], ["train", "export", "--help"], ["encode", "--help"]):
         code, out, _ = run_cli(capsys, *args)
         assert code == 0 and "<bool>" not in out, args
+
+
+def test_no_import_of_training_outside_it_and_the_train_commands(tmp_path):
+    """tools/import_check.py: inference never imports salong.train; the check itself sees
+    every spelling of such an import and exempts only the CLI's train commands."""
+    spec = importlib.util.spec_from_file_location("import_check", ROOT / "tools" / "import_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert check.train_imports() == []
+
+    (tmp_path / "salong" / "train").mkdir(parents=True)
+    (tmp_path / "salong" / "train" / "x.py").write_text("from salong.train import y\n")
+    (tmp_path / "salong" / "a.py").write_text("import salong.train.x\n\ndef f():\n    from . import train\n")
+    (tmp_path / "salong" / "cli.py").write_text(
+        "@train_app.command('export')\ndef export():\n    from .train import export_run\n\n"
+        "def generate():\n    from salong.train.runtime import Dist\n")
+    assert check.train_imports(tmp_path) == [
+        "salong/a.py:1: import salong.train.x",
+        "salong/a.py:4: from . import train",
+        "salong/cli.py:6: from salong.train.runtime import Dist",
+    ]

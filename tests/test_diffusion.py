@@ -16,7 +16,7 @@ from salong.diffusion import (
     cfg_denoiser,
     get_sampler,
     get_sigmas_loglinear,
-    get_ts_linear,
+    get_ts_logsnr,
     rf_loss,
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -25,7 +25,6 @@ from salong.diffusion import (
     shifted_time,
     sigma_to_t,
     start_from_init,
-    t_to_sigma,
     v_loss,
     v_scalings,
 )
@@ -75,7 +74,7 @@ def test_v_scalings_are_the_design_formulas_and_the_training_schedule() -> None:
     torch.testing.assert_close(c_in, alpha)
     torch.testing.assert_close(c_skip, alpha**2)
     torch.testing.assert_close(c_out, -sigma)
-    torch.testing.assert_close(t_to_sigma(sigma_to_t(s)), s)
+    torch.testing.assert_close(torch.tan(sigma_to_t(s) * math.pi / 2), s)  # sigma = tan(pi t / 2)
 
 
 def test_vdenoiser_with_exact_v_returns_exact_x0() -> None:
@@ -300,12 +299,12 @@ def test_pingpong_renoises_to_the_right_marginal() -> None:
         return mean + torch.sqrt(SD**2 * t**2 / v) * torch.randn(x.shape, generator=g)
 
     x = torch.randn(256, 4, 64, generator=torch.Generator().manual_seed(0))
-    ts = get_ts_linear(8)
+    ts = torch.linspace(1.0, 0.0, 9)  # 8 equal steps from t = 1 to 0
     out = sample_pingpong(posterior_sample, x, ts, generator=torch.Generator().manual_seed(1))
     assert torch.all((out.mean(dim=(0, 2)) - MU.flatten()).abs() < 4 * SD.flatten() / 128)
     assert torch.all((out.var(dim=(0, 2)) / SD.flatten() ** 2 - 1).abs() < 0.05)
     with pytest.raises(SalongError, match="steps"):
-        get_ts_linear(0)
+        get_ts_logsnr(0)
 
 
 def test_shifted_time_scales_the_noise_to_signal_ratio() -> None:

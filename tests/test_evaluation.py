@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from salong.errors import SalongError
 from salong.evaluation import (
@@ -19,6 +20,7 @@ from salong.evaluation import (
     percussive_share,
     score,
     si_sdr,
+    si_sdr_tensor,
     stft_distance,
     tempo_octave,
     tempo_within,
@@ -176,6 +178,13 @@ def test_si_sdr_of_a_signal_and_of_noise(loud_piece):
     assert si_sdr(0.5 * loud_piece, loud_piece) > 60  # scale-invariant
     assert si_sdr(noise, loud_piece) < -10
     assert si_sdr(loud_piece + 0.1 * np.abs(loud_piece).max() * noise, loud_piece) < si_sdr(loud_piece, loud_piece)
+
+
+def test_si_sdr_tensor_known_values():
+    x = torch.randn(1, 2, 1000)
+    assert si_sdr_tensor(3.0 * x, x) > 60  # scale-invariant: a scaled copy is perfect
+    noisy = x + 0.1 * torch.randn_like(x)
+    assert 15 < float(si_sdr_tensor(noisy, x)) < 25  # 20 dB of signal over noise
 
 
 def test_spectral_distances_are_zero_for_identical_audio_only(loud_piece):

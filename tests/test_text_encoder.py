@@ -9,7 +9,6 @@ from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 from salong import clap as C
 from salong import text_encoder as TE
-from salong.checkpoint import save_checkpoint
 from salong.errors import SalongError
 
 TINY = C.PRESETS["tiny"]
@@ -135,8 +134,7 @@ def test_bad_prompts(encoder):
 
 def test_load_salong_clap_checkpoint(clap, tmp_path):
     path = C.save_clap(tmp_path / "clap.safetensors", clap)
-    encoder = TE.load_text_encoder(path)
-    assert isinstance(encoder, TE.ClapTextEncoder)
+    encoder = TE.ClapTextEncoder(C.load_clap(path))
     want, _ = TE.ClapTextEncoder(clap).encode(CAPTIONS)
     got, _ = encoder.encode(CAPTIONS)
     assert torch.equal(got, want)
@@ -148,8 +146,8 @@ def test_load_huggingface_clap_folder(clap, tmp_path, monkeypatch):
     clap.model.save_pretrained(folder)
     clap.tokenizer.save_pretrained(folder)
     with pytest.warns(UserWarning, match="no preprocessor_config.json"):
-        encoder = TE.load_text_encoder(folder)
-    assert isinstance(encoder, TE.ClapTextEncoder) and encoder.width == TINY.text_width
+        encoder = TE.ClapTextEncoder(C.load_clap(folder))
+    assert encoder.width == TINY.text_width
     assert encoder.clap.config.n_mels == TINY.n_mels  # audio settings fit the tower
     want, _ = TE.ClapTextEncoder(clap).encode(CAPTIONS[:2])
     assert torch.allclose(encoder.encode(CAPTIONS[:2])[0], want, atol=1e-6)
@@ -158,7 +156,7 @@ def test_load_huggingface_clap_folder(clap, tmp_path, monkeypatch):
 def test_t5_folder_and_stable_audio_open_layout(sao_folder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert TE.find_t5_in(sao_folder) == (sao_folder / "text_encoder", sao_folder / "tokenizer")
-    encoder = TE.load_text_encoder(sao_folder)
+    encoder = TE.load_t5(*TE.find_t5_in(sao_folder))
     assert isinstance(encoder, TE.T5TextEncoder)
     assert encoder.width == 32 and encoder.max_length == 128
     prompts = ["ambient piano with soft rain", "", "a deep bass"]
@@ -172,43 +170,24 @@ def test_t5_folder_and_stable_audio_open_layout(sao_folder, monkeypatch):
     with torch.no_grad():
         last = encoder.model(**enc).last_hidden_state
     assert torch.allclose(features, last * enc["attention_mask"][..., None], atol=1e-6)
-    # the encoder folder on its own, tokenizer given separately
-    direct = TE.load_t5(sao_folder / "text_encoder", sao_folder / "tokenizer")
-    assert torch.equal(direct.encode(prompts)[0], features)
+    # the encoder folder on its own needs its tokenizer given separately
     with pytest.raises(SalongError, match="no tokenizer"):
-        TE.load_text_encoder(sao_folder / "text_encoder")
+        TE.load_t5(sao_folder / "text_encoder")
 
 
-def test_load_text_encoder_rejects_non_text_models(tmp_path):
-    with pytest.raises(SalongError, match="not found"):
-        TE.load_text_encoder(tmp_path / "nowhere")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(SalongError, match="no config.json"):
-        TE.load_text_encoder(empty)
-    whisper = tmp_path / "whisper"
-    whisper.mkdir()
-    (whisper / "config.json").write_text(json.dumps({"model_type": "whisper"}))
-    with pytest.raises(SalongError, match=r"'whisper' model, not a text encoder"):
-        TE.load_text_encoder(whisper)
+def test_t5_loading_rejects_non_t5_folders(tmp_path):
     broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text("{not json")
+    (broken / "text_encoder").mkdir(parents=True)
+    (broken / "text_encoder" / "config.json").write_text("{not json")
     with pytest.raises(SalongError, match="not readable JSON"):
-        TE.load_text_encoder(broken)
+        TE.find_t5_in(broken)
     t5_without_weights = tmp_path / "t5"
     t5_without_weights.mkdir()
     (t5_without_weights / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(SalongError, match="cannot load the T5 encoder"):
-        TE.load_text_encoder(t5_without_weights)
+        TE.load_t5(t5_without_weights)
     sao = tmp_path / "sao"
     (sao / "text_encoder").mkdir(parents=True)
     (sao / "text_encoder" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(SalongError, match="not T5"):
-        TE.load_text_encoder(sao)
-    other = save_checkpoint(tmp_path / "ae.safetensors", {"w": torch.zeros(1)}, "autoencoder", {"a": 1})
-    with pytest.raises(SalongError, match="autoencoder file, not a CLAP"):
-        TE.load_text_encoder(other)
-    (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(SalongError, match="not a readable safetensors"):
-        TE.load_text_encoder(tmp_path / "notes.txt")
+        TE.find_t5_in(sao)

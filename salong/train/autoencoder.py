@@ -29,6 +29,7 @@ from salong.audio_losses import (
 from salong.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
 from salong.data import collate_audio
 from salong.errors import SalongError
+from salong.evaluation import si_sdr_tensor
 from salong.train.trainer import Part, Task
 
 
@@ -50,16 +51,6 @@ class AutoencoderTaskConfig:
             raise SalongError(f"discriminator_lr must be > 0, got {self.discriminator_lr}")
         if self.adversarial_start < 0:
             raise SalongError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
-
-
-def si_sdr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Scale-invariant SDR in dB (Le Roux et al. 2019), per channel, averaged."""
-    target = target - target.mean(-1, keepdim=True)
-    pred = pred - pred.mean(-1, keepdim=True)
-    scale = (pred * target).sum(-1, keepdim=True) / (target.pow(2).sum(-1, keepdim=True) + 1e-8)
-    projection = scale * target
-    ratio = projection.pow(2).sum(-1) / ((pred - projection).pow(2).sum(-1) + 1e-8)
-    return (10 * torch.log10(ratio + 1e-8)).mean()
 
 
 class AutoencoderTask(Task):
@@ -125,7 +116,7 @@ class AutoencoderTask(Task):
             target = torch.from_numpy(audio)[None]
             recon = self._reconstruct(model, audio).cpu()
             stft.append(float(reconstruction_loss(recon, target)))
-            sdr.append(float(si_sdr(recon, target)))
+            sdr.append(float(si_sdr_tensor(recon, target)))
         return {"stft": float(np.mean(stft)), "si_sdr": float(np.mean(sdr))}
 
     def demo(self, step: int, out_dir: Path, ema_modules: Mapping[str, nn.Module]) -> None:

@@ -30,12 +30,12 @@ from salong.clap import Clap, load_clap, save_clap
 from salong.controls import beat_features, key_features, parse_key
 from salong.data import caption_index, index_audio
 from salong.diffusion import shifted_time, v_loss
+from salong.distributed import Dist
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, save_generator
 from salong.text_encoder import ClapTextEncoder
 from salong.timing import timing_condition
-from salong.train.runtime import Dist
 from salong.train.trainer import PREPARED_DIR, Part, Task
 
 CACHE_VERSION = 3  # 2: text holds every caption of a file; 3: items carry tempo, key and meter
@@ -402,7 +402,7 @@ def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, auto
              progress) -> tuple[Autoencoder, Clap, list[dict[str, Any]], Path, Generator | None]:
     """The run's frozen models (copied into RUN/prepared/), its encoded dataset and the
     generator it starts from (`init`)."""
-    from salong.train.runtime import init_distributed, wants_cuda
+    from salong.distributed import init_distributed, wants_cuda
 
     initial = Generator.load(init) if init is not None else None
     d = init_distributed(wants_cuda(train_config.device))
@@ -446,7 +446,8 @@ def train_dit(
     run's DiT config must be the file's), and its autoencoder and CLAP unless given.
     `compile` runs the autoencoder's Snake through `torch.compile` while the dataset is
     encoded (`salong.autoencoder.compile_snake`): about 1.5x faster on CPU."""
-    from salong.train.runtime import init_distributed, seed_everything, wants_cuda
+    from salong.distributed import init_distributed, wants_cuda
+    from salong.train.runtime import seed_everything
     from salong.train.trainer import check_run_dir, train
 
     if compile:

@@ -28,10 +28,10 @@ from torch import nn
 
 from salong.checkpoint import Checkpoint, load_checkpoint, load_state_strict, save_checkpoint, write_atomic
 from salong.errors import SalongError
+from salong.run_metrics import METRICS_FILE, metrics_lines
 
 STATE_KIND = "train-state"
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.safetensors"
 CHECKPOINT_DIR = "checkpoints"
 DEMO_DIR = "demos"
@@ -121,14 +121,7 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-            kept.append(line)
+    kept = [line for line, record in metrics_lines(path.read_text()) if record["step"] <= step]
     text = "".join(line + "\n" for line in kept)
     write_atomic(path, lambda tmp: tmp.write_text(text), ".tmp")
 

@@ -40,19 +40,12 @@ from torch.utils.data import DataLoader, Dataset
 import salong
 from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict, load_state_strict
 from salong.checks import is_int, is_real
+from salong.distributed import Dist, init_distributed, resolve_device, wants_cuda
 from salong.errors import SalongError
+from salong.run_metrics import METRICS_FILE, append_metrics
 from salong.train import state as st
-from salong.train.progress import Display, LogWindow, append_metrics
-from salong.train.runtime import (
-    Dist,
-    StopSignals,
-    ignore_sigint,
-    init_distributed,
-    reseed_step,
-    resolve_device,
-    resolve_precision,
-    wants_cuda,
-)
+from salong.train.progress import Display, LogWindow
+from salong.train.runtime import StopSignals, ignore_sigint, reseed_step, resolve_precision
 from salong.train.sampler import StepSampler
 from salong.train.schedules import ema_decay, ema_update, lr_factor
 
@@ -562,7 +555,7 @@ class _Log:
         self.run = run
         self.display = Display(run.config.steps, start_step, enabled=run.d.main and not quiet)
         self.window = LogWindow()
-        self.metrics_path = run.run_dir / st.METRICS_FILE
+        self.metrics_path = run.run_dir / METRICS_FILE
         self.t_start = self.t_log = time.monotonic()
         self.step_log, self.rate = start_step, 0.0
 
@@ -612,7 +605,7 @@ def _pictures(run_dir: Path) -> None:
 
     try:
         plot_demos(run_dir / st.DEMO_DIR)
-        metrics = run_dir / st.METRICS_FILE
+        metrics = run_dir / METRICS_FILE
         if metrics.is_file() and metrics.stat().st_size:  # a demo may come before the first log line
             plot_run(run_dir, run_dir / st.CURVES_FILE)
     except (SalongError, OSError, ValueError) as exc:
