@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salong.autoencoder import MAX_LOG_MAGNITUDE, MIN_MAGNITUDE
 from salong.errors import SalongError
+from salong.spectral import MAX_LOG_MAGNITUDE, MIN_MAGNITUDE
 
 FFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
 DISCRIMINATOR_FFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256, 128)
