@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from salong.errors import SalongError
-from salong.spectral import MAX_LOG_MAGNITUDE, MIN_MAGNITUDE
+from salong.spectral import MAX_LOG_MAGNITUDE, MIN_MAGNITUDE, stft_magnitude
 
 FFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
+POWER_FLOOR = 1e-8  # STFT power is clamped here before the square root: finite log-magnitudes
 DISCRIMINATOR_FFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256, 128)
 
 Logits = torch.Tensor | Sequence[torch.Tensor]
@@ -32,16 +33,6 @@ Features = Sequence[torch.Tensor] | Sequence[Sequence[torch.Tensor]]
 
 
 # --- multi-resolution STFT loss ----------------------------------------------------
-
-
-def stft_magnitude(x: torch.Tensor, n_fft: int, hop_length: int, eps: float = 1e-8) -> torch.Tensor:
-    """|STFT| of rows (R, N) -> (R, n_fft/2 + 1, frames); centred, reflect-padded, periodic Hann.
-
-    The power is clamped at `eps` before the square root so log-magnitudes stay finite.
-    """
-    window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
-    spec = torch.stft(x, n_fft, hop_length, n_fft, window, center=True, pad_mode="reflect", return_complex=True)
-    return spec.real.square().add(spec.imag.square()).clamp_min(eps).sqrt()
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor, n_fft: int, hop_length: int | None = None) -> torch.Tensor:
@@ -52,8 +43,8 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor, n_fft: int, hop_length: 
     """
     _check_pair(pred, target, n_fft)
     hop = hop_length or n_fft // 4
-    x = stft_magnitude(pred.reshape(-1, pred.shape[-1]), n_fft, hop)  # (R, F, T)
-    y = stft_magnitude(target.reshape(-1, target.shape[-1]), n_fft, hop)  # (R, F, T)
+    x = stft_magnitude(pred.reshape(-1, pred.shape[-1]), n_fft, hop, eps=POWER_FLOOR)  # (R, F, T)
+    y = stft_magnitude(target.reshape(-1, target.shape[-1]), n_fft, hop, eps=POWER_FLOOR)  # (R, F, T)
     convergence = (torch.linalg.vector_norm(y - x, dim=(1, 2)) / torch.linalg.vector_norm(y, dim=(1, 2))).mean()
     log_magnitude = F.l1_loss(x.log(), y.log())
     return convergence + log_magnitude
