@@ -98,6 +98,39 @@ class WNConvTranspose1d(nn.Module):
         return F.conv_transpose1d(x, self.weight, self.bias, self.stride, self.padding)
 
 
+class WNConv2d(nn.Module):
+    """Conv2d with weight normalisation (Salimans & Kingma 2016), norm per output channel."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int] = (1, 1),
+        dilation: tuple[int, int] = (1, 1),
+    ) -> None:
+        super().__init__()
+        # "same" padding along both axes, as EnCodec's get_2d_padding
+        self.padding = tuple((k - 1) * d // 2 for k, d in zip(kernel_size, dilation))
+        self.stride, self.dilation = stride, dilation
+        self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, *kernel_size))
+        self.weight_g = nn.Parameter(torch.empty(out_channels, 1, 1, 1))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))  # PyTorch's Conv2d default
+        bound = 1 / math.sqrt(in_channels * kernel_size[0] * kernel_size[1])
+        nn.init.uniform_(self.bias, -bound, bound)
+        with torch.no_grad():
+            self.weight_g.copy_(torch.linalg.vector_norm(self.weight_v, dim=(1, 2, 3), keepdim=True))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(self.weight_v, dim=(1, 2, 3), keepdim=True)  # (out, 1, 1, 1)
+        return self.weight_g * self.weight_v / norm  # (out, in, kt, kf)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+
 def snake_beta(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> torch.Tensor:
     """`x + 1/(exp(log_beta) + 1e-9) * sin(exp(log_alpha) * x)^2` for (B, C, N) x, (C,) params."""
     alpha = log_alpha.exp()[None, :, None]  # (1, C, 1)
