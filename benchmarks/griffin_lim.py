@@ -3,7 +3,7 @@
     python benchmarks/griffin_lim.py [--seconds 30] [--pieces 4] [--iterations 0 8 16 32 64]
 
 The spectral autoencoder's decoder predicts STFT magnitudes of mid and side, and
-`salong.autoencoder.griffin_lim_long` finds phases for them. This measures the phase
+`salong.spectral.griffin_lim_long` finds phases for them. This measures the phase
 retrieval alone, on the true magnitudes of held-out synth pieces (so the model's own
 error is left out): spectral convergence of the rebuilt signal's magnitudes against the
 given ones (0 = exact; at 0 iterations the first guess, steady bin-centre phases), the
@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from salong.audio_losses import reconstruction_loss  # noqa: E402
-from salong.autoencoder import PRESETS, from_mid_side, griffin_lim_long, stft_magnitudes  # noqa: E402
+from salong.autoencoder import PRESETS  # noqa: E402
+from salong.spectral import from_mid_side, griffin_lim_long, mid_side_magnitudes  # noqa: E402
 from salong.synth import make_piece  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def main() -> None:
     for i in range(args.pieces):
         audio = make_piece(seed=90_000 + i, seconds=args.seconds).audio
         audio = torch.from_numpy(audio[:, : audio.shape[1] // hop * hop])[None]  # (1, 2, N)
-        pieces.append((audio, stft_magnitudes(audio, config)))  # (1, 2, F, T)
+        pieces.append((audio, mid_side_magnitudes(audio, config)))  # (1, 2, F, T)
     print(f"{args.pieces} synth pieces of {args.seconds:g} s, n_fft {config.n_fft}, hop {config.stft_hop}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'iterations':>10} {'convergence':>12} {'STFT dist':>10} {'s per s':>8}")
@@ -51,7 +52,7 @@ def main() -> None:
             signal = griffin_lim_long(magnitudes[0], config.n_fft, config.stft_hop, iterations)  # (2, N)
             seconds += time.perf_counter() - t0
             rebuilt = from_mid_side(signal[None])
-            got = stft_magnitudes(rebuilt, config)
+            got = mid_side_magnitudes(rebuilt, config)
             convergence.append(float((got - magnitudes).norm() / magnitudes.norm()))
             distance.append(float(reconstruction_loss(rebuilt, audio)))
         per_second = seconds / (args.pieces * args.seconds)

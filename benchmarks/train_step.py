@@ -31,9 +31,9 @@ def timed(fn, repeats: int) -> float:
 
 
 def autoencoder(repeats: int) -> None:
-    from salong.audio_losses import DISCRIMINATOR_PRESETS, MultiScaleSTFTDiscriminator, generator_loss
-    from salong.audio_losses import discriminator_loss, reconstruction_loss
+    from salong.audio_losses import discriminator_loss, generator_loss, reconstruction_loss
     from salong.autoencoder import PRESETS, Autoencoder
+    from salong.discriminators import DISCRIMINATOR_PRESETS, MultiScaleSTFTDiscriminator
 
     torch.manual_seed(0)
     real = 0.1 * torch.randn(4, 2, 44032)  # batch 4 x 1 s (whole latent frames)

@@ -3,8 +3,8 @@
 - Multi-resolution STFT loss (Yamamoto et al. 2020; auraloss's `MultiResolutionSTFTLoss`):
   spectral convergence + log-magnitude L1 at FFT sizes 2048..32, hop n_fft/4, Hann window.
   Stereo: on sum and difference (Steinmetz et al. 2020) plus left/right at half weight.
-- Five multi-scale STFT discriminators (EnCodec, Defossez et al. 2022) with the hinge loss
-  and feature matching (Kumar et al. 2019).
+- The hinge loss and feature matching (Kumar et al. 2019) of the five multi-scale STFT
+  discriminators (`salong.discriminators`).
 - The weights that combine them, with the VAE's KL term.
 
 The training loop (optimisers, EMA, alternating steps) lives elsewhere; this file only
@@ -21,27 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salong.autoencoder import MAX_LOG_MAGNITUDE, MIN_MAGNITUDE
+from salong.discriminators import MultiScaleSTFTDiscriminator
 from salong.errors import SalongError
+from salong.spectral import MAX_LOG_MAGNITUDE, MIN_MAGNITUDE, stft_magnitude
 
 FFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
-DISCRIMINATOR_FFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+POWER_FLOOR = 1e-8  # STFT power is clamped here before the square root: finite log-magnitudes
 
 Logits = torch.Tensor | Sequence[torch.Tensor]
 Features = Sequence[torch.Tensor] | Sequence[Sequence[torch.Tensor]]
 
 
 # --- multi-resolution STFT loss ----------------------------------------------------
-
-
-def stft_magnitude(x: torch.Tensor, n_fft: int, hop_length: int, eps: float = 1e-8) -> torch.Tensor:
-    """|STFT| of rows (R, N) -> (R, n_fft/2 + 1, frames); centred, reflect-padded, periodic Hann.
-
-    The power is clamped at `eps` before the square root so log-magnitudes stay finite.
-    """
-    window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
-    spec = torch.stft(x, n_fft, hop_length, n_fft, window, center=True, pad_mode="reflect", return_complex=True)
-    return spec.real.square().add(spec.imag.square()).clamp_min(eps).sqrt()
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor, n_fft: int, hop_length: int | None = None) -> torch.Tensor:
@@ -52,8 +43,8 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor, n_fft: int, hop_length: 
     """
     _check_pair(pred, target, n_fft)
     hop = hop_length or n_fft // 4
-    x = stft_magnitude(pred.reshape(-1, pred.shape[-1]), n_fft, hop)  # (R, F, T)
-    y = stft_magnitude(target.reshape(-1, target.shape[-1]), n_fft, hop)  # (R, F, T)
+    x = stft_magnitude(pred.reshape(-1, pred.shape[-1]), n_fft, hop, eps=POWER_FLOOR)  # (R, F, T)
+    y = stft_magnitude(target.reshape(-1, target.shape[-1]), n_fft, hop, eps=POWER_FLOOR)  # (R, F, T)
     convergence = (torch.linalg.vector_norm(y - x, dim=(1, 2)) / torch.linalg.vector_norm(y, dim=(1, 2))).mean()
     log_magnitude = F.l1_loss(x.log(), y.log())
     return convergence + log_magnitude
@@ -114,142 +105,6 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor, n_fft: int) -> None:
         raise SalongError(
             f"audio of {pred.shape[-1]} samples is too short for an FFT of {n_fft}; use crops longer than {n_fft // 2}"
         )
-
-
-# --- discriminators ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DiscriminatorConfig:
-    """Multi-scale STFT discriminator (EnCodec); `filters` 32 in stable-audio-tools, 32-64 in the paper."""
-
-    audio_channels: int = 2
-    filters: int = 32
-    n_ffts: tuple[int, ...] = DISCRIMINATOR_FFT_SIZES
-    dilations: tuple[int, ...] = (1, 2, 4)
-    negative_slope: float = 0.2
-
-    def __post_init__(self) -> None:
-        for name in ("audio_channels", "filters"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise SalongError(f"DiscriminatorConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("n_ffts", "dilations"):
-            value = getattr(self, name)
-            if not isinstance(value, tuple) or not value or not all(isinstance(v, int) and v >= 1 for v in value):
-                raise SalongError(
-                    f"DiscriminatorConfig.{name} must be a non-empty tuple of positive integers, got {value!r}"
-                )
-        bad = [n for n in self.n_ffts if n < 4 or n % 4]
-        if bad:
-            raise SalongError(f"DiscriminatorConfig.n_ffts must be multiples of 4 (hop n_fft/4), got {bad}")
-
-
-DISCRIMINATOR_PRESETS: dict[str, DiscriminatorConfig] = {
-    "sa2": DiscriminatorConfig(),
-    "tiny": DiscriminatorConfig(filters=4),
-    # For the `compact` autoencoder: a critic that costs about as much as the model it judges.
-    "compact": DiscriminatorConfig(filters=8),
-}
-
-
-class WNConv2d(nn.Module):
-    """Conv2d with weight normalisation (Salimans & Kingma 2016), norm per output channel."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: tuple[int, int],
-        stride: tuple[int, int] = (1, 1),
-        dilation: tuple[int, int] = (1, 1),
-    ) -> None:
-        super().__init__()
-        # "same" padding along both axes, as EnCodec's get_2d_padding
-        self.padding = tuple((k - 1) * d // 2 for k, d in zip(kernel_size, dilation))
-        self.stride, self.dilation = stride, dilation
-        self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, *kernel_size))
-        self.weight_g = nn.Parameter(torch.empty(out_channels, 1, 1, 1))
-        self.bias = nn.Parameter(torch.empty(out_channels))
-        nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))  # PyTorch's Conv2d default
-        bound = 1 / math.sqrt(in_channels * kernel_size[0] * kernel_size[1])
-        nn.init.uniform_(self.bias, -bound, bound)
-        with torch.no_grad():
-            self.weight_g.copy_(torch.linalg.vector_norm(self.weight_v, dim=(1, 2, 3), keepdim=True))
-
-    @property
-    def weight(self) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(self.weight_v, dim=(1, 2, 3), keepdim=True)  # (out, 1, 1, 1)
-        return self.weight_g * self.weight_v / norm  # (out, in, kt, kf)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
-
-
-class STFTDiscriminator(nn.Module):
-    """One EnCodec STFT discriminator.
-
-    Complex STFT (Hann, hop n_fft/4, no centre padding, normalised by the window's energy
-    like torchaudio's `Spectrogram(normalized=True)`), real and imaginary parts of each
-    audio channel as input channels, laid out (time, frequency). Convs: (3, 9); three
-    (3, 9) with stride 2 in frequency and dilation 1, 2, 4 in time; (3, 3); output (3, 3)
-    to one channel. LeakyReLU 0.2 after every conv but the last, each output kept as a
-    feature map. All convs are weight-normalised (docs/architecture.md, Training losses;
-    EnCodec itself leaves the first one plain).
-    """
-
-    def __init__(self, config: DiscriminatorConfig, n_fft: int) -> None:
-        super().__init__()
-        self.n_fft, self.hop_length = n_fft, n_fft // 4
-        self.negative_slope = config.negative_slope
-        f = config.filters
-        self.convs = nn.ModuleList(
-            [
-                WNConv2d(2 * config.audio_channels, f, (3, 9)),
-                *(WNConv2d(f, f, (3, 9), stride=(1, 2), dilation=(d, 1)) for d in config.dilations),
-                WNConv2d(f, f, (3, 3)),
-            ]
-        )
-        self.conv_post = WNConv2d(f, 1, (3, 3))
-
-    def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, C, N) -> (B, 2C, frames, n_fft/2 + 1): real parts of all channels, then imaginary."""
-        b, c, n = audio.shape
-        if n < self.n_fft:
-            raise SalongError(f"audio of {n} samples is shorter than the discriminator's FFT of {self.n_fft}")
-        window = torch.hann_window(self.n_fft, dtype=audio.dtype, device=audio.device)
-        spec = torch.stft(
-            audio.reshape(b * c, n), self.n_fft, self.hop_length, self.n_fft, window, center=False, return_complex=True
-        )  # (B*C, F, T)
-        spec = spec / window.square().sum().sqrt()
-        spec = spec.reshape(b, c, *spec.shape[1:])  # (B, C, F, T)
-        return torch.cat([spec.real, spec.imag], dim=1).transpose(2, 3)  # (B, 2C, T, F)
-
-    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits (B, 1, T, F') and the feature map after every hidden conv."""
-        z = self.spectrogram(audio)
-        features = []
-        for conv in self.convs:
-            z = F.leaky_relu(conv(z), self.negative_slope)
-            features.append(z)
-        return self.conv_post(z), features
-
-
-class MultiScaleSTFTDiscriminator(nn.Module):
-    """One `STFTDiscriminator` per FFT size; returns per-scale logits and feature maps."""
-
-    def __init__(self, config: DiscriminatorConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.discriminators = nn.ModuleList(STFTDiscriminator(config, n) for n in config.n_ffts)
-
-    def forward(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-        logits, features = [], []
-        for disc in self.discriminators:
-            logit, feats = disc(audio)
-            logits.append(logit)
-            features.append(feats)
-        return logits, features
 
 
 # --- adversarial losses ------------------------------------------------------------

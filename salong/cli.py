@@ -619,7 +619,7 @@ def train_autoencoder_cmd(
     compile: bool = typer.Option(False, "--compile", help="Compile the Snake activations with torch.compile: about 1.5x faster steps on CPU after a minute of compiling (needs a C++ compiler; falls back with a warning)."),
 ) -> None:
     """Train the autoencoder: Oobleck (STFT + adversarial + KL losses) or spectral (STFT magnitudes + KL). Works under torchrun."""
-    from salong.audio_losses import DISCRIMINATOR_PRESETS
+    from salong.discriminators import DISCRIMINATOR_PRESETS
     from salong.autoencoder import PRESETS
     from salong.train import TrainConfig
     from salong.train.autoencoder import AutoencoderTaskConfig, init_weights, train_autoencoder

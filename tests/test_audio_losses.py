@@ -8,12 +8,7 @@ import torch
 from torch import nn
 
 from salong.audio_losses import (
-    DISCRIMINATOR_PRESETS,
     AutoencoderLossConfig,
-    DiscriminatorConfig,
-    MultiScaleSTFTDiscriminator,
-    STFTDiscriminator,
-    WNConv2d,
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
@@ -22,7 +17,14 @@ from salong.audio_losses import (
     multi_resolution_stft_loss,
     stereo_stft_loss,
 )
+from salong.discriminators import (
+    DISCRIMINATOR_PRESETS,
+    DiscriminatorConfig,
+    MultiScaleSTFTDiscriminator,
+    STFTDiscriminator,
+)
 from salong.errors import SalongError
+from salong.layers import WNConv2d
 
 TINY_DISC = DISCRIMINATOR_PRESETS["tiny"]
 

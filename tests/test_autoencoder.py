@@ -15,17 +15,15 @@ from salong.autoencoder import (
     PRESETS,
     Autoencoder,
     AutoencoderConfig,
-    SnakeBeta,
     VAEBottleneck,
-    WNConv1d,
-    WNConvTranspose1d,
     autoencoder_config,
-    chunk_plan,
-    griffin_lim_long,
     load_autoencoder,
     save_autoencoder,
 )
+from salong.chunking import chunk_plan
 from salong.errors import SalongError
+from salong.layers import SnakeBeta, WNConv1d, WNConvTranspose1d
+from salong.spectral import griffin_lim_long
 
 TINY = PRESETS["tiny"]  # hop 2048, C = 4
 # Strides (2, 4): hop 8, so receptive-field and chunking checks see many frames cheaply.
@@ -186,9 +184,9 @@ def test_snake_beta_matches_the_formula() -> None:
 
 def test_compiled_snake_matches_eager_forward_and_backward(monkeypatch) -> None:
     """`compile_snake` (train autoencoder --compile) changes speed, not results."""
-    import salong.autoencoder as A
+    import salong.layers as L
 
-    monkeypatch.setattr(A, "_snake", A.snake_beta)  # restored afterwards: other tests stay eager
+    monkeypatch.setattr(L, "_snake", L.snake_beta)  # restored afterwards: other tests stay eager
     torch.manual_seed(11)
     model = Autoencoder(TINY)
     with torch.no_grad():
@@ -205,8 +203,8 @@ def test_compiled_snake_matches_eager_forward_and_backward(monkeypatch) -> None:
         return out.detach(), [p.grad.clone() for p in model.parameters()]
 
     eager_out, eager_grads = run()
-    compiled = A.compile_snake()
-    assert compiled == (A._snake is not A.snake_beta)  # without a compiler it stays eager (with a warning)
+    compiled = L.compile_snake()
+    assert compiled == (L._snake is not L.snake_beta)  # without a compiler it stays eager (with a warning)
     out, grads = run()
     torch.testing.assert_close(out, eager_out, rtol=1e-4, atol=1e-5)  # float rounding through the network
     for got, want in zip(grads, eager_grads):

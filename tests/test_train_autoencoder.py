@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from salong.audio import write_audio
-from salong.audio_losses import DISCRIMINATOR_PRESETS
 from salong.autoencoder import PRESETS, load_autoencoder
+from salong.discriminators import DISCRIMINATOR_PRESETS
 from salong.errors import SalongError
 from salong.synth import make_piece
 from salong.train import TrainConfig

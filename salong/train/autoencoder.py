@@ -17,10 +17,7 @@ from torch import nn
 
 from salong.audio import write_audio
 from salong.audio_losses import (
-    DISCRIMINATOR_PRESETS,
     AutoencoderLossConfig,
-    DiscriminatorConfig,
-    MultiScaleSTFTDiscriminator,
     discriminator_loss,
     generator_loss,
     magnitude_loss,
@@ -28,6 +25,7 @@ from salong.audio_losses import (
 )
 from salong.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
 from salong.data import collate_audio
+from salong.discriminators import DISCRIMINATOR_PRESETS, DiscriminatorConfig, MultiScaleSTFTDiscriminator
 from salong.errors import SalongError
 from salong.evaluation import si_sdr_tensor
 from salong.train.trainer import Part, Task
