@@ -61,6 +61,11 @@ def stage_facts(work: Path, stage: str) -> tuple[str, dict] | None:
     settings = f"batch {train['batch_size']}, lr {train['lr']:g}"
     if stage.startswith("dit"):  # runs from before the setting existed read layer -2
         settings += f", CLAP layer {task.get('text_layer', -2)}, timestep shift {task.get('timestep_shift', 1.0):g}"
+        controls = task.get("model", {}).get("controls") or []
+        if controls:
+            settings += f", controls {'+'.join(controls)} (dropout {task.get('control_dropout', 0.2):g})"
+        if task.get("canonical_text"):
+            settings += ", canonical text"
     return (f"| {stage} | {steps} of {train['steps']} | {settings} | "
             f"{json.dumps(last) if last else '-'} |"), task
 
