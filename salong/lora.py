@@ -1,0 +1,203 @@
+"""Low-rank adapters (LoRA, Hu et al. 2021) on the DiT's projections.
+
+An adapter adds `strength * (alpha / rank) * B (A x)` to the output of each target linear
+layer `y = W x`: A (rank, in) starts random, B (out, rank) at zero, so a fresh adapter
+changes nothing. Only A and B train; the base model stays frozen and is not copied.
+Adapters attach to a DiT with forward hooks (`attach`), so several stack, each with its
+own strength, and strength 0 gives the base model's output bit for bit; `merge` bakes
+them into the weights instead, for speed.
+
+Targets are named by group: "self_attn" (to_qkv, to_out), "cross_attn" (to_q, to_kv,
+to_out) and "ff" (the SwiGLU's two projections), or by a module-name suffix.
+
+An adapter file (`save_adapter`) holds A and B of every target and, in its metadata, the
+config, the digest of the base DiT's weights it was trained on (`dit_digest`) and what
+the caller adds (data, updates); `load_adapter` refuses a file for another base.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from salong.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
+from salong.errors import SalongError
+
+KIND = "lora"
+GROUPS = {
+    "self_attn": ("self_attn.to_qkv", "self_attn.to_out"),
+    "cross_attn": ("cross_attn.to_q", "cross_attn.to_kv", "cross_attn.to_out"),
+    "ff": ("ff.ff.0.proj", "ff.ff.2"),
+}
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Rank, scale and targets of an adapter; stored in its file."""
+
+    rank: int = 16
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    targets: tuple[str, ...] = ("self_attn", "cross_attn", "ff")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise SalongError(f"--lora rank must be a whole number >= 1 (e.g. 16), got {self.rank!r}")
+        if isinstance(self.alpha, bool) or not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
+                                                and self.alpha > 0):
+            raise SalongError(f"--lora-alpha must be a number above 0 (e.g. the rank), got {self.alpha!r}")
+        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
+            raise SalongError(f"--lora-targets must name groups ({', '.join(GROUPS)}) or module names, "
+                              f"got {self.targets!r}")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+def target_names(dit: nn.Module, targets: Sequence[str]) -> list[str]:
+    """Names of the DiT's linear layers the targets select, in module order."""
+    suffixes = [s for t in targets for s in GROUPS.get(t, (t,))]
+    names = [name for name, m in dit.named_modules()
+             if isinstance(m, nn.Linear) and any(name == s or name.endswith("." + s) for s in suffixes)]
+    if not names:
+        raise SalongError(f"--lora-targets {', '.join(targets)} select no linear layer of this DiT; "
+                          f"use groups {', '.join(GROUPS)} or module names such as transformer.layers.0.ff.ff.2")
+    return names
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "/")  # module names may not hold dots
+
+
+class Adapter(nn.Module):
+    """A and B of every target layer, for one DiT architecture."""
+
+    def __init__(self, dit: nn.Module, config: LoraConfig):
+        super().__init__()
+        self.config = config
+        modules = dict(dit.named_modules())
+        self.names = target_names(dit, config.targets)
+        self.a = nn.ParameterDict()
+        self.b = nn.ParameterDict()
+        for name in self.names:
+            layer = modules[name]
+            a = torch.empty(config.rank, layer.in_features, device=layer.weight.device)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as nn.Linear initialises its weight
+            self.a[_key(name)] = nn.Parameter(a)
+            self.b[_key(name)] = nn.Parameter(torch.zeros(layer.out_features, config.rank, device=layer.weight.device))
+
+    def delta(self, name: str) -> torch.Tensor:
+        """The weight update of one layer at strength 1: scale * B A, (out, in)."""
+        return self.config.scale * self.b[_key(name)] @ self.a[_key(name)]
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@contextlib.contextmanager
+def attach(dit: nn.Module, adapters: Iterable[tuple[Adapter, float]]) -> Iterator[nn.Module]:
+    """The DiT with adapters added to its target layers' outputs while the context lasts.
+
+    Each layer gets one hook that adds `strength * scale * B (A x)` for every adapter of
+    nonzero strength, so a strength-0 adapter leaves the output untouched."""
+    active = [(adapter, float(s)) for adapter, s in adapters if float(s) != 0.0]
+    modules = dict(dit.named_modules())
+    handles = []
+    for name in dict.fromkeys(n for adapter, _ in active for n in adapter.names):
+        parts = [(adapter.a[_key(name)], adapter.b[_key(name)], s * adapter.config.scale)
+                 for adapter, s in active if name in adapter.names]
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor, parts=parts) -> torch.Tensor:
+            x = inputs[0]
+            for a, b, scale in parts:
+                output = output + scale * ((x.to(a.dtype) @ a.T) @ b.T).to(output.dtype)  # (..., out)
+            return output
+
+        if name not in modules:
+            raise SalongError(f"the adapter targets {name}, which this DiT does not have; use an adapter "
+                              "trained on this model")
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        yield dit
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def merge(dit: nn.Module, adapters: Iterable[tuple[Adapter, float]]) -> nn.Module:
+    """Add the adapters' updates to the DiT's weights in place (`attach` without the cost)."""
+    modules = dict(dit.named_modules())
+    for adapter, strength in adapters:
+        if float(strength) == 0.0:
+            continue
+        for name in adapter.names:
+            weight = modules[name].weight
+            weight += (float(strength) * adapter.delta(name)).to(weight.dtype)
+    return dit
+
+
+def dit_digest(dit: nn.Module) -> str:
+    """The first 16 hex digits of a sha256 over the DiT's weights (names, shapes, values in
+    float32): which base model an adapter belongs to, whatever file it was loaded from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(dit.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_adapter(path: str | Path, adapter: Adapter, base: str, **facts: object) -> Path:
+    """One `.safetensors` with A and B of every target; `base` is the base DiT's `dit_digest`,
+    `facts` (captions, updates, ...) go into the metadata."""
+    tensors = {f"{name}.lora_a": adapter.a[_key(name)].detach().float().cpu().contiguous()
+               for name in adapter.names}
+    tensors.update({f"{name}.lora_b": adapter.b[_key(name)].detach().float().cpu().contiguous()
+                    for name in adapter.names})
+    return save_checkpoint(path, tensors, KIND, adapter.config, extra={"base": base, "facts": json.dumps(facts)})
+
+
+@dataclass(frozen=True)
+class AdapterFile:
+    """An adapter read from disk, for one base DiT."""
+
+    config: LoraConfig
+    base: str
+    facts: dict
+    tensors: dict
+
+
+def read_adapter(path: str | Path) -> AdapterFile:
+    ckpt = load_checkpoint(path, KIND)
+    config = config_from_dict(LoraConfig, ckpt.config)
+    try:
+        facts = json.loads(ckpt.metadata.get("facts", "{}"))
+    except ValueError:
+        facts = {}
+    return AdapterFile(config, ckpt.metadata.get("base", ""), facts, ckpt.tensors)
+
+
+def load_adapter(path: str | Path, dit: nn.Module, base: str | None = None) -> Adapter:
+    """The adapter in `path`, for `dit`; a file trained on another base is refused in one line."""
+    file = read_adapter(path)
+    base = base or dit_digest(dit)
+    if file.base != base:
+        raise SalongError(f"{str(path)!r} adapts a model with weights digest {file.base}, but this model's is {base}; "
+                          "use it with the model it was trained on")
+    adapter = Adapter(dit, file.config)
+    names = {f"{n}.lora_{p}" for n in adapter.names for p in "ab"}
+    if set(file.tensors) != names:
+        raise SalongError(f"{str(path)!r} does not fit this model's layers; use an adapter trained on this model")
+    with torch.no_grad():
+        for name in adapter.names:
+            adapter.a[_key(name)].copy_(file.tensors[f"{name}.lora_a"])
+            adapter.b[_key(name)].copy_(file.tensors[f"{name}.lora_b"])
+    return adapter.eval().requires_grad_(False)
