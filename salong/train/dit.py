@@ -162,6 +162,10 @@ def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path |
     for those not given."""
     folder = run_dir / PREPARED_DIR
     targets = (folder / "autoencoder.safetensors", folder / "clap.safetensors")
+    if init is not None and (init.config.clap is None or init.config.objective != "v"):
+        kind = "a Stable Audio Open Small (rectified flow)" if init.config.objective != "v" else "a T5-conditioned"
+        raise SalongError(f"--init holds {kind} generator, which `train dit` cannot continue yet (it trains "
+                          "CLAP-conditioned v-objective DiTs); start from a salong generator")
     if init is not None:
         folder.mkdir(parents=True, exist_ok=True)
         if autoencoder is None and not targets[0].exists():
