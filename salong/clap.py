@@ -250,12 +250,6 @@ PRESETS: dict[str, ClapModelConfig] = {
 }
 
 
-def preset(name: str) -> ClapModelConfig:
-    if name not in PRESETS:
-        raise SalongError(f"unknown CLAP preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
 # --- tokenizer -------------------------------------------------------------------------
 
 
