@@ -264,8 +264,12 @@ def test_cfg_batches_cond_and_uncond_in_one_call_and_scale_one_is_conditional() 
                                    n_out + 3.0 * (c_out - n_out), atol=1e-5, rtol=1e-4)
         out = sample_dpmpp_2m(cfg_denoiser(counted, cond, uncond, 7.0), 500 * torch.randn_like(x), get_sigmas_loglinear(3))
         assert out.shape == x.shape and torch.isfinite(out).all()
-    with pytest.raises(ValueError, match="same keys"):
+    with pytest.raises(SalongError, match="same keys"):
         cfg_denoiser(counted, cond, {"cond_tokens": cond["cond_tokens"]}, 7.0)
+    with pytest.raises(SalongError, match="'beat' is None in one of cond and uncond only"):
+        cfg_denoiser(counted, {**cond, "beat": None}, {**uncond, "beat": torch.zeros(b, 11, 4)}, 7.0)
+    with pytest.raises(SalongError, match="'cond_tokens' is .* in cond but .* in uncond; give both the same shape"):
+        cfg_denoiser(counted, cond, {**uncond, "cond_tokens": uncond["cond_tokens"][:, :1]}, 7.0)
 
 
 # --- rectified flow ------------------------------------------------------------------

@@ -251,6 +251,15 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert run(run_dir, 10, resume=True, checkpoint_every=3)[1].step == 10
 
 
+def test_a_part_that_cannot_be_copied_for_its_ema_is_a_one_line_error(tmp_path):
+    task = ToyTask()
+    with pytest.warns(FutureWarning):  # torch deprecates the old-style weight_norm this needs
+        task.net[0] = torch.nn.utils.weight_norm(task.net[0])
+    task.net(torch.zeros(1, 4))  # its weight is now a computed tensor, which deepcopy refuses
+    with pytest.raises(SalongError, match=r"cannot copy part 'net' for its EMA \(Only Tensors .*\); hand the trainer"):
+        run(tmp_path / "run", 2, task=task)
+
+
 def test_demo_and_evaluate(tmp_path):
     task, _ = run(tmp_path / "run", 6, demo_every=2, eval_every=3)
     assert task.demos == [2, 4, 6]

@@ -41,7 +41,7 @@ import salong
 from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict, load_state_strict
 from salong.checks import is_int, is_real
 from salong.distributed import Dist, init_distributed, resolve_device, wants_cuda
-from salong.errors import SalongError
+from salong.errors import SalongError, short_reason
 from salong.run_metrics import METRICS_FILE, append_metrics
 from salong.train import state as st
 from salong.train.progress import Display, LogWindow
@@ -719,9 +719,8 @@ def _ema_copy(part: Part) -> nn.Module:
     try:
         ema = copy.deepcopy(part.module)
     except RuntimeError as exc:  # e.g. old-style weight_norm after a forward pass
-        raise RuntimeError(
-            f"cannot copy part {part.name!r} for its EMA ({exc}); build it without running it first"
-        ) from exc
+        raise SalongError(f"cannot copy part {part.name!r} for its EMA ({short_reason(exc)}); "
+                          "hand the trainer a module that has not run a forward pass yet") from exc
     return ema.eval().requires_grad_(False)
 
 
