@@ -32,6 +32,7 @@ from salong.train import (
     train,
 )
 from salong.train.state import read_state
+from salong.train.trainer import OPTION_FIELDS
 from train_worker import ToyDataset, ToyTask
 
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -74,16 +75,29 @@ def assert_same_state(a: Path, b: Path) -> None:
         (dict(batch_size=0), "--batch-size"),
         (dict(lr=0.0), "--lr"),
         (dict(lr=float("nan")), "--lr"),
-        (dict(warmup=1.0), "--warmup"),
-        (dict(betas=(0.9, 1.0)), "--betas"),
+        (dict(warmup=1.0), "TrainConfig.warmup"),
+        (dict(betas=(0.9, 1.0)), "TrainConfig.betas"),
         (dict(checkpoint_every=0), "--checkpoint-every"),
         (dict(precision="fp8"), "--precision"),
-        (dict(grad_clip=-1.0), "--grad-clip"),
+        (dict(grad_clip=-1.0), "TrainConfig.grad_clip"),
     ],
 )
 def test_config_rejects_bad_values(bad, flag):
-    with pytest.raises(SalongError, match=flag):
+    with pytest.raises(SalongError, match=f"^{flag} must be"):
         config(**{"steps": 10, **bad})
+
+
+def test_messages_name_an_option_only_where_salong_train_has_it():
+    import dataclasses
+
+    import typer.main
+
+    from salong.cli import app
+
+    train_commands = typer.main.get_command(app).commands["train"].commands
+    options = {o for name in ("autoencoder", "clap", "dit") for p in train_commands[name].params for o in p.opts}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert OPTION_FIELDS == {f for f in fields if "--" + f.replace("_", "-") in options}
 
 
 def test_precision_resolution_on_cpu():

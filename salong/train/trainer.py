@@ -69,6 +69,16 @@ RESUMABLE_FIELDS = frozenset(
 # --- configuration -----------------------------------------------------------------------
 
 
+# TrainConfig fields `salong train` sets from an option of the same name (`batch_size` from
+# `--batch-size`); the others are set from Python only, so messages name them as fields.
+OPTION_FIELDS = frozenset(
+    {
+        "steps", "batch_size", "lr", "seed", "checkpoint_every", "log_every", "demo_every", "eval_every",
+        "precision", "device", "num_workers",
+    }
+)  # fmt: skip
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise SalongError(message)
@@ -76,14 +86,15 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything the CLI exposes about training; saved in the run folder and checkpoints.
+    """How a model is trained (its task config aside); saved in the run folder and checkpoints.
 
     `batch_size` is per process: under DDP the global batch is batch_size x world size.
     Learning rate (docs/architecture.md, Training): `lr * (1 - warmup**(step+1)) * (1 + step/inv_gamma)**-power`.
     EMA decay: `min(ema_decay, 1 - (1 + step/ema_inv_gamma)**-ema_power)`.
     `grad_clip` 0 disables clipping (the norm is still reported). `demo_every` and
     `eval_every` 0 mean never. `precision` "auto" is bf16 (or fp16 with loss
-    scaling where bf16 is unsupported) on CUDA and fp32 on CPU.
+    scaling where bf16 is unsupported) on CUDA and fp32 on CPU. `salong train` sets the
+    fields in OPTION_FIELDS from its options; the others keep their defaults there.
     """
 
     steps: int
@@ -111,10 +122,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
             value = getattr(self, name)
-            _require(is_int(value) and value >= 1, f"--{_flag(name)} must be an integer >= 1, got {value!r}")
+            _require(is_int(value) and value >= 1, f"{_name(name)} must be an integer >= 1, got {value!r}")
         for name in ("demo_every", "eval_every", "num_workers"):
             value = getattr(self, name)
-            _require(is_int(value) and value >= 0, f"--{_flag(name)} must be an integer >= 0, got {value!r}")
+            _require(is_int(value) and value >= 0, f"{_name(name)} must be an integer >= 0, got {value!r}")
         _require(is_int(self.seed) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
         reals: dict[str, tuple[Callable[[float], bool], str]] = {
             "lr": (lambda v: v > 0, "a positive number"),
@@ -129,19 +140,20 @@ class TrainConfig:
         }
         for name, (ok, what) in reals.items():
             value = getattr(self, name)
-            _require(is_real(value) and ok(value), f"--{_flag(name)} must be {what}, got {value!r}")
-        _require(_valid_betas(self.betas), f"--betas must be two numbers in [0, 1), got {self.betas!r}")
+            _require(is_real(value) and ok(value), f"{_name(name)} must be {what}, got {value!r}")
+        _require(_valid_betas(self.betas), f"{_name('betas')} must be two numbers in [0, 1), got {self.betas!r}")
         for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
             value = getattr(self, name)
-            _require(value in allowed, f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+            _require(value in allowed, f"{_name(name)} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def _valid_betas(betas: Any) -> bool:
     return isinstance(betas, tuple) and len(betas) == 2 and all(is_real(b) and 0 <= b < 1 for b in betas)
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def _name(field: str) -> str:
+    """A TrainConfig field as messages name it: its `salong train` option, or `TrainConfig.<field>`."""
+    return f"--{field.replace('_', '-')}" if field in OPTION_FIELDS else f"TrainConfig.{field}"
 
 
 @dataclass
@@ -265,7 +277,7 @@ def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) ->
     saved_train = saved.get("train", {})
     for name, value in current["train"].items():
         if name not in RESUMABLE_FIELDS and saved_train.get(name) != value:
-            diffs.append(f"--{_flag(name)}: run has {saved_train.get(name)!r}, now {value!r}")
+            diffs.append(f"{_name(name)}: run has {saved_train.get(name)!r}, now {value!r}")
     return diffs
 
 
@@ -709,9 +721,9 @@ def _diverged(loss: float, norm: float, bad_norm: bool, step: int, part: str, ru
         what = "the loss or gradient norm became non-finite on another process"
     last = st.latest_checkpoint(run_dir)
     if last is not None:
-        advice = f"the last good checkpoint is {last}; lower --lr or --grad-clip, then continue with --resume"
+        advice = f"the last good checkpoint is {last}; lower --lr, then continue with --resume"
     else:
-        advice = f"no checkpoint was saved yet; lower --lr or --grad-clip and start again (delete {run_dir} first)"
+        advice = f"no checkpoint was saved yet; lower --lr and start again (delete {run_dir} first)"
     return TrainingDiverged(f"{what} at step {step + 1} ({part}); {advice}")
 
 
