@@ -67,13 +67,14 @@ def autoencoder(repeats: int) -> None:
 
 def clap(repeats: int) -> None:
     from salong.clap import PRESETS, Clap, audio_features, train_tokenizer
+    from salong.timing import SAMPLE_RATE
 
     torch.manual_seed(0)
     captions = [f"Calm piano at {60 + i} BPM in A minor." for i in range(16)]
     for preset in ("small",):
         config = PRESETS[preset]
         model = Clap(config, train_tokenizer(captions * 4, vocab_size=600))
-        clips = [0.1 * torch.randn(2, round(config.clip_seconds * 44100)).numpy() for _ in captions]
+        clips = [0.1 * torch.randn(2, round(config.clip_seconds * SAMPLE_RATE)).numpy() for _ in captions]
         featurise = lambda: torch.cat([audio_features(clip, config) for clip in clips])  # (16, 1, frames, mels)
         features = featurise()
         ids, mask = model.tokenize(captions)
@@ -87,16 +88,18 @@ def clap(repeats: int) -> None:
 
 
 def dit(repeats: int) -> None:
+    from salong.autoencoder import PRESETS as AE_PRESETS
     from salong.diffusion import v_loss
     from salong.dit import PRESETS, DiT
 
     torch.manual_seed(0)
     config = PRESETS["compact"]
+    ae = AE_PRESETS["spectral"]  # the bundled model's autoencoder, which the compact DiT reads
     model = DiT(config)
     params = sum(p.numel() for p in model.parameters())
     batch = 8
     for seconds in (10, 30, 95, 285):
-        frames = min(config.window, round(seconds * 44100 / 2048) // config.patch_size * config.patch_size)
+        frames = min(config.window, round(seconds * ae.sample_rate / ae.samples_per_latent) // config.patch_size * config.patch_size)
         tokens = frames // config.patch_size + 1
         x0 = torch.randn(batch, 64, frames)
         kw = dict(cond_tokens=torch.randn(batch, 77, config.cond_width), seconds_start=torch.zeros(batch),
