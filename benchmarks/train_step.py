@@ -4,7 +4,7 @@
 
 Autoencoder (batch 4 x 1 s, the recipe's): the model's own forward + backward, the
 multi-resolution STFT loss, and one pass of the critic (its forward + backward on
-[real; fake]); a GAN step pays the critic twice (generator and critic updates).
+[real; fake]); a GAN step pays the critic twice (autoencoder and critic updates).
 CLAP (batch 16 x 10 s): one contrastive step. DiT (batch 8): one v-loss step at
 several crop lengths, with the arithmetic FLOP count and the rate it reached.
 --compile runs the autoencoder's Snake activations compiled (`train autoencoder --compile`).
@@ -31,7 +31,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def autoencoder(repeats: int) -> None:
-    from salong.audio_losses import discriminator_loss, generator_loss, reconstruction_loss
+    from salong.audio_losses import autoencoder_loss, discriminator_loss, reconstruction_loss
     from salong.autoencoder import PRESETS, Autoencoder
     from salong.discriminators import DISCRIMINATOR_PRESETS, MultiScaleSTFTDiscriminator
 
@@ -55,7 +55,7 @@ def autoencoder(repeats: int) -> None:
 
         def whole_gan_step() -> None:
             out, _, kl = model(real)
-            generator_loss(out, real, kl, critic)[0].backward()
+            autoencoder_loss(out, real, kl, critic)[0].backward()
             discriminator_loss(out.detach(), real, critic).backward()
 
         m, s, c, g = (timed(f, repeats) for f in (model_only, stft_only, critic_pass, whole_gan_step))

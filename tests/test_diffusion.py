@@ -294,13 +294,13 @@ def test_pingpong_renoises_to_the_right_marginal() -> None:
     # A denoiser that returns a sample of p(x0 | x_t) (what distilled models approximate) makes
     # ping-pong exact for any step count: x_t' = (1 - t') x0 + t' eps has the true marginal.
     # Gaussian posterior: mean MU + a SD^2 (x - a MU) / v, variance SD^2 t^2 / v, a = 1 - t, v = a^2 SD^2 + t^2.
-    g = torch.Generator().manual_seed(5)
+    rng = torch.Generator().manual_seed(5)
 
     def posterior_sample(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = append_dims(t, x.ndim)
         a, v = 1 - t, (1 - t) ** 2 * SD**2 + t**2
         mean = MU + a * SD**2 * (x - a * MU) / v
-        return mean + torch.sqrt(SD**2 * t**2 / v) * torch.randn(x.shape, generator=g)
+        return mean + torch.sqrt(SD**2 * t**2 / v) * torch.randn(x.shape, generator=rng)
 
     x = torch.randn(256, 4, 64, generator=torch.Generator().manual_seed(0))
     ts = torch.linspace(1.0, 0.0, 9)  # 8 equal steps from t = 1 to 0

@@ -34,24 +34,24 @@ REFERENCE_FILE = Path(__file__).resolve().parent / "fixtures" / "sao_1_0_state_d
 
 def perturb(model: DiT, seed: int = 0) -> DiT:
     """Give every zero-initialised tensor random values so all paths carry signal."""
-    g = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("gamma"):
-                p.add_(0.1 * torch.randn(p.shape, generator=g))
+                p.add_(0.1 * torch.randn(p.shape, generator=rng))
             elif torch.all(p == 0):
                 fan_in = p[0].numel() if p.ndim > 1 else 100
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
+                p.copy_(torch.randn(p.shape, generator=rng) / math.sqrt(fan_in))
     return model
 
 
 def inputs(batch: int = 2, length: int = 9, tokens: int = 5, config: DiTConfig = TINY, seed: int = 1) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    cond = torch.randn(batch, tokens, config.cond_width, generator=g)
+    rng = torch.Generator().manual_seed(seed)
+    cond = torch.randn(batch, tokens, config.cond_width, generator=rng)
     cond[:, tokens - 2:] = 0  # padded text positions are zero vectors
     return dict(
-        x=torch.randn(batch, config.latent_dim, length, generator=g),
-        t=torch.rand(batch, generator=g),
+        x=torch.randn(batch, config.latent_dim, length, generator=rng),
+        t=torch.rand(batch, generator=rng),
         cond_tokens=cond,
         seconds_start=torch.tensor([0.0, 7.0, 30.0, 1.0])[:batch],
         seconds_total=torch.tensor([47.0, 120.0, 300.0, 5.0])[:batch],

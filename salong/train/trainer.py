@@ -6,13 +6,13 @@ AdamW per part with the learning-rate schedule (docs/architecture.md, Training),
 an EMA per part with k-diffusion's warm-up, mixed precision, gradient clipping,
 DDP, the run folder, exact resume, fault handling and progress.
 
-Each update, for every part in order (a GAN alternates generator and
-discriminator this way, under DDP, with no requires_grad tricks):
+Each update, for every part in order (a GAN alternates its two sides this way,
+e.g. the autoencoder and its discriminator, under DDP, with no requires_grad tricks):
     zero all grads -> loss (autocast) -> backward (GradScaler for fp16)
     -> clip this part's grads -> AdamW step with lr(step) -> EMA update with decay(step)
 
 Exact resume rests on three facts: the data order is a pure function of the step
-(`StepSampler`), every random generator is reseeded from (seed, step, rank) at
+(`StepSampler`), every random number generator is reseeded from (seed, step, rank) at
 the start of each update, and the checkpoint holds the whole optimiser, EMA and
 GradScaler state. So N steps, stop, resume, M steps equals N+M steps, bit for bit
 on CPU.
@@ -160,8 +160,8 @@ def _name(field: str) -> str:
 class Part:
     """One optimised module with its own AdamW, schedule and (optionally) EMA.
 
-    `lr` and `betas` default to the TrainConfig's. A GAN has two parts (generator
-    with EMA, discriminator without); other models have one. Set
+    `lr` and `betas` default to the TrainConfig's. A GAN has two parts (the autoencoder
+    with EMA, its discriminator without); other models have one. Set
     `find_unused_parameters` if a part's loss may leave some of its parameters
     without gradient (DDP must then search for them every step).
     """
@@ -684,7 +684,7 @@ def _update_part(
 ) -> None:
     """One part's share of update `step`: loss, backward, clip, AdamW, EMA; logs into `window`."""
     name = slot.part.name
-    for other in slots:  # a generator loss also fills the discriminator's grads: clear them all
+    for other in slots:  # an adversarial loss also fills the discriminator's grads: clear them all
         other.optimizer.zero_grad(set_to_none=True)
     with autocast():
         loss, logs = task.loss(name, batch, modules, step)
