@@ -71,7 +71,7 @@ def test_old_dit_run_folder_config_reads_with_todays_names():
     """A DiT run folder keeps its DiTConfig under task.model; config.json has no format
     version, so every migration applies (`salong train export` and --resume read it)."""
     from salong.train.dit import DiTTaskConfig
-    from salong.train.trainer import read_run_config
+    from salong.train.runs import read_run_config
 
     kind, train, task_dict = read_run_config(OLD / "13b2b78_dit_run")
     assert kind == "dit" and task_dict["model"]["max_seconds"] == 512.0

@@ -32,7 +32,7 @@ from salong.train import (
     train,
 )
 from salong.train.state import read_state
-from salong.train.trainer import OPTION_FIELDS
+from salong.train.runs import OPTION_FIELDS
 from train_worker import ToyDataset, ToyTask
 
 WORKER = Path(__file__).with_name("train_worker.py")

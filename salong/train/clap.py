@@ -55,7 +55,8 @@ from salong.checks import is_int
 from salong.errors import SalongError
 from salong.train.runtime import seed_everything
 from salong.train.state import CONFIG_FILE, latest_checkpoint
-from salong.train.trainer import Part, Task, TrainConfig, TrainResult, read_run_config, train
+from salong.train.runs import TrainConfig, read_run_config
+from salong.train.trainer import Part, Task, TrainResult, train
 
 TOKENIZER_FILE = "tokenizer.json"
 RECALL_KS = (1, 5)
