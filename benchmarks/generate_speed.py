@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_generator(args, path: Path) -> Path:
     from salong.autoencoder import PRESETS as AE, Autoencoder
-    from salong.clap import PRESETS as CLAP, Clap, train_tokenizer
+    from salong.clap import PRESETS as CLAP, Clap
+    from salong.clap_inputs import train_tokenizer
     from salong.dit import PRESETS as DIT, DiT
     from salong.pipeline import Generator, GeneratorConfig, SamplingConfig
 

@@ -66,7 +66,8 @@ def autoencoder(repeats: int) -> None:
 
 
 def clap(repeats: int) -> None:
-    from salong.clap import PRESETS, Clap, audio_features, train_tokenizer
+    from salong.clap import PRESETS, Clap
+    from salong.clap_inputs import audio_features, train_tokenizer
     from salong.timing import SAMPLE_RATE
 
     torch.manual_seed(0)

@@ -89,7 +89,8 @@ def test_a_dit_run_from_before_the_rename_resumes(tmp_path):
 
     from salong.audio import write_audio
     from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
-    from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
+    from salong.clap import PRESETS as CLAP, Clap, save_clap
+    from salong.clap_inputs import train_tokenizer
     from salong.dit import PRESETS as DIT
     from salong.pipeline import SamplingConfig
     from salong.synth import make_piece

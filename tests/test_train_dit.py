@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 from conftest import CAPTIONS, run_cli
 from salong.audio import write_audio
 from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
-from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
+from salong.clap import PRESETS as CLAP, Clap, save_clap
+from salong.clap_inputs import train_tokenizer
 from salong.diffusion import VDenoiser, get_sigmas_loglinear, sample_dpmpp_2m
 from salong.dit import PRESETS as DIT
 from salong.errors import SalongError
