@@ -45,11 +45,11 @@ def measure(model_name: str, seconds: float, op: str, device: str, chunk_frames:
     cfg = model.config
     samples = round(seconds * cfg.sample_rate)
     frames = -(-samples // cfg.samples_per_latent)
-    gen = torch.Generator().manual_seed(1)
+    rng = torch.Generator().manual_seed(1)
     if op == "encode":
-        data = 0.1 * torch.randn(1, cfg.audio_channels, samples, generator=gen)
+        data = 0.1 * torch.randn(1, cfg.audio_channels, samples, generator=rng)
     else:
-        data = torch.randn(1, cfg.latent_dim, frames, generator=gen)
+        data = torch.randn(1, cfg.latent_dim, frames, generator=rng)
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()

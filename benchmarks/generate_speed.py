@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_generator(args, path: Path) -> Path:
     from salong.autoencoder import PRESETS as AE, Autoencoder
-    from salong.clap import PRESETS as CLAP, Clap, train_tokenizer
+    from salong.clap import PRESETS as CLAP, Clap
+    from salong.clap_inputs import train_tokenizer
     from salong.dit import PRESETS as DIT, DiT
     from salong.pipeline import Generator, GeneratorConfig, SamplingConfig
 
@@ -49,13 +50,14 @@ def build_generator(args, path: Path) -> Path:
 def one(model: str, seconds: float, steps: int, full_window: bool) -> dict:
     """A single generate call in this process."""
     from salong.pipeline import Generator
+    from salong.timing import audio_samples
 
     start = time.perf_counter()
     gen = Generator.load(model)
     load = time.perf_counter() - start
     song = gen.generate("a calm piano piece", seconds, steps=steps, seed=0, full_window=full_window)
     wall = time.perf_counter() - start  # model load included, as a user waits for it
-    assert song.audio.shape[1] == round(seconds * 44100)
+    assert song.audio.shape[1] == audio_samples(seconds, gen.config.autoencoder.sample_rate)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"seconds": seconds, "full_window": full_window, "steps": steps, "wall_s": round(wall, 2),
             "realtime_x": round(seconds / wall, 3), "peak_rss_mb": round(peak_mb), "load_s": round(load, 2)}
@@ -109,10 +111,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(build_generator(args, Path(tmp) / "random.safetensors"))
-        from salong.checkpoint import load_checkpoint
+        from salong.checkpoint import config_from_dict, load_checkpoint
+        from salong.pipeline import GeneratorConfig
 
-        cfg = load_checkpoint(model, "generator").config
-        window_s = cfg["dit"]["window"] * 2048 / 44100
+        cfg = config_from_dict(GeneratorConfig, load_checkpoint(model, "generator").config)
+        ae = cfg.autoencoder
+        window_s = cfg.dit.window * ae.samples_per_latent / ae.sample_rate
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {args.model or 'random ' + args.preset}"
               f" (window {window_s:.1f} s), {args.steps} steps, CFG on")
         for seconds in args.seconds:
@@ -128,8 +132,9 @@ def main() -> None:
         mm = matmul_gflops()
         from salong.timing import latent_frames
 
-        patch = cfg["dit"].get("patch_size", 1)
-        for frames in sorted({latent_frames(s, 44100, 2048, patch) for s in args.seconds if s <= window_s}):
+        patch = cfg.dit.patch_size
+        for frames in sorted({latent_frames(s, ae.sample_rate, ae.samples_per_latent, patch)
+                              for s in args.seconds if s <= window_s}):
             t = dit_throughput(model, frames)
             print(f"DiT forward, CFG pair of {t['frames']} frames: {t['forward_ms']} ms, {t['tokens_per_s']} tokens/s, "
                   f"{t['gflops']} GFLOP/s achieved vs {mm:.1f} GFLOP/s for a 2048^2 fp32 matmul "

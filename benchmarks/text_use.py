@@ -76,12 +76,12 @@ def main() -> None:
     variants = {"own": (own, keep), "shuffled": (own.roll(1, 0), keep), "none": (own, drop)}
     print(f"{args.model}: {b} crops of {args.frames} frames, CLAP layer {gen.config.text_layer}")
     print(f"{'t':>5}  {'own':>7}  {'shuffled':>8}  {'none':>7}  {'gain':>6}")
-    generator = torch.Generator().manual_seed(args.seed)
+    rng = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
         for t in args.t:
             if not 0 < t < 1:
                 raise SystemExit(f"error: --t values must be in (0, 1), got {t}")
-            noise = torch.randn(x0.shape, generator=generator)
+            noise = torch.randn(x0.shape, generator=rng)
             losses = {name: float(v_loss(gen.dit, x0, torch.full((b,), t), noise, cond_tokens=tokens,
                                          cond_drop_mask=mask, **cond))
                       for name, (tokens, mask) in variants.items()}

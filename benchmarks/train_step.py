@@ -4,7 +4,7 @@
 
 Autoencoder (batch 4 x 1 s, the recipe's): the model's own forward + backward, the
 multi-resolution STFT loss, and one pass of the critic (its forward + backward on
-[real; fake]); a GAN step pays the critic twice (generator and critic updates).
+[real; fake]); a GAN step pays the critic twice (autoencoder and critic updates).
 CLAP (batch 16 x 10 s): one contrastive step. DiT (batch 8): one v-loss step at
 several crop lengths, with the arithmetic FLOP count and the rate it reached.
 --compile runs the autoencoder's Snake activations compiled (`train autoencoder --compile`).
@@ -31,7 +31,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def autoencoder(repeats: int) -> None:
-    from salong.audio_losses import discriminator_loss, generator_loss, reconstruction_loss
+    from salong.audio_losses import autoencoder_loss, discriminator_loss, reconstruction_loss
     from salong.autoencoder import PRESETS, Autoencoder
     from salong.discriminators import DISCRIMINATOR_PRESETS, MultiScaleSTFTDiscriminator
 
@@ -55,7 +55,7 @@ def autoencoder(repeats: int) -> None:
 
         def whole_gan_step() -> None:
             out, _, kl = model(real)
-            generator_loss(out, real, kl, critic)[0].backward()
+            autoencoder_loss(out, real, kl, critic)[0].backward()
             discriminator_loss(out.detach(), real, critic).backward()
 
         m, s, c, g = (timed(f, repeats) for f in (model_only, stft_only, critic_pass, whole_gan_step))
@@ -66,14 +66,16 @@ def autoencoder(repeats: int) -> None:
 
 
 def clap(repeats: int) -> None:
-    from salong.clap import PRESETS, Clap, audio_features, train_tokenizer
+    from salong.clap import PRESETS, Clap
+    from salong.clap_inputs import audio_features, train_tokenizer
+    from salong.timing import SAMPLE_RATE
 
     torch.manual_seed(0)
     captions = [f"Calm piano at {60 + i} BPM in A minor." for i in range(16)]
     for preset in ("small",):
         config = PRESETS[preset]
         model = Clap(config, train_tokenizer(captions * 4, vocab_size=600))
-        clips = [0.1 * torch.randn(2, round(config.clip_seconds * 44100)).numpy() for _ in captions]
+        clips = [0.1 * torch.randn(2, round(config.clip_seconds * SAMPLE_RATE)).numpy() for _ in captions]
         featurise = lambda: torch.cat([audio_features(clip, config) for clip in clips])  # (16, 1, frames, mels)
         features = featurise()
         ids, mask = model.tokenize(captions)
@@ -87,16 +89,18 @@ def clap(repeats: int) -> None:
 
 
 def dit(repeats: int) -> None:
+    from salong.autoencoder import PRESETS as AE_PRESETS
     from salong.diffusion import v_loss
     from salong.dit import PRESETS, DiT
 
     torch.manual_seed(0)
     config = PRESETS["compact"]
+    ae = AE_PRESETS["spectral"]  # the bundled model's autoencoder, which the compact DiT reads
     model = DiT(config)
     params = sum(p.numel() for p in model.parameters())
     batch = 8
     for seconds in (10, 30, 95, 285):
-        frames = min(config.window, round(seconds * 44100 / 2048) // config.patch_size * config.patch_size)
+        frames = min(config.window, round(seconds * ae.sample_rate / ae.samples_per_latent) // config.patch_size * config.patch_size)
         tokens = frames // config.patch_size + 1
         x0 = torch.randn(batch, 64, frames)
         kw = dict(cond_tokens=torch.randn(batch, 77, config.cond_width), seconds_start=torch.zeros(batch),

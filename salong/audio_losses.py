@@ -114,14 +114,14 @@ def _scales(logits: Logits) -> list[torch.Tensor]:
     return [logits] if isinstance(logits, torch.Tensor) else list(logits)
 
 
-def hinge_d_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
+def hinge_discriminator_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
     """Discriminator hinge loss `mean(relu(1 - real)) + mean(relu(1 + fake))`, summed over scales."""
     pairs = zip(_scales(real_logits), _scales(fake_logits), strict=True)
     return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in pairs)
 
 
-def hinge_g_loss(fake_logits: Logits) -> torch.Tensor:
-    """Generator adversarial loss `-mean(fake)`, summed over scales."""
+def hinge_adversarial_loss(fake_logits: Logits) -> torch.Tensor:
+    """The autoencoder's adversarial loss `-mean(fake)` (the hinge GAN's generator loss), summed over scales."""
     return sum(-f.mean() for f in _scales(fake_logits))
 
 
@@ -160,7 +160,7 @@ class AutoencoderLossConfig:
             raise SalongError(f"AutoencoderLossConfig.fft_sizes must be FFT sizes >= 4, got {self.fft_sizes!r}")
 
 
-def generator_loss(
+def autoencoder_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
     kl: torch.Tensor,
@@ -178,7 +178,7 @@ def generator_loss(
     if discriminator is not None:
         _, fake_logits, real_features, fake_features = _real_fake_pass(discriminator, target, pred)
         real_features = [[f.detach() for f in scale] for scale in real_features]
-        parts["adversarial"] = hinge_g_loss(fake_logits)
+        parts["adversarial"] = hinge_adversarial_loss(fake_logits)
         parts["feature_matching"] = feature_matching_loss(real_features, fake_features)
         total = (
             total
@@ -193,7 +193,7 @@ def discriminator_loss(
 ) -> torch.Tensor:
     """Hinge loss of the discriminator on real `target` and detached fake `pred`."""
     real_logits, fake_logits, _, _ = _real_fake_pass(discriminator, target, pred.detach())
-    return hinge_d_loss(real_logits, fake_logits)
+    return hinge_discriminator_loss(real_logits, fake_logits)
 
 
 def _real_fake_pass(

@@ -161,13 +161,6 @@ PRESETS: dict[str, AutoencoderConfig] = {
 }
 
 
-def autoencoder_config(name: str) -> AutoencoderConfig:
-    """A preset by name, with a clear error for unknown names."""
-    if name not in PRESETS:
-        raise SalongError(f"unknown autoencoder preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
 # --- the model ---------------------------------------------------------------------
 
 

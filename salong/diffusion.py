@@ -306,7 +306,8 @@ def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[st
     conditional denoiser.
     """
     if set(cond) != set(uncond):
-        raise ValueError(f"cond and uncond need the same keys, got {sorted(cond)} and {sorted(uncond)}")
+        raise SalongError(f"guidance: cond and uncond need the same keys, got {sorted(cond)} and {sorted(uncond)}; "
+                          "give uncond every input cond has (None where it has none)")
     if scale == 1.0:
         return lambda x, sigma, **extra: denoiser(x, sigma, **cond, **extra)
 
@@ -315,11 +316,13 @@ def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[st
         c, u = cond[key], uncond[key]
         if c is None or u is None:
             if c is not None or u is not None:
-                raise ValueError(f"{key!r} is None on one side of guidance only")
+                raise SalongError(f"guidance: {key!r} is None in one of cond and uncond only; "
+                                  "give it on both sides or on neither")
             both[key] = None
         else:
             if c.shape != u.shape:
-                raise ValueError(f"{key!r}: cond {tuple(c.shape)} and uncond {tuple(u.shape)} differ in shape")
+                raise SalongError(f"guidance: {key!r} is {tuple(c.shape)} in cond but {tuple(u.shape)} in uncond; "
+                                  "give both the same shape (pad text tokens to one length)")
             both[key] = torch.cat([c, u])  # (2B, ...)
 
     def guided(x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:

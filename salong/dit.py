@@ -11,14 +11,13 @@ it knows nothing about noise schedules or objectives (see `diffusion.py`).
     ─► drop the prepended token ─► project_out ─► y + postprocess_conv(y) (B, 64, L)
 
 Module names follow the Stable Audio Open 1.0 checkpoint, so its `model.model.*` tensors
-load without renaming and the timing embedders map 1:1 (see `dit_key_map`).
+load without renaming and the timing embedders map 1:1 (see `salong.sao.reference_name`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -507,41 +506,7 @@ class DiT(nn.Module):
         return self.backbone(x, t, context, global_cond, self.control_bias(beat, key, cond_drop_mask))
 
 
-# --- checkpoint interoperability -----------------------------------------------------
-
-# Stable Audio Open checkpoint prefix -> prefix of this module's state dict.
-REFERENCE_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("model.model.", ""),
-    ("conditioner.conditioners.seconds_start.embedder.", "seconds_start."),
-    ("conditioner.conditioners.seconds_total.embedder.", "seconds_total."),
-)
-
-
-def dit_key_map(reference_keys: Iterable[str]) -> dict[str, str]:
-    """Map Stable Audio Open tensor names to `DiT.state_dict()` names.
-
-    The DiT's own tensors keep their names minus `model.model.`; the timing embedders
-    (`conditioner.conditioners.seconds_start|seconds_total.embedder.*`) live inside the DiT as
-    `seconds_start.*` / `seconds_total.*`. Names of other parts (autoencoder, text encoder)
-    are left out of the result.
-    """
-    out = {}
-    for key in reference_keys:
-        for ref_prefix, our_prefix in REFERENCE_PREFIXES:
-            if key.startswith(ref_prefix):
-                out[key] = our_prefix + key[len(ref_prefix):]
-                break
-    return out
-
-
 # --- cost ----------------------------------------------------------------------------
-
-
-def count_parameters(config: DiTConfig) -> int:
-    """Number of parameters (buffers excluded), counted on the meta device without allocating."""
-    with torch.device("meta"):
-        model = DiT(config)
-    return sum(p.numel() for p in model.parameters())
 
 
 def forward_flops(config: DiTConfig, frames: int, text_tokens: int) -> int:

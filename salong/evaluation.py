@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from salong.errors import SalongError
+from salong.timing import SAMPLE_RATE
 
 ANALYSIS_RATE = 22050  # librosa's default rate: the adherence estimators run on a mono mix at this rate
 
@@ -439,7 +440,7 @@ def stft_distance(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Te
         return float(reconstruction_loss(p, t))
 
 
-def mel_distance(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, sample_rate: int = 44100) -> float:
+def mel_distance(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, sample_rate: int = SAMPLE_RATE) -> float:
     """Mean |log10 mel(pred) - log10 mel(target)| over MEL_RESOLUTIONS, averaged.
 
     Mel spectrograms from librosa (`librosa.feature.melspectrogram`, magnitude, Slaney

@@ -15,7 +15,8 @@ CAPTIONS = [
 def tiny_generator(seed: int = 0):
     """A tiny generator with perturbed weights (a fresh DiT's zero-init output would hide bugs)."""
     from salong.autoencoder import PRESETS as AE, Autoencoder
-    from salong.clap import PRESETS as CLAP, Clap, train_tokenizer
+    from salong.clap import PRESETS as CLAP, Clap
+    from salong.clap_inputs import train_tokenizer
     from salong.dit import PRESETS as DIT, DiT
     from salong.pipeline import Generator, GeneratorConfig, SamplingConfig
 

@@ -11,9 +11,9 @@ from salong.audio_losses import (
     AutoencoderLossConfig,
     discriminator_loss,
     feature_matching_loss,
-    generator_loss,
-    hinge_d_loss,
-    hinge_g_loss,
+    autoencoder_loss,
+    hinge_adversarial_loss,
+    hinge_discriminator_loss,
     multi_resolution_stft_loss,
     stereo_stft_loss,
 )
@@ -166,11 +166,11 @@ def test_hinge_losses_on_known_numbers() -> None:
     real = torch.tensor([2.0, 0.5, -1.0])
     fake = torch.tensor([-2.0, 0.0, 1.5])
     # relu(1 - real) = (0, 0.5, 2) -> 5/6; relu(1 + fake) = (0, 1, 2.5) -> 7/6
-    assert hinge_d_loss(real, fake).item() == pytest.approx(2.0)
-    assert hinge_g_loss(fake).item() == pytest.approx(-(-0.5 / 3))
+    assert hinge_discriminator_loss(real, fake).item() == pytest.approx(2.0)
+    assert hinge_adversarial_loss(fake).item() == pytest.approx(-(-0.5 / 3))
     # per-scale lists are summed
-    assert hinge_d_loss([real, real], [fake, fake]).item() == pytest.approx(4.0)
-    assert hinge_g_loss([fake, 2 * fake]).item() == pytest.approx(0.5)
+    assert hinge_discriminator_loss([real, real], [fake, fake]).item() == pytest.approx(4.0)
+    assert hinge_adversarial_loss([fake, 2 * fake]).item() == pytest.approx(0.5)
 
 
 def test_feature_matching_averages_maps_and_sums_scales() -> None:
@@ -180,36 +180,36 @@ def test_feature_matching_averages_maps_and_sums_scales() -> None:
     assert feature_matching_loss([a, a], [b, a]).item() == pytest.approx(2.0)
 
 
-def test_generator_loss_weights_and_gradient_through_the_discriminator() -> None:
+def test_autoencoder_loss_weights_and_gradient_through_the_discriminator() -> None:
     torch.manual_seed(5)
-    generator = nn.Conv1d(2, 2, 5, padding=2)
+    codec = nn.Conv1d(2, 2, 5, padding=2)
     disc = MultiScaleSTFTDiscriminator(TINY_DISC)
     target = torch.randn(1, 2, 4096)
-    pred = generator(target)
+    pred = codec(target)
     kl = torch.tensor(3.0)
     config = AutoencoderLossConfig()
-    total, parts = generator_loss(pred, target, kl, disc, config)
+    total, parts = autoencoder_loss(pred, target, kl, disc, config)
     expected = parts["stft"] + 0.1 * parts["adversarial"] + 5.0 * parts["feature_matching"] + 1e-4 * kl
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert (config.adversarial_weight, config.feature_matching_weight, config.kl_weight) == (0.1, 5.0, 1e-4)
 
-    # The adversarial term alone reaches the generator through the discriminator.
-    generator.zero_grad()
+    # The adversarial term alone reaches the autoencoder through the discriminator.
+    codec.zero_grad()
     parts["adversarial"].backward(retain_graph=True)
-    grad = generator.weight.grad
+    grad = codec.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
-    # The discriminator's own loss does not touch the generator.
-    generator.zero_grad()
+    # The discriminator's own loss does not touch the autoencoder.
+    codec.zero_grad()
     d_loss = discriminator_loss(pred, target, disc)
     d_loss.backward()
-    assert generator.weight.grad is None or generator.weight.grad.abs().sum() == 0
+    assert codec.weight.grad is None or codec.weight.grad.abs().sum() == 0
     assert disc.discriminators[0].conv_post.weight_v.grad is not None
 
 
-def test_generator_loss_without_discriminator_during_warmup() -> None:
+def test_autoencoder_loss_without_discriminator_during_warmup() -> None:
     target = torch.randn(1, 2, 4096)
-    total, parts = generator_loss(target * 0.5, target, torch.tensor(2.0))
+    total, parts = autoencoder_loss(target * 0.5, target, torch.tensor(2.0))
     assert set(parts) == {"stft", "kl"}
     assert total.item() == pytest.approx(parts["stft"].item() + 2e-4, rel=1e-6)
 

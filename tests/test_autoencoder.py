@@ -16,7 +16,6 @@ from salong.autoencoder import (
     Autoencoder,
     AutoencoderConfig,
     VAEBottleneck,
-    autoencoder_config,
     load_autoencoder,
     save_autoencoder,
 )
@@ -57,10 +56,10 @@ def meta_model(config: AutoencoderConfig) -> Autoencoder:
 def perturb(model: Autoencoder, seed: int) -> Autoencoder:
     """Move every parameter away from its init so Snake is strongly non-linear and
     no layer is near-identity (a freshly initialised model could hide seam errors)."""
-    g = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            noise = torch.randn(p.shape, generator=rng, dtype=p.dtype)
             if name.endswith(("alpha", "beta")):
                 p.add_(0.7 * noise)
             elif name.endswith("weight_g"):
@@ -92,9 +91,6 @@ def test_presets_share_the_sa2_latent_rate() -> None:
         assert cfg.samples_per_latent == 2048, name
         assert cfg.latent_rate == pytest.approx(21.533, abs=1e-3)
         assert cfg.latent_dim == 64
-        assert autoencoder_config(name) is cfg
-    with pytest.raises(SalongError, match="unknown autoencoder preset 'huge'"):
-        autoencoder_config("huge")
 
 
 @pytest.mark.parametrize(
@@ -298,9 +294,9 @@ def test_mean_encode_is_deterministic_and_sampled_encode_is_not() -> None:
         assert torch.equal(model.encode(audio), model.encode(audio))
         a, b = model.encode(audio, sample=True), model.encode(audio, sample=True)
         assert not torch.allclose(a, b)
-        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-        first = model.encode(audio, sample=True, generator=g1)
-        assert torch.equal(first, model.encode(audio, sample=True, generator=g2))
+        rng1, rng2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        first = model.encode(audio, sample=True, generator=rng1)
+        assert torch.equal(first, model.encode(audio, sample=True, generator=rng2))
 
 
 def test_sampled_latents_have_the_mean_as_expectation() -> None:
@@ -432,9 +428,9 @@ def test_single_chunk_and_sampling_through_encode_long() -> None:
     audio = torch.randn(1, 2, 8 * 20)
     with torch.no_grad():
         assert torch.equal(model.encode_long(audio, chunk_frames=64), model.encode(audio))
-        g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-        a = model.encode_long(audio, chunk_frames=64, sample=True, generator=g1)
-        assert torch.equal(a, model.encode(audio, sample=True, generator=g2))
+        rng1, rng2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+        a = model.encode_long(audio, chunk_frames=64, sample=True, generator=rng1)
+        assert torch.equal(a, model.encode(audio, sample=True, generator=rng2))
 
 
 def test_chunk_arguments_are_checked() -> None:

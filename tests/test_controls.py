@@ -482,7 +482,8 @@ def test_train_dit_estimates_the_tempo_of_files_without_one(tmp_path):
     from conftest import CAPTIONS
     from salong.audio import write_audio
     from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
-    from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
+    from salong.clap import PRESETS as CLAP, Clap, save_clap
+    from salong.clap_inputs import train_tokenizer
     from salong.dit import PRESETS as DIT
     from salong.pipeline import SamplingConfig
     from salong.train import TrainConfig

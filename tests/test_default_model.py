@@ -14,7 +14,8 @@ from salong.audio import load_audio, write_audio
 from salong.autoencoder import PRESETS as AE, Autoencoder, load_autoencoder_from, save_autoencoder
 from salong.bundled import bundled_autoencoder_path, bundled_generator_path
 from salong.checkpoint import half_precision, load_checkpoint
-from salong.clap import PRESETS as CLAP, Clap, load_clap, save_clap, train_tokenizer
+from salong.clap import PRESETS as CLAP, Clap, load_clap, save_clap
+from salong.clap_inputs import train_tokenizer
 from salong.pipeline import Generator
 from salong.synth import make_piece
 

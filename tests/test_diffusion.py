@@ -264,8 +264,12 @@ def test_cfg_batches_cond_and_uncond_in_one_call_and_scale_one_is_conditional() 
                                    n_out + 3.0 * (c_out - n_out), atol=1e-5, rtol=1e-4)
         out = sample_dpmpp_2m(cfg_denoiser(counted, cond, uncond, 7.0), 500 * torch.randn_like(x), get_sigmas_loglinear(3))
         assert out.shape == x.shape and torch.isfinite(out).all()
-    with pytest.raises(ValueError, match="same keys"):
+    with pytest.raises(SalongError, match="same keys"):
         cfg_denoiser(counted, cond, {"cond_tokens": cond["cond_tokens"]}, 7.0)
+    with pytest.raises(SalongError, match="'beat' is None in one of cond and uncond only"):
+        cfg_denoiser(counted, {**cond, "beat": None}, {**uncond, "beat": torch.zeros(b, 11, 4)}, 7.0)
+    with pytest.raises(SalongError, match="'cond_tokens' is .* in cond but .* in uncond; give both the same shape"):
+        cfg_denoiser(counted, cond, {**uncond, "cond_tokens": uncond["cond_tokens"][:, :1]}, 7.0)
 
 
 # --- rectified flow ------------------------------------------------------------------
@@ -290,13 +294,13 @@ def test_pingpong_renoises_to_the_right_marginal() -> None:
     # A denoiser that returns a sample of p(x0 | x_t) (what distilled models approximate) makes
     # ping-pong exact for any step count: x_t' = (1 - t') x0 + t' eps has the true marginal.
     # Gaussian posterior: mean MU + a SD^2 (x - a MU) / v, variance SD^2 t^2 / v, a = 1 - t, v = a^2 SD^2 + t^2.
-    g = torch.Generator().manual_seed(5)
+    rng = torch.Generator().manual_seed(5)
 
     def posterior_sample(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = append_dims(t, x.ndim)
         a, v = 1 - t, (1 - t) ** 2 * SD**2 + t**2
         mean = MU + a * SD**2 * (x - a * MU) / v
-        return mean + torch.sqrt(SD**2 * t**2 / v) * torch.randn(x.shape, generator=g)
+        return mean + torch.sqrt(SD**2 * t**2 / v) * torch.randn(x.shape, generator=rng)
 
     x = torch.randn(256, 4, 64, generator=torch.Generator().manual_seed(0))
     ts = torch.linspace(1.0, 0.0, 9)  # 8 equal steps from t = 1 to 0

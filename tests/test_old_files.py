@@ -71,7 +71,7 @@ def test_old_dit_run_folder_config_reads_with_todays_names():
     """A DiT run folder keeps its DiTConfig under task.model; config.json has no format
     version, so every migration applies (`salong train export` and --resume read it)."""
     from salong.train.dit import DiTTaskConfig
-    from salong.train.trainer import read_run_config
+    from salong.train.runs import read_run_config
 
     kind, train, task_dict = read_run_config(OLD / "13b2b78_dit_run")
     assert kind == "dit" and task_dict["model"]["max_seconds"] == 512.0
@@ -89,7 +89,8 @@ def test_a_dit_run_from_before_the_rename_resumes(tmp_path):
 
     from salong.audio import write_audio
     from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
-    from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
+    from salong.clap import PRESETS as CLAP, Clap, save_clap
+    from salong.clap_inputs import train_tokenizer
     from salong.dit import PRESETS as DIT
     from salong.pipeline import SamplingConfig
     from salong.synth import make_piece

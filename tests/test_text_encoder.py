@@ -8,6 +8,7 @@ import torch
 from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 from salong import clap as C
+from salong import clap_inputs as I
 from salong import text_encoder as TE
 from salong.errors import SalongError
 
@@ -20,7 +21,7 @@ LONG = " ".join(["an endlessly evolving orchestral texture with strings"] * 20)
 @pytest.fixture(scope="module")
 def clap():
     torch.manual_seed(0)
-    tokenizer = C.train_tokenizer(CAPTIONS * 4, vocab_size=TINY.vocab_size)
+    tokenizer = I.train_tokenizer(CAPTIONS * 4, vocab_size=TINY.vocab_size)
     return C.Clap(TINY, tokenizer).eval()
 
 

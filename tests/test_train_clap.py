@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from salong import clap as C
+from salong import clap_inputs as I
 from salong.audio import write_audio
 from salong.data import validation_member
 from salong.errors import SalongError
@@ -132,7 +133,7 @@ def test_export_through_task_for_run(trained, tmp_path):
     exported, final = C.load_clap(out), C.load_clap(trained / "model.safetensors")
     captions = ["calm piano at 90 BPM", "energetic drums"]
     ids, mask = exported.tokenize(captions)
-    want_ids, _ = C.tokenize(load_tokenizer(trained / TOKENIZER_FILE), captions, TINY.max_text_length)
+    want_ids, _ = I.tokenize(load_tokenizer(trained / TOKENIZER_FILE), captions, TINY.max_text_length)
     assert torch.equal(ids, want_ids)  # the run's own tokenizer travels inside the model
     with torch.no_grad():
         assert torch.equal(exported.embed_text(ids, mask), final.embed_text(*final.tokenize(captions)))
@@ -143,7 +144,7 @@ def test_unseen_script_still_encodes(trained):
     text = "静かなピアノの曲、ゆっくり"  # no Japanese in the training captions
     ids, mask = clap.tokenize([text])
     n = int(mask.sum())
-    assert C.PAD_ID not in ids[0, :n].tolist() and clap.tokenizer.unk_token_id not in ids[0].tolist()
+    assert I.PAD_ID not in ids[0, :n].tolist() and clap.tokenizer.unk_token_id not in ids[0].tolist()
     assert clap.tokenizer.decode(ids[0, :n], skip_special_tokens=True) == text  # byte-level: lossless
     with torch.no_grad():
         assert torch.isfinite(clap.embed_text(ids, mask)).all()

@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 from conftest import CAPTIONS, run_cli
 from salong.audio import write_audio
 from salong.autoencoder import PRESETS as AE, Autoencoder, save_autoencoder
-from salong.clap import PRESETS as CLAP, Clap, save_clap, train_tokenizer
+from salong.clap import PRESETS as CLAP, Clap, save_clap
+from salong.clap_inputs import train_tokenizer
 from salong.diffusion import VDenoiser, get_sigmas_loglinear, sample_dpmpp_2m
 from salong.dit import PRESETS as DIT
 from salong.errors import SalongError
@@ -196,10 +197,10 @@ def test_energy_follows_requested_length(setup, tmp_path):
     cache.mkdir()
     save_file({"latent": torch.zeros(64)}, str(cache / "silence.safetensors"))
     text = torch.zeros(1, 77, 128)  # one caption's tokens
-    items, gen = [], torch.Generator().manual_seed(0)
+    items, rng = [], torch.Generator().manual_seed(0)
     for i, seconds in enumerate([0.6, 0.9, 1.2, 1.5, 1.8, 2.1]):
         frames = math.ceil(seconds * rate)
-        save_file({"latents": torch.randn(64, frames, generator=gen), "text": text}, str(cache / f"{i}.safetensors"))
+        save_file({"latents": torch.randn(64, frames, generator=rng), "text": text}, str(cache / f"{i}.safetensors"))
         items.append({"file": f"{i}.safetensors", "path": f"{i}", "caption": "", "duration": seconds})
     dataset = LatentDataset(cache, items, CropLengths(window, window, 1), rate)
     torch.manual_seed(0)

@@ -32,6 +32,7 @@ from salong.train import (
     train,
 )
 from salong.train.state import read_state
+from salong.train.runs import OPTION_FIELDS
 from train_worker import ToyDataset, ToyTask
 
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -74,16 +75,29 @@ def assert_same_state(a: Path, b: Path) -> None:
         (dict(batch_size=0), "--batch-size"),
         (dict(lr=0.0), "--lr"),
         (dict(lr=float("nan")), "--lr"),
-        (dict(warmup=1.0), "--warmup"),
-        (dict(betas=(0.9, 1.0)), "--betas"),
+        (dict(warmup=1.0), "TrainConfig.warmup"),
+        (dict(betas=(0.9, 1.0)), "TrainConfig.betas"),
         (dict(checkpoint_every=0), "--checkpoint-every"),
         (dict(precision="fp8"), "--precision"),
-        (dict(grad_clip=-1.0), "--grad-clip"),
+        (dict(grad_clip=-1.0), "TrainConfig.grad_clip"),
     ],
 )
 def test_config_rejects_bad_values(bad, flag):
-    with pytest.raises(SalongError, match=flag):
+    with pytest.raises(SalongError, match=f"^{flag} must be"):
         config(**{"steps": 10, **bad})
+
+
+def test_messages_name_an_option_only_where_salong_train_has_it():
+    import dataclasses
+
+    import typer.main
+
+    from salong.cli import app
+
+    train_commands = typer.main.get_command(app).commands["train"].commands
+    options = {o for name in ("autoencoder", "clap", "dit") for p in train_commands[name].params for o in p.opts}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert OPTION_FIELDS == {f for f in fields if "--" + f.replace("_", "-") in options}
 
 
 def test_precision_resolution_on_cpu():
@@ -249,6 +263,15 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert max(line["step"] for line in metrics(run_dir)) == 7
     # After the fix, --resume continues from the last good state.
     assert run(run_dir, 10, resume=True, checkpoint_every=3)[1].step == 10
+
+
+def test_a_part_that_cannot_be_copied_for_its_ema_is_a_one_line_error(tmp_path):
+    task = ToyTask()
+    with pytest.warns(FutureWarning):  # torch deprecates the old-style weight_norm this needs
+        task.net[0] = torch.nn.utils.weight_norm(task.net[0])
+    task.net(torch.zeros(1, 4))  # its weight is now a computed tensor, which deepcopy refuses
+    with pytest.raises(SalongError, match=r"cannot copy part 'net' for its EMA \(Only Tensors .*\); hand the trainer"):
+        run(tmp_path / "run", 2, task=task)
 
 
 def test_demo_and_evaluate(tmp_path):

@@ -85,12 +85,12 @@ def tiny_config(objective: str, t5_path: str) -> dict:
     }
 
 
-def randomise(model: torch.nn.Module, g: torch.Generator) -> None:
+def randomise(model: torch.nn.Module, rng: torch.Generator) -> None:
     """Random values everywhere (zero-initialised layers too), rounded to float16."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             fan_in = p[0].numel() if p.ndim > 1 else 16
-            p.add_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+            p.add_(torch.randn(p.shape, generator=rng) / fan_in ** 0.5)
             p.copy_(p.half().float())
 
 
@@ -135,8 +135,8 @@ def main(out: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         config = tiny_config(objective, str(t5_dir))
         model = create_model_from_config(config).eval()
-        g = torch.Generator().manual_seed(SEED)
-        randomise(model, g)
+        rng = torch.Generator().manual_seed(SEED)
+        randomise(model, rng)
         # parameters were rounded to float16, so storing them so loses nothing; buffers (the
         # rotary inv_freq, LayerNorm betas) keep the float32 values the reference ran with
         params = {k for k, _ in model.named_parameters()}
@@ -147,7 +147,7 @@ def main(out: Path) -> None:
 
         timing = config["model"]["diffusion"]["global_cond_ids"]
         seconds = {"seconds_start": [0.0, 3.0], "seconds_total": [5.0, 30.0]}
-        text = torch.randn(2, TEXT_TOKENS, 32, generator=g)
+        text = torch.randn(2, TEXT_TOKENS, 32, generator=rng)
         text[1, TEXT_TOKENS // 2:] = 0  # the second prompt is half padding, zeroed as the T5 conditioner does
         r = {"text_tokens": text, "seconds_start": torch.tensor(seconds["seconds_start"]),
              "seconds_total": torch.tensor(seconds["seconds_total"])}
@@ -159,19 +159,19 @@ def main(out: Path) -> None:
             cross = torch.cat([text, *(embeds[n] for n in timing)], dim=1)  # (2, 16 + k, 32)
             glob = torch.cat([embeds[n][:, 0] for n in timing], dim=-1)  # (2, 32 k)
             cond = {"cross_attn_cond": cross, "global_cond": glob}
-            r["x"] = torch.randn(2, 8, 64, generator=g)
+            r["x"] = torch.randn(2, 8, 64, generator=rng)
             r["t"] = torch.tensor([0.3, 0.8])
             r["dit_out"] = model.model(r["x"], r["t"], **cond, cfg_scale=1.0)
             r["dit_out_cfg7"] = model.model(r["x"], r["t"], **cond, cfg_scale=7.0)
 
-            r["audio"] = 0.2 * torch.randn(1, 2, 2048, generator=g)
+            r["audio"] = 0.2 * torch.randn(1, 2, 2048, generator=rng)
             r["vae_encoder_out"] = model.pretransform.model.encoder(r["audio"])  # (1, 16, 64): mean, scale
-            r["latents"] = torch.randn(1, 8, 64, generator=g)
+            r["latents"] = torch.randn(1, 8, 64, generator=rng)
             r["vae_decoded"] = model.pretransform.decode(r["latents"])
 
             one = {k: v[:1] for k, v in cond.items()}
-            r["noise"] = torch.randn(1, 8, 64, generator=g)
-            r["init_latents"] = torch.randn(1, 8, 64, generator=g)
+            r["noise"] = torch.randn(1, 8, 64, generator=rng)
+            r["init_latents"] = torch.randn(1, 8, 64, generator=rng)
             if objective == "v":
                 r["init_noise_level"] = torch.tensor(3.0)
                 r["sample"] = sample_k(model.model, r["noise"], steps=10, sampler_type="dpmpp-2m", sigma_min=0.3,

@@ -9,15 +9,14 @@ from salong.train.sampler import StepSampler, mix_seed
 from salong.train.schedules import ema_decay, ema_update, lr_factor
 from salong.train.state import latest_checkpoint
 from salong.train.runtime import resolve_precision, seed_everything
+from salong.train.runs import TrainConfig, read_run_config
+from salong.train.tasks import export_run
 from salong.train.trainer import (
     Part,
     Task,
-    TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
     TrainResult,
-    export_run,
-    read_run_config,
     train,
 )
 

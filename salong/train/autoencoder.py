@@ -1,8 +1,8 @@
 """`salong train autoencoder`: the Oobleck VAE trained as a GAN (docs/architecture.md, Autoencoder).
 
-Generator = the autoencoder, trained on multi-resolution STFT (mid/side + L/R), KL,
-hinge adversarial and feature-matching losses; discriminator = five multi-scale
-STFT discriminators with the hinge loss. The trainer alternates the two updates.
+The autoencoder (the GAN's generator side) is trained on multi-resolution STFT (mid/side
++ L/R), KL, hinge adversarial and feature-matching losses; its discriminator is five
+multi-scale STFT discriminators with the hinge loss. The trainer alternates the two updates.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from salong.audio import write_audio
 from salong.audio_losses import (
     AutoencoderLossConfig,
     discriminator_loss,
-    generator_loss,
+    autoencoder_loss,
     magnitude_loss,
     reconstruction_loss,
 )
@@ -30,6 +30,9 @@ from salong.errors import SalongError
 from salong.evaluation import si_sdr_tensor
 from salong.train.trainer import Part, Task
 
+# The two parts, by the names run folders store them under (`generator/stft` in metrics.jsonl,
+# `model/generator/*` in checkpoints): the GAN's names, kept so that earlier runs resume and export.
+AUTOENCODER_PART, DISCRIMINATOR_PART = "generator", "discriminator"
 
 @dataclass(frozen=True)
 class AutoencoderTaskConfig:
@@ -39,7 +42,7 @@ class AutoencoderTaskConfig:
     discriminator: DiscriminatorConfig = field(default_factory=lambda: DISCRIMINATOR_PRESETS["sa2"])
     losses: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     window_seconds: float = 1.5  # training crops; stable-audio-tools uses 65536 samples (1.49 s)
-    discriminator_lr: float = 3e-4  # the generator's lr is the run's --lr (paper: 1.5e-4)
+    discriminator_lr: float = 3e-4  # the autoencoder's lr is the run's --lr (paper: 1.5e-4)
     adversarial_start: int = 0  # updates on reconstruction + KL alone before the GAN losses join
 
     def __post_init__(self) -> None:
@@ -65,14 +68,15 @@ class AutoencoderTask(Task):
 
     def parts(self) -> list[Part]:
         return [
-            Part("generator", self.model, betas=(0.8, 0.99)),
-            Part("discriminator", self.discriminator, lr=self.config.discriminator_lr, betas=(0.8, 0.99), ema=False),
+            Part(AUTOENCODER_PART, self.model, betas=(0.8, 0.99)),
+            Part(DISCRIMINATOR_PART, self.discriminator, lr=self.config.discriminator_lr, betas=(0.8, 0.99),
+                 ema=False),
         ]
 
     def trains(self, part: str, step: int) -> bool:
         # The critic is idle until its losses join: before that it would cost more than the model.
         # The spectral autoencoder predicts magnitudes, not audio, so it has no critic at all.
-        if part == "generator":
+        if part == AUTOENCODER_PART:
             return True
         return self.config.model.architecture != "spectral" and step >= self.config.adversarial_start
 
@@ -81,20 +85,20 @@ class AutoencoderTask(Task):
 
     def loss(self, part: str, batch: Any, modules: Mapping[str, nn.Module], step: int):
         real = batch["audio"]  # (B, C, T)
-        if part == "generator" and self.config.model.architecture == "spectral":
-            log_magnitudes, magnitudes, kl = modules["generator"](real)  # 2 x (B, C, F, frames), scalar
+        if part == AUTOENCODER_PART and self.config.model.architecture == "spectral":
+            log_magnitudes, magnitudes, kl = modules[AUTOENCODER_PART](real)  # 2 x (B, C, F, frames), scalar
             stft = magnitude_loss(log_magnitudes, magnitudes)
             losses = self.config.losses
             return losses.stft_weight * stft + losses.kl_weight * kl, {"stft": stft, "kl": kl}
-        if part == "generator":
-            fake, _, kl = modules["generator"](real)  # (B, C, T), latents, scalar
+        if part == AUTOENCODER_PART:
+            fake, _, kl = modules[AUTOENCODER_PART](real)  # (B, C, T), latents, scalar
             self._fake = fake.detach()
             adversarial = step >= self.config.adversarial_start
-            disc = modules["discriminator"] if adversarial else None
-            total, parts = generator_loss(fake, real, kl, disc, self.config.losses)
+            disc = modules[DISCRIMINATOR_PART] if adversarial else None
+            total, parts = autoencoder_loss(fake, real, kl, disc, self.config.losses)
             return total, parts
-        assert self._fake is not None, "the generator part runs first in every update"
-        loss = discriminator_loss(self._fake, real, modules["discriminator"])
+        assert self._fake is not None, "the autoencoder part runs first in every update"
+        loss = discriminator_loss(self._fake, real, modules[DISCRIMINATOR_PART])
         self._fake = None
         return loss, {}
 
@@ -108,7 +112,7 @@ class AutoencoderTask(Task):
         """Reconstruction quality of the EMA model on the demo clips (STFT distance, SI-SDR)."""
         if not self.demo_audio:
             return {}
-        model = ema_modules["generator"]
+        model = ema_modules[AUTOENCODER_PART]
         stft, sdr = [], []
         for audio in self.demo_audio:
             target = torch.from_numpy(audio)[None]
@@ -124,15 +128,15 @@ class AutoencoderTask(Task):
             original = out_dir / f"original_{i}.wav"
             if not original.exists():
                 write_audio(original, audio, rate)
-            recon = self._reconstruct(ema_modules["generator"], audio)[0].float().cpu().numpy()
+            recon = self._reconstruct(ema_modules[AUTOENCODER_PART], audio)[0].float().cpu().numpy()
             write_audio(out_dir / f"step_{step:07d}_{i}.wav", recon, rate)
 
     def export(self, path: Path, ema_modules: Mapping[str, nn.Module]) -> Path:
-        return save_autoencoder(path, ema_modules["generator"])
+        return save_autoencoder(path, ema_modules[AUTOENCODER_PART])
 
 
 def init_weights(path: str | Path) -> Autoencoder:
-    """The autoencoder of a model file for `--init`: an autoencoder, or the one inside a generator."""
+    """The autoencoder of a model file for `--init`: an autoencoder file, or the one inside a generator file."""
     from salong.autoencoder import load_autoencoder_from
 
     return load_autoencoder_from(path)[0]

@@ -37,25 +37,22 @@ from torch import nn
 from salong.audio import load_audio
 from salong.checkpoint import load_state_strict, write_atomic
 from salong.clap import (
-    BYTE_ALPHABET,
-    SPECIAL_TOKENS,
     Clap,
     ClapModelConfig,
-    audio_features,
-    collate,
     contrastive_loss,
     load_clap,
     retrieval_recall,
     save_clap,
     tokenizer_from_metadata,
-    train_tokenizer,
 )
+from salong.clap_inputs import BYTE_ALPHABET, SPECIAL_TOKENS, audio_features, collate, train_tokenizer
 from salong.data import AudioDataset, AudioFile
 from salong.checks import is_int
 from salong.errors import SalongError
 from salong.train.runtime import seed_everything
 from salong.train.state import CONFIG_FILE, latest_checkpoint
-from salong.train.trainer import Part, Task, TrainConfig, TrainResult, read_run_config, train
+from salong.train.runs import TrainConfig, read_run_config
+from salong.train.trainer import Part, Task, TrainResult, train
 
 TOKENIZER_FILE = "tokenizer.json"
 RECALL_KS = (1, 5)

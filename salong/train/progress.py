@@ -1,9 +1,13 @@
-"""What a training run shows: means of the logged values and the progress line
-(`salong.progress`) or, off a terminal, plain log lines."""
+"""What a training run shows: means of the logged values, the progress line
+(`salong.progress`) or, off a terminal, plain log lines, and the metrics.jsonl lines."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from salong.progress import CONSOLE, Bar
+from salong.run_metrics import append_metrics
 
 
 class LogWindow:
@@ -53,3 +57,38 @@ class Display:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class RunLog:
+    """The progress display after every update, and a metrics.jsonl line (means over the
+    interval) every `log_every` updates and after the last; only the main process writes."""
+
+    def __init__(self, parts: list[str], steps: int, log_every: int, metrics_path: Path, start_step: int,
+                 main: bool, quiet: bool) -> None:
+        self.parts, self.steps, self.log_every, self.main = parts, steps, log_every, main
+        self.display = Display(steps, start_step, enabled=main and not quiet)
+        self.window = LogWindow()
+        self.metrics_path = metrics_path
+        self.t_start = self.t_log = time.monotonic()
+        self.step_log, self.rate = start_step, 0.0
+
+    def after(self, step: int) -> None:
+        """Log update `step` (1-based: the number of updates done)."""
+        window = self.window
+        info = "  ".join(
+            f"{name} {window.last[f'{name}/loss']:.4g}" for name in self.parts if f"{name}/loss" in window.last
+        )
+        if step % self.log_every == 0 or step == self.steps:
+            now = time.monotonic()
+            self.rate = (step - self.step_log) / max(now - self.t_log, 1e-9)
+            self.t_log, self.step_log = now, step
+            lrs = {f"{name}/lr": window.last[f"{name}/lr"] for name in self.parts if f"{name}/lr" in window.last}
+            record = {"step": step, "time": round(time.time(), 3), "elapsed": round(now - self.t_start, 3)}
+            record.update({"steps_per_s": round(self.rate, 4), **window.flush(), **lrs})
+            if self.main:
+                append_metrics(self.metrics_path, record)
+                self.display.log(step, info, self.rate)
+        self.display.step(step, info, self.rate)
+
+    def close(self) -> None:
+        self.display.close()

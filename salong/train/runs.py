@@ -1,15 +1,202 @@
-"""Settings of a training run: built-in defaults, or the saved ones on `--resume`, with
-the options a user gave on top. The trainer then refuses changes a resume cannot take."""
+"""A training run's settings: `TrainConfig`; the built-in defaults, or the saved ones on
+`--resume`, with the options a user gave on top; and the check that a resumed run is the
+run its checkpoint was saved from, of which only RESUMABLE_FIELDS may change."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
-from salong.checkpoint import config_from_dict
+from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict
+from salong.checks import is_int, is_real
+from salong.distributed import Dist
 from salong.errors import SalongError
-from salong.train.trainer import TrainConfig, read_run_config
+from salong.train import state as st
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+# TrainConfig fields a resumed run may change (length, cadence, hardware, and the
+# knobs one turns after a divergence). Any other difference makes it another run.
+RESUMABLE_FIELDS = frozenset(
+    {
+        "steps", "lr", "grad_clip", "checkpoint_every", "log_every", "demo_every", "eval_every",
+        "keep_checkpoints", "precision", "device", "num_workers",
+    }
+)  # fmt: skip
+
+# TrainConfig fields `salong train` sets from an option of the same name (`batch_size` from
+# `--batch-size`); the others are set from Python only, so messages name them as fields.
+OPTION_FIELDS = frozenset(
+    {
+        "steps", "batch_size", "lr", "seed", "checkpoint_every", "log_every", "demo_every", "eval_every",
+        "precision", "device", "num_workers",
+    }
+)  # fmt: skip
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise SalongError(message)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained (its task config aside); saved in the run folder and checkpoints.
+
+    `batch_size` is per process: under DDP the global batch is batch_size x world size.
+    Learning rate (docs/architecture.md, Training): `lr * (1 - warmup**(step+1)) * (1 + step/inv_gamma)**-power`.
+    EMA decay: `min(ema_decay, 1 - (1 + step/ema_inv_gamma)**-ema_power)`.
+    `grad_clip` 0 disables clipping (the norm is still reported). `demo_every` and
+    `eval_every` 0 mean never. `precision` "auto" is bf16 (or fp16 with loss
+    scaling where bf16 is unsupported) on CUDA and fp32 on CPU. `salong train` sets the
+    fields in OPTION_FIELDS from its options; the others keep their defaults there.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-3
+    warmup: float = 0.99
+    inv_gamma: float = 1e6
+    power: float = 0.5
+    ema_decay: float = 0.9999
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 0.75
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    demo_every: int = 0
+    eval_every: int = 0
+    keep_checkpoints: int = 2
+    precision: str = "auto"
+    device: str = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            _require(is_int(value) and value >= 1, f"{_name(name)} must be an integer >= 1, got {value!r}")
+        for name in ("demo_every", "eval_every", "num_workers"):
+            value = getattr(self, name)
+            _require(is_int(value) and value >= 0, f"{_name(name)} must be an integer >= 0, got {value!r}")
+        _require(is_int(self.seed) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
+        reals: dict[str, tuple[Callable[[float], bool], str]] = {
+            "lr": (lambda v: v > 0, "a positive number"),
+            "weight_decay": (lambda v: v >= 0, ">= 0"),
+            "warmup": (lambda v: 0 <= v < 1, "in [0, 1)"),
+            "inv_gamma": (lambda v: v > 0, "> 0"),
+            "power": (lambda v: v >= 0, ">= 0"),
+            "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+            "ema_inv_gamma": (lambda v: v > 0, "> 0"),
+            "ema_power": (lambda v: v > 0, "> 0"),
+            "grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
+        }
+        for name, (ok, what) in reals.items():
+            value = getattr(self, name)
+            _require(is_real(value) and ok(value), f"{_name(name)} must be {what}, got {value!r}")
+        _require(valid_betas(self.betas), f"{_name('betas')} must be two numbers in [0, 1), got {self.betas!r}")
+        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
+            value = getattr(self, name)
+            _require(value in allowed, f"{_name(name)} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def valid_betas(betas: Any) -> bool:
+    return isinstance(betas, tuple) and len(betas) == 2 and all(is_real(b) and 0 <= b < 1 for b in betas)
+
+
+def _name(field: str) -> str:
+    """A TrainConfig field as messages name it: its `salong train` option, or `TrainConfig.<field>`."""
+    return f"--{field.replace('_', '-')}" if field in OPTION_FIELDS else f"TrainConfig.{field}"
+
+
+# --- resuming ------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """A config (dataclass or mapping) as the JSON a run folder and its checkpoints hold."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = config_to_dict(value)
+    return json.loads(json.dumps(value))
+
+
+def _diff(path: str, old: Any, new: Any) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _diff(f"{path}.{key}", old.get(key), new.get(key))
+        return out
+    return [] if old == new else [f"{path}: run has {old!r}, now {new!r}"]
+
+
+def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    diffs = []
+    if saved.get("task_kind") != current["task_kind"]:
+        diffs.append(f"task kind: run has {saved.get('task_kind')!r}, now {current['task_kind']!r}")
+        return diffs
+    diffs += _diff("task", saved.get("task", {}), current["task"])
+    saved_train = saved.get("train", {})
+    for name, value in current["train"].items():
+        if name not in RESUMABLE_FIELDS and saved_train.get(name) != value:
+            diffs.append(f"{_name(name)}: run has {saved_train.get(name)!r}, now {value!r}")
+    return diffs
+
+
+def check_resume(ckpt: Checkpoint, run_config: Mapping[str, Any], config: TrainConfig, run_dir: Path, d: Dist,
+                  task_config: Any = None) -> int:
+    """The step to resume from, once the checkpoint's run is known to be this run. A task
+    config saved by an older salong is read as today's (renamed fields migrated, fields
+    added since at their defaults) before it is compared."""
+    saved = ckpt.config
+    if dataclasses.is_dataclass(task_config) and isinstance(saved.get("task"), Mapping):
+        try:
+            task = config_from_dict(type(task_config), saved["task"], getattr(saved, "origin", None))
+        except SalongError:
+            task = None  # not this kind of task: the comparison names what differs
+        if task is not None:
+            saved = {**saved, "task": jsonable(task)}
+    diffs = _config_differences(saved, run_config)
+    if diffs:
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise SalongError(
+            f"cannot resume {str(run_dir)!r}: its config differs: {'; '.join(diffs[:3])}{more}; "
+            "use the run's settings or choose another --out"
+        )
+    step = int(ckpt.extra("step"))
+    if step > config.steps:
+        raise SalongError(f"the run is already at step {step}, beyond --steps {config.steps}; raise --steps")
+    saved_world = int(ckpt.extra("world_size"))
+    if saved_world != d.world_size and d.main:
+        warnings.warn(
+            f"resuming a run trained on {saved_world} processes with {d.world_size}; "
+            "the data order will differ from an uninterrupted run",
+            stacklevel=4,
+        )
+    return step
+
+
+def read_run_config(run_dir: str | Path) -> tuple[str, TrainConfig, dict[str, Any]]:
+    """(task kind, TrainConfig, task config) a run folder was last started with, so that
+    `--resume` can continue a run without its options being repeated."""
+    path = Path(run_dir) / st.CONFIG_FILE
+    if not path.is_file():
+        raise SalongError(f"{str(run_dir)!r} is not a salong run folder (no {st.CONFIG_FILE}); check --out")
+    try:
+        data = json.loads(path.read_text())
+        kind, train_dict, task_dict = data["task_kind"], data["train"], data["task"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SalongError(f"{str(path)!r} is damaged ({exc}); restore it or start another run") from None
+    return kind, config_from_dict(TrainConfig, train_dict), task_dict
+
+
+# --- a new or resumed run's settings --------------------------------------------------------
+
 
 C = TypeVar("C")
 

@@ -4,15 +4,17 @@ A model-specific `Task` says which modules are optimised (its `Part`s), how a
 batch is collated and what each part's loss is; the trainer owns the rest:
 AdamW per part with the learning-rate schedule (docs/architecture.md, Training),
 an EMA per part with k-diffusion's warm-up, mixed precision, gradient clipping,
-DDP, the run folder, exact resume, fault handling and progress.
+DDP, the run folder, exact resume, fault handling and progress. Its settings
+(`TrainConfig`) and the checks of a resume live in `salong.train.runs`, the export of a
+run's model in `salong.train.tasks`, its log lines in `salong.train.progress`.
 
-Each update, for every part in order (a GAN alternates generator and
-discriminator this way, under DDP, with no requires_grad tricks):
+Each update, for every part in order (a GAN alternates its two sides this way,
+e.g. the autoencoder and its discriminator, under DDP, with no requires_grad tricks):
     zero all grads -> loss (autocast) -> backward (GradScaler for fp16)
     -> clip this part's grads -> AdamW step with lr(step) -> EMA update with decay(step)
 
 Exact resume rests on three facts: the data order is a pure function of the step
-(`StepSampler`), every random generator is reseeded from (seed, step, rank) at
+(`StepSampler`), every random number generator is reseeded from (seed, step, rank) at
 the start of each update, and the checkpoint holds the whole optimiser, EMA and
 GradScaler state. So N steps, stop, resume, M steps equals N+M steps, bit for bit
 on CPU.
@@ -22,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import json
 import math
 import time
 import warnings
@@ -38,118 +38,32 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 import salong
-from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict, load_state_strict
-from salong.checks import is_int, is_real
+from salong.checkpoint import Checkpoint, load_state_strict
+from salong.checks import is_real
 from salong.distributed import Dist, init_distributed, resolve_device, wants_cuda
-from salong.errors import SalongError
+from salong.errors import SalongError, short_reason
 from salong.run_metrics import METRICS_FILE, append_metrics
 from salong.train import state as st
-from salong.train.progress import Display, LogWindow
+from salong.train.progress import LogWindow, RunLog
+from salong.train.runs import TrainConfig, check_resume, jsonable, valid_betas
 from salong.train.runtime import StopSignals, ignore_sigint, reseed_step, resolve_precision
 from salong.train.sampler import StepSampler
 from salong.train.schedules import ema_decay, ema_update, lr_factor
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
 
 # A task's inputs made before training starts (the DiT's frozen models and latent cache);
 # a run folder holding only this is still a fresh run folder.
 PREPARED_DIR = "prepared"
 
-# TrainConfig fields a resumed run may change (length, cadence, hardware, and the
-# knobs one turns after a divergence). Any other difference makes it another run.
-RESUMABLE_FIELDS = frozenset(
-    {
-        "steps", "lr", "grad_clip", "checkpoint_every", "log_every", "demo_every", "eval_every",
-        "keep_checkpoints", "precision", "device", "num_workers",
-    }
-)  # fmt: skip
 
-
-# --- configuration -----------------------------------------------------------------------
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise SalongError(message)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything the CLI exposes about training; saved in the run folder and checkpoints.
-
-    `batch_size` is per process: under DDP the global batch is batch_size x world size.
-    Learning rate (docs/architecture.md, Training): `lr * (1 - warmup**(step+1)) * (1 + step/inv_gamma)**-power`.
-    EMA decay: `min(ema_decay, 1 - (1 + step/ema_inv_gamma)**-ema_power)`.
-    `grad_clip` 0 disables clipping (the norm is still reported). `demo_every` and
-    `eval_every` 0 mean never. `precision` "auto" is bf16 (or fp16 with loss
-    scaling where bf16 is unsupported) on CUDA and fp32 on CPU.
-    """
-
-    steps: int
-    batch_size: int
-    lr: float
-    seed: int = 0
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-3
-    warmup: float = 0.99
-    inv_gamma: float = 1e6
-    power: float = 0.5
-    ema_decay: float = 0.9999
-    ema_inv_gamma: float = 1.0
-    ema_power: float = 0.75
-    grad_clip: float = 1.0
-    checkpoint_every: int = 500
-    log_every: int = 10
-    demo_every: int = 0
-    eval_every: int = 0
-    keep_checkpoints: int = 2
-    precision: str = "auto"
-    device: str = "auto"
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
-            value = getattr(self, name)
-            _require(is_int(value) and value >= 1, f"--{_flag(name)} must be an integer >= 1, got {value!r}")
-        for name in ("demo_every", "eval_every", "num_workers"):
-            value = getattr(self, name)
-            _require(is_int(value) and value >= 0, f"--{_flag(name)} must be an integer >= 0, got {value!r}")
-        _require(is_int(self.seed) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
-        reals: dict[str, tuple[Callable[[float], bool], str]] = {
-            "lr": (lambda v: v > 0, "a positive number"),
-            "weight_decay": (lambda v: v >= 0, ">= 0"),
-            "warmup": (lambda v: 0 <= v < 1, "in [0, 1)"),
-            "inv_gamma": (lambda v: v > 0, "> 0"),
-            "power": (lambda v: v >= 0, ">= 0"),
-            "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
-            "ema_inv_gamma": (lambda v: v > 0, "> 0"),
-            "ema_power": (lambda v: v > 0, "> 0"),
-            "grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
-        }
-        for name, (ok, what) in reals.items():
-            value = getattr(self, name)
-            _require(is_real(value) and ok(value), f"--{_flag(name)} must be {what}, got {value!r}")
-        _require(_valid_betas(self.betas), f"--betas must be two numbers in [0, 1), got {self.betas!r}")
-        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
-            value = getattr(self, name)
-            _require(value in allowed, f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def _valid_betas(betas: Any) -> bool:
-    return isinstance(betas, tuple) and len(betas) == 2 and all(is_real(b) and 0 <= b < 1 for b in betas)
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+# --- what a model plugs in ----------------------------------------------------------------------
 
 
 @dataclass
 class Part:
     """One optimised module with its own AdamW, schedule and (optionally) EMA.
 
-    `lr` and `betas` default to the TrainConfig's. A GAN has two parts (generator
-    with EMA, discriminator without); other models have one. Set
+    `lr` and `betas` default to the TrainConfig's. A GAN has two parts (the autoencoder
+    with EMA, its discriminator without); other models have one. Set
     `find_unused_parameters` if a part's loss may leave some of its parameters
     without gradient (DDP must then search for them every step).
     """
@@ -163,10 +77,10 @@ class Part:
 
     def __post_init__(self) -> None:
         assert self.name and "/" not in self.name, f"part name {self.name!r} must be non-empty, without '/'"
-        if self.lr is not None:
-            _require(is_real(self.lr) and self.lr > 0, f"{self.name} learning rate must be positive, got {self.lr!r}")
-        if self.betas is not None:
-            _require(_valid_betas(self.betas), f"{self.name} betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.lr is not None and not (is_real(self.lr) and self.lr > 0):
+            raise SalongError(f"{self.name} learning rate must be positive, got {self.lr!r}")
+        if self.betas is not None and not valid_betas(self.betas):
+            raise SalongError(f"{self.name} betas must be two numbers in [0, 1), got {self.betas!r}")
 
 
 class Task:
@@ -239,34 +153,6 @@ class TrainingDiverged(SalongError):
 
 
 # --- run folder -------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = config_to_dict(value)
-    return json.loads(json.dumps(value))
-
-
-def _diff(path: str, old: Any, new: Any) -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _diff(f"{path}.{key}", old.get(key), new.get(key))
-        return out
-    return [] if old == new else [f"{path}: run has {old!r}, now {new!r}"]
-
-
-def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    diffs = []
-    if saved.get("task_kind") != current["task_kind"]:
-        diffs.append(f"task kind: run has {saved.get('task_kind')!r}, now {current['task_kind']!r}")
-        return diffs
-    diffs += _diff("task", saved.get("task", {}), current["task"])
-    saved_train = saved.get("train", {})
-    for name, value in current["train"].items():
-        if name not in RESUMABLE_FIELDS and saved_train.get(name) != value:
-            diffs.append(f"--{_flag(name)}: run has {saved_train.get(name)!r}, now {value!r}")
-    return diffs
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
@@ -414,13 +300,14 @@ def _train(
     device = resolve_device(config.device, d.local_rank)
     precision = resolve_precision(config.precision, device)
     num_items = len(dataset)  # type: ignore[arg-type]
-    _require(num_items > 0, "the training dataset is empty; point the trainer at a folder with audio")
+    if num_items == 0:
+        raise SalongError("the training dataset is empty; point the trainer at a folder with audio")
     run_config = {
         "salong_version": salong.__version__,
         "task_kind": task.kind,
         "world_size": d.world_size,
-        "train": _jsonable(config),
-        "task": _jsonable(task_config if task_config is not None else {}),
+        "train": jsonable(config),
+        "task": jsonable(task_config if task_config is not None else {}),
     }
     ckpt, start_step = _open_run_dir(run_dir, resume, run_config, config, d, task_config)
     slots, modules = _build_parts(task, config, device, precision, ckpt, d)
@@ -449,7 +336,7 @@ def _open_run_dir(
     # Every rank validates before anything is written, so all ranks fail alike.
     resume_path = check_run_dir(run_dir, resume)
     ckpt = st.read_latest_state(run_dir) if resume_path is not None else None
-    start_step = _check_resume(ckpt, run_config, config, run_dir, d, task_config) if ckpt is not None else 0
+    start_step = check_resume(ckpt, run_config, config, run_dir, d, task_config) if ckpt is not None else 0
     d.barrier()  # no rank may see the folder rank 0 is about to create
     if d.main:
         try:
@@ -511,7 +398,8 @@ def _loop(run: _Run, loader: DataLoader, start_step: int, quiet: bool) -> int:
     saves a checkpoint and raises `TrainingInterrupted`."""
     config, d = run.config, run.d
     autocast = _autocast(run.precision, run.device)
-    log = _Log(run, start_step, quiet)
+    log = RunLog([s.part.name for s in run.slots], config.steps, config.log_every, run.run_dir / METRICS_FILE,
+                 start_step, d.main, quiet)
     step = start_step
     batches: Iterator[Any] = iter(loader)
     try:
@@ -545,40 +433,6 @@ def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.A
         return contextlib.nullcontext
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return lambda: torch.autocast(device.type, dtype=dtype)
-
-
-class _Log:
-    """The progress display after every update, and a metrics.jsonl line (means over the
-    interval) every `log_every` updates and after the last."""
-
-    def __init__(self, run: _Run, start_step: int, quiet: bool) -> None:
-        self.run = run
-        self.display = Display(run.config.steps, start_step, enabled=run.d.main and not quiet)
-        self.window = LogWindow()
-        self.metrics_path = run.run_dir / METRICS_FILE
-        self.t_start = self.t_log = time.monotonic()
-        self.step_log, self.rate = start_step, 0.0
-
-    def after(self, step: int) -> None:
-        """Log update `step` (1-based: the number of updates done)."""
-        slots, window = self.run.slots, self.window
-        info = "  ".join(
-            f"{s.part.name} {window.last[f'{s.part.name}/loss']:.4g}" for s in slots if f"{s.part.name}/loss" in window.last
-        )
-        if step % self.run.config.log_every == 0 or step == self.run.config.steps:
-            now = time.monotonic()
-            self.rate = (step - self.step_log) / max(now - self.t_log, 1e-9)
-            self.t_log, self.step_log = now, step
-            lrs = {f"{s.part.name}/lr": window.last[f"{s.part.name}/lr"] for s in slots if f"{s.part.name}/lr" in window.last}
-            record = {"step": step, "time": round(time.time(), 3), "elapsed": round(now - self.t_start, 3)}
-            record.update({"steps_per_s": round(self.rate, 4), **window.flush(), **lrs})
-            if self.run.d.main:
-                append_metrics(self.metrics_path, record)
-                self.display.log(step, info, self.rate)
-        self.display.step(step, info, self.rate)
-
-    def close(self) -> None:
-        self.display.close()
 
 
 def _demo_and_evaluate(run: _Run, step: int, metrics_path: Path) -> None:
@@ -623,39 +477,6 @@ def _finish(run: _Run, step: int) -> TrainResult:
     return TrainResult(run_dir=run.run_dir, step=step, checkpoint=checkpoint, model=model_path)
 
 
-def _check_resume(ckpt: Checkpoint, run_config: Mapping[str, Any], config: TrainConfig, run_dir: Path, d: Dist,
-                  task_config: Any = None) -> int:
-    """The step to resume from, once the checkpoint's run is known to be this run. A task
-    config saved by an older salong is read as today's (renamed fields migrated, fields
-    added since at their defaults) before it is compared."""
-    saved = ckpt.config
-    if dataclasses.is_dataclass(task_config) and isinstance(saved.get("task"), Mapping):
-        try:
-            task = config_from_dict(type(task_config), saved["task"], getattr(saved, "origin", None))
-        except SalongError:
-            task = None  # not this kind of task: the comparison names what differs
-        if task is not None:
-            saved = {**saved, "task": _jsonable(task)}
-    diffs = _config_differences(saved, run_config)
-    if diffs:
-        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-        raise SalongError(
-            f"cannot resume {str(run_dir)!r}: its config differs: {'; '.join(diffs[:3])}{more}; "
-            "use the run's settings or choose another --out"
-        )
-    step = int(ckpt.extra("step"))
-    if step > config.steps:
-        raise SalongError(f"the run is already at step {step}, beyond --steps {config.steps}; raise --steps")
-    saved_world = int(ckpt.extra("world_size"))
-    if saved_world != d.world_size and d.main:
-        warnings.warn(
-            f"resuming a run trained on {saved_world} processes with {d.world_size}; "
-            "the data order will differ from an uninterrupted run",
-            stacklevel=4,
-        )
-    return step
-
-
 def _update_part(
     task: Task,
     slot: _Slot,
@@ -672,7 +493,7 @@ def _update_part(
 ) -> None:
     """One part's share of update `step`: loss, backward, clip, AdamW, EMA; logs into `window`."""
     name = slot.part.name
-    for other in slots:  # a generator loss also fills the discriminator's grads: clear them all
+    for other in slots:  # an adversarial loss also fills the discriminator's grads: clear them all
         other.optimizer.zero_grad(set_to_none=True)
     with autocast():
         loss, logs = task.loss(name, batch, modules, step)
@@ -709,9 +530,9 @@ def _diverged(loss: float, norm: float, bad_norm: bool, step: int, part: str, ru
         what = "the loss or gradient norm became non-finite on another process"
     last = st.latest_checkpoint(run_dir)
     if last is not None:
-        advice = f"the last good checkpoint is {last}; lower --lr or --grad-clip, then continue with --resume"
+        advice = f"the last good checkpoint is {last}; lower --lr, then continue with --resume"
     else:
-        advice = f"no checkpoint was saved yet; lower --lr or --grad-clip and start again (delete {run_dir} first)"
+        advice = f"no checkpoint was saved yet; lower --lr and start again (delete {run_dir} first)"
     return TrainingDiverged(f"{what} at step {step + 1} ({part}); {advice}")
 
 
@@ -719,9 +540,8 @@ def _ema_copy(part: Part) -> nn.Module:
     try:
         ema = copy.deepcopy(part.module)
     except RuntimeError as exc:  # e.g. old-style weight_norm after a forward pass
-        raise RuntimeError(
-            f"cannot copy part {part.name!r} for its EMA ({exc}); build it without running it first"
-        ) from exc
+        raise SalongError(f"cannot copy part {part.name!r} for its EMA ({short_reason(exc)}); "
+                          "hand the trainer a module that has not run a forward pass yet") from exc
     return ema.eval().requires_grad_(False)
 
 
@@ -733,50 +553,3 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
-
-
-def read_run_config(run_dir: str | Path) -> tuple[str, TrainConfig, dict[str, Any]]:
-    """(task kind, TrainConfig, task config) a run folder was last started with, so that
-    `--resume` can continue a run without its options being repeated."""
-    path = Path(run_dir) / st.CONFIG_FILE
-    if not path.is_file():
-        raise SalongError(f"{str(run_dir)!r} is not a salong run folder (no {st.CONFIG_FILE}); check --out")
-    try:
-        data = json.loads(path.read_text())
-        kind, train_dict, task_dict = data["task_kind"], data["train"], data["task"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise SalongError(f"{str(path)!r} is damaged ({exc}); restore it or start another run") from None
-    return kind, config_from_dict(TrainConfig, train_dict), task_dict
-
-
-# --- export -----------------------------------------------------------------------------------
-
-
-def export_run(source: str | Path, out_path: str | Path, task: Task) -> Path:
-    """Write the model checkpoint of a run (its newest training checkpoint) or of one
-    training checkpoint file, from the EMA weights, through `task.export`.
-
-    The EMA weights (the live weights for parts without EMA) are loaded into the
-    task's own modules, which are then handed to `task.export` in eval mode.
-    """
-    source = Path(source)
-    if source.is_dir():
-        path = st.latest_checkpoint(source)
-        if path is None:
-            raise SalongError(
-                f"{str(source)!r} holds no training checkpoint to export; train first or give a checkpoint file"
-            )
-    else:
-        path = source
-    ckpt = st.read_state(path)
-    kind = ckpt.config.get("task_kind")
-    if kind != task.kind:
-        raise SalongError(f"{str(path)!r} is a {kind} training checkpoint; export it with the {kind} command")
-    modules = {}
-    for part in task.parts():
-        group = "ema" if part.ema else "model"
-        tensors = st.part_tensors(ckpt, group, part.name)
-        load_state_strict(part.module, tensors, source=f"{str(path)!r} ({group} {part.name})")
-        modules[part.name] = part.module.eval().requires_grad_(False)
-    with torch.no_grad():
-        return Path(task.export(Path(out_path), modules))
