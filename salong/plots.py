@@ -74,7 +74,9 @@ def log_mel(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
 def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: int = SIZE[1],
                title: str | None = None) -> Path:
     """Waveform over a log-mel spectrogram, both against time in seconds; the title is
-    `title`, else the prompt the file carries (its title tag), else the file name."""
+    `title`, else the prompt the file carries (its title tag), else the file name. A song
+    salong made to a tempo (its recipe's --bpm, or one its prompt states) gets its bar
+    lines marked on the waveform: the grid the song was asked to keep."""
     from salong.audio import probe, read_audio
 
     path = Path(path)
@@ -98,6 +100,10 @@ def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: 
     if audio.shape[0] == 2:
         wave_ax.legend(loc="upper right", fontsize="small", ncols=2)
     wave_ax.set_title("\n".join(textwrap.wrap(title, max(40, width // 9))[:2]), fontsize="medium")
+    bars = _bar_lines(path, seconds)
+    if bars is not None:
+        for t in bars:
+            wave_ax.axvline(t, color="0.35", linewidth=0.6, linestyle=":")
 
     db, frame_seconds = log_mel(audio, rate)
     image = spec_ax.imshow(db, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
@@ -111,6 +117,22 @@ def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: 
     spec_ax.set_xlim(0, seconds)
     fig.colorbar(image, ax=[wave_ax, spec_ax], label="level (dB re full scale)", shrink=0.6, location="right")
     return _save(fig, out, fmt)
+
+
+def _bar_lines(path: Path, seconds: float) -> np.ndarray | None:
+    """Times of the bar lines of the tempo a salong song asked for, or None (no recipe, no tempo)."""
+    from salong.controls import resolve
+    from salong.recipe import read_recipe
+
+    try:
+        recipe = read_recipe(path)
+        controls = resolve(recipe.prompt, recipe.bpm, recipe.key, recipe.meter)
+    except SalongError:
+        return None
+    if controls.bpm is None:
+        return None
+    bar = (controls.beats_per_bar or 4) * 60.0 / controls.bpm
+    return np.arange(0.0, seconds, bar)
 
 
 def plot_demos(folder: str | Path, width: int = SIZE[0], height: int = SIZE[1]) -> list[Path]:

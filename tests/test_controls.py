@@ -505,3 +505,18 @@ def test_train_dit_estimates_the_tempo_of_files_without_one(tmp_path):
     items = json.loads((tmp_path / "run" / "prepared" / "cache" / "index.json").read_text())["items"]
     assert abs(items[0]["bpm"] - 96) < 1.0 and abs(items[0]["downbeat"] - 0.2) < 0.03
     assert items[1]["bpm"] == 70 and "downbeat" not in items[1]  # the metadata's tempo is kept
+
+
+def test_pictures_mark_the_bar_lines_of_the_tempo_asked(tmp_path, capsys, controlled_path):
+    from salong.plots import _bar_lines
+
+    take = tmp_path / "take.wav"
+    code, _, err = run_cli(capsys, "generate", "calm piano in 3/4 time", "-s", 2, "--seed", 1, "--bpm", 90,
+                           "--model", controlled_path, "-o", take)
+    assert code == 0, err
+    np.testing.assert_allclose(_bar_lines(take, 4.5), [0.0, 2.0, 4.0])  # 3 beats at 90 BPM: 2 s bars
+    plain = tmp_path / "plain.wav"
+    run_cli(capsys, "generate", "calm piano", "-s", 1, "--seed", 1, "--model", controlled_path, "-o", plain)
+    assert _bar_lines(plain, 1.0) is None
+    code, out, err = run_cli(capsys, "plot", take, "-o", tmp_path / "take.png")
+    assert code == 0 and (tmp_path / "take.png").stat().st_size > 1000
