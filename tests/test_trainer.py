@@ -362,10 +362,15 @@ def test_sigint_in_process_raises_training_interrupted(tmp_path):
                 os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step; the step still completes
             return super().loss(part, batch, modules, step)
 
-    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 4; checkpoint saved to .*step_0000004") as info:
-        run(tmp_path / "run", 50, task=Interrupting())
-    assert info.value.exit_code == 130 and info.value.step == 4
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    # The test sets the handler it starts from: a background job (`cmd &`) starts with SIGINT ignored.
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(TrainingInterrupted, match=r"interrupted at step 4; checkpoint saved to .*step_0000004") as info:
+            run(tmp_path / "run", 50, task=Interrupting())
+        assert info.value.exit_code == 130 and info.value.step == 4
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    finally:
+        signal.signal(signal.SIGINT, original)
 
 
 def test_kill_9_leaves_a_resumable_run(tmp_path):
