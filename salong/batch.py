@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from salong.controls import Controls, resolve
 from salong.errors import SalongError
+from salong.outputs import (DEFAULT_NAME, batch_folder, check_template, check_writable, named_output,
+                            refuse_clashes, refuse_existing)
 
 if TYPE_CHECKING:
     from salong.distributed import Dist
     from salong.pipeline import Generator, Song
 
-DEFAULT_NAME = "{slug}_{seed}.{ext}"
-NAME_FIELDS = ("slug", "seed", "index", "variation", "seconds", "ext")
 # What `render` reports through `progress(job, stage, done, total)`, in order; only
 # "sampling" has a count (its steps), the others report 0 of 0.
 STAGES = ("encoding the prompt", "sampling", "decoding", "writing")
@@ -149,14 +149,9 @@ def plan_jobs(
         raise SalongError(f"-n must be at least 1, got {variations}")
     if seed is not None and seed < 0:
         raise SalongError(f"--seed must be a whole number >= 0, got {seed}")
-    _check_template(name)
+    check_template(name)
     many = variations > 1 or len(entries) > 1
-    from salong.data import AUDIO_EXTENSIONS
-
-    if many and out is not None and not out.is_dir() and out.suffix.lstrip(".").lower() in AUDIO_EXTENSIONS:
-        raise SalongError(f"-o {out} names one file, but {variations * len(entries)} songs need a folder; "
-                          "give -o FOLDER")
-    folder = out if out is not None and (many or out.is_dir()) else Path(".")
+    folder = batch_folder(out, variations * len(entries))
     jobs: list[Job | BadLine] = []
     for index, entry in enumerate(entries):
         if isinstance(entry, BadLine):
@@ -188,24 +183,20 @@ def plan_jobs(
             job_seconds = float(entry.get("seconds", seconds))
             fields = dict(slug=slug(entry["prompt"]), seed=job_seed, index=index, variation=variation,
                           seconds=f"{job_seconds:g}", ext=ext)
-            if "output" in entry and variations == 1:
-                target = _inside(folder, entry["output"])
-            elif out is not None and not many and not out.is_dir():
-                target = out
-            else:
-                target = _inside(folder, name.format(**fields))
-            if target is None:
-                given = entry["output"] if "output" in entry and variations == 1 else name
-                jobs.append(BadLine(entry["source"], f"output name {given!r} leaves the output folder "
-                                                     f"{str(folder)!r}; give a plain file name inside it"))
+            try:
+                if "output" in entry and variations == 1:
+                    target = named_output(folder, entry["output"])
+                elif out is not None and not many and not out.is_dir():
+                    target = out
+                else:
+                    target = named_output(folder, name.format(**fields))
+            except SalongError as exc:
+                jobs.append(BadLine(entry["source"], str(exc)))
                 continue
             jobs.append(Job(prompt=entry["prompt"], seconds=job_seconds, seed=job_seed, output=target,
                             negative_prompt=entry.get("negative", negative_prompt), source=entry["source"],
                             flags=given, controls=controls))
-    outputs = [j.output for j in jobs if isinstance(j, Job)]
-    clashes = sorted({str(p) for p in outputs if outputs.count(p) > 1})
-    if clashes:
-        raise SalongError(f"several songs would be written to {clashes[0]!r}; put {{seed}} or {{index}} in --name")
+    refuse_clashes([j.output for j in jobs if isinstance(j, Job)])
     return jobs
 
 
@@ -213,23 +204,6 @@ def line_seed(prompt: str, index: int, variation: int) -> int:
     """The seed of a prompts-file line given no seed: a hash of its text and position."""
     digest = hashlib.sha256(f"{index}\0{variation}\0{prompt}".encode()).digest()
     return int.from_bytes(digest[:4], "big") >> 1  # 31 bits, like a random seed
-
-
-def _inside(folder: Path, name: str) -> Path | None:
-    """`folder / name` if it stays inside `folder` (no absolute path, no `..` out), else None."""
-    target = folder / name
-    if Path(name).is_absolute():
-        return None
-    root = folder.resolve()
-    resolved = target.resolve()
-    return target if resolved == root or root in resolved.parents else None
-
-
-def _check_template(name: str) -> None:
-    try:
-        name.format(slug="x", seed=0, index=0, variation=0, seconds="1", ext="wav")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise SalongError(f"bad --name template {name!r} ({exc}); use fields {{{'}, {'.join(NAME_FIELDS)}}}") from None
 
 
 @dataclass(frozen=True)
@@ -271,7 +245,6 @@ def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None 
     existing file unless `overwrite` or `skip_existing`, a length the model can make): a
     job that fails one becomes a BadLine, before minutes of sampling."""
     from salong.audio import output_format
-    from salong.checkpoint import check_writable
 
     checked: list[Job | BadLine] = []
     for job in jobs:
@@ -285,13 +258,6 @@ def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None 
                 job = BadLine(job.source, str(exc))
         checked.append(job)
     return checked
-
-
-def refuse_existing(path: Path, overwrite: bool) -> None:
-    """salong's overwrite rule: an existing regular file is replaced only with --overwrite
-    (device nodes and pipes such as /dev/stdout are written into, never replaced)."""
-    if not overwrite and path.is_file():
-        raise SalongError(f"{str(path)!r} exists; pass --overwrite to replace it (or --skip-existing to keep it)")
 
 
 def render(

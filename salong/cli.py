@@ -24,8 +24,8 @@ from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
 import salong
-from salong.batch import DEFAULT_NAME
 from salong.errors import SalongError
+from salong.outputs import DEFAULT_NAME, LATENTS_SUFFIX, ensure_folder, plan_outputs
 
 # Messages on stderr; while a progress line is up (salong.progress), they print above it.
 err = Console(stderr=True)
@@ -129,48 +129,6 @@ def load_codec(path: Path):
     from salong.sao import load_autoencoder
 
     return load_autoencoder(path) if path.is_dir() else load_autoencoder_from(path)
-
-
-def ensure_folder(folder: Path) -> Path:
-    """Create an output folder whose parent exists; a missing parent is the user's to make."""
-    if not folder.exists():
-        if not folder.parent.is_dir():
-            raise SalongError(f"output folder {str(folder.parent)!r} does not exist; create it first")
-        folder.mkdir()
-    return folder
-
-
-LATENTS_SUFFIX = ".latents.safetensors"
-
-
-def output_for(source: Path, out: Optional[Path], many: bool, suffix: str) -> Path:
-    """Where one input's result goes: `out` itself for a single input, else inside folder `out`,
-    named after the input without its last extension (take.1.wav -> take.1<suffix>)."""
-    stem = source.name[: -len(LATENTS_SUFFIX)] if source.name.endswith(LATENTS_SUFFIX) else source.stem
-    name = stem + suffix
-    if out is None:
-        return Path(name)
-    if many or out.is_dir():
-        return out / name
-    return out
-
-
-def plan_outputs(inputs: List[Path], out: Optional[Path], suffix: str, overwrite: bool) -> List[Path]:
-    """Every input's output, checked before any work: no two inputs write the same file, and
-    an existing file is replaced only with --overwrite (`salong.batch.refuse_existing`)."""
-    from salong.batch import refuse_existing
-
-    many = len(inputs) > 1
-    targets = [output_for(path, out, many, suffix) for path in inputs]
-    for target in targets:
-        if targets.count(target) > 1:
-            sources = [str(p) for p, t in zip(inputs, targets) if t == target]
-            raise SalongError(f"{sources[0]!r} and {sources[1]!r} would both be written to {str(target)!r}; "
-                              "rename one, or encode them in separate runs")
-        refuse_existing(target, overwrite)
-    if out is not None and (many or out.is_dir()):
-        ensure_folder(out)
-    return targets
 
 
 def read_init(path: Optional[Path], level: Optional[float]):
@@ -328,8 +286,7 @@ def convert(
     overwrite: bool = _OVERWRITE,
 ) -> None:
     """Save a Stable Audio Open folder and its T5 as one salong generator file (loads faster, travels alone)."""
-    from salong.batch import refuse_existing
-    from salong.checkpoint import check_writable
+    from salong.outputs import check_writable, refuse_existing
     from salong.sao import load_folder
 
     if not model.is_dir():
@@ -353,12 +310,9 @@ def plot(
 ) -> None:
     """Draw a song (waveform and log-mel spectrogram, titled with its prompt) or a training
     run (losses, learning rate and evaluations from metrics.jsonl)."""
-    from salong.batch import refuse_existing
     from salong.plots import plot_file
 
-    name = (path.stem if path.suffix else path.resolve().name) + ".png"
-    target = out / name if out is not None and out.is_dir() else out if out is not None else Path(name)
-    refuse_existing(target, overwrite)
+    [target] = plan_outputs([path], out, ".png", overwrite)
     print(plot_file(path, target, width, height, title))
 
 
@@ -746,7 +700,7 @@ def train_export_cmd(
     overwrite: bool = _OVERWRITE,
 ) -> None:
     """Write a run's EMA weights as a model file that --model accepts."""
-    from salong.batch import refuse_existing
+    from salong.outputs import refuse_existing
     from salong.train import export_run
     from salong.train.tasks import task_for_run
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from salong.checkpoint import write_atomic
+from salong.outputs import write_atomic
 from salong.errors import SalongError
 from salong.run_metrics import METRICS_FILE, read_metrics
 

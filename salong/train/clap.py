@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from salong.audio import load_audio
-from salong.checkpoint import load_state_strict, write_atomic
+from salong.checkpoint import load_state_strict
+from salong.outputs import write_atomic
 from salong.clap import (
     BYTE_ALPHABET,
     SPECIAL_TOKENS,
