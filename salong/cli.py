@@ -25,7 +25,7 @@ from typer.core import TyperCommand, TyperGroup
 
 import salong
 from salong.errors import SalongError
-from salong.outputs import DEFAULT_NAME, LATENTS_SUFFIX, ensure_folder, plan_outputs
+from salong.outputs import DEFAULT_NAME, LATENTS_SUFFIX, plan_outputs
 
 # Messages on stderr; while a progress line is up (salong.progress), they print above it.
 err = Console(stderr=True)
@@ -129,21 +129,6 @@ def load_codec(path: Path):
     from salong.sao import load_autoencoder
 
     return load_autoencoder(path) if path.is_dir() else load_autoencoder_from(path)
-
-
-def read_init(path: Optional[Path], level: Optional[float]):
-    """Audio-to-audio input checked before any model loads: (audio, rate) or None."""
-    import math
-
-    from salong.audio import read_audio
-
-    if (path is None) != (level is None):
-        raise SalongError("audio-to-audio needs both --init-audio FILE and --init-noise-level LEVEL")
-    if path is None:
-        return None
-    if not (math.isfinite(level) and level > 0):
-        raise SalongError(f"--init-noise-level must be a number above 0, got {level!r}")
-    return read_audio(path)
 
 
 def print_error(message: str) -> None:
@@ -322,12 +307,13 @@ def _like(ctx: typer.Context, _param: Any, take: Optional[Path]) -> Optional[Pat
     if take is None or ctx.resilient_parsing:
         return take
     from salong.recipe import read_recipe
+    from salong.request import option_flag
 
     options = read_recipe(take).options()
     known = {param.name for param in ctx.command.params}
     for name in options:
         if name not in known:
-            raise SalongError(f"{str(take)!r} was made with --{name.replace('_', '-')}, which this salong "
+            raise SalongError(f"{str(take)!r} was made with {option_flag(name)}, which this salong "
                               f"{salong.__version__} does not have; upgrade salong")
     ctx.default_map = {**(ctx.default_map or {}), **options}
     return take
@@ -336,18 +322,6 @@ def _like(ctx: typer.Context, _param: Any, take: Optional[Path]) -> Optional[Pat
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether option `name` was given on the command line (not taken from --like or a default)."""
     return ctx.get_parameter_source(name).name == "COMMANDLINE"  # typer vendors click: compare by name
-
-
-def _check_take_model(take: Path, model_path: Path) -> None:
-    """--like without --model: the take's model must still be there; a changed one is a warning."""
-    from salong.recipe import model_change, read_recipe
-
-    if not model_path.exists():
-        raise SalongError(f"{str(take)!r} was made with the model {str(model_path)!r}, which is not there any more; "
-                          "pass --model FILE")
-    change = model_change(read_recipe(take), model_path, repr(str(take)))
-    if change:
-        warnings.warn(change)
 
 
 @app.command()
@@ -359,8 +333,8 @@ def generate(
     out: Optional[Path] = typer.Option(
         None, "-o", "--out", help="Output file for one song, or folder for several. \\[default: the --name template here]"),
     steps: Optional[int] = typer.Option(None, help="Sampler steps, 1 or more. \\[default: the model's, 100 for paper settings]"),
-    cfg_scale: Optional[float] = typer.Option(
-        None, help="Classifier-free guidance scale, >= 0 (at most 100); 1 = none. \\[default: the model's, 7]"),
+    cfg: Optional[float] = typer.Option(
+        None, "--cfg-scale", help="Classifier-free guidance scale, >= 0 (at most 100); 1 = none. \\[default: the model's, 7]"),
     seed: Optional[int] = typer.Option(None, help="Seed, 0 or more; the same seed and settings give the same song. \\[default: random]"),
     negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt: what to steer away from."),
     bpm: Optional[str] = typer.Option(None, "--bpm", help="Tempo, 40 to 300 beats per minute; the song starts on a downbeat at 0 s and keeps the grid. \\[default: what the prompt states, e.g. \"at 120 BPM\"]"),
@@ -392,63 +366,33 @@ def generate(
 
     Under `torchrun --nproc_per_node=K -m salong generate --prompts FILE ...` the songs are
     shared out over K processes, one model each; rank 0 prints every result in line order."""
-    import time
+    from salong.batch import Failed, Skipped, Tally, generate_songs
+    from salong.request import SongRequest
 
-    from salong.audio import output_format
-    from salong.batch import Failed, Skipped, Tally, plan_jobs, read_prompts, render_shared
-    from salong.distributed import process_group, resolve_device, wants_cuda
-    from salong.pipeline import check_request
-    from salong.progress import status_bar
-
-    start = time.perf_counter()
     if like is not None and prompts is not None:
         raise SalongError("--like makes one take again, --prompts a batch; give only one of them")
     if like is not None and n > 1 and not _given(ctx, "seed"):
         seed = None  # -n asks for new takes, not the take again
     if (prompt is None) == (prompts is None):
         raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
-    check_request(seconds, steps, cfg_scale, sampler, seed)  # bad numbers fail before the model loads
-    init = read_init(init_audio, init_noise_level)
-    ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
-    entries = read_prompts(prompts) if prompts is not None else [{"prompt": prompt, "source": "prompt"}]
-    jobs = plan_jobs(entries, seconds, n, seed, out, name, ext, negative, dict(bpm=bpm, key=key, meter=meter))
-    model_path = resolve_model(model, "generator")
-    if like is not None and not _given(ctx, "model"):
-        _check_take_model(like, model_path)
-    resolve_device(device, 0)  # a missing GPU is named before torchrun's ranks try to join
-    with process_group(wants_cuda(device)) as d, status_bar("loading the model", progress and d.main, unit="steps") as bar:
-        generator = load_generator(model_path, text_encoder, resolve_device(device, d.local_rank))
-        if d.main and out is not None and len(jobs) > 1:
-            ensure_folder(out)
-        jobs = d.from_main(jobs)  # the seeds rank 0 drew, where a prompt without --seed draws them
+    frames = "window" if full_window else getattr(frames, "value", frames)  # an enum, or a str from --like
+    base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
+                       negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
+                       bpm=bpm, key=key, meter=meter)  # bad settings fail here, before the model loads
 
-        def stage(job, stage: str, done: int, total: int) -> None:
-            bar(done, total, description=f"{job.prompt[:30]}: {stage}")
+    def show(result: Any) -> None:
+        if isinstance(result, Tally):  # on stderr: stdout stays one line per file
+            err.print(result.summary(), highlight=False, soft_wrap=True)
+        elif isinstance(result, Failed):
+            print_error(result.line)
+        elif isinstance(result, Skipped):
+            err.print(f"skipped {result.job.output} (exists)", highlight=False, soft_wrap=True)
+        else:
+            print(json.dumps(result.record()) if json_out else f"{result.path}\t{result.song.request.seed}", flush=True)
 
-        failed, tally = 0, Tally()
-        extra = {"init_audio": str(init_audio.resolve()) if init_audio is not None else None,
-                 "text_encoder": str(text_encoder.resolve()) if text_encoder is not None else None}
-        frame_mode = getattr(frames, "value", frames)  # an enum from the command line, a str from --like
-        for result in render_shared(generator, jobs, d, steps=steps, cfg_scale=cfg_scale, sampler=sampler,
-                                    full_window=full_window, skip_existing=skip_existing, overwrite=overwrite, fmt=fmt,
-                                    progress=stage, frames=frame_mode, init_audio=init,
-                                    init_noise_level=init_noise_level, recipe_extra=extra):
-            tally.add(result)
-            if isinstance(result, Failed):
-                if len(jobs) == 1:  # a single song's failure is the command's
-                    raise SalongError(result.message if result.source == "prompt" else f"{result.source}: {result.message}")
-                failed += 1
-                print_error(f"{result.source}: {result.message}")
-            elif isinstance(result, Skipped):
-                err.print(f"skipped {result.job.output} (exists)", highlight=False, soft_wrap=True)
-            elif json_out:
-                print(json.dumps(result.record(model_path)), flush=True)
-            else:
-                print(f"{result.path}\t{result.song.seed}", flush=True)
-    if d.main and len(jobs) > 1:  # on stderr: stdout stays one line per file
-        err.print(tally.summary(time.perf_counter() - start), highlight=False, soft_wrap=True)
-    if failed:
-        raise SalongError(f"{failed} of {len(jobs)} songs failed (see above)")
+    generate_songs(base, show, prompts=prompts, variations=n, out=out, name=name, fmt=fmt, model=model,
+                   text_encoder=text_encoder, device=device, skip_existing=skip_existing, overwrite=overwrite,
+                   progress=progress, take=like if like is not None and not _given(ctx, "model") else None)
 
 
 # --- training --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from salong.autoencoder import Autoencoder, AutoencoderConfig
+from salong.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder_from
 from salong.checkpoint import build_strict
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError, short_reason
@@ -456,6 +456,22 @@ def load_folder(folder: str | Path, text_encoder: str | Path | None = None,
     generator = Generator(config.generator_config(t5_config), dit, ae, t5, device)
     generator.source = folder
     return generator
+
+
+def load_generator(path: Path, text_encoder: Path | None = None, device: str | torch.device = "cpu") -> Generator:
+    """A generator from a salong file or a Stable Audio Open folder (its T5 from `text_encoder`
+    or beside it): what `--model` takes."""
+    if path.is_dir():
+        return load_folder(path, text_encoder, device)
+    if text_encoder is not None:
+        raise SalongError(f"--text-encoder is for Stable Audio Open model folders; {str(path)!r} is a salong "
+                          "generator file that holds its own text encoder, so drop --text-encoder")
+    return Generator.load(path, device=device)
+
+
+def load_codec(path: Path) -> tuple[Autoencoder, AutoencoderConfig]:
+    """The autoencoder of an autoencoder or generator file, or of a Stable Audio Open folder."""
+    return load_autoencoder(path) if path.is_dir() else load_autoencoder_from(path)
 
 
 # --- describing ------------------------------------------------------------------------------

@@ -258,7 +258,7 @@ def test_unknown_fields_say_which_salong_is_newer(tmp_path):
         assert "upgrade" not in message
 
 def test_seeds_outside_the_generator_range_are_one_line():
-    from salong.pipeline import MAX_SEED, check_seed
+    from salong.checks import MAX_SEED, check_seed
 
     assert check_seed(MAX_SEED) == MAX_SEED and check_seed(0) == 0
     for bad in (-1, 18446744073709551616, 1.5, True):

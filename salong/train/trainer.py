@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import salong
 from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict, load_state_strict
-from salong.checks import is_int, is_real
+from salong.checks import check_seed, is_int, is_real
 from salong.distributed import Dist, init_distributed, resolve_device, wants_cuda
 from salong.errors import SalongError
 from salong.run_metrics import METRICS_FILE, append_metrics
@@ -115,7 +115,7 @@ class TrainConfig:
         for name in ("demo_every", "eval_every", "num_workers"):
             value = getattr(self, name)
             _require(is_int(value) and value >= 0, f"--{_flag(name)} must be an integer >= 0, got {value!r}")
-        _require(is_int(self.seed) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
+        check_seed(self.seed, "--seed")
         reals: dict[str, tuple[Callable[[float], bool], str]] = {
             "lr": (lambda v: v > 0, "a positive number"),
             "weight_decay": (lambda v: v >= 0, ">= 0"),
