@@ -1,6 +1,7 @@
 """Batch work with one loaded model: songs from a prompt or a prompts file (`generate_songs`,
-what `salong generate` runs), and salong's policy for every command that makes several
-files (`Tally`): a failing item is one line and never stops the others.
+what `salong generate` runs), latents from audio files and audio from latents files
+(`encode_files`, `decode_files`), and salong's policy for every command that makes
+several files (`Tally`): a failing item is one line and never stops the others.
 
     base = SongRequest("", 30.0, steps=50)  # the command line's settings
     jobs = plan_jobs(read_prompts(path), base, 1, Path("songs"), DEFAULT_NAME, "wav")
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 
 from salong.checks import random_seed
 from salong.errors import SalongError
-from salong.outputs import (DEFAULT_NAME, batch_folder, check_template, check_writable, ensure_folder, named_output,
-                            refuse_clashes, refuse_existing)
+from salong.outputs import (DEFAULT_NAME, LATENTS_SUFFIX, batch_folder, check_template, check_writable, ensure_folder,
+                            named_output, plan_outputs, refuse_clashes, refuse_existing)
+from salong.progress import status_bar
 from salong.request import CONTROL_FIELDS, SongRequest
 
 if TYPE_CHECKING:
@@ -407,7 +409,6 @@ def generate_songs(
     from salong.audio import output_format
     from salong.bundled import default_generator
     from salong.distributed import process_group, resolve_device, wants_cuda
-    from salong.progress import status_bar
     from salong.recipe import check_take_model
     from salong.sao import load_generator
 
@@ -422,7 +423,8 @@ def generate_songs(
         check_take_model(take, model)
     resolve_device(device, 0)  # a missing GPU is named before torchrun's ranks try to join
     tally = Tally(len(jobs), "songs", start)
-    with process_group(wants_cuda(device)) as d, status_bar("loading the model", progress and d.main, unit="steps") as bar:
+    with (process_group(wants_cuda(device)) as d,
+          status_bar("loading the model", progress and d.main, unit="steps") as bar):
         generator = load_generator(model, text_encoder, resolve_device(device, d.local_rank))
         if d.main and out is not None and len(jobs) > 1:
             ensure_folder(out)
@@ -438,3 +440,58 @@ def generate_songs(
     if d.main and len(jobs) > 1:
         show(tally)
     tally.check()
+
+
+# --- latents -----------------------------------------------------------------------------
+
+
+def encode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], None], *, model: Path | None = None,
+                 mean: bool = False, overwrite: bool = False, progress: bool = True) -> None:
+    """`salong encode`: each audio file's latents (a posterior sample, or its mean with `mean`)
+    by the autoencoder of `model` (default the bundled one), written as NAME.latents.safetensors
+    (`plan_outputs`, checked before the model loads); `show` hears each result (`each_file`)."""
+    from salong.latents import encode_file, save_latents
+
+    targets = plan_outputs(inputs, out, LATENTS_SUFFIX, overwrite)
+    autoencoder = _codec(model, progress)
+
+    def encode(path: Path, target: Path) -> Path:
+        with status_bar(f"encoding {path.name}", progress) as bar:
+            item = encode_file(autoencoder, path, sample=not mean, progress=bar)
+        return save_latents(target, item)
+
+    each_file(inputs, targets, encode, show)
+
+
+def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], None], *, model: Path | None = None,
+                 fmt: str | None = None, overwrite: bool = False, progress: bool = True) -> None:
+    """`salong decode`: each latents file back to audio of its original length and channels,
+    written as NAME.wav (or `fmt`) by the output rule, checked before the model loads."""
+    from salong.audio import output_format, write_audio
+    from salong.latents import decode_latents, load_latents
+
+    suffix = "." + (fmt or "wav")
+    if out is not None and not out.is_dir() and len(inputs) == 1:
+        output_format(out, fmt)  # reject a bad extension before decoding for minutes
+    elif fmt is not None:
+        output_format(Path("x" + suffix))
+    targets = plan_outputs(inputs, out, suffix, overwrite)
+    autoencoder = _codec(model, progress)
+
+    def decode(path: Path, target: Path) -> Path:
+        item = load_latents(path)
+        with status_bar(f"decoding {path.name}", progress) as bar:
+            audio = decode_latents(autoencoder, item, progress=bar)
+        return write_audio(target, audio, item.sample_rate, fmt)
+
+    each_file(inputs, targets, decode, show)
+
+
+def _codec(model: Path | None, progress: bool) -> Any:
+    """The autoencoder of `model` (a file or Stable Audio Open folder; default the bundled one)."""
+    from salong.bundled import default_autoencoder
+    from salong.sao import load_codec
+
+    with status_bar("loading the model", progress):
+        autoencoder, _ = load_codec(model if model is not None else default_autoencoder())
+    return autoencoder

@@ -9,6 +9,16 @@ from salong.checkpoint import load_checkpoint, read_metadata
 from salong.request import CONTROL_FIELDS, SongRequest
 
 
+def describe(path: str | Path | None = None) -> str:
+    """`salong info`: what a file (`describe_file`) or Stable Audio Open folder holds; with
+    nothing, the bundled model."""
+    from salong.sao import describe_folder
+
+    if path is None:
+        return describe_bundled()
+    return describe_folder(path) if Path(path).is_dir() else describe_file(path)
+
+
 def describe_file(path: str | Path) -> str:
     """A model checkpoint's kind, size and config, a latents file's shape and audio format,
     or an audio file's format and, if salong made it, its settings (`describe_audio`)."""

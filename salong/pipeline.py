@@ -250,7 +250,8 @@ class Generator:
         else:
             request = SongRequest(request, seconds, seed=seed, steps=steps, cfg=cfg_scale, sampler=sampler,
                                   frames="window" if full_window else frames, negative=negative_prompt,
-                                  init_audio=init_audio, init_noise_level=init_noise_level, bpm=bpm, key=key, meter=meter)
+                                  init_audio=init_audio, init_noise_level=init_noise_level,
+                                  bpm=bpm, key=key, meter=meter)
         return self.sample(request.resolve(self.config), progress)
 
     @torch.inference_mode()

@@ -82,7 +82,8 @@ class Recipe:
                               f"{__version__} cannot read; upgrade salong")
         unknown = sorted(set(record) - set(_TYPES))
         if unknown:
-            raise SalongError(f"{source} holds settings this salong does not know ({', '.join(unknown)}); upgrade salong")
+            raise SalongError(f"{source} holds settings this salong does not know ({', '.join(unknown)}); "
+                              "upgrade salong")
         for name, kinds in _TYPES.items():
             value = record.get(name)
             if (value is None and name in _REQUIRED) or (value is not None and not _is(value, kinds)):

@@ -101,7 +101,8 @@ class InitAudio:
 
     @functools.cached_property
     def samples(self) -> tuple[np.ndarray, int]:
-        """(audio (channels, samples), sample rate): the given samples, or the file's (a one-line error if unreadable)."""
+        """(audio (channels, samples), sample rate): the given samples, or the file's (a one-line
+        error if it cannot be read)."""
         from salong.audio import read_audio
 
         if self.given is None and self.path is None:

@@ -32,6 +32,7 @@ from salong.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder_
 from salong.checkpoint import build_strict
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError, short_reason
+from salong.outputs import check_writable, refuse_existing
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 
 CONFIG_FILE = "model_config.json"
@@ -456,6 +457,17 @@ def load_folder(folder: str | Path, text_encoder: str | Path | None = None,
     generator = Generator(config.generator_config(t5_config), dit, ae, t5, device)
     generator.source = folder
     return generator
+
+
+def convert_folder(folder: Path, out: Path, text_encoder: Path | None = None, overwrite: bool = False) -> Path:
+    """`salong convert`: a Stable Audio Open folder and its T5 saved as one salong generator file
+    (an existing `out` replaced only with `overwrite`)."""
+    if not folder.is_dir():
+        raise SalongError(f"{str(folder)!r} is not a folder; give a Stable Audio Open folder (model_config.json + "
+                          "model.safetensors)")
+    check_writable(out)
+    refuse_existing(out, overwrite)
+    return load_folder(folder, text_encoder).save(out)
 
 
 def load_generator(path: Path, text_encoder: Path | None = None, device: str | torch.device = "cpu") -> Generator:

@@ -67,6 +67,9 @@ class UncaptionedWarning(UserWarning):
     """Audio files without a caption were left out of a CLAP run."""
 
 
+TRAIN_DEFAULTS = TrainConfig(steps=20000, batch_size=32, lr=5e-4, eval_every=500)  # a new run's, unless given
+
+
 @dataclass(frozen=True)
 class ClapTaskConfig:
     """Model, tokenizer and evaluation settings of a CLAP run (saved in config.json).

@@ -36,13 +36,16 @@ from salong.errors import SalongError
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, save_generator
 from salong.text_encoder import ClapTextEncoder
 from salong.timing import timing_condition
-from salong.train.trainer import PREPARED_DIR, Part, Task
+from salong.train.trainer import PREPARED_DIR, Part, Task, TrainConfig
 
 CACHE_VERSION = 3  # 2: text holds every caption of a file; 3: items carry tempo, key and meter
 
 
 CROP_MODES = ("variable", "fixed")
 CROP_LAWS = ("log", "balanced")
+
+
+TRAIN_DEFAULTS = TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000)  # a new run's, unless given
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,37 @@
-"""Settings of a training run: built-in defaults, or the saved ones on `--resume`, with
-the options a user gave on top. The trainer then refuses changes a resume cannot take."""
+"""Settings of a training run: the model from a preset or a file, the task's built-in
+defaults (each task module's `TRAIN_DEFAULTS`), or the saved ones on `--resume`, with the
+options a user gave on top. The trainer then refuses changes a resume cannot take."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from salong.checkpoint import config_from_dict
 from salong.errors import SalongError
 from salong.train.trainer import TrainConfig, read_run_config
 
 C = TypeVar("C")
+DEFAULT_PRESET = "small"  # every model's, when a new run names none
+
+
+def choose_model(presets: Mapping[str, Any], preset: str | None, init: Path | None, resume: bool,
+                 init_model: Callable[[Path], Any]) -> Any | None:
+    """A run's model config: --preset's, or that of the file --init starts a new run from (a
+    --preset must agree with it); None when neither is given (a new run's default, or a
+    resumed run's own)."""
+    if preset is not None and preset not in presets:
+        raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(presets)}")
+    model = presets[preset] if preset else None
+    if init is not None:
+        if resume:
+            raise SalongError(f"--init {init} starts a new run and --resume continues one; give only one of them")
+        initial = init_model(init)
+        if model is not None and model != initial:
+            raise SalongError(f"--init {init} holds a model of another size than --preset {preset}; drop --preset")
+        model = initial
+    return model
 
 
 def run_settings(

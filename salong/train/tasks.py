@@ -1,12 +1,15 @@
-"""The task behind a run folder, rebuilt from its saved config (for `salong train export`)."""
+"""The task behind a run folder, rebuilt from its saved config, and the model file exported
+from it (`salong train export`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from salong.checkpoint import config_from_dict
+from salong.checkpoint import config_from_dict, rewrite_checkpoint
 from salong.errors import SalongError
-from salong.train.trainer import Task, read_run_config
+from salong.outputs import refuse_existing
+from salong.train.trainer import Task, export_run, read_run_config
 
 
 def task_for_run(run_dir: str | Path) -> Task:
@@ -25,3 +28,24 @@ def task_for_run(run_dir: str | Path) -> Task:
 
         return DiTTask(config_from_dict(DiTTaskConfig, task_dict), *load_frozen(Path(run_dir)))
     raise SalongError(f"{str(run_dir)!r} is a {kind!r} run, which this salong cannot export")
+
+
+def export_model(run: Path, out: Path, half: bool = False, steps: int | None = None, cfg_scale: float | None = None,
+                 sampler: str | None = None, overwrite: bool = False) -> Path:
+    """A run's EMA weights (`run`: its folder, or one of its checkpoints) as a model file that
+    --model accepts: in float16 storage with `half`, and for a generator with the sampling
+    defaults given (checked as a song's settings are, before any file is written)."""
+    if not run.exists():
+        raise SalongError(f"{str(run)!r} not found; give a run folder or one of its checkpoints/step_*.safetensors")
+    refuse_existing(out, overwrite)
+    task = task_for_run(run if run.is_dir() else run.parent.parent)
+    sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
+    if sampling and task.kind != "dit":
+        raise SalongError(f"--steps, --cfg-scale and --sampler are sampling defaults of generators; {run} is a "
+                          f"{task.kind} run")
+    if sampling:
+        dataclasses.replace(task.config.sampling, **sampling)
+    path = export_run(run, out, task)
+    if half or sampling:
+        rewrite_checkpoint(path, half=half, config_changes={"sampling": sampling} if sampling else None)
+    return path
