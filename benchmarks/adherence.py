@@ -244,16 +244,17 @@ def load_generator(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> t
     import torch
 
     from salong.pipeline import Generator
+    from salong.request import SongRequest
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     path = generator_path(args.model)
     gen = Generator.load(path, device)
-    steps, cfg_scale, sampler = gen.settings(args.steps, args.cfg_scale, None)
     seconds_list = args.seconds
     if args.quick:  # the tiny preset's window is ~3 s
         seconds_list = [min(QUICK["seconds"], round(gen.max_seconds - 0.05, 2))]
-    for seconds in seconds_list:
-        gen.check_seconds(seconds)  # refuse a length past the window before hours of generation
+    for seconds in seconds_list:  # refuse a length past the window before hours of generation
+        request = SongRequest("", seconds, steps=args.steps, cfg=args.cfg_scale).resolve(gen.config)
+    steps, cfg_scale, sampler = request.steps, request.cfg, request.sampler
     controls = "flags" if args.flags else "text"
     print(f"generator {path} on {device}: {steps} steps, CFG {cfg_scale:g}, {sampler}, window "
           f"{gen.max_seconds:.1f} s; {len(prompts)} prompts, seed = {args.seed} + prompt index; "

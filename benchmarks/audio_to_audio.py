@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from salong.audio import read_audio, resample, to_channels
-from salong.cli import load_generator
+from salong.sao import load_generator
 
 
 def main() -> None:

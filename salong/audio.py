@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from salong.checkpoint import write_atomic
+from salong.outputs import write_atomic
 from salong.errors import SalongError
 
 # Output extension -> (libsndfile format, subtype). 16-bit PCM is what players expect;

@@ -1,7 +1,10 @@
-"""Batch renders: a prompts file and variations turned into a list of jobs, each with its
-own output path, rendered with one loaded model; a failing job never stops the others.
+"""Batch work with one loaded model: songs from a prompt or a prompts file (`generate_songs`,
+what `salong generate` runs), latents from audio files and audio from latents files
+(`encode_files`, `decode_files`), and salong's policy for every command that makes
+several files (`Tally`): a failing item is one line and never stops the others.
 
-    jobs = plan_jobs(read_prompts(path), 30.0, 1, None, Path("songs"), DEFAULT_NAME, "wav", None)
+    base = SongRequest("", 30.0, steps=50)  # the command line's settings
+    jobs = plan_jobs(read_prompts(path), base, 1, Path("songs"), DEFAULT_NAME, "wav")
     for result in render(Generator.load(model), jobs, skip_existing=True):
         ...  # a Rendered, Skipped or Failed per job, in order
 """
@@ -11,41 +14,39 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
-import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 
-from salong.controls import Controls, resolve
+from salong.checks import random_seed
 from salong.errors import SalongError
+from salong.outputs import (DEFAULT_NAME, LATENTS_SUFFIX, batch_folder, check_template, check_writable, ensure_folder,
+                            named_output, plan_outputs, refuse_clashes, refuse_existing)
+from salong.progress import status_bar
+from salong.request import CONTROL_FIELDS, SongRequest
 
 if TYPE_CHECKING:
     from salong.distributed import Dist
     from salong.pipeline import Generator, Song
 
-DEFAULT_NAME = "{slug}_{seed}.{ext}"
-NAME_FIELDS = ("slug", "seed", "index", "variation", "seconds", "ext")
 # What `render` reports through `progress(job, stage, done, total)`, in order; only
 # "sampling" has a count (its steps), the others report 0 of 0.
 STAGES = ("encoding the prompt", "sampling", "decoding", "writing")
 RenderProgress = Callable[["Job", str, int, int], None]
+LINE_KEYS = ("prompt", "seconds", "seed", "negative", *CONTROL_FIELDS)  # a prompts-file line's request fields
+RECORD_FIELDS = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "negative")  # `--json`, with the controls
 
 
 @dataclass(frozen=True)
 class Job:
-    """One song to render."""
+    """One song to render: what it asks for, where it goes, and where it came from (for
+    messages: "prompt" or "prompts.txt line 3")."""
 
-    prompt: str
-    seconds: float
-    seed: int
+    request: SongRequest
     output: Path
-    negative_prompt: str | None
-    source: str  # where the job came from, for messages: "prompt" or "prompts.txt line 3"
-    flags: dict[str, Any] = dataclasses.field(default_factory=dict)  # bpm, key, meter as given (the recipe's)
-    controls: Controls = Controls()  # what the song asks for: the flags over what the prompt states
+    source: str
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def slug(text: str, limit: int = 40) -> str:
 def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
     """Entries of a prompts file: plain lines are prompts; lines starting with `{` are JSON
     objects with `prompt` and optionally `seconds`, `seed`, `output`, `negative`, `bpm`, `key`
-    and `meter`.
+    and `meter` (their values are checked as the song's request, `plan_jobs`).
     Blank lines and lines starting with `#` are skipped."""
     if not path.is_file():
         raise SalongError(f"prompts file {str(path)!r} not found; give a text file with one prompt per line")
@@ -95,117 +96,72 @@ def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
 
 
 def _check_entry(entry: Any) -> str | None:
+    """The shape of a JSON line (its values are the request's to check)."""
     if not isinstance(entry, dict):
         return "a JSON line must be an object like {\"prompt\": \"...\", \"seconds\": 30}"
-    unknown = sorted(set(entry) - {"prompt", "seconds", "seed", "output", "negative", *CONTROL_FLAGS})
+    unknown = sorted(set(entry) - {*LINE_KEYS, "output"})
     if unknown:
         return f"unknown keys {unknown}; use prompt, seconds, seed, output, negative, bpm, key, meter"
     if not isinstance(entry.get("prompt"), str):
         return "needs a \"prompt\" string"
-    seconds = entry.get("seconds")
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                or not math.isfinite(seconds) or seconds <= 0):
-        return f"seconds must be a number above 0, got {seconds!r}"
-    seed = entry.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        return f"seed must be a whole number >= 0, got {seed!r}"
     if "output" in entry and not isinstance(entry["output"], str):
         return "output must be a file name string"
-    if "negative" in entry and not isinstance(entry["negative"], str):
-        return "negative must be a string"
-    for name in CONTROL_FLAGS:
-        value = entry.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
-            return f"{name} must be a string or number, got {value!r}"
     return None
 
 
-CONTROL_FLAGS = ("bpm", "key", "meter")
-
-
-def plan_jobs(
-    entries: list[dict[str, Any] | BadLine],
-    seconds: float,
-    variations: int,
-    seed: int | None,
-    out: Path | None,
-    name: str,
-    ext: str,
-    negative_prompt: str | None,
-    flags: dict[str, Any] | None = None,
-) -> list[Job | BadLine]:
-    """Expand entries into jobs: `variations` per entry with consecutive seeds, output paths
-    from the name template inside folder `out`, or `out` itself for a single job.
+def plan_jobs(entries: list[dict[str, Any] | BadLine], base: SongRequest, variations: int, out: Path | None,
+              name: str, ext: str) -> list[Job | BadLine]:
+    """Expand entries into jobs: each entry's settings over `base` (the command line's),
+    `variations` per entry with consecutive seeds, output paths from the name template inside
+    folder `out`, or `out` itself for a single job.
 
     Without a seed, a prompts-file line gets seeds derived from its text and line number
     (`line_seed`), so rerunning a batch makes the same songs under the same names and
     `--skip-existing` finds them; a single prompt from the command line gets a random
     seed. Every output stays inside `out` (or the working folder): a name that leaves it
-    is refused with its line.
-
-    `flags` (bpm, key, meter from the command line; a line's own win) are checked against
-    each prompt here (`salong.controls.resolve`), so a bad value fails before any model loads."""
+    is refused with its line. A line whose request is bad (`SongRequest`) is refused with
+    its line too; the command line's own prompt fails the command, before any model loads."""
     if variations < 1:
         raise SalongError(f"-n must be at least 1, got {variations}")
-    if seed is not None and seed < 0:
-        raise SalongError(f"--seed must be a whole number >= 0, got {seed}")
-    _check_template(name)
+    check_template(name)
     many = variations > 1 or len(entries) > 1
-    from salong.data import AUDIO_EXTENSIONS
-
-    if many and out is not None and not out.is_dir() and out.suffix.lstrip(".").lower() in AUDIO_EXTENSIONS:
-        raise SalongError(f"-o {out} names one file, but {variations * len(entries)} songs need a folder; "
-                          "give -o FOLDER")
-    folder = out if out is not None and (many or out.is_dir()) else Path(".")
+    folder = batch_folder(out, variations * len(entries))
     jobs: list[Job | BadLine] = []
     for index, entry in enumerate(entries):
         if isinstance(entry, BadLine):
             jobs.append(entry)
             continue
-        if not entry["prompt"].strip():
-            message = "the prompt is empty; describe the music, e.g. \"calm piano at 70 BPM\""
-            if entry["source"] == "prompt":
-                raise SalongError(message)
-            jobs.append(BadLine(entry["source"], message))
-            continue
-        given = {k: entry.get(k, (flags or {}).get(k)) for k in CONTROL_FLAGS}
-        given = {k: v for k, v in given.items() if v is not None}
+        source = entry["source"]
         try:
-            controls = resolve(entry["prompt"], **given)
+            if not entry["prompt"].strip():
+                raise SalongError("the prompt is empty; describe the music, e.g. \"calm piano at 70 BPM\"")
+            own = {k: entry[k] for k in LINE_KEYS if k in entry}
+            request = base if own == {"prompt": base.prompt} else dataclasses.replace(base, **own)
         except SalongError as exc:
-            if entry["source"] == "prompt":
+            if source == "prompt":
                 raise
-            jobs.append(BadLine(entry["source"], str(exc)))
+            jobs.append(BadLine(source, str(exc)))
             continue
-        base_seed = entry.get("seed", seed)
         for variation in range(variations):
-            if base_seed is not None:
-                job_seed = base_seed + variation
-            elif entry["source"] == "prompt":
-                job_seed = secrets.randbits(31)
+            if request.seed is not None:
+                seed = request.seed + variation
+            elif source == "prompt":
+                seed = random_seed()
             else:
-                job_seed = line_seed(entry["prompt"], index, variation)
-            job_seconds = float(entry.get("seconds", seconds))
-            fields = dict(slug=slug(entry["prompt"]), seed=job_seed, index=index, variation=variation,
-                          seconds=f"{job_seconds:g}", ext=ext)
-            if "output" in entry and variations == 1:
-                target = _inside(folder, entry["output"])
-            elif out is not None and not many and not out.is_dir():
-                target = out
-            else:
-                target = _inside(folder, name.format(**fields))
-            if target is None:
-                given = entry["output"] if "output" in entry and variations == 1 else name
-                jobs.append(BadLine(entry["source"], f"output name {given!r} leaves the output folder "
-                                                     f"{str(folder)!r}; give a plain file name inside it"))
-                continue
-            jobs.append(Job(prompt=entry["prompt"], seconds=job_seconds, seed=job_seed, output=target,
-                            negative_prompt=entry.get("negative", negative_prompt), source=entry["source"],
-                            flags=given, controls=controls))
-    outputs = [j.output for j in jobs if isinstance(j, Job)]
-    clashes = sorted({str(p) for p in outputs if outputs.count(p) > 1})
-    if clashes:
-        raise SalongError(f"several songs would be written to {clashes[0]!r}; put {{seed}} or {{index}} in --name")
+                seed = line_seed(request.prompt, index, variation)
+            fields = dict(slug=slug(request.prompt), seed=seed, index=index, variation=variation,
+                          seconds=f"{request.seconds:g}", ext=ext)
+            try:
+                if "output" in entry and variations == 1:
+                    target = named_output(folder, entry["output"])
+                elif out is not None and not many and not out.is_dir():
+                    target = out
+                else:
+                    target = named_output(folder, name.format(**fields))
+                jobs.append(Job(request.with_seed(seed), target, source))
+            except SalongError as exc:
+                jobs.append(BadLine(source, str(exc)))
+    refuse_clashes([j.output for j in jobs if isinstance(j, Job)])
     return jobs
 
 
@@ -215,21 +171,7 @@ def line_seed(prompt: str, index: int, variation: int) -> int:
     return int.from_bytes(digest[:4], "big") >> 1  # 31 bits, like a random seed
 
 
-def _inside(folder: Path, name: str) -> Path | None:
-    """`folder / name` if it stays inside `folder` (no absolute path, no `..` out), else None."""
-    target = folder / name
-    if Path(name).is_absolute():
-        return None
-    root = folder.resolve()
-    resolved = target.resolve()
-    return target if resolved == root or root in resolved.parents else None
-
-
-def _check_template(name: str) -> None:
-    try:
-        name.format(slug="x", seed=0, index=0, variation=0, seconds="1", ext="wav")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise SalongError(f"bad --name template {name!r} ({exc}); use fields {{{'}, {'.join(NAME_FIELDS)}}}") from None
+# --- results -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -240,14 +182,24 @@ class Rendered:
     path: Path
     song: Song
     elapsed: float  # seconds for sampling, decoding and writing
+    model: str | None = None  # the generator's file or folder
 
-    def record(self, model: str | Path) -> dict[str, Any]:
-        """The song's settings as one JSON-ready record (what `salong generate --json` prints)."""
-        song = self.song
-        return dict(path=str(self.path), prompt=song.prompt, seconds=song.seconds, seed=song.seed, steps=song.steps,
-                    cfg=song.cfg_scale, sampler=song.sampler, negative=song.negative_prompt,
-                    **{name: song.controls.record().get(name) for name in CONTROL_FLAGS}, model=str(model),
+    def record(self) -> dict[str, Any]:
+        """The song's request as one JSON-ready record (what `salong generate --json` prints):
+        its settings, the tempo, key and meter it asked for (options over the prompt), the model."""
+        request = self.song.request
+        controls = request.controls.record()
+        return dict(path=str(self.path), **{name: getattr(request, name) for name in RECORD_FIELDS},
+                    **{name: controls.get(name) for name in CONTROL_FIELDS}, model=self.model,
                     elapsed=round(self.elapsed, 3))
+
+
+@dataclass(frozen=True)
+class Written:
+    """An input's result, written to `path` (encode, decode)."""
+
+    source: Path
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -259,19 +211,85 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Failed:
-    """A job (or prompts-file line) that failed; `message` is one line."""
+    """A job, prompts-file line or input that failed; `message` is one line. `source` says
+    where it came from; None where the message names its input itself."""
 
-    source: str
+    source: str | None
     message: str
+
+    @property
+    def line(self) -> str:
+        return self.message if self.source is None else f"{self.source}: {self.message}"
+
+
+Result = Union[Rendered, Written, Skipped, Failed]
+
+
+@dataclass
+class Tally:
+    """What a command that makes several files did, and salong's failure policy for them: a
+    failure is reported as one line and the rest still run; when there is only one item,
+    its failure is the command's own error; after the rest, any failure fails the command
+    (`check`)."""
+
+    total: int
+    noun: str = "songs"
+    start: float = field(default_factory=time.perf_counter)
+    rendered: int = 0
+    skipped: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+
+    def add(self, result: Result) -> None:
+        if isinstance(result, Failed):
+            if self.total == 1:
+                raise SalongError(result.message if result.source in (None, "prompt") else result.line)
+            self.failed += 1
+        elif isinstance(result, Skipped):
+            self.skipped += 1
+        else:
+            self.rendered += 1
+            if isinstance(result, Rendered):
+                self.audio_seconds += result.song.request.seconds
+
+    def summary(self) -> str:
+        """One line: counts, audio made, wall time since the start and real-time factor (wall time / audio time)."""
+        wall = time.perf_counter() - self.start
+        line = (f"{self.rendered} rendered, {self.skipped} skipped, {self.failed} failed; "
+                f"{self.audio_seconds:.1f} s of audio in {wall:.1f} s")
+        if self.audio_seconds > 0:
+            line += f", real-time factor {wall / self.audio_seconds:.3g}"
+        return line
+
+    def check(self) -> None:
+        if self.failed:
+            raise SalongError(f"{self.failed} of {self.total} {self.noun} failed (see above)")
+
+
+def each_file(inputs: list[Path], targets: list[Path], make: Callable[[Path, Path], Path],
+              show: Callable[[Result], None]) -> None:
+    """`make(input, target)` for every input, by the `Tally` policy; `show` hears each result."""
+    tally = Tally(len(inputs), "inputs")
+    for path, target in zip(inputs, targets):
+        try:
+            result: Result = Written(path, make(path, target))
+        except SalongError as exc:
+            result = Failed(None, str(exc))
+        tally.add(result)
+        show(result)
+    tally.check()
+
+
+# --- rendering ---------------------------------------------------------------------------
 
 
 def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None = None,
                overwrite: bool = False, skip_existing: bool = False) -> list[Job | BadLine]:
     """The pre-flight checks of each job (output format, writable output that is not an
-    existing file unless `overwrite` or `skip_existing`, a length the model can make): a
-    job that fails one becomes a BadLine, before minutes of sampling."""
+    existing file unless `overwrite` or `skip_existing`), and its request resolved against
+    the model (`SongRequest.resolve`): a job that fails one becomes a BadLine, before
+    minutes of sampling."""
     from salong.audio import output_format
-    from salong.checkpoint import check_writable
 
     checked: list[Job | BadLine] = []
     for job in jobs:
@@ -280,58 +298,38 @@ def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None 
                 output_format(job.output, fmt)
                 check_writable(job.output)
                 refuse_existing(job.output, overwrite or skip_existing)
-                generator.check_seconds(job.seconds)
+                job = dataclasses.replace(job, request=job.request.resolve(generator.config))
             except SalongError as exc:
                 job = BadLine(job.source, str(exc))
         checked.append(job)
     return checked
 
 
-def refuse_existing(path: Path, overwrite: bool) -> None:
-    """salong's overwrite rule: an existing regular file is replaced only with --overwrite
-    (device nodes and pipes such as /dev/stdout are written into, never replaced)."""
-    if not overwrite and path.is_file():
-        raise SalongError(f"{str(path)!r} exists; pass --overwrite to replace it (or --skip-existing to keep it)")
-
-
 def render(
     generator: Generator,
     jobs: list[Job | BadLine],
     *,
-    steps: int | None = None,
-    cfg_scale: float | None = None,
-    sampler: str | None = None,
-    full_window: bool = False,
     skip_existing: bool = False,
     overwrite: bool = False,
     fmt: str | None = None,
     progress: RenderProgress | None = None,
-    frames: str | None = None,
-    init_audio: tuple[Any, int] | None = None,
-    init_noise_level: float | None = None,
-    recipe_extra: dict[str, Any] | None = None,
+    text_encoder: Path | None = None,
 ) -> Iterator[Rendered | Skipped | Failed]:
     """Render `jobs` with one loaded generator, yielding one result per job in order.
 
-    Sampling settings default to the model's and are checked before anything is
-    rendered (a bad one raises SalongError), as are the jobs (`check_jobs`); a job that
-    fails, there or while rendering, comes back as `Failed` and the others still run.
-    `skip_existing` leaves jobs whose output file exists; otherwise an existing file is an
-    error unless `overwrite` (`refuse_existing`). `fmt` is the audio format
-    (default: from each output's extension). `progress(job, stage, done, total)` hears
-    the `STAGES` of each job. `frames`, `init_audio` and `init_noise_level` go to
-    `Generator.generate` for every job. Every file carries its recipe (`salong.recipe`) in
-    its tags; `recipe_extra` adds the batch's own fields to it (the init audio's path, a
-    text encoder given apart from the model)."""
+    Every job is checked first (`check_jobs`); a job that fails, there or while rendering,
+    comes back as `Failed` and the others still run. `skip_existing` leaves jobs whose
+    output file exists; otherwise an existing file is an error unless `overwrite`
+    (`refuse_existing`). `fmt` is the audio format (default: from each output's
+    extension). `progress(job, stage, done, total)` hears the `STAGES` of each job. Every
+    file carries its recipe (`salong.recipe`) in its tags, with `text_encoder`, a T5
+    folder given apart from the model."""
     from salong.audio import output_format, write_audio
-    from salong.pipeline import check_frames
     from salong.recipe import Recipe, model_fields
 
-    steps, cfg_scale, sampler = generator.settings(steps, cfg_scale, sampler)
-    if init_noise_level is not None:
-        generator.check_init_noise_level(init_noise_level)
-    frame_mode = "window" if full_window else check_frames(frames or generator.config.sampling.frames)
-    model = {**model_fields(generator.source), **(recipe_extra or {})}
+    made_by = dict(model_fields(generator.source),
+                   text_encoder=str(text_encoder.resolve()) if text_encoder is not None else None)
+    model = str(generator.source) if generator.source is not None else None
     report = progress or (lambda job, stage, done, total: None)
     for job in check_jobs(generator, jobs, fmt, overwrite, skip_existing):
         if isinstance(job, BadLine):
@@ -348,22 +346,15 @@ def render(
 
         start = time.perf_counter()
         try:
-            recipe = Recipe(prompt=job.prompt, seconds=job.seconds, seed=job.seed, steps=steps, cfg_scale=cfg_scale,
-                            sampler=sampler, negative_prompt=job.negative_prompt, frames=frame_mode,
-                            init_noise_level=init_noise_level, **model, **job.flags)
-            tags = recipe.tags(output_format(job.output, fmt))
+            tags = Recipe(job.request, **made_by).tags(output_format(job.output, fmt))
             report(job, "encoding the prompt", 0, 0)
-            song = generator.generate(job.prompt, job.seconds, steps=steps, cfg_scale=cfg_scale, seed=job.seed,
-                                      negative_prompt=job.negative_prompt, sampler=sampler,
-                                      progress=sampling, frames=frame_mode,
-                                      init_audio=init_audio, init_noise_level=init_noise_level,
-                                      **job.flags)
+            song = generator.sample(job.request, progress=sampling)
             report(job, "writing", 0, 0)
             path = write_audio(job.output, song.audio, song.sample_rate, fmt, tags)
         except SalongError as exc:
             yield Failed(job.source, str(exc))
             continue
-        yield Rendered(job, path, song, time.perf_counter() - start)
+        yield Rendered(job, path, song, time.perf_counter() - start, model)
 
 
 def render_shared(generator: Generator, jobs: list[Job | BadLine], d: Dist,
@@ -388,28 +379,119 @@ def _without_audio(result: Rendered | Skipped | Failed) -> Rendered | Skipped | 
     return dataclasses.replace(result, song=dataclasses.replace(result.song, audio=result.song.audio[:, :0]))
 
 
-@dataclass
-class Tally:
-    """What a batch did, for its summary line."""
+def generate_songs(
+    base: SongRequest,
+    show: Callable[[Result | Tally], None],
+    *,
+    prompts: Path | None = None,
+    variations: int = 1,
+    out: Path | None = None,
+    name: str = DEFAULT_NAME,
+    fmt: str | None = None,
+    model: Path | None = None,
+    text_encoder: Path | None = None,
+    device: str = "auto",
+    skip_existing: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    take: Path | None = None,
+) -> None:
+    """`salong generate`: the songs of `base`, or of each line of a `prompts` file over
+    `base`'s settings (`plan_jobs`), `variations` each, rendered with one model (`model`,
+    default the bundled one; `text_encoder`: a T5 folder for a Stable Audio Open folder).
 
-    rendered: int = 0
-    skipped: int = 0
-    failed: int = 0
-    audio_seconds: float = 0.0
+    Everything that needs no model (the request, the init audio, outputs, the prompts file)
+    is checked before the model loads. `show` hears every result in order and, for several
+    songs, the `Tally` (its summary line); failures follow the `Tally` policy. `take` is
+    the song whose model this is (`--like` without `--model`): a model changed since is a
+    warning, a missing one an error. Under `torchrun --nproc_per_node=K` the songs are
+    shared out over K processes, one model each (`render_shared`); rank 0 shows them."""
+    from salong.audio import output_format
+    from salong.bundled import default_generator
+    from salong.distributed import process_group, resolve_device, wants_cuda
+    from salong.recipe import check_take_model
+    from salong.sao import load_generator
 
-    def add(self, result: Rendered | Skipped | Failed) -> None:
-        if isinstance(result, Rendered):
-            self.rendered += 1
-            self.audio_seconds += result.song.seconds
-        elif isinstance(result, Skipped):
-            self.skipped += 1
-        else:
-            self.failed += 1
+    start = time.perf_counter()
+    if base.init_audio is not None:
+        _ = base.init_audio.samples  # read once, now: an unreadable file fails before the model loads
+    ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
+    entries = read_prompts(prompts) if prompts is not None else [{"prompt": base.prompt, "source": "prompt"}]
+    jobs = plan_jobs(entries, base, variations, out, name, ext)
+    model = model if model is not None else default_generator()
+    if take is not None:
+        check_take_model(take, model)
+    resolve_device(device, 0)  # a missing GPU is named before torchrun's ranks try to join
+    tally = Tally(len(jobs), "songs", start)
+    with (process_group(wants_cuda(device)) as d,
+          status_bar("loading the model", progress and d.main, unit="steps") as bar):
+        generator = load_generator(model, text_encoder, resolve_device(device, d.local_rank))
+        if d.main and out is not None and len(jobs) > 1:
+            ensure_folder(out)
+        jobs = d.from_main(jobs)  # the seeds rank 0 drew, where a prompt without --seed draws them
 
-    def summary(self, wall_seconds: float) -> str:
-        """One line: counts, audio made, wall time and real-time factor (wall time / audio time)."""
-        line = (f"{self.rendered} rendered, {self.skipped} skipped, {self.failed} failed; "
-                f"{self.audio_seconds:.1f} s of audio in {wall_seconds:.1f} s")
-        if self.audio_seconds > 0:
-            line += f", real-time factor {wall_seconds / self.audio_seconds:.3g}"
-        return line
+        def stage(job: Job, stage: str, done: int, total: int) -> None:
+            bar(done, total, description=f"{job.request.prompt[:30]}: {stage}")
+
+        for result in render_shared(generator, jobs, d, skip_existing=skip_existing, overwrite=overwrite, fmt=fmt,
+                                    progress=stage, text_encoder=text_encoder):
+            tally.add(result)
+            show(result)
+    if d.main and len(jobs) > 1:
+        show(tally)
+    tally.check()
+
+
+# --- latents -----------------------------------------------------------------------------
+
+
+def encode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], None], *, model: Path | None = None,
+                 mean: bool = False, overwrite: bool = False, progress: bool = True) -> None:
+    """`salong encode`: each audio file's latents (a posterior sample, or its mean with `mean`)
+    by the autoencoder of `model` (default the bundled one), written as NAME.latents.safetensors
+    (`plan_outputs`, checked before the model loads); `show` hears each result (`each_file`)."""
+    from salong.latents import encode_file, save_latents
+
+    targets = plan_outputs(inputs, out, LATENTS_SUFFIX, overwrite)
+    autoencoder = _codec(model, progress)
+
+    def encode(path: Path, target: Path) -> Path:
+        with status_bar(f"encoding {path.name}", progress) as bar:
+            item = encode_file(autoencoder, path, sample=not mean, progress=bar)
+        return save_latents(target, item)
+
+    each_file(inputs, targets, encode, show)
+
+
+def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], None], *, model: Path | None = None,
+                 fmt: str | None = None, overwrite: bool = False, progress: bool = True) -> None:
+    """`salong decode`: each latents file back to audio of its original length and channels,
+    written as NAME.wav (or `fmt`) by the output rule, checked before the model loads."""
+    from salong.audio import output_format, write_audio
+    from salong.latents import decode_latents, load_latents
+
+    suffix = "." + (fmt or "wav")
+    if out is not None and not out.is_dir() and len(inputs) == 1:
+        output_format(out, fmt)  # reject a bad extension before decoding for minutes
+    elif fmt is not None:
+        output_format(Path("x" + suffix))
+    targets = plan_outputs(inputs, out, suffix, overwrite)
+    autoencoder = _codec(model, progress)
+
+    def decode(path: Path, target: Path) -> Path:
+        item = load_latents(path)
+        with status_bar(f"decoding {path.name}", progress) as bar:
+            audio = decode_latents(autoencoder, item, progress=bar)
+        return write_audio(target, audio, item.sample_rate, fmt)
+
+    each_file(inputs, targets, decode, show)
+
+
+def _codec(model: Path | None, progress: bool) -> Any:
+    """The autoencoder of `model` (a file or Stable Audio Open folder; default the bundled one)."""
+    from salong.bundled import default_autoencoder
+    from salong.sao import load_codec
+
+    with status_bar("loading the model", progress):
+        autoencoder, _ = load_codec(model if model is not None else default_autoencoder())
+    return autoencoder

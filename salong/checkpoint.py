@@ -10,14 +10,9 @@ migrated on load (`MIGRATIONS`).
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
-import os
-import shutil
-import stat
 import struct
-import tempfile
 import types
 import typing
 from dataclasses import dataclass
@@ -31,6 +26,7 @@ from safetensors.torch import save_file
 
 from salong import __version__
 from salong.errors import SalongError, short_reason
+from salong.outputs import write_atomic
 
 # Moves whenever a stored config field is renamed or removed, with an entry in MIGRATIONS.
 FORMAT_VERSION = 2
@@ -176,90 +172,6 @@ def _restore(hint: Any, value: Any, origin: Origin | None) -> Any:
 
 
 # --- writing -------------------------------------------------------------------------
-
-
-def check_writable(path: str | Path) -> tuple[Path, Path]:
-    """(path, its folder) if a file can be written there; else a SalongError saying why.
-
-    Cheap enough to run before minutes of work whose result would have nowhere to go.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise SalongError(f"output folder {str(folder)!r} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise SalongError(f"output folder {str(folder)!r} is not writable; choose another output path")
-    if path.is_dir():
-        raise SalongError(f"output path {str(path)!r} is a directory; give a file name")
-    if path.exists() and not path.is_file() and not _is_stream(path):
-        raise SalongError(f"output path {str(path)!r} is not a regular file (a socket or block device); "
-                          "give a file name")
-    return path, folder
-
-
-def _is_stream(path: Path) -> bool:
-    """A character device or named pipe (/dev/stdout, /dev/null, a FIFO): written into, never replaced."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
-
-
-def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Path]:
-    """A temporary path in the destination folder, to be renamed onto `path`.
-
-    The folder must exist and be writable; the temp file lives beside the target so
-    the final `os.replace` is an atomic rename on the same file system.
-    """
-    path, folder = check_writable(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=folder)
-    except OSError as exc:
-        raise SalongError(
-            f"cannot write in output folder {str(folder)!r} ({exc.strerror}); choose another output path"
-        ) from None
-    os.close(fd)
-    return path, Path(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def commit_atomic(tmp: Path, path: Path) -> None:
-    """Flush `tmp` to disk and rename it onto `path`, with the permissions the umask gives any
-    new file (mkstemp's are 0600). Into a stream (`_is_stream`) the bytes are copied instead:
-    a device node or pipe is written to, never replaced."""
-    if _is_stream(path):
-        with open(tmp, "rb") as source, open(path, "wb") as sink:
-            shutil.copyfileobj(source, sink)
-        tmp.unlink()
-        return
-    os.chmod(tmp, 0o666 & ~_umask())
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_atomic(path: str | Path, write: Callable[[Path], None], suffix: str | None = None) -> Path:
-    """Run `write(tmp_path)` then rename onto `path`; on any failure remove the temp file.
-
-    A full disk or an interrupted run therefore never leaves a truncated file behind.
-    """
-    path, tmp = atomic_target(path, suffix)
-    try:
-        write(tmp)
-        commit_atomic(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        # safetensors reports a full disk as its own error type, with the OS's words
-        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc):
-            raise SalongError(f"disk full while writing {str(path)!r}; free some space and retry") from None
-        raise
-    return path
 
 
 def save_checkpoint(

@@ -1,9 +1,17 @@
-"""Type checks for validating user-facing settings (bool is not an integer here)."""
+"""Checks of user-facing settings shared by generation and training (bool is not an
+integer here), and the one seed rule: a whole number from 0 to `MAX_SEED`."""
 
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Any
+
+import numpy as np
+
+from salong.errors import SalongError
+
+MAX_SEED = 2**63 - 2  # torch generators take 64-bit seeds; the sampler's noise uses seed + 1
 
 
 def is_int(value: Any) -> bool:
@@ -13,3 +21,16 @@ def is_int(value: Any) -> bool:
 def is_real(value: Any) -> bool:
     """A finite int or float (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A seed as an int, or a one-line error naming `name` and the allowed range. Songs,
+    batches and training runs all take seeds by this rule."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise SalongError(f"{name} must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+def random_seed() -> int:
+    """A seed for a request that gives none: 31 random bits, short enough to type back."""
+    return secrets.randbits(31)

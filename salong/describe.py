@@ -6,6 +6,17 @@ import json
 from pathlib import Path
 
 from salong.checkpoint import load_checkpoint, read_metadata
+from salong.request import CONTROL_FIELDS, SongRequest
+
+
+def describe(path: str | Path | None = None) -> str:
+    """`salong info`: what a file (`describe_file`) or Stable Audio Open folder holds; with
+    nothing, the bundled model."""
+    from salong.sao import describe_folder
+
+    if path is None:
+        return describe_bundled()
+    return describe_folder(path) if Path(path).is_dir() else describe_file(path)
 
 
 def describe_file(path: str | Path) -> str:
@@ -47,37 +58,31 @@ def describe_audio(path: str | Path) -> str:
         return "\n".join([*lines, "no salong settings in its tags (not made by `salong generate`, or its tags were "
                                    "stripped)"])
     recipe = Recipe.from_json(info.tags["comment"], repr(str(path)))
+    request = recipe.request
     model = recipe.model or "the bundled model"
-    tempo, key, meter = _controls(recipe)
+    tempo, key, meter = _controls(request)
+    init_audio = request.init_audio.record() if request.init_audio is not None else None
     settings = [
-        ("prompt", recipe.prompt), ("negative prompt", recipe.negative_prompt), ("seconds", f"{recipe.seconds:g}"),
-        ("seed", recipe.seed), ("steps", recipe.steps), ("cfg scale", f"{recipe.cfg_scale:g}"),
-        ("sampler", recipe.sampler), ("tempo", tempo), ("key", key), ("meter", meter),
-        ("frames", "the model's whole window, then cut" if recipe.frames == "window" else "only those the song needs"),
-        ("init audio", recipe.init_audio), ("init noise level", recipe.init_noise_level),
+        ("prompt", request.prompt), ("negative prompt", request.negative), ("seconds", f"{request.seconds:g}"),
+        ("seed", request.seed), ("steps", request.steps), ("cfg scale", f"{request.cfg:g}"),
+        ("sampler", request.sampler), ("tempo", tempo), ("key", key), ("meter", meter),
+        ("frames", "the model's whole window, then cut" if request.frames == "window" else "only those the song needs"),
+        ("init audio", init_audio), ("init noise level", request.init_noise_level),
         ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
         ("text encoder", recipe.text_encoder),
-        ("made by", f"salong {recipe.version}"),
+        ("made by", f"salong {recipe.salong}"),
     ]
     lines += [f"{name}: {value}" for name, value in settings if value is not None]
     return "\n".join([*lines, "make it again with:", recipe.command(path)])
 
 
-def _controls(recipe) -> tuple[str | None, str | None, str | None]:
+def _controls(request: SongRequest) -> tuple[str | None, str | None, str | None]:
     """The tempo, key and meter a song asked for, each saying whether an option or the prompt gave it."""
-    from salong.controls import resolve
-    from salong.errors import SalongError
-
-    try:
-        controls = resolve(recipe.prompt, recipe.bpm, recipe.key, recipe.meter)
-    except SalongError:
-        return None, None, None
-    given = {"bpm": recipe.bpm, "key": recipe.key, "meter": recipe.meter}
-    values = controls.record()
+    values = request.controls.record()
     shown = {name: f"{values[name]:g} BPM" if name == "bpm" else values[name] for name in values}
     return tuple(None if name not in shown else
-                 f"{shown[name]} ({'--' + name if given[name] is not None else 'from the prompt'})"
-                 for name in ("bpm", "key", "meter"))
+                 f"{shown[name]} ({'--' + name if getattr(request, name) is not None else 'from the prompt'})"
+                 for name in CONTROL_FIELDS)
 
 
 def describe_bundled() -> str:

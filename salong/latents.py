@@ -19,7 +19,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from salong.audio import read_audio, resample, to_channels
-from salong.checkpoint import FORMAT_KEY, FORMAT_VERSION, read_metadata, write_atomic
+from salong.checkpoint import FORMAT_KEY, FORMAT_VERSION, read_metadata
+from salong.outputs import write_atomic
 from salong.errors import SalongError, short_reason
 
 LATENTS_KIND = "latents"

@@ -9,10 +9,8 @@ the same `Generator` (`salong.sao`).
 
 from __future__ import annotations
 
-import math
-import secrets
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -23,16 +21,16 @@ from salong.autoencoder import Autoencoder, AutoencoderConfig
 from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
 from salong.clap import (Clap, ClapModelConfig, holds_text_tower_only, text_tower_state,
                          tokenizer_from_metadata, tokenizer_metadata)
-from salong.diffusion import (RF_SAMPLERS, SAMPLERS, RFDenoiser, VDenoiser, cfg_denoiser, get_sampler,
-                              get_sigmas_loglinear, get_ts_logsnr, start_from_init_rf)
-from salong.controls import Controls, beat_features, key_features, prompt_with_controls, resolve
+from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear, get_ts_logsnr,
+                              start_from_init_rf)
+from salong.controls import Controls, beat_features, key_features, prompt_with_controls
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
+from salong.request import SongRequest, check_cfg, check_frames, check_sampler, check_steps
 from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder, check_text_layer
 from salong.timing import audio_samples, latent_frames, request_timing
 
 KIND = "generator"
-MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
 FADE_SECONDS = 0.01  # the cut at the requested length is faded so it does not click
 Progress = Callable[[int, int], None]
 
@@ -50,27 +48,13 @@ class SamplingConfig:
     # training window, then cut (what models trained on whole windows expect).
     frames: str = "needed"
 
-    def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise SalongError(f"steps must be a whole number >= 1, got {self.steps!r}")
-        if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale)
-                and 0 <= self.cfg_scale <= MAX_CFG_SCALE):
-            raise SalongError(f"cfg scale must be a number from 0 to {MAX_CFG_SCALE:g} (1 = no guidance, 7 = the "
-                              f"paper's), got {self.cfg_scale!r}")
-        if self.sampler.strip().lower().replace("_", "-") not in {**SAMPLERS, **RF_SAMPLERS}:
-            get_sampler(self.sampler)  # raises with the known names
+    def __post_init__(self) -> None:  # the rules a song's own settings follow (`salong.request`)
+        check_steps(self.steps)
+        check_cfg(self.cfg_scale)
+        check_sampler(self.sampler)
         if not 0 < self.sigma_min < self.sigma_max:
             raise SalongError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         check_frames(self.frames)
-
-
-FRAME_MODES = ("needed", "window")
-
-
-def check_frames(frames: str) -> str:
-    if frames not in FRAME_MODES:
-        raise SalongError(f"frames must be one of {', '.join(FRAME_MODES)}, got {frames!r}")
-    return frames
 
 
 @dataclass(frozen=True)
@@ -138,18 +122,11 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class Song:
-    """One generated piece of audio and the settings that made it."""
+    """One generated piece of audio and the request that made it (resolved: every setting filled in)."""
 
     audio: np.ndarray  # (channels, samples) float32
     sample_rate: int
-    prompt: str
-    seconds: float
-    seed: int
-    steps: int
-    cfg_scale: float
-    sampler: str
-    negative_prompt: str | None
-    controls: Controls = Controls()  # the tempo, key and meter the song was made with
+    request: SongRequest
 
 
 class Generator:
@@ -219,40 +196,10 @@ class Generator:
         frames = latent_frames(seconds, self.sample_rate, self.config.autoencoder.samples_per_latent, self.config.dit.patch_size)
         return min(self.config.dit.window, frames)
 
-    def check_seconds(self, seconds: float) -> None:
-        """Reject a length the model cannot make, naming the allowed range."""
-        check_request(seconds)
-        if audio_samples(seconds, self.sample_rate) < 1:
-            raise SalongError(f"seconds={seconds} is shorter than one sample; ask for at least {1 / self.sample_rate:.6f}")
-        if seconds > self.max_seconds + 1e-9:
-            raise SalongError(f"seconds={seconds:g} is longer than this model's window; the maximum is {self.max_seconds:.2f}")
-
-    def settings(self, steps: int | None, cfg_scale: float | None, sampler: str | None) -> tuple[int, float, str]:
-        """Sampling settings with the model's defaults filled in, validated by `SamplingConfig`
-        and against the model's objective."""
-        given = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler}
-        chosen = replace(self.config.sampling, **{k: v for k, v in given.items() if v is not None})
-        get_sampler(chosen.sampler, self.config.objective)
-        return chosen.steps, float(chosen.cfg_scale), chosen.sampler
-
-    def check_init_noise_level(self, level: float) -> float:
-        """An audio-to-audio noise level this model can start from, or a one-line error:
-        sigma above the schedule's sigma_min for v-objective models, t in (0, 1] for
-        rectified flow."""
-        ok = isinstance(level, (int, float)) and not isinstance(level, bool) and math.isfinite(level)
-        if self.config.objective == "rf":
-            if not (ok and 0 < level <= 1):
-                raise SalongError(f"--init-noise-level must be in (0, 1] for this rectified-flow model (t of the "
-                                  f"noised input: 0.3 stays close, 0.9 follows the prompt), got {level!r}")
-        elif not (ok and self.config.sampling.sigma_min < level):
-            raise SalongError(f"--init-noise-level must be a sigma above this model's sigma_min "
-                              f"{self.config.sampling.sigma_min:g} (about 1 stays close to the input, 50 or more "
-                              f"follows the prompt), got {level!r}")
-        return float(level)
-
     def frames_to_sample(self, seconds: float, frames: str | None) -> int:
-        """Latent frames sampled for a request: the window, or those `seconds` need."""
-        mode = check_frames(frames if frames is not None else self.config.sampling.frames)
+        """Latent frames sampled for a request: the window, or those `seconds` need (`frames`
+        "window" or "needed"; None: the model's default)."""
+        mode = frames if frames is not None else self.config.sampling.frames
         return self.config.dit.window if mode == "window" else self.frames_for(seconds)
 
     def init_latents(self, audio: np.ndarray, sample_rate: int, frames: int, seed: int) -> torch.Tensor:
@@ -270,11 +217,10 @@ class Generator:
         z = self.autoencoder.encode_long(x, sample=True, generator=generator)  # (1, latent_dim, frames)
         return z.float().to(self.device)
 
-    @torch.inference_mode()
     def generate(
         self,
-        prompt: str,
-        seconds: float,
+        request: SongRequest | str,
+        seconds: float | None = None,
         steps: int | None = None,
         cfg_scale: float | None = None,
         seed: int | None = None,
@@ -283,72 +229,84 @@ class Generator:
         full_window: bool = False,
         progress: Progress | None = None,
         frames: str | None = None,
-        init_audio: tuple[np.ndarray, int] | None = None,
+        init_audio: tuple[np.ndarray, int] | str | Path | None = None,
         init_noise_level: float | None = None,
         bpm: float | str | None = None,
         key: str | None = None,
         meter: str | None = None,
     ) -> Song:
-        """Sample one song of exactly round(seconds * sample_rate) samples.
+        """Sample one song: `request` resolved against this model (`SongRequest.resolve`: its
+        defaults, its checks), then `sample`d.
+
+        The keyword form, `generate("calm piano", 30, cfg_scale=7.0, seed=0)`, makes the
+        request from a prompt and the long-standing keywords of this method: `cfg_scale` is the
+        request's `cfg`, `negative_prompt` its `negative`, `full_window=True` its
+        `frames="window"`; `init_audio` is a file or (audio (channels, samples), sample rate)."""
+        if isinstance(request, SongRequest):
+            given = (seconds, steps, cfg_scale, seed, negative_prompt, sampler, frames, init_audio, init_noise_level,
+                     bpm, key, meter)
+            if full_window or any(value is not None for value in given):
+                raise TypeError("give a SongRequest, or a prompt with its settings; not both")
+        else:
+            request = SongRequest(request, seconds, seed=seed, steps=steps, cfg=cfg_scale, sampler=sampler,
+                                  frames="window" if full_window else frames, negative=negative_prompt,
+                                  init_audio=init_audio, init_noise_level=init_noise_level,
+                                  bpm=bpm, key=key, meter=meter)
+        return self.sample(request.resolve(self.config), progress)
+
+    @torch.inference_mode()
+    def sample(self, request: SongRequest, progress: Progress | None = None) -> Song:
+        """Sample a resolved request (`SongRequest.resolve`): exactly round(seconds * sample_rate) samples.
 
         Timing condition from the request, by the rule training uses (`salong.timing`):
         the opening of a piece of `seconds`, rounded up to whole seconds. `frames` says
         what is sampled: "needed" (the latent frames the request needs) or "window" (the
-        whole training window, then cut); default the model's (`SamplingConfig.frames`);
-        `full_window` is "window". The same seed and settings on the same machine give
-        bit-identical audio.
+        whole training window, then cut). The same seed and settings on the same machine
+        give bit-identical audio.
 
-        Audio-to-audio: `init_audio` (audio (channels, samples), its sample rate) is encoded
-        and noised to `init_noise_level` (sigma for v-objective models, t for rectified
-        flow) and the sampler starts there, its schedule running from that level down, as
-        the reference does: a low level keeps the input, a high one follows the prompt.
+        Audio-to-audio: the init audio is encoded and noised to `init_noise_level` (sigma for
+        v-objective models, t for rectified flow) and the sampler starts there, its schedule
+        running from that level down, as the reference does: a low level keeps the input, a
+        high one follows the prompt.
 
-        Controls (`salong.controls`): `bpm`, `key` ("F# minor") and `meter` ("3/4") win over
-        what the prompt states. A model with control conditioners reads them as beat and key
-        features, its grid on a downbeat at 0 s; any other model reads them as words in its
-        prompt (`prompt_with_controls`, with a one-line warning).
+        Controls (`salong.controls`): a model with control conditioners reads the request's
+        tempo, key and meter as beat and key features, its grid on a downbeat at 0 s; any
+        other model reads them as words in its prompt (`prompt_with_controls`, with a
+        one-line warning).
         """
-        controls = resolve(prompt, bpm, key, meter)
-        steps, cfg_scale, sampler = self.settings(steps, cfg_scale, sampler)
-        self.check_seconds(seconds)
-        if init_audio is not None:
-            if init_noise_level is None:
-                raise SalongError("audio-to-audio needs --init-noise-level as well as --init-audio")
-            self.check_init_noise_level(init_noise_level)
+        r = request
+        assert r.resolved, "sample() takes a request resolved against the model (SongRequest.resolve)"
         defaults = self.config.sampling
-        seed = secrets.randbits(31) if seed is None else check_seed(seed)
-
-        length = self.frames_to_sample(seconds, "window" if full_window else frames)
+        needed = self.frames_for(r.seconds)
+        length = self.config.dit.window if r.frames == "window" else needed
         # Noise drawn on the CPU from the seed, so a seed means the same song on any device.
-        noise = torch.randn((1, self.config.dit.latent_dim, length), generator=torch.Generator().manual_seed(seed))
+        noise = torch.randn((1, self.config.dit.latent_dim, length), generator=torch.Generator().manual_seed(r.seed))
         noise = noise.to(self.device)
-        x_init = None if init_audio is None else self.init_latents(init_audio[0], init_audio[1], length, seed)
+        x_init = None if r.init_audio is None else self.init_latents(*r.init_audio.samples, length, r.seed)
         if self.config.objective == "v":
-            top = defaults.sigma_max if x_init is None else init_noise_level
-            sigmas = get_sigmas_loglinear(steps, defaults.sigma_min, top).to(self.device)
+            top = defaults.sigma_max if x_init is None else r.init_noise_level
+            sigmas = get_sigmas_loglinear(r.steps, defaults.sigma_min, top).to(self.device)
             x = noise * sigmas[0] if x_init is None else x_init + noise * sigmas[0]  # (1, latent_dim, length)
         else:
-            sigmas = get_ts_logsnr(steps, 1.0 if x_init is None else init_noise_level).to(self.device)
+            sigmas = get_ts_logsnr(r.steps, 1.0 if x_init is None else r.init_noise_level).to(self.device)
             x = noise if x_init is None else start_from_init_rf(x_init, noise, float(sigmas[0]))
 
-        cond, uncond = self._conditioning(prompt, negative_prompt, seconds, controls, length)
-        denoiser = cfg_denoiser(self.denoiser, cond, uncond, cfg_scale)
+        cond, uncond = self._conditioning(r.prompt, r.negative, r.seconds, r.controls, length)
+        denoiser = cfg_denoiser(self.denoiser, cond, uncond, r.cfg)
 
         def callback(info: Mapping) -> None:
             if progress is not None:
-                progress(int(info["i"]) + 1, steps)
+                progress(int(info["i"]) + 1, r.steps)
 
-        sample = get_sampler(sampler, self.config.objective)
+        sample = get_sampler(r.sampler, self.config.objective)
         latents = sample(denoiser, x, sigmas, callback=callback,
-                         generator=torch.Generator(device=self.device).manual_seed(seed + 1))
+                         generator=torch.Generator(device=self.device).manual_seed(r.seed + 1))
         # Decode what the song keeps, plus the decoder's receptive field so that part decodes as
         # it would within the whole window: a 30 s song from the full window is not 285 s of decoding.
-        keep = min(length, self.frames_for(seconds) + self.config.autoencoder.decoder_context_frames)
+        keep = min(length, needed + self.config.autoencoder.decoder_context_frames)
         audio = self.autoencoder.decode_long(latents[..., :keep].float())[0]  # (C, keep * hop)
-        audio = finish(audio.float().cpu().numpy(), audio_samples(seconds, self.sample_rate), self.sample_rate)
-        return Song(audio=audio, sample_rate=self.sample_rate, prompt=prompt, seconds=float(seconds), seed=seed,
-                    steps=steps, cfg_scale=cfg_scale, sampler=sampler, negative_prompt=negative_prompt,
-                    controls=controls)
+        audio = finish(audio.float().cpu().numpy(), audio_samples(r.seconds, self.sample_rate), self.sample_rate)
+        return Song(audio=audio, sample_rate=self.sample_rate, request=r)
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -396,27 +354,6 @@ class Generator:
             cond.update(beat=beat, key=key)
             uncond.update(beat=torch.zeros_like(beat), key=torch.zeros_like(key))
         return cond, uncond
-
-
-def check_request(seconds: float, steps: int | None = None, cfg_scale: float | None = None,
-                  sampler: str | None = None, seed: int | None = None) -> None:
-    """What can be checked of a request before any model is loaded (the window needs the model)."""
-    if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-        raise SalongError(f"seconds must be a number above 0, got {seconds!r}")
-    given = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler}
-    replace(SamplingConfig(), **{k: v for k, v in given.items() if v is not None})
-    if seed is not None:
-        check_seed(seed)
-
-
-MAX_SEED = 2**63 - 2  # torch generators take 64-bit seeds; the sampler's noise uses seed + 1
-
-
-def check_seed(seed: int) -> int:
-    """A seed as an int, or a one-line error naming the allowed range."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
-        raise SalongError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
-    return int(seed)
 
 
 def finish(audio: np.ndarray, samples: int, sample_rate: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from salong.checkpoint import write_atomic
+from salong.outputs import plan_outputs, write_atomic
 from salong.errors import SalongError
 from salong.run_metrics import METRICS_FILE, read_metrics
 
@@ -211,11 +211,14 @@ def _unit(key: str) -> str:
 # --- files ---------------------------------------------------------------------------
 
 
-def plot_file(path: str | Path, out: str | Path, width: int = SIZE[0], height: int | None = None,
-              title: str | None = None) -> Path:
+def plot_file(path: str | Path, out: str | Path | None = None, width: int = SIZE[0], height: int | None = None,
+              title: str | None = None, overwrite: bool = False) -> Path:
     """`plot_run` for a run folder or a metrics.jsonl, `plot_audio` (with `title`) for anything
-    else; `height` defaults to the song's SIZE, or the run's ROW_HEIGHT per row of panels."""
+    else, written to `out` or, by the output rule, NAME.png in folder `out` or here (an
+    existing file only with `overwrite`); `height` defaults to the song's SIZE, or the run's
+    ROW_HEIGHT per row of panels."""
     path = Path(path)
+    [out] = plan_outputs([path], Path(out) if out is not None else None, ".png", overwrite)
     check_size(width, height or SIZE[1])
     picture_format(out)
     if path.is_dir() or path.name == METRICS_FILE:

@@ -11,68 +11,60 @@ re-makes the file; `salong generate --like FILE` starts from it. With the same m
      "steps": 100, "cfg": 7.0, "sampler": "dpmpp-2m", "frames": "needed", "model": "/models/gen.safetensors",
      "model_sha256": "3f0c9a51d2e87b64"}
 
-`frames` is the frame mode the song was sampled with ("needed" or "window"). Optional
-keys, left out when unused: `negative`, `init_audio`, `init_noise_level`, `text_encoder`
-(a T5 folder given apart from a Stable Audio Open model), and `bpm`, `key`, `meter`: the
-controls given as options (what the prompt states is read from it again, so a new prompt
-given with `--like` states its own). `model` is left out for the
-bundled model.
+The keys are the fields of the song's request (`salong.request.SongRequest`, resolved:
+`frames` is the frame mode it was sampled with), then the model that made it, then the
+controls given as options. What is None is left out: `negative`, `init_audio` (written
+absolute), `init_noise_level`, `text_encoder` (a T5 folder given apart from a Stable Audio
+Open model), `bpm`, `key`, `meter` (what the prompt states is read from it again, so a new
+prompt given with `--like` states its own), and `model` for the bundled model.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
 import math
 import shlex
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import salong
+from salong import __version__
 from salong.errors import SalongError
+from salong.request import CONTROL_FIELDS, InitAudio, SongRequest, option_flag
 
 RECIPE_VERSION = 1
 # libsndfile drops a WAV's whole INFO chunk when one string is longer than about 2 KB
 WAV_TAG_LIMIT = 2000
 TITLE_LIMIT = 200  # the title is for people; the full prompt is in the recipe
 SHA256_DIGITS = 16
-
-# Recipe field -> JSON key, where they differ (the keys follow `salong generate --json`).
-_KEYS = {"version": "salong", "negative_prompt": "negative", "cfg_scale": "cfg"}
+MODEL_FIELDS = ("model", "model_sha256", "text_encoder")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything `salong generate` needs to make a song again."""
+    """Everything `salong generate` needs to make a song again: its request, resolved (every
+    setting filled in), and the model that sampled it."""
 
-    prompt: str
-    seconds: float
-    seed: int
-    steps: int
-    cfg_scale: float
-    sampler: str
-    frames: str = "needed"  # the frame mode sampled, resolved (a model's default can differ)
-    negative_prompt: str | None = None
-    init_audio: str | None = None  # the init audio's path and noise level, when the song was started from audio
-    init_noise_level: float | None = None
+    request: SongRequest
     model: str | None = None  # the model's absolute path; None: the bundled model
     model_sha256: str | None = None  # the first SHA256_DIGITS hex digits of the model's sha256 (`model_sha256`)
     text_encoder: str | None = None  # a T5 folder given apart from the model (its absolute path)
-    bpm: float | str | None = None  # --bpm, --key and --meter as given (`salong.controls`)
-    key: str | None = None
-    meter: str | int | None = None
-    version: str = salong.__version__
+    salong: str = __version__  # the salong version that made the song
+
+    def items(self) -> dict[str, Any]:
+        """The recipe's keys and values, in the file's order: the request's settings, the model,
+        then the controls given as options; what is None is left out."""
+        settings = self.request.record()
+        controls = {name: settings.pop(name) for name in CONTROL_FIELDS}
+        model = {name: getattr(self, name) for name in MODEL_FIELDS}
+        return {k: v for k, v in {**settings, **model, **controls}.items() if v is not None}
 
     def to_json(self) -> str:
-        """The compact JSON the comment tag holds; unused optional fields are left out."""
-        record: dict[str, Any] = {"salong": self.version, "recipe": RECIPE_VERSION}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name != "version" and (f.default is dataclasses.MISSING or _used(value)):
-                record[_KEYS.get(f.name, f.name)] = value
+        """The compact JSON the comment tag holds."""
+        record = {"salong": self.salong, "recipe": RECIPE_VERSION, **self.items()}
         return json.dumps(record, separators=(",", ":"))  # ASCII: survives every format's tag encoding
 
     @classmethod
@@ -87,18 +79,25 @@ class Recipe:
         version = record.pop("recipe", None)
         if not isinstance(version, int) or version > RECIPE_VERSION:
             raise SalongError(f"{source} was made by salong {record['salong']}, whose settings this salong "
-                              f"{salong.__version__} cannot read; upgrade salong")
-        names = {_KEYS.get(f.name, f.name): f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(record) - set(names))
+                              f"{__version__} cannot read; upgrade salong")
+        unknown = sorted(set(record) - set(_TYPES))
         if unknown:
-            raise SalongError(f"{source} holds settings this salong does not know ({', '.join(unknown)}); upgrade salong")
-        fields = {names[key]: value for key, value in record.items()}
+            raise SalongError(f"{source} holds settings this salong does not know ({', '.join(unknown)}); "
+                              "upgrade salong")
         for name, kinds in _TYPES.items():
-            value = fields.get(name)
+            value = record.get(name)
             if (value is None and name in _REQUIRED) or (value is not None and not _is(value, kinds)):
-                raise SalongError(f"{source} has damaged salong settings ({_KEYS.get(name, name)}={value!r}); "
+                raise SalongError(f"{source} has damaged salong settings ({name}={value!r}); "
                                   "re-render it from its prompt and seed")
-        return cls(**fields)
+        record.setdefault("frames", "needed")  # what songs were sampled with before recipes said
+        if "init_noise_level" in record:  # a song started from audio given in memory has no init_audio
+            record["init_audio"] = InitAudio(record.get("init_audio"))
+        made = {name: record.pop(name) for name in (*MODEL_FIELDS, "salong") if name in record}
+        try:
+            request = SongRequest(**record)
+        except SalongError as exc:
+            raise SalongError(f"{source} has damaged salong settings ({exc}); re-render it from its prompt and seed")
+        return cls(request, **made)
 
     def tags(self, fmt: str) -> dict[str, str]:
         """The audio file's title, comment (the recipe) and software tags, for format `fmt`."""
@@ -106,41 +105,30 @@ class Recipe:
         if fmt == "wav" and len(comment) > WAV_TAG_LIMIT:
             raise SalongError(f"the prompt is too long for a .wav file to keep its settings ({len(comment)} characters "
                               f"of at most {WAV_TAG_LIMIT}); write .flac or .ogg, or shorten the prompt")
-        title = self.prompt if len(self.prompt) <= TITLE_LIMIT else self.prompt[: TITLE_LIMIT - 3] + "..."
-        return {"title": title, "comment": comment, "software": f"salong {self.version}"}
+        prompt = self.request.prompt
+        title = prompt if len(prompt) <= TITLE_LIMIT else prompt[: TITLE_LIMIT - 3] + "..."
+        return {"title": title, "comment": comment, "software": f"salong {self.salong}"}
 
     def options(self) -> dict[str, Any]:
-        """`salong generate`'s parameters (by their Python names) that make this song."""
-        options: dict[str, Any] = dict(prompt=self.prompt, seconds=self.seconds, seed=self.seed, steps=self.steps,
-                                       cfg_scale=self.cfg_scale, sampler=self.sampler, frames=self.frames)
-        optional = dict(negative=self.negative_prompt, init_audio=self.init_audio,
-                        init_noise_level=self.init_noise_level, model=self.model, text_encoder=self.text_encoder,
-                        bpm=self.bpm, key=self.key, meter=self.meter)
-        return {**options, **{k: v for k, v in optional.items() if _used(v)}}
+        """`salong generate`'s parameters (by their Python names, the recipe's keys) that make this song."""
+        return {k: v for k, v in self.items().items() if k != "model_sha256"}
 
     def command(self, output: str | Path) -> str:
         """The `salong generate` command line that writes this song to `output`."""
-        words = ["salong", "generate", self.prompt]
+        words = ["salong", "generate", self.request.prompt]
         for name, value in self.options().items():
-            if name == "prompt":
-                continue
-            flag = "--" + name.replace("_", "-")
-            words += [flag] if value is True else [flag, _number(value) if isinstance(value, float) else str(value)]
+            if name != "prompt":
+                words += [option_flag(name), _number(value) if isinstance(value, float) else str(value)]
         return shlex.join([*words, "-o", str(output)])
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg_scale": (int, float),
-    "sampler": (str,), "frames": (str,), "negative_prompt": (str,), "init_audio": (str,),
+    "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg": (int, float),
+    "sampler": (str,), "frames": (str,), "negative": (str,), "init_audio": (str,),
     "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
-    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "version": (str,),
+    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "salong": (str,),
 }
-_REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg_scale", "sampler", "version")
-
-
-def _used(value: Any) -> bool:
-    """An optional field worth keeping: not None, not a False flag (0.0 is a value)."""
-    return value is not None and value is not False
+_REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "salong")
 
 
 def _is(value: Any, kinds: tuple[type, ...]) -> bool:
@@ -211,3 +199,13 @@ def model_change(recipe: Recipe, path: str | Path, source: str) -> str | None:
         return None
     return (f"{source} was made with a model of sha256 {recipe.model_sha256}, but {str(path)!r} has sha256 {now}; "
             "the song will differ")
+
+
+def check_take_model(take: Path, model: Path) -> None:
+    """`--like` without `--model`: the take's model must still be there; a changed one is a warning."""
+    if not model.exists():
+        raise SalongError(f"{str(take)!r} was made with the model {str(model)!r}, which is not there any more; "
+                          "pass --model FILE")
+    change = model_change(read_recipe(take), model, repr(str(take)))
+    if change:
+        warnings.warn(change)

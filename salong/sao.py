@@ -28,10 +28,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from salong.autoencoder import Autoencoder, AutoencoderConfig
+from salong.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder_from
 from salong.checkpoint import build_strict
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError, short_reason
+from salong.outputs import check_writable, refuse_existing
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 
 CONFIG_FILE = "model_config.json"
@@ -456,6 +457,33 @@ def load_folder(folder: str | Path, text_encoder: str | Path | None = None,
     generator = Generator(config.generator_config(t5_config), dit, ae, t5, device)
     generator.source = folder
     return generator
+
+
+def convert_folder(folder: Path, out: Path, text_encoder: Path | None = None, overwrite: bool = False) -> Path:
+    """`salong convert`: a Stable Audio Open folder and its T5 saved as one salong generator file
+    (an existing `out` replaced only with `overwrite`)."""
+    if not folder.is_dir():
+        raise SalongError(f"{str(folder)!r} is not a folder; give a Stable Audio Open folder (model_config.json + "
+                          "model.safetensors)")
+    check_writable(out)
+    refuse_existing(out, overwrite)
+    return load_folder(folder, text_encoder).save(out)
+
+
+def load_generator(path: Path, text_encoder: Path | None = None, device: str | torch.device = "cpu") -> Generator:
+    """A generator from a salong file or a Stable Audio Open folder (its T5 from `text_encoder`
+    or beside it): what `--model` takes."""
+    if path.is_dir():
+        return load_folder(path, text_encoder, device)
+    if text_encoder is not None:
+        raise SalongError(f"--text-encoder is for Stable Audio Open model folders; {str(path)!r} is a salong "
+                          "generator file that holds its own text encoder, so drop --text-encoder")
+    return Generator.load(path, device=device)
+
+
+def load_codec(path: Path) -> tuple[Autoencoder, AutoencoderConfig]:
+    """The autoencoder of an autoencoder or generator file, or of a Stable Audio Open folder."""
+    return load_autoencoder(path) if path.is_dir() else load_autoencoder_from(path)
 
 
 # --- describing ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from salong import checkpoint as ck
+from salong import outputs
 from salong.errors import SalongError
 
 
@@ -110,7 +111,7 @@ def test_outputs_get_the_umask_permissions_of_any_new_file(tmp_path):
     old = os.umask(0o022)
     try:
         path = ck.save_checkpoint(tmp_path / "m.safetensors", {"w": torch.ones(2)}, "toy", {"a": 1})
-        text = ck.write_atomic(tmp_path / "t.txt", lambda tmp: tmp.write_text("x"))
+        text = outputs.write_atomic(tmp_path / "t.txt", lambda tmp: tmp.write_text("x"))
     finally:
         os.umask(old)
     assert oct(path.stat().st_mode & 0o777) == oct(text.stat().st_mode & 0o777) == oct(0o644)
@@ -122,7 +123,7 @@ def test_device_nodes_and_pipes_are_written_into_never_replaced(tmp_path):
     import threading
 
     # a character device: /dev/null stays the device it was
-    ck.write_atomic("/dev/null", lambda tmp: tmp.write_bytes(b"RIFF...."))
+    outputs.write_atomic("/dev/null", lambda tmp: tmp.write_bytes(b"RIFF...."))
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     # a named pipe: a reader gets the bytes, the pipe stays a pipe, no temp file is left
     fifo = tmp_path / "pipe"
@@ -130,21 +131,21 @@ def test_device_nodes_and_pipes_are_written_into_never_replaced(tmp_path):
     got = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
     reader.start()
-    ck.write_atomic(fifo, lambda tmp: tmp.write_bytes(b"hello"))
+    outputs.write_atomic(fifo, lambda tmp: tmp.write_bytes(b"hello"))
     reader.join(timeout=10)
     assert got == [b"hello"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
     # a directory or a socket is refused with one line, before any work
     (tmp_path / "folder").mkdir()
     with pytest.raises(SalongError, match="is a directory"):
-        ck.write_atomic(tmp_path / "folder", lambda tmp: tmp.write_bytes(b"x"))
+        outputs.write_atomic(tmp_path / "folder", lambda tmp: tmp.write_bytes(b"x"))
     import socket
 
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(tmp_path / "sock"))
     try:
         with pytest.raises(SalongError, match="not a regular file"):
-            ck.write_atomic(tmp_path / "sock", lambda tmp: tmp.write_bytes(b"x"))
+            outputs.write_atomic(tmp_path / "sock", lambda tmp: tmp.write_bytes(b"x"))
     finally:
         sock.close()
 
@@ -162,7 +163,7 @@ def test_full_disk_reported_by_a_writer_library_is_one_line(tmp_path):
         raise RuntimeError("I/O error: No space left on device (os error 28)")  # as safetensors words it
 
     with pytest.raises(SalongError, match="disk full"):
-        ck.write_atomic(tmp_path / "m.safetensors", fail)
+        outputs.write_atomic(tmp_path / "m.safetensors", fail)
     assert list(tmp_path.iterdir()) == []  # the partial temp file is gone
 
 
@@ -257,7 +258,7 @@ def test_unknown_fields_say_which_salong_is_newer(tmp_path):
         assert "upgrade" not in message
 
 def test_seeds_outside_the_generator_range_are_one_line():
-    from salong.pipeline import MAX_SEED, check_seed
+    from salong.checks import MAX_SEED, check_seed
 
     assert check_seed(MAX_SEED) == MAX_SEED and check_seed(0) == 0
     for bad in (-1, 18446744073709551616, 1.5, True):

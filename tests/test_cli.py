@@ -117,8 +117,11 @@ def test_no_import_of_training_outside_it_and_the_train_commands(tmp_path):
     (tmp_path / "salong" / "cli.py").write_text(
         "@train_app.command('export')\ndef export():\n    from .train import export_run\n\n"
         "def generate():\n    from salong.train.runtime import Dist\n")
+    (tmp_path / "salong" / "cli_train.py").write_text(
+        "from salong.train import runs\n\n@_train_command('dit')\ndef dit():\n    from salong.train.dit import x\n")
     assert check.train_imports(tmp_path) == [
         "salong/a.py:1: import salong.train.x",
         "salong/a.py:4: from . import train",
         "salong/cli.py:6: from salong.train.runtime import Dist",
+        "salong/cli_train.py:1: from salong.train import runs",
     ]

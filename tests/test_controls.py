@@ -345,14 +345,14 @@ def test_controls_change_the_song_and_the_prompt_states_them(controlled_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a model with conditioners writes nothing into the prompt
         fast = g.generate("calm piano", 2.0, seed=3, bpm=140)
-    assert fast.controls == Controls(140.0)
+    assert fast.request.controls == Controls(140.0)
     assert not np.array_equal(plain, fast.audio)
     keyed = g.generate("calm piano", 2.0, seed=3, key="D minor").audio
     assert not np.array_equal(plain, keyed) and not np.array_equal(fast.audio, keyed)
     # the prompt's words are read as the same controls a flag gives
     stated = g.generate("calm piano at 140 BPM", 2.0, seed=3)
     flagged = g.generate("calm piano at 140 BPM", 2.0, seed=3, bpm="140")
-    assert np.array_equal(stated.audio, flagged.audio) and stated.controls.bpm == 140
+    assert np.array_equal(stated.audio, flagged.audio) and stated.request.controls.bpm == 140
     # a flag that changes a stated value changes the words too, so text and controls agree
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -109,23 +109,27 @@ def test_bad_model(tmp_path, capsys, generator_path):
 
 def test_render_from_python(tmp_path, generator_path):
     """The batch loop behind `salong generate` is a library function: one result per job, in order."""
-    from salong.batch import DEFAULT_NAME, STAGES, Failed, Rendered, Skipped, plan_jobs, render
+    from salong.batch import STAGES, Failed, Rendered, Skipped, plan_jobs, render
+    from salong.outputs import DEFAULT_NAME
     from salong.pipeline import Generator
+    from salong.request import SongRequest
 
     generator = Generator.load(generator_path)
     entries = [{"prompt": "calm piano", "source": "a"}, {"prompt": "organ", "seed": 5, "source": "b"},
                {"prompt": "brass", "source": "c"}, {"prompt": "too long", "seconds": 400, "source": "d"}]
-    jobs = plan_jobs(entries, 0.5, 1, 3, tmp_path, DEFAULT_NAME, "wav", None)
+    jobs = plan_jobs(entries, SongRequest("", 0.5, seed=3, steps=2, cfg=2.0), 1, tmp_path, DEFAULT_NAME, "wav")
     (tmp_path / "brass_3.wav").write_bytes(b"already there")
     heard = []
-    results = list(render(generator, jobs, steps=2, cfg_scale=2.0, skip_existing=True,
+    results = list(render(generator, jobs, skip_existing=True,
                           progress=lambda job, stage, done, total: heard.append((job.source, stage, done, total))))
     assert [type(r) for r in results] == [Rendered, Rendered, Skipped, Failed]
     first, second = results[0], results[1]
     assert first.path == tmp_path / "calm-piano_3.wav" and second.path == tmp_path / "organ_5.wav"
     assert read_audio(first.path)[0].shape == (2, round(0.5 * 44100))
-    assert (first.song.seed, second.song.seed, first.song.steps, first.song.cfg_scale) == (3, 5, 2, 2.0)
-    assert first.elapsed > 0 and set(first.record("m.safetensors")) >= {"path", "seed", "model", "elapsed"}
+    assert (first.song.request.seed, second.song.request.seed, first.song.request.steps,
+            first.song.request.cfg) == (3, 5, 2, 2.0)
+    assert first.elapsed > 0 and first.record()["model"] == str(generator_path)
+    assert set(first.record()) >= {"path", "seed", "model", "elapsed"}
     assert results[2].job.output.read_bytes() == b"already there"
     assert results[3].source == "d" and "maximum is" in results[3].message
     stages = [stage for source, stage, _, _ in heard if source == "a"]
@@ -200,7 +204,7 @@ def test_ctrl_c_during_generate_says_so_and_keeps_no_file(tmp_path, capsys, gene
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.Generator, "generate", interrupted)
+    monkeypatch.setattr(pipeline.Generator, "sample", interrupted)
     code, out, err = run_cli(capsys, "generate", "calm", "-s", 0.5, "--model", generator_path, "-o", tmp_path / "x.wav")
     assert code == 130 and "interrupted" in err and "no partial file was kept" in err
     assert list(tmp_path.iterdir()) == []

@@ -41,7 +41,7 @@ def test_same_seed_same_audio(gen):
     a = gen.generate("energetic breakbeat", 1.0, seed=42, steps=3)
     b = gen.generate("energetic breakbeat", 1.0, seed=42, steps=3)
     c = gen.generate("energetic breakbeat", 1.0, seed=43, steps=3)
-    assert np.array_equal(a.audio, b.audio) and a.seed == 42
+    assert np.array_equal(a.audio, b.audio) and a.request.seed == 42
     assert not np.array_equal(a.audio, c.audio)
     for sampler in ["euler", "dpmpp-2m-sde"]:
         x = gen.generate("energetic breakbeat", 1.0, seed=42, steps=3, sampler=sampler)
@@ -51,7 +51,7 @@ def test_same_seed_same_audio(gen):
 
 def test_random_seed_is_reported_and_reproduces(gen):
     a = gen.generate("calm piano", 0.5, steps=2)
-    b = gen.generate("calm piano", 0.5, steps=2, seed=a.seed)
+    b = gen.generate("calm piano", 0.5, steps=2, seed=a.request.seed)
     assert np.array_equal(a.audio, b.audio)
 
 

@@ -17,6 +17,7 @@ from conftest import run_cli, tiny_generator
 from salong.audio import probe, read_audio, write_audio
 from salong.errors import SalongError
 from salong.recipe import WAV_TAG_LIMIT, Recipe, read_recipe
+from salong.request import SongRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,24 +33,25 @@ def png_size(path):
 
 @pytest.mark.parametrize("ext", ["wav", "flac", "ogg", "mp3"])
 def test_recipe_is_written_and_read_back(tmp_path, ext):
-    recipe = Recipe(prompt="calm piano, 70 BPM — in C major", seconds=1.2, seed=2**40, steps=2, cfg_scale=3.5,
-                    sampler="dpmpp-2m-sde", negative_prompt="drums", frames="window", init_audio="/takes/in.wav",
-                    init_noise_level=2.5, model="/models/gen.safetensors", model_sha256="0123456789abcdef",
+    request = SongRequest(prompt="calm piano, 70 BPM — in C major", seconds=1.2, seed=2**40, steps=2, cfg=3.5,
+                          sampler="dpmpp-2m-sde", negative="drums", frames="window", init_audio="/takes/in.wav",
+                          init_noise_level=2.5)
+    recipe = Recipe(request, model="/models/gen.safetensors", model_sha256="0123456789abcdef",
                     text_encoder="/models/t5-base")
     audio = np.random.default_rng(0).normal(0, 0.1, (2, 4410)).astype(np.float32)
     path = write_audio(tmp_path / f"song.{ext}", audio, 44100, tags=recipe.tags(ext))
     assert read_recipe(path) == recipe
     tags = probe(path).tags
     if ext != "mp3":  # an MP3's software tag names its encoder, and libsndfile reads its non-ASCII title back
-        assert tags["software"].startswith("salong ") and tags["title"] == recipe.prompt  # as Latin-1
+        assert tags["software"].startswith("salong ") and tags["title"] == request.prompt  # as Latin-1
 
 
 def test_recipe_leaves_out_unused_fields_and_refuses_what_it_cannot_keep():
-    recipe = Recipe(prompt="organ", seconds=30.0, seed=1, steps=100, cfg_scale=7.0, sampler="dpmpp-2m")
+    recipe = Recipe(SongRequest("organ", 30.0, seed=1, steps=100, cfg=7.0, sampler="dpmpp-2m", frames="needed"))
     assert set(json.loads(recipe.to_json())) == {"salong", "recipe", "prompt", "seconds", "seed", "steps", "cfg",
                                                  "sampler", "frames"}
     assert Recipe.from_json(recipe.to_json(), "x") == recipe
-    long = Recipe(prompt="x" * WAV_TAG_LIMIT, seconds=1.0, seed=1, steps=1, cfg_scale=1.0, sampler="euler")
+    long = Recipe(SongRequest("x" * WAV_TAG_LIMIT, 1.0, seed=1, steps=1, cfg=1.0, sampler="euler", frames="needed"))
     with pytest.raises(SalongError, match=r"too long for a \.wav file to keep its settings.*write \.flac"):
         long.tags("wav")
     assert Recipe.from_json(long.tags("flac")["comment"], "x") == long
@@ -89,7 +91,8 @@ def test_render_info_rerender_is_bit_identical(tmp_path, capsys, generator_path,
     code, out, err = run_cli(capsys, "generate", "--like", "take.flac", "-s", 0.4, "--steps", 1, "-o", "short.wav")
     assert code == 0, err
     recipe = read_recipe("short.wav")
-    assert (recipe.seconds, recipe.steps, recipe.seed, recipe.negative_prompt) == (0.4, 1, 3, "drums")
+    assert (recipe.request.seconds, recipe.request.steps, recipe.request.seed, recipe.request.negative) == (0.4, 1, 3,
+                                                                                                           "drums")
     assert read_audio("short.wav")[0].shape == (2, round(0.4 * 44100))
 
 
@@ -100,15 +103,16 @@ def test_recipe_keeps_init_audio_and_frames_for_like(tmp_path, capsys, generator
                            "--init-audio", "in.wav", "--init-noise-level", 1.5, "--model", generator_path,
                            "-o", "take.wav")
     assert code == 0, err
-    recipe = read_recipe("take.wav")
-    assert (recipe.frames, recipe.init_audio, recipe.init_noise_level) == ("window", str(tmp_path / "in.wav"), 1.5)
+    request = read_recipe("take.wav").request
+    assert (request.frames, request.init_audio.path, request.init_noise_level) == ("window", str(tmp_path / "in.wav"),
+                                                                                   1.5)
     code, out, err = run_cli(capsys, "info", "take.wav")
     assert "init audio: " + str(tmp_path / "in.wav") in out and "--frames window" in out.splitlines()[-1]
     code, _, err = run_cli(capsys, "generate", "--like", "take.wav", "-o", "again.wav")
     assert code == 0, err
     assert np.array_equal(read_audio("again.wav")[0], read_audio("take.wav")[0])
     code, _, err = run_cli(capsys, "generate", "--like", "take.wav", "--frames", "needed", "-o", "needed.wav")
-    assert code == 0 and read_recipe("needed.wav").frames == "needed", err
+    assert code == 0 and read_recipe("needed.wav").request.frames == "needed", err
 
 
 def test_like_with_n_draws_new_seeds(tmp_path, capsys, generator_path):
@@ -141,10 +145,8 @@ def test_like_names_a_missing_or_changed_model(tmp_path, capsys):
 
 
 def test_plot_a_song_and_a_run(tmp_path, capsys):
-    from salong.recipe import Recipe
-
     audio = np.sin(np.linspace(0, 2000, 3 * 44100, dtype=np.float32))[None].repeat(2, axis=0) * 0.5
-    recipe = Recipe(prompt="a sine", seconds=3.0, seed=0, steps=1, cfg_scale=1.0, sampler="euler")
+    recipe = Recipe(SongRequest("a sine", 3.0, seed=0, steps=1, cfg=1.0, sampler="euler", frames="needed"))
     song = write_audio(tmp_path / "song.ogg", audio, 44100, tags=recipe.tags("ogg"))
     code, out, err = run_cli(capsys, "plot", song, "-o", tmp_path / "song.png", "--width", 640, "--height", 360)
     assert code == 0 and out.strip() == str(tmp_path / "song.png"), err
@@ -201,4 +203,4 @@ def test_two_processes_render_every_line_once(tmp_path, capsys, generator_path):
     assert sorted(out.iterdir()) == sorted(paths)
     for path in paths:  # the same songs as one process makes, each with its recipe
         assert np.array_equal(read_audio(path)[0], reference[path])
-        assert read_recipe(path).prompt == lines[paths.index(path)]
+        assert read_recipe(path).request.prompt == lines[paths.index(path)]

@@ -17,6 +17,7 @@ from salong.audio import read_audio, write_audio
 from salong.dit import PRESETS as DIT
 from salong.errors import SalongError
 from salong.pipeline import Generator
+from salong.request import SongRequest
 from salong.text_encoder import T5TextEncoder
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -132,7 +133,8 @@ def test_t5_conditioning_zeroes_padding_and_changes_the_song(gen):
 
 
 def test_defaults_come_from_the_model_and_frames_modes_differ(gen, monkeypatch):
-    assert gen.settings(None, None, None) == (100, 7.0, "dpmpp-2m")
+    request = SongRequest("calm", SECONDS).resolve(gen.config)
+    assert (request.steps, request.cfg, request.sampler, request.frames) == (100, 7.0, "dpmpp-2m", "window")
     seen = []
     real = gen.autoencoder.decode_long
     monkeypatch.setattr(gen.autoencoder, "decode_long", lambda z, **kw: (seen.append(z.shape[-1]), real(z, **kw))[1])
@@ -152,14 +154,15 @@ def test_saved_as_one_generator_file_gives_the_same_song(gen, tmp_path):
 
 def test_rectified_flow_folder_generates_with_pingpong(tmp_path):
     small = sao.load_folder(write_tiny_sao(tmp_path / "small", "rf"))
-    assert small.settings(None, None, None) == (8, 1.0, "pingpong")
+    request = SongRequest("calm", SECONDS).resolve(small.config)
+    assert (request.steps, request.cfg, request.sampler) == (8, 1.0, "pingpong")
     song = small.generate("calm", SECONDS, seed=2)
     again = small.generate("calm", SECONDS, seed=2)
     assert np.array_equal(song.audio, again.audio) and np.isfinite(song.audio).all()
     with pytest.raises(SalongError, match="unknown sampler 'dpmpp-2m' for a rectified-flow model"):
         small.generate("calm", SECONDS, sampler="dpmpp-2m")
     with pytest.raises(SalongError, match=r"in \(0, 1\]"):
-        small.check_init_noise_level(2.0)
+        SongRequest("calm", SECONDS, init_audio="in.wav", init_noise_level=2.0).resolve(small.config)
 
 
 # --- audio-to-audio ----------------------------------------------------------------------------

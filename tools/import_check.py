@@ -5,9 +5,9 @@ salong/train/ imports salong.train, except the CLI's `salong train ...` commands
 
 Imports are found with `ast`, at any depth (a function's lazy import counts), in every
 spelling: `import salong.train.x`, `from salong.train import x`, `from salong import train`
-and their relative forms. The CLI's train commands are the functions salong/cli.py
-registers under `train_app` (directly or through its `_train_command` decorator) and
-`_Run`, the options they share.
+and their relative forms. The CLI's train commands are the functions the CLI modules
+(salong/cli.py, and salong/cli_train.py, which holds them) register under `train_app`
+(directly or through the `_train_command` decorator) and `_Run`, the options they share.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "salong"
 TRAIN = "salong.train"
-CLI = Path("salong/cli.py")
+CLI = (Path("salong/cli.py"), Path("salong/cli_train.py"))  # where the train commands may import salong.train
 TRAIN_DECORATORS = ("train_app", "_train_command")  # names a train command's decorator uses
 TRAIN_HELPERS = ("_Run",)  # classes of cli.py that only the train commands use
 
@@ -77,7 +77,7 @@ def train_imports(root: Path = ROOT) -> list[str]:
             continue
         source = path.read_text(encoding="utf-8")
         tree = ast.parse(source, filename=str(rel))
-        found += _scan(tree, _module_name(rel), rel.name == "__init__.py", rel == CLI, source, rel)
+        found += _scan(tree, _module_name(rel), rel.name == "__init__.py", rel in CLI, source, rel)
     return found
 
 

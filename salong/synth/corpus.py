@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from salong.errors import SalongError
+from salong.outputs import write_atomic
 from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, MAX_SECONDS,
                                      SAMPLE_RATE, PieceAttributes, _check_choice, _check_seed,
                                      random_attributes)
@@ -149,9 +150,6 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     _check_captions(captions)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise SalongError(f"jobs={jobs!r} is not allowed; use an integer >= 1")
-    # imported here so composing and rendering need neither soundfile nor torch
-    from salong.checkpoint import write_atomic
-
     out = Path(out_dir)
     _refuse_existing_corpus(out, n, fmt, overwrite)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -182,8 +180,6 @@ def recaption_corpus(out_dir: str | Path, captions: int, count: int | None = Non
     caption and any other wordings it lists), so no caption a person wrote is replaced.
     `count`, when given, is the number of pieces the caller expects the corpus to hold.
     """
-    from salong.checkpoint import write_atomic
-
     _check_captions(captions)
     path = Path(out_dir) / "metadata.jsonl"
     if not path.is_file():

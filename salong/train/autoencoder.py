@@ -28,7 +28,25 @@ from salong.data import collate_audio
 from salong.discriminators import DISCRIMINATOR_PRESETS, DiscriminatorConfig, MultiScaleSTFTDiscriminator
 from salong.errors import SalongError
 from salong.evaluation import si_sdr_tensor
+from salong.train.runs import TrainConfig
 from salong.train.trainer import Part, Task
+
+
+# A new run's settings unless given (the paper's learning rate and Adam betas).
+TRAIN_DEFAULTS = TrainConfig(steps=20000, batch_size=8, lr=1.5e-4, betas=(0.8, 0.99), demo_every=1000, eval_every=1000)
+# Each preset trains against a critic of its own size; the paper's for the larger ones. The
+# spectral ones have none (they predict magnitudes, not audio): the smallest stands in, unused.
+CRITICS = {"tiny": "tiny", "compact": "compact", "spectral": "tiny", "tiny-spectral": "tiny"}
+
+
+def critic_for(preset: str | None, discriminator: str | None = None) -> DiscriminatorConfig | None:
+    """The critic of a run: `discriminator` (a DISCRIMINATOR_PRESETS name) if given, else the
+    one of `preset`'s size; None when neither is given (a resumed or --init run keeps its own)."""
+    if discriminator is not None and discriminator not in DISCRIMINATOR_PRESETS:
+        raise SalongError(f"unknown --discriminator {discriminator!r}; choose one of: "
+                          f"{', '.join(DISCRIMINATOR_PRESETS)}")
+    critic = discriminator or (CRITICS.get(preset, "sa2") if preset else None)
+    return DISCRIMINATOR_PRESETS[critic] if critic else None
 
 # The two parts, by the names run folders store them under (`generator/stft` in metrics.jsonl,
 # `model/generator/*` in checkpoints): the GAN's names, kept so that earlier runs resume and export.

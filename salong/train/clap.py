@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from salong.audio import load_audio
-from salong.checkpoint import load_state_strict, write_atomic
+from salong.checkpoint import load_state_strict
+from salong.outputs import write_atomic
 from salong.clap import (
     Clap,
     ClapModelConfig,
@@ -61,6 +62,9 @@ EVAL_BATCH = 32  # windows (or captions) per forward pass in evaluation
 
 class UncaptionedWarning(UserWarning):
     """Audio files without a caption were left out of a CLAP run."""
+
+
+TRAIN_DEFAULTS = TrainConfig(steps=20000, batch_size=32, lr=5e-4, eval_every=500)  # a new run's, unless given
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from salong.errors import SalongError
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, save_generator
 from salong.text_encoder import ClapTextEncoder
 from salong.timing import timing_condition
+from salong.train.runs import TrainConfig
 from salong.train.trainer import PREPARED_DIR, Part, Task
 
 CACHE_VERSION = 3  # 2: text holds every caption of a file; 3: items carry tempo, key and meter
@@ -43,6 +44,9 @@ CACHE_VERSION = 3  # 2: text holds every caption of a file; 3: items carry tempo
 
 CROP_MODES = ("variable", "fixed")
 CROP_LAWS = ("log", "balanced")
+
+
+TRAIN_DEFAULTS = TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000)  # a new run's, unless given
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""A training run's settings: `TrainConfig`; the built-in defaults, or the saved ones on
-`--resume`, with the options a user gave on top; and the check that a resumed run is the
-run its checkpoint was saved from, of which only RESUMABLE_FIELDS may change."""
+"""A training run's settings: `TrainConfig`; the model from a preset or a file, the task's
+built-in defaults (each task module's `TRAIN_DEFAULTS`), or the saved ones on `--resume`,
+with the options a user gave on top; and the check that a resumed run is the run its
+checkpoint was saved from, of which only RESUMABLE_FIELDS may change."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict
-from salong.checks import is_int, is_real
+from salong.checks import check_seed, is_int, is_real
 from salong.distributed import Dist
 from salong.errors import SalongError
 from salong.train import state as st
@@ -86,7 +87,7 @@ class TrainConfig:
         for name in ("demo_every", "eval_every", "num_workers"):
             value = getattr(self, name)
             _require(is_int(value) and value >= 0, f"{_name(name)} must be an integer >= 0, got {value!r}")
-        _require(is_int(self.seed) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
+        check_seed(self.seed, "--seed")
         reals: dict[str, tuple[Callable[[float], bool], str]] = {
             "lr": (lambda v: v > 0, "a positive number"),
             "weight_decay": (lambda v: v >= 0, ">= 0"),
@@ -199,6 +200,25 @@ def read_run_config(run_dir: str | Path) -> tuple[str, TrainConfig, dict[str, An
 
 
 C = TypeVar("C")
+DEFAULT_PRESET = "small"  # every model's, when a new run names none
+
+
+def choose_model(presets: Mapping[str, Any], preset: str | None, init: Path | None, resume: bool,
+                 init_model: Callable[[Path], Any]) -> Any | None:
+    """A run's model config: --preset's, or that of the file --init starts a new run from (a
+    --preset must agree with it); None when neither is given (a new run's default, or a
+    resumed run's own)."""
+    if preset is not None and preset not in presets:
+        raise SalongError(f"unknown preset {preset!r}; choose one of: {', '.join(presets)}")
+    model = presets[preset] if preset else None
+    if init is not None:
+        if resume:
+            raise SalongError(f"--init {init} starts a new run and --resume continues one; give only one of them")
+        initial = init_model(init)
+        if model is not None and model != initial:
+            raise SalongError(f"--init {init} holds a model of another size than --preset {preset}; drop --preset")
+        model = initial
+    return model
 
 
 def run_settings(

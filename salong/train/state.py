@@ -26,7 +26,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from salong.checkpoint import Checkpoint, load_checkpoint, load_state_strict, save_checkpoint, write_atomic
+from salong.checkpoint import Checkpoint, load_checkpoint, load_state_strict, save_checkpoint
+from salong.outputs import write_atomic
 from salong.errors import SalongError
 from salong.run_metrics import METRICS_FILE, metrics_lines
 

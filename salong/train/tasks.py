@@ -1,14 +1,16 @@
 """A run's model file (`salong train export`): the task behind a run folder, rebuilt from
-its saved config, and the export of a run's EMA weights through a task."""
+its saved config, and the export of a run's EMA weights through that task."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from salong.checkpoint import config_from_dict, load_state_strict
+from salong.checkpoint import config_from_dict, load_state_strict, rewrite_checkpoint
 from salong.errors import SalongError
+from salong.outputs import refuse_existing
 from salong.train import state as st
 from salong.train.runs import read_run_config
 from salong.train.trainer import Task
@@ -60,3 +62,24 @@ def export_run(source: str | Path, out_path: str | Path, task: Task) -> Path:
         modules[part.name] = part.module.eval().requires_grad_(False)
     with torch.no_grad():
         return Path(task.export(Path(out_path), modules))
+
+
+def export_model(run: Path, out: Path, half: bool = False, steps: int | None = None, cfg_scale: float | None = None,
+                 sampler: str | None = None, overwrite: bool = False) -> Path:
+    """A run's EMA weights (`run`: its folder, or one of its checkpoints) as a model file that
+    --model accepts: in float16 storage with `half`, and for a generator with the sampling
+    defaults given (checked as a song's settings are, before any file is written)."""
+    if not run.exists():
+        raise SalongError(f"{str(run)!r} not found; give a run folder or one of its checkpoints/step_*.safetensors")
+    refuse_existing(out, overwrite)
+    task = task_for_run(run if run.is_dir() else run.parent.parent)
+    sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
+    if sampling and task.kind != "dit":
+        raise SalongError(f"--steps, --cfg-scale and --sampler are sampling defaults of generators; {run} is a "
+                          f"{task.kind} run")
+    if sampling:
+        dataclasses.replace(task.config.sampling, **sampling)
+    path = export_run(run, out, task)
+    if half or sampling:
+        rewrite_checkpoint(path, half=half, config_changes={"sampling": sampling} if sampling else None)
+    return path

@@ -1,0 +1,233 @@
+"""One song as asked for: `SongRequest`, the settings every path to the sampler shares.
+
+A request is checked once. What needs no model is checked when it is made (a length
+above 0, a known sampler, a guidance scale in range, a seed, a tempo the prompt and the
+flags agree on); what needs the model is checked when it is resolved against one
+(`SongRequest.resolve`: a length the window holds, a sampler of the model's objective,
+an init noise level its schedule can start from), which also fills in the model's
+defaults. `salong generate`, prompts files, `--like` and `Generator.generate` all make
+songs from requests; a song's recipe (`salong.recipe`) and its `--json` record are the
+request's fields under their own names.
+
+    request = SongRequest("calm piano", 30.0, seed=7, cfg=5.0, bpm=80)
+    song = generator.generate(request)  # resolved against the generator, then sampled
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from salong.checks import check_seed, is_real, random_seed
+from salong.controls import Controls, resolve as resolve_controls
+from salong.diffusion import RF_SAMPLERS, SAMPLERS, get_sampler
+from salong.errors import SalongError
+from salong.timing import audio_samples
+
+if TYPE_CHECKING:
+    from salong.pipeline import GeneratorConfig
+
+MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
+FRAME_MODES = ("needed", "window")
+CONTROL_FIELDS = ("bpm", "key", "meter")  # the controls given as options (`salong.controls`)
+
+
+# --- one rule per setting (the model's stored defaults, `SamplingConfig`, obey them too) --
+
+
+def check_seconds(seconds: Any) -> float:
+    if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise SalongError(f"seconds must be a number above 0, got {seconds!r}")
+    return float(seconds)
+
+
+def check_steps(steps: Any) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise SalongError(f"steps must be a whole number >= 1, got {steps!r}")
+    return steps
+
+
+def check_cfg(cfg: Any) -> float:
+    if not (is_real(cfg) and 0 <= cfg <= MAX_CFG_SCALE):
+        raise SalongError(f"cfg scale must be a number from 0 to {MAX_CFG_SCALE:g} (1 = no guidance, 7 = the "
+                          f"paper's), got {cfg!r}")
+    return float(cfg)
+
+
+def check_sampler(name: Any) -> str:
+    """A sampler salong has for some objective; `resolve` checks it fits the model's."""
+    if not isinstance(name, str) or name.strip().lower().replace("_", "-") not in {**SAMPLERS, **RF_SAMPLERS}:
+        get_sampler(str(name))  # raises, naming the known ones
+    return name
+
+
+def check_frames(frames: Any) -> str:
+    if frames not in FRAME_MODES:
+        raise SalongError(f"frames must be one of {', '.join(FRAME_MODES)}, got {frames!r}")
+    return frames
+
+
+def check_init_noise_level(level: float, model: GeneratorConfig) -> float:
+    """An audio-to-audio noise level `model` can start from, or a one-line error: sigma above
+    the schedule's sigma_min for v-objective models, t in (0, 1] for rectified flow."""
+    if model.objective == "rf":
+        if not level <= 1:
+            raise SalongError(f"--init-noise-level must be in (0, 1] for this rectified-flow model (t of the "
+                              f"noised input: 0.3 stays close, 0.9 follows the prompt), got {level!r}")
+    elif not model.sampling.sigma_min < level:
+        raise SalongError(f"--init-noise-level must be a sigma above this model's sigma_min "
+                          f"{model.sampling.sigma_min:g} (about 1 stays close to the input, 50 or more "
+                          f"follows the prompt), got {level!r}")
+    return level
+
+
+# --- the request -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitAudio:
+    """Audio a song starts from (audio-to-audio): a file, read once when first needed, or
+    samples given in memory. Requests compare by the file."""
+
+    path: str | None = None  # as given; the recipe records it absolute
+    given: tuple[np.ndarray, int] | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def samples(self) -> tuple[np.ndarray, int]:
+        """(audio (channels, samples), sample rate): the given samples, or the file's (a one-line
+        error if it cannot be read)."""
+        from salong.audio import read_audio
+
+        if self.given is None and self.path is None:
+            raise SalongError("the init audio was given in memory and is not kept; give it again")
+        return self.given if self.given is not None else read_audio(self.path)
+
+    def record(self) -> str | None:
+        return str(Path(self.path).resolve()) if self.path is not None else None
+
+
+@dataclass(frozen=True)
+class SongRequest:
+    """One song: its words, length and sampling settings, and what it starts from.
+
+    None means "the model's default" for `steps`, `cfg` (classifier-free guidance scale),
+    `sampler` and `frames` ("needed": sample the latent frames the song needs; "window":
+    the model's whole window, then cut), and "draw one" for `seed`; `resolve` fills them
+    in. `init_audio` (a file, an `InitAudio`, or (audio, rate)) is noised to
+    `init_noise_level` and sampled from. `bpm`, `key` and `meter` are the controls given
+    as options, kept as given; `controls` is what the song asks for, the options over
+    what the prompt states.
+
+    The field names are the keys of the song's recipe and of its `--json` record. A new
+    input (regions to keep or fill, LoRA adapters) joins as a field that defaults to None:
+    a recipe leaves out what is None, so every file written before reads as a request
+    without it.
+    """
+
+    prompt: str
+    seconds: float
+    seed: int | None = None
+    steps: int | None = None
+    cfg: float | None = field(default=None, metadata={"flag": "--cfg-scale"})
+    sampler: str | None = None
+    frames: str | None = None
+    negative: str | None = None
+    init_audio: InitAudio | None = None
+    init_noise_level: float | None = None
+    bpm: float | str | None = None
+    key: str | None = None
+    meter: str | int | None = None
+    controls: Controls = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise SalongError(f"the prompt must be text, got {self.prompt!r}")
+        checked: dict[str, Any] = {"seconds": check_seconds(self.seconds)}
+        for name, check in (("seed", check_seed), ("steps", check_steps), ("cfg", check_cfg),
+                            ("sampler", check_sampler), ("frames", check_frames)):
+            if getattr(self, name) is not None:
+                checked[name] = check(getattr(self, name))
+        if self.negative is not None and not isinstance(self.negative, str):
+            raise SalongError("negative must be a string")
+        checked.update(self._check_init())
+        for name in CONTROL_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+                raise SalongError(f"{name} must be a string or number, got {value!r}")
+        checked["controls"] = resolve_controls(self.prompt, self.bpm, self.key, self.meter)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def _check_init(self) -> dict[str, Any]:
+        """The init audio as an `InitAudio` and its level, given together."""
+        audio, level = self.init_audio, self.init_noise_level
+        if (audio is None) != (level is None):
+            raise SalongError("audio-to-audio needs both --init-audio FILE and --init-noise-level LEVEL")
+        if audio is None:
+            return {}
+        if not (is_real(level) and level > 0):
+            raise SalongError(f"--init-noise-level must be a number above 0, got {level!r}")
+        if isinstance(audio, (str, Path)):
+            audio = InitAudio(str(audio))
+        elif isinstance(audio, tuple):
+            audio = InitAudio(given=(np.asarray(audio[0], dtype=np.float32), int(audio[1])))
+        elif not isinstance(audio, InitAudio):
+            raise SalongError(f"init audio must be a file or (audio, sample rate), got {type(audio).__name__}")
+        return {"init_audio": audio, "init_noise_level": float(level)}
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every default is filled in (`resolve`)."""
+        return None not in (self.seed, self.steps, self.cfg, self.sampler, self.frames)
+
+    def resolve(self, model: GeneratorConfig) -> SongRequest:
+        """This request for `model`: checked against it (a length its window holds, a sampler
+        of its objective, an init noise level its schedule starts from), with its sampling
+        defaults filled in and a random seed if none was given."""
+        rate = model.autoencoder.sample_rate
+        if audio_samples(self.seconds, rate) < 1:
+            raise SalongError(f"seconds={self.seconds} is shorter than one sample; ask for at least {1 / rate:.6f}")
+        if self.seconds > model.max_seconds + 1e-9:
+            raise SalongError(f"seconds={self.seconds:g} is longer than this model's window; the maximum is "
+                              f"{model.max_seconds:.2f}")
+        defaults = model.sampling
+        sampler = self.sampler if self.sampler is not None else defaults.sampler
+        get_sampler(sampler, model.objective)
+        if self.init_noise_level is not None:
+            check_init_noise_level(self.init_noise_level, model)
+        filled = dict(seed=random_seed() if self.seed is None else self.seed,
+                      steps=self.steps if self.steps is not None else defaults.steps,
+                      cfg=self.cfg if self.cfg is not None else float(defaults.cfg_scale),
+                      sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames)
+        # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
+        resolved = copy.copy(self)
+        for name, value in filled.items():
+            object.__setattr__(resolved, name, value)
+        return resolved
+
+    def with_seed(self, seed: int) -> SongRequest:
+        """The same song with another seed (a variation); only the seed is checked."""
+        varied = copy.copy(self)
+        object.__setattr__(varied, "seed", check_seed(seed))
+        return varied
+
+    def record(self) -> dict[str, Any]:
+        """The request's fields as JSON values, in order (None where not given)."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        if self.init_audio is not None:
+            record["init_audio"] = self.init_audio.record()
+        return record
+
+
+@functools.lru_cache(maxsize=None)
+def option_flag(name: str) -> str:
+    """The `salong generate` option that sets field `name` (`--cfg-scale` for `cfg`)."""
+    flags = {f.name: f.metadata.get("flag") for f in dataclasses.fields(SongRequest)}
+    return flags.get(name) or "--" + name.replace("_", "-")
