@@ -121,12 +121,10 @@ def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: 
 
 def _bar_lines(path: Path, seconds: float) -> np.ndarray | None:
     """Times of the bar lines of the tempo a salong song asked for, or None (no recipe, no tempo)."""
-    from salong.controls import resolve
     from salong.recipe import read_recipe
 
     try:
-        recipe = read_recipe(path)
-        controls = resolve(recipe.prompt, recipe.bpm, recipe.key, recipe.meter)
+        controls = read_recipe(path).request.controls
     except SalongError:
         return None
     if controls.bpm is None:
