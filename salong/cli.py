@@ -680,14 +680,14 @@ def train_clap_cmd(
     data=_CAPTIONED,
     out="Run folder: prepared latents, config, metrics, checkpoints, demos, model.",
     preset="DiT size: tiny, small, compact (the bundled model's), sa2 (paper) or sao1. \\[default: small]",
-    init="Start a new run from this generator file: its DiT's weights (fresh optimiser), and its autoencoder and CLAP unless given.",
+    init="Start a new run from this generator: a salong file (CLAP or T5), a converted Stable Audio Open file or an SAO folder; its DiT's weights (fresh optimiser), objective and sampling defaults, and its autoencoder and text encoder unless given.",
     batch_size="Crops per update per process, 1 or more. \\[default: 8]",
     lr="Learning rate, above 0. \\[default: 1e-4]",
 )
 def train_dit_cmd(
     run: _Run,
     autoencoder: Optional[Path] = typer.Option(None, help="Frozen autoencoder (from `salong train autoencoder`); copied into the run."),
-    text_encoder: Optional[Path] = typer.Option(None, help="Frozen CLAP (from `salong train clap`); copied into the run."),
+    text_encoder: Optional[Path] = typer.Option(None, help="Frozen CLAP (from `salong train clap`); copied into the run. With --init SAO_DIR: the folder's T5, if not inside or beside it."),
     crops: Optional[str] = typer.Option(None, help="variable: each batch draws one crop length from --min-crop-seconds to --window-seconds (see --crop-law); fixed: every crop is --window-seconds long. \\[default: variable]"),
     window_seconds: Optional[float] = typer.Option(None, help="Longest training crop, seconds: 0 (the model's window) up to the model's window. \\[default: 0]"),
     min_crop_seconds: Optional[float] = typer.Option(None, help="Shortest crop with --crops variable, seconds, above 0. \\[default: 4]"),
@@ -701,14 +701,22 @@ def train_dit_cmd(
     canonical_text: Optional[bool] = typer.Option(None, "--canonical-text/--as-written-text", help="Spell each word of a caption or prompt alike whatever its case or place. With --init, the file's. \\[default: as written]"),
     demo_every: Optional[int] = typer.Option(None, help=f"Updates between demo songs at CFG 1, 3, 7; {_EVERY}. \\[default: 2000]"),
     compile: bool = typer.Option(False, "--compile", help="Compile the autoencoder's Snake activations with torch.compile while the dataset is encoded: about 1.5x faster on CPU after a minute of compiling."),
+    lora: Optional[int] = typer.Option(None, help="Train low-rank adapters of this rank (e.g. 16) on the frozen DiT of --init instead of all its weights; the run's model is the adapter file. \\[default: off]"),
+    lora_alpha: Optional[float] = typer.Option(None, help="With --lora: the adapters' update is scaled by alpha / rank; above 0. \\[default: the rank]"),
+    lora_targets: Optional[str] = typer.Option(None, help="With --lora: layers to adapt, comma-separated: groups self_attn, cross_attn, ff, or module names. \\[default: self_attn,cross_attn,ff]"),
 ) -> None:
     """Train the diffusion transformer on pre-encoded latents; exports a complete generator."""
     from salong.dit import PRESETS
-    from salong.pipeline import generator_config
+    from salong.lora import LoraConfig
     from salong.train import TrainConfig
-    from salong.train.dit import DiTTaskConfig, train_dit
+    from salong.train.dit import DiTTaskConfig, init_config, train_dit
 
-    initial = generator_config(run.init) if run.init is not None else None  # read once, used twice
+    initial = init_config(run.init, text_encoder) if run.init is not None else None  # read once, used twice
+    if lora is None and (lora_alpha is not None or lora_targets is not None):
+        raise SalongError("--lora-alpha and --lora-targets set up --lora adapters; give --lora RANK too")
+    adapters = None if lora is None else LoraConfig(
+        rank=lora, alpha=float(lora_alpha if lora_alpha is not None else lora),
+        **({} if lora_targets is None else {"targets": tuple(t.strip() for t in lora_targets.split(",") if t.strip())}))
     if text_layer is None and initial is not None:  # a DiT goes on reading the layer it learned from
         text_layer = initial.text_layer
     if canonical_text is None and initial is not None:
@@ -726,7 +734,9 @@ def train_dit_cmd(
         dict(demo_every=demo_every),
         dict(cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds, min_crop_seconds=min_crop_seconds,
              crop_law=crop_law, text_layer=text_layer, timestep_shift=timestep_shift,
-             control_dropout=control_dropout, canonical_text=canonical_text, estimate_bpm=estimate_bpm),
+             control_dropout=control_dropout, canonical_text=canonical_text, estimate_bpm=estimate_bpm,
+             objective=initial.objective if initial else None, sampling=initial.sampling if initial else None,
+             lora=adapters),
     )
     # one line on the terminal: the dataset's encoding, then the training that replaces it
     with progress_bar("encoding the dataset", not run.quiet) as update:
@@ -758,6 +768,9 @@ def train_export_cmd(
     sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
     if sampling and task.kind != "dit":
         raise SalongError(f"--steps, --cfg-scale and --sampler are sampling defaults of generators; {run} is a {task.kind} run")
+    if sampling and getattr(task.config, "lora", None) is not None:
+        raise SalongError(f"{run} trains LoRA adapters, whose file holds no sampling defaults; drop --steps, "
+                          "--cfg-scale and --sampler")
     if sampling:  # the checks generation applies, before any file is written
         dataclasses.replace(task.config.sampling, **sampling)
     path = export_run(run, out, task)

@@ -26,9 +26,9 @@ def task_for_run(run_dir: str | Path) -> Task:
 
         return ClapTask(config_from_dict(ClapTaskConfig, task_dict), run_tokenizer(run_dir))
     if kind == "dit":
-        from salong.train.dit import DiTTask, DiTTaskConfig, load_frozen
+        from salong.train.dit import DiTTaskConfig, task_for_run as dit_task
 
-        return DiTTask(config_from_dict(DiTTaskConfig, task_dict), *load_frozen(Path(run_dir)))
+        return dit_task(Path(run_dir), config_from_dict(DiTTaskConfig, task_dict))
     raise SalongError(f"{str(run_dir)!r} is a {kind!r} run, which this salong cannot export")
 
 
