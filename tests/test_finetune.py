@@ -61,6 +61,10 @@ def test_init_from_each_kind_trains_and_exports_a_generator_that_loads(tmp_path,
         assert any(not torch.equal(start[k], v) for k, v in exported.dit.state_dict().items())  # it trained
     song = exported.generate("calm piano", 0.04, steps=2, seed=0)
     assert song.audio.shape[0] == 2 and torch.isfinite(torch.from_numpy(song.audio)).all()
+    code, again, err = run_cli(capsys, "train", "export", tmp_path / "run", "-o", tmp_path / "again.safetensors")
+    assert code == 0, err  # from the run folder alone
+    a, b = load_file(out.strip()), load_file(again.strip())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_rf_objective_trains_with_the_rectified_flow_loss(monkeypatch, models):
@@ -107,11 +111,12 @@ def test_lora_trains_only_adapters_resumes_exactly_and_exports_a_small_adapter(t
     assert sum(v.numel() for k, v in ckpt.items() if k.startswith("model/")) < total / 4
 
     code, _, err = run_cli(capsys, "train", "dit", "--data", corpus, "--init", models[kind], "-o", split,
-                           "--steps", 2, "--batch-size", 2, "--demo-every", 0, "--checkpoint-every", 2, *lora,
+                           "--steps", 2, "--batch-size", 2, "--demo-every", 2, "--checkpoint-every", 2, *lora,
                            "--quiet")
     assert code == 0, err
     code, out, err = run_cli(capsys, "train", "dit", "--data", corpus, "-o", split, "--resume", "--steps", 4, "--quiet")
     assert code == 0, err
+    assert len(list((split / "demos").glob("step_*.wav"))) == 2 * 2 * 3  # demos through the adapter, 2 and 4
     a, b = load_file(adapter_path), load_file(out.strip())
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # resume is exact
 
