@@ -86,6 +86,17 @@ def test_the_rf_objective_trains_with_the_rectified_flow_loss(monkeypatch, model
     assert calls == ["rf", "v"]
 
 
+def test_the_timestep_shift_scales_the_noise_to_signal_ratio_of_either_objective():
+    from salong.diffusion import shifted_time
+
+    u = torch.linspace(0.01, 0.99, 50, dtype=torch.float64)
+    t = shifted_time(u, 4.0, "rf")
+    torch.testing.assert_close(t / (1 - t), 4 * u / (1 - u))  # x_t = (1 - t) x0 + t eps
+    t = shifted_time(u, 4.0, "v")
+    torch.testing.assert_close(torch.tan(t * torch.pi / 2), 4 * torch.tan(u * torch.pi / 2))
+    assert torch.equal(shifted_time(u, 1.0, "rf"), u)
+
+
 @pytest.mark.parametrize("kind", ["salong", "sao-rf"])
 def test_lora_trains_only_adapters_resumes_exactly_and_exports_a_small_adapter(tmp_path, capsys, corpus, models, kind):
     init = Generator.load(models[kind])
