@@ -203,8 +203,9 @@ def train_clap_cmd(
     data=_CAPTIONED,
     out="Run folder: prepared latents, config, metrics, checkpoints, demos, model.",
     preset="DiT size: tiny, small, compact (the bundled model's), sa2 (paper) or sao1. \\[default: small]",
-    init="Start a new run from this generator file: its DiT's weights (fresh optimiser), and its autoencoder and "
-         "CLAP unless given.",
+    init="Start a new run from this generator: a salong file (CLAP or T5), a converted Stable Audio Open file or "
+         "an SAO folder; its DiT's weights (fresh optimiser), objective and sampling defaults, and its autoencoder "
+         "and text encoder unless given.",
     batch_size="Crops per update per process, 1 or more. \\[default: 8]",
     lr="Learning rate, above 0. \\[default: 1e-4]",
 )
@@ -213,7 +214,8 @@ def train_dit_cmd(
     autoencoder: Optional[Path] = typer.Option(
         None, help="Frozen autoencoder (from `salong train autoencoder`); copied into the run."),
     text_encoder: Optional[Path] = typer.Option(
-        None, help="Frozen CLAP (from `salong train clap`); copied into the run."),
+        None, help="Frozen CLAP (from `salong train clap`); copied into the run. With --init SAO_DIR: the folder's "
+        "T5, if not inside or beside it."),
     crops: Optional[str] = typer.Option(None, help="variable: each batch draws one crop length from "
                                         "--min-crop-seconds to --window-seconds (see --crop-law); fixed: every crop "
                                         "is --window-seconds long. \\[default: variable]"),
@@ -252,13 +254,26 @@ def train_dit_cmd(
     compile: bool = typer.Option(False, "--compile", help="Compile the autoencoder's Snake activations with "
                                  "torch.compile while the dataset is encoded: about 1.5x faster on CPU after a "
                                  "minute of compiling."),
+    lora: Optional[int] = typer.Option(None, help="Train low-rank adapters of this rank (e.g. 16) on the frozen DiT "
+                                       "of --init instead of all its weights; the run's model is the adapter file. "
+                                       "\\[default: off]"),
+    lora_alpha: Optional[float] = typer.Option(None, help="With --lora: the adapters' update is scaled by alpha / "
+                                               "rank; above 0. \\[default: the rank]"),
+    lora_targets: Optional[str] = typer.Option(None, help="With --lora: layers to adapt, comma-separated: groups "
+                                               "self_attn, cross_attn, ff, or module names. "
+                                               "\\[default: self_attn,cross_attn,ff]"),
 ) -> None:
     """Train the diffusion transformer on pre-encoded latents; exports a complete generator."""
     from salong.dit import PRESETS
-    from salong.pipeline import generator_config
-    from salong.train.dit import TRAIN_DEFAULTS, DiTTaskConfig, train_dit
+    from salong.lora import LoraConfig
+    from salong.train.dit import TRAIN_DEFAULTS, DiTTaskConfig, init_config, train_dit
 
-    initial = generator_config(run.init) if run.init is not None else None  # read once, used twice
+    initial = init_config(run.init, text_encoder) if run.init is not None else None  # read once, used twice
+    if lora is None and (lora_alpha is not None or lora_targets is not None):
+        raise SalongError("--lora-alpha and --lora-targets set up --lora adapters; give --lora RANK too")
+    targets = {} if lora_targets is None else {"targets": tuple(t.strip() for t in lora_targets.split(",") if t.strip())}
+    adapters = None if lora is None else LoraConfig(
+        rank=lora, alpha=float(lora_alpha if lora_alpha is not None else lora), **targets)
     if text_layer is None and initial is not None:  # a DiT goes on reading the layer it learned from
         text_layer = initial.text_layer
     if canonical_text is None and initial is not None:
@@ -275,7 +290,9 @@ def train_dit_cmd(
         DiTTaskConfig, TRAIN_DEFAULTS, dict(demo_every=demo_every),
         dict(cond_dropout=cond_dropout, crops=crops, window_seconds=window_seconds, min_crop_seconds=min_crop_seconds,
              crop_law=crop_law, text_layer=text_layer, timestep_shift=timestep_shift,
-             control_dropout=control_dropout, canonical_text=canonical_text, estimate_bpm=estimate_bpm),
+             control_dropout=control_dropout, canonical_text=canonical_text, estimate_bpm=estimate_bpm,
+             objective=initial.objective if initial else None, sampling=initial.sampling if initial else None,
+             lora=adapters),
     )
     # one line on the terminal: the dataset's encoding, then the training that replaces it
     with status_bar("encoding the dataset", not run.quiet) as bar:

@@ -70,15 +70,18 @@ def v_scalings(sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return c_in**2, -sigma * c_in, c_in
 
 
-def shifted_time(u: Tensor, shift: float = 1.0) -> Tensor:
+def shifted_time(u: Tensor, shift: float = 1.0, objective: str = "v") -> Tensor:
     """Training times from uniform draws `u`, with every noise-to-signal ratio scaled by `shift`.
 
-    `tan(pi t / 2) = shift * tan(pi u / 2)`: shift 1 is t = u, the reference's uniform t;
-    shift > 1 moves training towards high noise, where a sample's global character (and so
-    its prompt) is decided (docs/diffusion.md, Training times).
+    `tan(pi t / 2) = shift * tan(pi u / 2)` on the cosine schedule ("v"), `t / (1 - t) =
+    shift * u / (1 - u)` for rectified flow ("rf"): shift 1 is t = u, the reference's
+    uniform t; shift > 1 moves training towards high noise, where a sample's global
+    character (and so its prompt) is decided (docs/diffusion.md, Training times).
     """
     if shift == 1:
         return u
+    if objective == "rf":
+        return shift * u / (1 + (shift - 1) * u)
     return torch.atan(shift * torch.tan(u * (math.pi / 2))) * (2 / math.pi)
 
 

@@ -201,3 +201,61 @@ def load_adapter(path: str | Path, dit: nn.Module, base: str | None = None) -> A
             adapter.a[_key(name)].copy_(file.tensors[f"{name}.lora_a"])
             adapter.b[_key(name)].copy_(file.tensors[f"{name}.lora_b"])
     return adapter.eval().requires_grad_(False)
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+class FrozenBase:
+    """A frozen DiT kept outside any module tree, with hooks on its target layers that add
+    the `active` adapter's update.
+
+    Being no `nn.Module`, it is invisible to a module holding it: not in its parameters,
+    state_dict or `.to`, and deep copies (an EMA copy) share it. The hooks stay registered,
+    so blocks recomputed in backward (gradient checkpointing) add the same adapter as the
+    forward pass did."""
+
+    def __init__(self, dit: nn.Module, names: Sequence[str]):
+        self.dit = dit.eval().requires_grad_(False)
+        self.active: Adapter | None = None
+        modules = dict(dit.named_modules())
+        for name in names:
+            modules[name].register_forward_hook(self._hook(name))
+
+    def _hook(self, name: str):
+        key = _key(name)
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            adapter = self.active
+            if adapter is None or key not in adapter.a:
+                return output
+            a, b = adapter.a[key], adapter.b[key]
+            x = inputs[0]
+            return output + adapter.config.scale * ((x.to(a.dtype) @ a.T) @ b.T).to(output.dtype)  # (..., out)
+
+        return hook
+
+    def __deepcopy__(self, memo: dict) -> FrozenBase:
+        return self
+
+
+class LoraDiT(nn.Module):
+    """What a LoRA run trains: an adapter on a frozen base DiT, called like the DiT.
+
+    Its state is the adapter's A and B and `updates` (the optimiser updates the adapter has
+    had, for its file); the base travels beside it in a `FrozenBase`."""
+
+    def __init__(self, dit: nn.Module, config: LoraConfig):
+        super().__init__()
+        self.adapter = Adapter(dit, config)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.base = FrozenBase(dit, self.adapter.names)
+
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
+        self.base.active = self.adapter  # left active after a pass with grad: backward may recompute blocks
+        try:
+            return self.base.dit(*args, **kwargs)
+        finally:
+            if not torch.is_grad_enabled():
+                self.base.active = None
+

@@ -98,3 +98,37 @@ def test_sao1_adapter_sizes():
     per_block = sum(i + o for i, o in [(1536, 4608), (1536, 1536), (1536, 1536), (768, 1536), (1536, 1536),
                                        (1536, 12288), (6144, 1536)])
     assert counts == {16: 24 * 16 * per_block, 64: 24 * 64 * per_block}
+
+
+def test_lora_dit_holds_only_the_adapter_and_checkpointed_blocks_recompute_with_it():
+    """The part a LoRA run trains: A, B and `updates` alone in its state and parameters, an EMA
+    deep copy shares the frozen base, and with gradient checkpointing (blocks recomputed in
+    backward) the gradients are those without it."""
+    import copy
+
+    from salong.lora import LoraDiT
+
+    grads = []
+    for checkpointing in (False, True):
+        dit = DiT(PRESETS["tiny"], checkpointing=checkpointing)
+        dit.load_state_dict(perturbed().state_dict())
+        torch.manual_seed(4)
+        part = LoraDiT(dit, LoraConfig(rank=4))
+        with torch.no_grad():
+            for p in part.adapter.b.values():
+                p.normal_(0, 0.05)
+        assert set(part.state_dict()) == {f"adapter.{g}.{k}" for g in "ab" for k in part.adapter.a} | {"updates"}
+        assert all(p.requires_grad for p in part.parameters()) and not any(p.requires_grad for p in dit.parameters())
+        ema = copy.deepcopy(part)
+        assert ema.base is part.base and ema.adapter.a["transformer/layers/0/ff/ff/2"] is not part.adapter.a[
+            "transformer/layers/0/ff/ff/2"]
+        part(**inputs()).square().mean().backward()
+        grads.append({k: p.grad.clone() for k, p in part.named_parameters()})
+        with torch.no_grad():  # a call without grad leaves the base as it was (one with grad keeps the
+            out = part(**inputs())  # adapter active for backward's recomputation)
+            assert torch.equal(dit(**inputs()), perturbed()(**inputs()))
+            with attach(dit, [(part.adapter, 1.0)]):
+                torch.testing.assert_close(out, dit(**inputs()), atol=0, rtol=0)
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5)

@@ -1,11 +1,18 @@
 """`salong train dit`: the diffusion transformer on latents of a frozen autoencoder, conditioned
-on a frozen CLAP text tower and the timing of each crop (docs/architecture.md, Timing, DiT and
-Training; docs/diffusion.md, v-objective).
+on a frozen text encoder (a CLAP text tower, or the T5 of a Stable Audio Open generator) and
+the timing of each crop (docs/architecture.md, Timing, DiT and Training; docs/diffusion.md,
+v-objective; rectified flow for Stable Audio Open Small).
 
 The dataset is encoded once into `RUN/prepared/`: copies of the two frozen models (so the
 run is self-contained and exports a complete generator) and one file per audio file with
 its latents (posterior mean) and its caption's text features. Training then reads only
 those files: random crops of `window` latent frames, silence-padded and masked.
+
+A run starts from scratch, or from a generator (`--init`: a salong file, a converted Stable
+Audio Open file or an SAO folder), training all of its DiT or, with `lora`, low-rank
+adapters on its frozen DiT (`salong.lora`). A LoRA run keeps the base DiT in
+`RUN/prepared/dit.safetensors`, so it resumes and exports without the original file, and
+its model file is the adapter.
 """
 
 from __future__ import annotations
@@ -25,16 +32,18 @@ from torch import nn
 
 from salong.audio import load_audio, write_audio
 from salong.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
-from salong.checkpoint import content_digest, load_state_strict, write_atomic
-from salong.clap import Clap, load_clap, save_clap
+from salong.checkpoint import (build_strict, config_from_dict, content_digest, load_checkpoint, load_state_strict,
+                               save_checkpoint, write_atomic)
+from salong.clap import Clap, load_clap, save_clap, tokenizer_from_metadata, tokenizer_metadata
 from salong.controls import beat_features, key_features, parse_key
 from salong.data import caption_index, index_audio
-from salong.diffusion import shifted_time, v_loss
+from salong.diffusion import rf_loss, shifted_time, v_loss
 from salong.distributed import Dist
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
-from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, save_generator
-from salong.text_encoder import ClapTextEncoder
+from salong.lora import LoraConfig, LoraDiT, dit_digest, save_adapter, target_names
+from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec, build_t5
+from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder
 from salong.timing import timing_condition
 from salong.train.runs import TrainConfig
 from salong.train.trainer import PREPARED_DIR, Part, Task
@@ -44,6 +53,13 @@ CACHE_VERSION = 3  # 2: text holds every caption of a file; 3: items carry tempo
 
 CROP_MODES = ("variable", "fixed")
 CROP_LAWS = ("log", "balanced")
+OBJECTIVES = ("v", "rf")
+# The run's own copies of its frozen models, in RUN/prepared/: the text encoder is a CLAP or a T5.
+AUTOENCODER_FILE, CLAP_FILE, T5_FILE = "autoencoder.safetensors", "clap.safetensors", "t5.safetensors"
+BASE_FILE = "dit.safetensors"  # a LoRA run's frozen DiT
+# DiTs this wide recompute each block in backward (gradient checkpointing): the sa2 and sao1
+# presets, whose activations would not fit a GPU at useful batch sizes; smaller ones are faster without.
+CHECKPOINTING_WIDTH = 1024
 
 
 TRAIN_DEFAULTS = TrainConfig(steps=20000, batch_size=8, lr=1e-4, demo_every=2000)  # a new run's, unless given
@@ -81,6 +97,12 @@ class DiTTaskConfig:
     # too: they teach the model the silence after seconds_total (stable-audio-tools'
     # mask_padding_dropout); with every loss masked it would never learn to stop.
     mask_padding_dropout: float = 0.2
+    # What the DiT predicts: "v" (v-objective: salong's models, Stable Audio Open 1.0) or "rf"
+    # (rectified flow: Stable Audio Open Small). A run started from a generator takes its.
+    objective: str = "v"
+    # Low-rank adapters on the frozen DiT of the generator the run starts from, instead of
+    # all of its weights (`salong.lora`); None trains the whole DiT.
+    lora: LoraConfig | None = None
     demo_cfg_scales: tuple[float, ...] = (1.0, 3.0, 7.0)
     demo_count: int = 2
     demo_steps: int = 50
@@ -106,6 +128,8 @@ class DiTTaskConfig:
             raise SalongError(f"canonical_text must be true or false, got {self.canonical_text!r}")
         if not 0 <= self.mask_padding_dropout <= 1:
             raise SalongError(f"mask_padding_dropout must be in [0, 1], got {self.mask_padding_dropout}")
+        if self.objective not in OBJECTIVES:
+            raise SalongError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
     def crop_lengths(self, latent_rate: float) -> "CropLengths":
         """The crop lengths of this run, in latent frames (whole patches, at most the window)."""
@@ -159,23 +183,29 @@ class CropLengths:
 
 
 def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path | None,
-                   init: Generator | None = None) -> tuple[Path, Path]:
+                   init: Generator | None = None, lora: bool = False) -> tuple[Path, Path]:
     """Copy the frozen models into `RUN/prepared/` once; later calls check they are the same files.
 
-    A run started from a generator (`init`) takes the generator's own autoencoder and CLAP
-    for those not given."""
+    A run started from a generator (`init`) takes the generator's own autoencoder and text
+    encoder (its CLAP, or its T5, which cannot be replaced) for those not given, and for
+    `lora` its DiT, the base the adapters train on."""
     folder = run_dir / PREPARED_DIR
-    targets = (folder / "autoencoder.safetensors", folder / "clap.safetensors")
-    if init is not None and (init.config.clap is None or init.config.objective != "v"):
-        kind = "a Stable Audio Open Small (rectified flow)" if init.config.objective != "v" else "a T5-conditioned"
-        raise SalongError(f"--init holds {kind} generator, which `train dit` cannot continue yet (it trains "
-                          "CLAP-conditioned v-objective DiTs); start from a salong generator")
+    t5 = init.config.t5 is not None if init is not None else (folder / T5_FILE).exists()
+    targets = (folder / AUTOENCODER_FILE, folder / (T5_FILE if t5 else CLAP_FILE))
+    if t5 and text_encoder is not None:
+        raise SalongError("--text-encoder takes a CLAP, but this run's generator reads T5 features; drop "
+                          "--text-encoder (the run keeps the generator's own T5)")
     if init is not None:
         folder.mkdir(parents=True, exist_ok=True)
         if autoencoder is None and not targets[0].exists():
             save_autoencoder(targets[0], init.autoencoder)
         if text_encoder is None and not targets[1].exists():
-            save_clap(targets[1], init.text_encoder.clap)
+            if t5:
+                save_t5(targets[1], init.text_encoder, init.config.t5)
+            else:
+                save_clap(targets[1], init.text_encoder.clap)
+        if lora and not (folder / BASE_FILE).exists():
+            save_base(folder / BASE_FILE, init)
     for source, target, flag in zip((autoencoder, text_encoder), targets, ("--autoencoder", "--text-encoder")):
         if target.exists():
             if source is not None and content_digest(source) != content_digest(target):
@@ -191,11 +221,36 @@ def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path |
     return targets
 
 
+def save_t5(path: Path, encoder: TextEncoder, spec: T5Spec) -> Path:
+    """A generator's T5 as a file of its own (weights, `T5Spec`, tokenizer), for a run's copy."""
+    state = {k: v.float() for k, v in encoder.module.state_dict().items()}
+    return save_checkpoint(path, state, "t5", spec, extra=tokenizer_metadata(encoder.tokenizer))
+
+
+def load_t5(path: Path) -> T5TextEncoder:
+    """The T5 `save_t5` wrote, as the text encoder generation uses."""
+    ckpt = load_checkpoint(path, "t5")
+    spec = config_from_dict(T5Spec, ckpt.config)
+    model = build_strict(build_t5, spec, ckpt.tensors, source=f"{str(path)!r} (t5)")
+    return T5TextEncoder(model, tokenizer_from_metadata(ckpt.metadata, repr(str(path))), spec.max_length)
+
+
+def save_base(path: Path, init: Generator) -> Path:
+    """The DiT a LoRA run adapts, with the sha256 of the file or folder it came from."""
+    from salong.recipe import model_sha256
+
+    source = init.source
+    facts = {"base_model": source.name if source is not None else "",
+             "base_sha256": model_sha256(source) if source is not None else ""}
+    state = {k: v.float() for k, v in init.dit.state_dict().items()}
+    return save_checkpoint(path, state, "dit", init.dit.config, extra=facts)
+
+
 def preencode(
     data: str | Path,
     cache_dir: Path,
     autoencoder: Autoencoder,
-    clap: Clap,
+    clap: Clap | TextEncoder,
     models_digest: str,
     d: Dist = Dist(),
     progress: Callable[[int, int], None] | None = None,
@@ -204,7 +259,8 @@ def preencode(
     estimate_bpm: bool = False,
 ) -> list[dict[str, Any]]:
     """Encode every audio file once: `cache_dir/NNNNNN.safetensors` with `latents` (64, frames) and
-    `text` (captions, tokens, width: each of the file's captions at CLAP layer `text_layer`);
+    `text` (captions, tokens, width: each of the file's captions at CLAP layer `text_layer`, or
+    from the given text encoder, a T5);
     `index.json` lists them, with each file's tempo, key, meter and downbeat where known
     (`estimate_bpm`: a beat grid estimated from the audio, stored as `beat_grid` [bpm,
     downbeat s], for files whose metadata gives no tempo). A complete, matching cache is reused.
@@ -229,7 +285,8 @@ def preencode(
             silence = autoencoder.encode_long(torch.zeros(1, channels, 64 * hop), sample=False)[0, :, 32]  # (64,)
         write_atomic(cache_dir / "silence.safetensors",
                      lambda tmp: save_file({"latent": silence.float().contiguous()}, str(tmp)), ".safetensors")
-    text_encoder = ClapTextEncoder(clap, layer=text_layer, cache_size=0, canonical=canonical_text)
+    text_encoder = (ClapTextEncoder(clap, layer=text_layer, cache_size=0, canonical=canonical_text)
+                    if isinstance(clap, Clap) else clap)
     mine = [i for i in range(len(files)) if i % d.world_size == d.rank]
     for done, i in enumerate(mine, start=1):
         record = files[i]
@@ -321,29 +378,56 @@ class LatentDataset(torch.utils.data.Dataset):
 # --- the task ----------------------------------------------------------------------------
 
 
+def generator_config_for(config: DiTTaskConfig, autoencoder: Autoencoder, text: Clap | TextEncoder) -> GeneratorConfig:
+    """The config of the generator a run exports: its DiT, sampling and objective, with the
+    run's autoencoder and text encoder (a CLAP, or a T5 `TextEncoder`)."""
+    if isinstance(text, Clap):
+        return GeneratorConfig(dit=config.model, autoencoder=autoencoder.config, clap=text.config,
+                               sampling=config.sampling, objective=config.objective,
+                               text_layer=config.text_layer, canonical_text=config.canonical_text)
+    spec = T5Spec(config=json.loads(text.module.config.to_json_string(use_diff=False)), max_length=text.max_length)
+    return GeneratorConfig(dit=config.model, autoencoder=autoencoder.config, t5=spec, sampling=config.sampling,
+                           objective=config.objective)
+
+
 class DiTTask(Task):
-    """v-objective training of the DiT; demos and export go through the full generator."""
+    """v-objective or rectified-flow training of the DiT, or of LoRA adapters on a frozen one;
+    demos and export go through the full generator (a LoRA run exports its adapter)."""
 
     kind = "dit"
 
-    def __init__(self, config: DiTTaskConfig, autoencoder: Autoencoder, clap: Clap,
-                 demos: list[tuple[str, float]] | None = None) -> None:
+    def __init__(self, config: DiTTaskConfig, autoencoder: Autoencoder, clap: Clap | TextEncoder,
+                 demos: list[tuple[str, float]] | None = None, base: Mapping[str, torch.Tensor] | None = None,
+                 facts: Mapping[str, Any] | None = None) -> None:
+        """`clap` is the frozen text encoder (a CLAP, or a T5 `TextEncoder`); `base` the
+        weights of the DiT a LoRA run adapts, and `facts` what its adapter file records
+        besides (`load_base`)."""
         self.config = config
-        self.dit = DiT(config.model)
+        self.dit = DiT(config.model, checkpointing=config.model.width >= CHECKPOINTING_WIDTH)
+        self.lora: LoraDiT | None = None
+        if config.lora is not None:
+            if base is not None:
+                load_state_strict(self.dit, base, source="the run's base DiT")
+            self.lora = LoraDiT(self.dit, config.lora)  # freezes the DiT
         self.autoencoder = autoencoder.eval().requires_grad_(False)
-        self.clap = clap.eval().requires_grad_(False)
-        self.generator_config = GeneratorConfig(dit=config.model, autoencoder=autoencoder.config,
-                                                clap=clap.config, sampling=config.sampling,
-                                                text_layer=config.text_layer, canonical_text=config.canonical_text)
+        self.text = clap.eval().requires_grad_(False) if isinstance(clap, Clap) else clap
+        self.generator_config = generator_config_for(config, autoencoder, self.text)
         self.demos = list(demos or [])
+        self.facts = dict(facts or {})
+        self.device = torch.device("cpu")
+
+    @property
+    def clap(self) -> Clap | TextEncoder:  # the name older callers use
+        return self.text
 
     def setup(self, device: torch.device) -> None:
         self.device = device
         self.autoencoder.to(device)  # used by demos only: training reads cached latents
-        self.clap.to(device)
+        self.text.to(device)
+        self.dit.to(device)  # the frozen base of a LoRA run too, which is no part's module
 
     def parts(self) -> list[Part]:
-        return [Part("dit", self.dit)]
+        return [Part("dit", self.lora if self.lora is not None else self.dit)]
 
     def collate(self, items: list[Any]) -> Any:
         return {key: torch.stack([torch.as_tensor(it[key]) for it in items]) for key in items[0]}
@@ -351,7 +435,8 @@ class DiTTask(Task):
     def loss(self, part: str, batch: Any, modules: Mapping[str, nn.Module], step: int):
         x0 = batch["latents"]  # (B, 64, L)
         b = x0.shape[0]
-        t = shifted_time(torch.rand(b, device=x0.device), self.config.timestep_shift)  # (B,)
+        objective = self.config.objective
+        t = shifted_time(torch.rand(b, device=x0.device), self.config.timestep_shift, objective)  # (B,)
         noise = torch.randn_like(x0)
         drop = torch.rand(b, device=x0.device) < self.config.cond_dropout  # (B,) whole conditioning dropped
         whole = torch.rand(b, device=x0.device) < self.config.mask_padding_dropout  # (B,) padding counts too
@@ -362,13 +447,16 @@ class DiTTask(Task):
                 kept = torch.rand(b, device=x0.device) >= self.config.control_dropout  # (B,)
                 value = batch[name]
                 controls[name] = value * kept.view(-1, *([1] * (value.ndim - 1))).to(value.dtype)
-        loss = v_loss(modules["dit"], x0, t, noise, mask=mask, cond_tokens=batch["text"],
-                      seconds_start=batch["seconds_start"], seconds_total=batch["seconds_total"],
-                      cond_drop_mask=drop, **controls)
+        if self.lora is not None:  # the updates the adapter will have had after this one, for its file
+            self.lora.updates.fill_(step + 1)
+        loss_fn = v_loss if objective == "v" else rf_loss
+        loss = loss_fn(modules["dit"], x0, t, noise, mask=mask, cond_tokens=batch["text"],
+                       seconds_start=batch["seconds_start"], seconds_total=batch["seconds_total"],
+                       cond_drop_mask=drop, **controls)
         return loss, {}
 
     def _generator(self, dit: nn.Module) -> Generator:
-        return Generator(self.generator_config, dit, self.autoencoder, self.clap, device=self.device)
+        return Generator(self.generator_config, dit, self.autoencoder, self.text, device=self.device)
 
     def demo(self, step: int, out_dir: Path, ema_modules: Mapping[str, nn.Module]) -> None:
         """Songs for the first captions at a few CFG scales, from the EMA weights."""
@@ -385,7 +473,21 @@ class DiTTask(Task):
                 write_atomic(out_dir / "captions.txt", lambda tmp: tmp.write_text(captions), ".txt")
 
     def export(self, path: Path, ema_modules: Mapping[str, nn.Module]) -> Path:
-        return save_generator(path, self.generator_config, ema_modules["dit"], self.autoencoder, self.clap)
+        """The generator (the EMA DiT with the run's frozen models), or a LoRA run's adapter file:
+        A and B, bound to the base DiT's weights (`dit_digest`), with rank, alpha and targets,
+        and as facts the base file's sha256, the data's captions and the updates."""
+        module = ema_modules["dit"]
+        if self.lora is None:
+            return self._generator(module).save(path)
+        return save_adapter(path, module.adapter, dit_digest(self.dit), **self.facts, updates=int(module.updates))
+
+    def trainable(self) -> str:
+        """`training N of M DiT parameters` for the start of a run."""
+        trained = sum(p.numel() for p in self.parts()[0].module.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.dit.parameters()) + (trained if self.lora is not None else 0)
+        what = "" if self.lora is None else (f" (LoRA rank {self.config.lora.rank}, alpha {self.config.lora.alpha:g}, "
+                                             f"on {', '.join(self.config.lora.targets)})")
+        return f"training {trained:,} of {total:,} DiT parameters{what}"
 
 
 def init_state(dit: DiT, initial: DiT) -> dict[str, torch.Tensor]:
@@ -399,40 +501,112 @@ def init_state(dit: DiT, initial: DiT) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_frozen(run_dir: Path) -> tuple[Autoencoder, Clap]:
-    """The run's own copies of the autoencoder and CLAP."""
+def load_frozen(run_dir: Path) -> tuple[Autoencoder, Clap | TextEncoder]:
+    """The run's own copies of the autoencoder and text encoder (a CLAP, or a T5)."""
     folder = run_dir / PREPARED_DIR
-    autoencoder, _ = load_autoencoder(folder / "autoencoder.safetensors")
-    return autoencoder, load_clap(folder / "clap.safetensors")
+    autoencoder, _ = load_autoencoder(folder / AUTOENCODER_FILE)
+    if (folder / T5_FILE).exists():
+        return autoencoder, load_t5(folder / T5_FILE)
+    return autoencoder, load_clap(folder / CLAP_FILE)
+
+
+def load_base(run_dir: Path, model: DiTConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A LoRA run's base DiT weights (`RUN/prepared/dit.safetensors`, checked against the
+    run's DiT config) and what its adapter file records of the run: the base file's name and
+    sha256, and the captions and files of its data."""
+    path = run_dir / PREPARED_DIR / BASE_FILE
+    if not path.is_file():
+        raise SalongError(f"{str(path)!r} is missing, so this LoRA run has no base DiT; start a new run with "
+                          "--init MODEL --lora RANK")
+    ckpt = load_checkpoint(path, "dit")
+    if config_from_dict(DiTConfig, ckpt.config) != model:
+        raise SalongError(f"{str(path)!r} holds another DiT than this run trains adapters for; start a new run")
+    facts: dict[str, Any] = {k: ckpt.metadata.get(k, "") for k in ("base_model", "base_sha256")}
+    index = run_dir / PREPARED_DIR / "cache" / "index.json"
+    if index.is_file():
+        items = json.loads(index.read_text())["items"]
+        facts.update(captions=sum(len(it["captions"]) for it in items), files=len(items))
+    return dict(ckpt.tensors), facts
+
+
+def task_for_run(run_dir: Path, config: DiTTaskConfig) -> DiTTask:
+    """The task of a run folder, with its frozen models (and a LoRA run's base), for export."""
+    ae, text = load_frozen(run_dir)
+    base, facts = load_base(run_dir, config.model) if config.lora is not None else (None, None)
+    return DiTTask(config, ae, text, base=base, facts=facts)
+
+
+def load_init(path: str | Path, text_encoder: str | Path | None = None) -> Generator:
+    """The generator a run starts from: a salong generator file (CLAP or T5), or a Stable
+    Audio Open folder with its T5 (`text_encoder`, or found beside it)."""
+    path = Path(path)
+    if path.is_dir():
+        from salong.sao import load_folder
+
+        return load_folder(path, text_encoder)
+    if not path.exists():
+        raise SalongError(f"--init {str(path)!r} not found; give a generator file or a Stable Audio Open folder")
+    return Generator.load(path)
+
+
+def init_config(path: str | Path, text_encoder: str | Path | None = None) -> GeneratorConfig:
+    """The config of what `load_init` loads, read without its weights."""
+    from salong.pipeline import generator_config
+
+    path = Path(path)
+    if not path.is_dir():
+        if not path.exists():
+            raise SalongError(f"--init {str(path)!r} not found; give a generator file or a Stable Audio Open folder")
+        return generator_config(path)
+    from salong.sao import find_text_encoder, read_config
+
+    sao = read_config(path)
+    encoder, _ = find_text_encoder(path, sao, text_encoder)
+    return sao.generator_config(json.loads((encoder / "config.json").read_text()))
 
 
 def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, autoencoder, text_encoder, init,
-             progress) -> tuple[Autoencoder, Clap, list[dict[str, Any]], Path, Generator | None]:
+             progress) -> tuple[Autoencoder, Clap | TextEncoder, list[dict[str, Any]], Path, Generator | None]:
     """The run's frozen models (copied into RUN/prepared/), its encoded dataset and the
     generator it starts from (`init`)."""
     from salong.distributed import init_distributed, wants_cuda
 
-    initial = Generator.load(init) if init is not None else None
+    initial = None
+    if init is not None:
+        initial = load_init(init, text_encoder if Path(init).is_dir() else None)
+        if Path(init).is_dir():
+            text_encoder = None  # the folder's T5, now part of `initial`
+        if initial.config.objective != task_config.objective:
+            raise SalongError(f"--init {init} was trained with the {initial.config.objective} objective, this run "
+                              f"with {task_config.objective}; start the run with the file's (objective="
+                              f"{initial.config.objective!r})")
+        if task_config.lora is not None and initial.dit.config != task_config.model:
+            raise SalongError(f"--lora trains adapters on the DiT of --init {init} as it is; drop --controls and "
+                              "--preset, which would change it")
+        if task_config.lora is not None:
+            target_names(initial.dit, task_config.lora.targets)  # targets it lacks are named before any work
+    elif task_config.lora is not None and not (run_dir / PREPARED_DIR / BASE_FILE).exists():
+        raise SalongError("--lora trains adapters on a generator's DiT; give the generator with --init MODEL")
     d = init_distributed(wants_cuda(train_config.device))
     if d.main:
-        prepare_models(run_dir, autoencoder, text_encoder, initial)
+        prepare_models(run_dir, autoencoder, text_encoder, initial, lora=task_config.lora is not None)
     d.barrier()
-    ae, clap = load_frozen(run_dir)
+    ae, text = load_frozen(run_dir)
     try:
-        GeneratorConfig(dit=task_config.model, autoencoder=ae.config, clap=clap.config, sampling=task_config.sampling,
-                        text_layer=task_config.text_layer, canonical_text=task_config.canonical_text)
+        generator_config_for(task_config, ae, text)
     except SalongError as exc:
         raise SalongError(f"the DiT does not fit the run's autoencoder or text encoder: {exc}") from None
-    digest = hashlib.sha256((content_digest(run_dir / PREPARED_DIR / "autoencoder.safetensors")
-                             + content_digest(run_dir / PREPARED_DIR / "clap.safetensors")).encode()).hexdigest()
+    text_file = T5_FILE if isinstance(text, TextEncoder) else CLAP_FILE
+    digest = hashlib.sha256((content_digest(run_dir / PREPARED_DIR / AUTOENCODER_FILE)
+                             + content_digest(run_dir / PREPARED_DIR / text_file)).encode()).hexdigest()
     cache = run_dir / PREPARED_DIR / "cache"
     if task_config.estimate_bpm:
         from salong.evaluation import _librosa
 
         _librosa()  # a missing librosa is named before minutes of encoding
-    items = preencode(data, cache, ae, clap, digest, d, progress, text_layer=task_config.text_layer,
+    items = preencode(data, cache, ae, text, digest, d, progress, text_layer=task_config.text_layer,
                       canonical_text=task_config.canonical_text, estimate_bpm=task_config.estimate_bpm)
-    return ae, clap, items, cache, initial
+    return ae, text, items, cache, initial
 
 
 def train_dit(
@@ -450,11 +624,14 @@ def train_dit(
 ):
     """Prepare (once) and train a DiT run; returns the trainer's result.
 
-    `init` starts a new run from a generator file: its DiT's weights (fresh optimiser; the
-    run's DiT config must be the file's), and its autoencoder and CLAP unless given.
-    `compile` runs the autoencoder's Snake through `torch.compile` while the dataset is
-    encoded (`salong.autoencoder.compile_snake`): about 1.5x faster on CPU."""
+    `init` starts a new run from a generator file or Stable Audio Open folder: its DiT's
+    weights (fresh optimiser; the run's DiT config and objective must be the file's), and
+    its autoencoder and text encoder unless given (a T5 stays). With `task_config.lora` the
+    DiT stays frozen and adapters train on it. `compile` runs the autoencoder's Snake through
+    `torch.compile` while the dataset is encoded (`salong.autoencoder.compile_snake`): about
+    1.5x faster on CPU."""
     from salong.distributed import init_distributed, wants_cuda
+    from salong.progress import CONSOLE
     from salong.train.runtime import seed_everything
     from salong.train.trainer import check_run_dir, train
 
@@ -470,8 +647,9 @@ def train_dit(
             raise SalongError(f"folder {str(run_dir.parent)!r} does not exist; create it first")
         run_dir.mkdir(exist_ok=True)
     try:
-        ae, clap, items, cache, initial = _prepare(run_dir, data, train_config, task_config, autoencoder,
+        ae, text, items, cache, initial = _prepare(run_dir, data, train_config, task_config, autoencoder,
                                                    text_encoder, init, progress)
+        base, facts = load_base(run_dir, task_config.model) if task_config.lora is not None else (None, None)
     except SalongError as exc:
         # A folder this call made goes again; an existing one keeps what earlier runs prepared.
         if created:
@@ -482,10 +660,12 @@ def train_dit(
     dataset = LatentDataset(cache, items, task_config.crop_lengths(ae.config.latent_rate), ae.config.latent_rate)
     demos = [(it["caption"], it["duration"]) for it in items[: task_config.demo_count]]
     seed_everything(train_config.seed)  # the initial weights are part of the run's reproducibility
-    task = DiTTask(task_config, ae, clap, demos)
-    if initial is not None:
+    task = DiTTask(task_config, ae, text, demos, base=base, facts=facts)
+    if initial is not None and task_config.lora is None:
         load_state_strict(task.dit, init_state(task.dit, initial.dit), source=f"{str(init)!r} (dit)")
-        del initial
+    del initial
+    if d.main and not quiet:
+        CONSOLE.print(task.trainable(), markup=False, highlight=False, soft_wrap=True)
     try:
         return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)
     finally:

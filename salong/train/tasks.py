@@ -28,9 +28,9 @@ def task_for_run(run_dir: str | Path) -> Task:
 
         return ClapTask(config_from_dict(ClapTaskConfig, task_dict), run_tokenizer(run_dir))
     if kind == "dit":
-        from salong.train.dit import DiTTask, DiTTaskConfig, load_frozen
+        from salong.train.dit import DiTTaskConfig, task_for_run as dit_task
 
-        return DiTTask(config_from_dict(DiTTaskConfig, task_dict), *load_frozen(Path(run_dir)))
+        return dit_task(Path(run_dir), config_from_dict(DiTTaskConfig, task_dict))
     raise SalongError(f"{str(run_dir)!r} is a {kind!r} run, which this salong cannot export")
 
 
@@ -77,6 +77,9 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
     if sampling and task.kind != "dit":
         raise SalongError(f"--steps, --cfg-scale and --sampler are sampling defaults of generators; {run} is a "
                           f"{task.kind} run")
+    if sampling and getattr(task.config, "lora", None) is not None:
+        raise SalongError(f"{run} trains LoRA adapters, whose file holds no sampling defaults; drop --steps, "
+                          "--cfg-scale and --sampler")
     if sampling:
         dataclasses.replace(task.config.sampling, **sampling)
     path = export_run(run, out, task)
