@@ -46,7 +46,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=0, help="held-out evaluation during training (0 = at the end only)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="held-out evaluation during training (0 = at the end only)")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--validation-fraction", type=float, default=0.1)
     p.add_argument("--eval-crops", type=int, default=3)

@@ -117,15 +117,18 @@ def main() -> None:
         cfg = config_from_dict(GeneratorConfig, load_checkpoint(model, "generator").config)
         ae = cfg.autoencoder
         window_s = cfg.dit.window * ae.samples_per_latent / ae.sample_rate
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {args.model or 'random ' + args.preset}"
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"model {args.model or 'random ' + args.preset}"
               f" (window {window_s:.1f} s), {args.steps} steps, CFG on")
         for seconds in args.seconds:
             if seconds > window_s + 1e-6:
                 print(f"{seconds:>6g} s: skipped, longer than the model's window ({window_s:.1f} s)")
                 continue
             for full in ([False] if args.no_full_window else [False, True]):
-                cmd = [sys.executable, __file__, "--one", model, str(seconds), "1" if full else "0", "--steps", str(args.steps)]
-                r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+                cmd = [sys.executable, __file__, "--one", model, str(seconds), "1" if full else "0",
+                       "--steps", str(args.steps)]
+                r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True)
+                               .stdout.strip().splitlines()[-1])
                 kind = "full window" if full else "needed frames"
                 print(f"{seconds:>6g} s ({kind:>13}): {r['wall_s']:8.2f} s wall (model load {r['load_s']:.2f} s "
                       f"included), {r['realtime_x']:7.3f}x real time, peak RSS {r['peak_rss_mb']} MB")

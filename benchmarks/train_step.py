@@ -76,7 +76,10 @@ def clap(repeats: int) -> None:
         config = PRESETS[preset]
         model = Clap(config, train_tokenizer(captions * 4, vocab_size=600))
         clips = [0.1 * torch.randn(2, round(config.clip_seconds * SAMPLE_RATE)).numpy() for _ in captions]
-        featurise = lambda: torch.cat([audio_features(clip, config) for clip in clips])  # (16, 1, frames, mels)
+
+        def featurise() -> torch.Tensor:
+            return torch.cat([audio_features(clip, config) for clip in clips])  # (16, 1, frames, mels)
+
         features = featurise()
         ids, mask = model.tokenize(captions)
 
@@ -100,11 +103,13 @@ def dit(repeats: int) -> None:
     params = sum(p.numel() for p in model.parameters())
     batch = 8
     for seconds in (10, 30, 95, 285):
-        frames = min(config.window, round(seconds * ae.sample_rate / ae.samples_per_latent) // config.patch_size * config.patch_size)
+        frames = min(config.window,
+                     round(seconds * ae.sample_rate / ae.samples_per_latent) // config.patch_size * config.patch_size)
         tokens = frames // config.patch_size + 1
         x0 = torch.randn(batch, 64, frames)
         kw = dict(cond_tokens=torch.randn(batch, 77, config.cond_width), seconds_start=torch.zeros(batch),
-                  seconds_total=torch.full((batch,), float(seconds)), cond_drop_mask=torch.zeros(batch, dtype=torch.bool))
+                  seconds_total=torch.full((batch,), float(seconds)),
+                  cond_drop_mask=torch.zeros(batch, dtype=torch.bool))
 
         def step() -> None:
             v_loss(model, x0, torch.rand(batch), torch.randn_like(x0), **kw).backward()

@@ -86,7 +86,8 @@ def init_facts(work: Path) -> list[str]:
     if not path.is_file():
         return []
     init = json.loads(path.read_text())
-    return [f"The DiT run started from the generator `{Path(init['init']).name}` (sha256 {init['sha256']}, as songs made with it record):",
+    return [f"The DiT run started from the generator `{Path(init['init']).name}` "
+            f"(sha256 {init['sha256']}, as songs made with it record):",
             "its DiT weights (fresh optimiser), autoencoder and CLAP. Those were trained by earlier runs",
             "of the recipe, whose figures are in this card's git history; the table lists this folder's runs.", ""]
 

@@ -91,10 +91,12 @@ def magnitude_loss(log_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     target magnitudes of the same shape, each (batch, channel) its own signal. Predictions are
     clamped and targets floored as the spectral autoencoder clamps and floors them."""
     if log_pred.shape != target.shape:
-        raise SalongError(f"prediction {tuple(log_pred.shape)} and target {tuple(target.shape)} must have the same shape")
+        raise SalongError(f"prediction {tuple(log_pred.shape)} and target {tuple(target.shape)} "
+                          "must have the same shape")
     pred = log_pred.clamp(max=MAX_LOG_MAGNITUDE).exp().flatten(2)  # (B, C, F*T)
     flat = target.flatten(2)
-    convergence = (torch.linalg.vector_norm(flat - pred, dim=-1) / torch.linalg.vector_norm(flat, dim=-1).clamp_min(1e-8))
+    convergence = (torch.linalg.vector_norm(flat - pred, dim=-1)
+                   / torch.linalg.vector_norm(flat, dim=-1).clamp_min(1e-8))
     return convergence.mean() + F.l1_loss(log_pred, target.clamp_min(MIN_MAGNITUDE).log())
 
 
@@ -206,8 +208,8 @@ def _real_fake_pass(
     batch = real.shape[0]
     logits, features = discriminator(torch.cat([real, fake]))  # per scale: (2B, ...)
     return (
-        [l[:batch] for l in logits],
-        [l[batch:] for l in logits],
+        [logit[:batch] for logit in logits],
+        [logit[batch:] for logit in logits],
         [[f[:batch] for f in scale] for scale in features],
         [[f[batch:] for f in scale] for scale in features],
     )

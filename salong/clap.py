@@ -424,7 +424,8 @@ def load_clap(source: str | Path) -> Clap:
     config = config_from_dict(ClapModelConfig, ckpt.config)
     tokenizer = tokenizer_from_metadata(ckpt.metadata, repr(str(source)))
     text_only = holds_text_tower_only(ckpt.tensors)
-    clap = build_strict(lambda c: Clap(c, tokenizer, text_only=text_only), config, ckpt.tensors, source=repr(str(source)))
+    clap = build_strict(lambda c: Clap(c, tokenizer, text_only=text_only), config, ckpt.tensors,
+                        source=repr(str(source)))
     return clap.eval()
 
 

@@ -47,7 +47,8 @@ class Key:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.tonic, int) and 0 <= self.tonic < 12) or self.mode not in MODES:
-            raise SalongError(f"a key needs a tonic pitch class 0-11 and major or minor, got {self.tonic!r} {self.mode!r}")
+            raise SalongError("a key needs a tonic pitch class 0-11 and major or minor, "
+                              f"got {self.tonic!r} {self.mode!r}")
 
     def __str__(self) -> str:
         names = MINOR_NAMES if self.mode == "minor" else TONIC_NAMES
@@ -147,10 +148,10 @@ _KEY_PATTERNS = (
     re.compile(rf"\b(?:in|key\s+of)\s+(?:the\s+key\s+of\s+)?(?P<letter>[a-g])(?P<acc>{_ACCIDENTAL})?"
                rf"(?:\s*-\s*|\s+){_MODE}", re.IGNORECASE),
     # "Am", "F#m", "Bbm": only with an accidental or after "in" / "key"
-    re.compile(rf"(?<![\w#♯♭])(?P<letter>[A-G])(?P<acc>#|♯|b|♭)(?P<mode>m)\b"),
-    re.compile(rf"\b(?:in|key(?:\s+of|:)?)\s+(?P<letter>[A-G])(?P<acc>#|♯|b|♭)?(?P<mode>m)\b"),
+    re.compile(r"(?<![\w#♯♭])(?P<letter>[A-G])(?P<acc>#|♯|b|♭)(?P<mode>m)\b"),
+    re.compile(r"\b(?:in|key(?:\s+of|:)?)\s+(?P<letter>[A-G])(?P<acc>#|♯|b|♭)?(?P<mode>m)\b"),
     # "key of C", "key: F#": major unless a mode follows
-    re.compile(rf"\bkey(?:\s+of|\s*:)\s*(?P<letter>[A-Ga-g])(?P<acc>#|♯|b|♭|\s?sharp|\s?flat)?(?!\w)(?P<mode>)",
+    re.compile(r"\bkey(?:\s+of|\s*:)\s*(?P<letter>[A-Ga-g])(?P<acc>#|♯|b|♭|\s?sharp|\s?flat)?(?!\w)(?P<mode>)",
                re.IGNORECASE),
 )
 _METER_PATTERNS = (

@@ -85,7 +85,8 @@ def shifted_time(u: Tensor, shift: float = 1.0, objective: str = "v") -> Tensor:
     return torch.atan(shift * torch.tan(u * (math.pi / 2))) * (2 / math.pi)
 
 
-def v_loss(net: Callable[..., Tensor], x0: Tensor, t: Tensor, noise: Tensor, mask: Tensor | None = None, **cond: Any) -> Tensor:
+def v_loss(net: Callable[..., Tensor], x0: Tensor, t: Tensor, noise: Tensor, mask: Tensor | None = None,
+           **cond: Any) -> Tensor:
     """v-objective: x_t = alpha x0 + sigma eps, target v = alpha eps - sigma x0, MSE.
 
     x0, noise (B, C, L); t (B,) in [0, 1]; mask (B, L) bool, True on real audio.
@@ -339,7 +340,8 @@ def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[st
 # --- rectified flow (Stable Audio Open Small) ----------------------------------------
 
 
-def rf_loss(net: Callable[..., Tensor], x0: Tensor, t: Tensor, noise: Tensor, mask: Tensor | None = None, **cond: Any) -> Tensor:
+def rf_loss(net: Callable[..., Tensor], x0: Tensor, t: Tensor, noise: Tensor, mask: Tensor | None = None,
+            **cond: Any) -> Tensor:
     """Rectified flow (Liu et al. 2022): x_t = (1 - t) x0 + t eps, target v = eps - x0, MSE."""
     tt = append_dims(t, x0.ndim)  # (B, 1, 1)
     return _masked_mse(net((1 - tt) * x0 + tt * noise, t, **cond), noise - x0, mask)

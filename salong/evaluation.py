@@ -440,7 +440,8 @@ def stft_distance(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Te
         return float(reconstruction_loss(p, t))
 
 
-def mel_distance(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, sample_rate: int = SAMPLE_RATE) -> float:
+def mel_distance(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
+                 sample_rate: int = SAMPLE_RATE) -> float:
     """Mean |log10 mel(pred) - log10 mel(target)| over MEL_RESOLUTIONS, averaged.
 
     Mel spectrograms from librosa (`librosa.feature.melspectrogram`, magnitude, Slaney

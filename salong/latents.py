@@ -63,7 +63,8 @@ def load_latents(path: str | Path) -> Latents:
     """Read a latents file written by `save_latents`, with clear errors otherwise."""
     meta = read_metadata(path)
     if meta.get("kind") != LATENTS_KIND:
-        what = f"a model checkpoint ({meta['kind']})" if "kind" in meta else "a safetensors file without salong latents metadata"
+        what = (f"a model checkpoint ({meta['kind']})" if "kind" in meta
+                else "a safetensors file without salong latents metadata")
         raise SalongError(f"{str(path)!r} is {what}, not a latents file; make one with `salong encode`")
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -116,7 +117,8 @@ class DownmixWarning(UserWarning):
     """An input had more channels than the autoencoder; it was mixed down."""
 
 
-def encode_file(model: torch.nn.Module, path: str | Path, sample: bool = False, progress: Progress | None = None) -> Latents:
+def encode_file(model: torch.nn.Module, path: str | Path, sample: bool = False,
+                progress: Progress | None = None) -> Latents:
     """Read an audio file and encode it; the original channel count is remembered (up to the
     model's: a 5.1 file is mixed down to stereo, with a warning, and decodes as stereo)."""
     audio, rate = read_audio(path)
@@ -138,7 +140,8 @@ def decode_latents(model: torch.nn.Module, item: Latents, progress: Progress | N
     if item.sample_rate != cfg.sample_rate or abs(item.latent_rate - cfg.latent_rate) > 1e-6:
         raise SalongError(
             f"these latents are at {item.latent_rate:.3f} Hz for {item.sample_rate} Hz audio, the model at "
-            f"{cfg.latent_rate:.3f} Hz for {cfg.sample_rate} Hz; decode with the autoencoder that encoded them (--model)"
+            f"{cfg.latent_rate:.3f} Hz for {cfg.sample_rate} Hz; "
+            "decode with the autoencoder that encoded them (--model)"
         )
     with torch.inference_mode():
         audio = model.decode_long(item.latents[None].to(torch.float32), progress=progress)[0]  # (C, frames*hop)

@@ -101,7 +101,8 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.dit.latent_dim != self.autoencoder.latent_dim:
-            raise SalongError(f"DiT latent_dim {self.dit.latent_dim} != autoencoder latent_dim {self.autoencoder.latent_dim}")
+            raise SalongError(f"DiT latent_dim {self.dit.latent_dim} "
+                              f"!= autoencoder latent_dim {self.autoencoder.latent_dim}")
         if (self.clap is None) == (self.t5 is None):
             raise SalongError("a generator needs one text encoder: a CLAP or a T5 config")
         width, length, what = ((self.clap.text_width, self.clap.max_text_length, "CLAP") if self.clap is not None
@@ -193,7 +194,8 @@ class Generator:
 
     def frames_for(self, seconds: float) -> int:
         """Latent frames a request needs, rounded up to whole patches (`salong.timing`)."""
-        frames = latent_frames(seconds, self.sample_rate, self.config.autoencoder.samples_per_latent, self.config.dit.patch_size)
+        frames = latent_frames(seconds, self.sample_rate, self.config.autoencoder.samples_per_latent,
+                               self.config.dit.patch_size)
         return min(self.config.dit.window, frames)
 
     def frames_to_sample(self, seconds: float, frames: str | None) -> int:
@@ -209,7 +211,8 @@ class Generator:
         from salong.audio import resample, to_channels
 
         ae = self.config.autoencoder
-        audio = to_channels(resample(np.asarray(audio, dtype=np.float32), sample_rate, ae.sample_rate), ae.audio_channels)
+        audio = to_channels(resample(np.asarray(audio, dtype=np.float32), sample_rate, ae.sample_rate),
+                            ae.audio_channels)
         samples = frames * ae.samples_per_latent
         audio = np.pad(audio[:, :samples], ((0, 0), (0, max(0, samples - audio.shape[1]))))
         x = torch.from_numpy(np.ascontiguousarray(audio))[None]  # (1, C, frames * hop)

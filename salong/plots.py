@@ -109,7 +109,8 @@ def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: 
     image = spec_ax.imshow(db, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
                            extent=(-frame_seconds / 2, db.shape[1] * frame_seconds - frame_seconds / 2, 0, N_MELS))
     ticks = [hz for hz in (100, 250, 500, 1000, 2000, 4000, 8000, 16000) if hz < rate / 2]
-    top, bottom = _mel(rate / 2), _mel(20.0)  # band i (row i, centred at i + 0.5) peaks at the (i + 1)-th of N_MELS + 2 edges
+    # band i (row i, centred at i + 0.5) peaks at the (i + 1)-th of N_MELS + 2 edges
+    top, bottom = _mel(rate / 2), _mel(20.0)
     spec_ax.set_yticks([(_mel(hz) - bottom) / (top - bottom) * (N_MELS + 1) - 0.5 for hz in ticks],
                        [f"{hz // 1000}k" if hz >= 1000 else str(hz) for hz in ticks])
     spec_ax.set_ylabel("frequency (Hz, mel scale)")

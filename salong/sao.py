@@ -40,7 +40,8 @@ WEIGHTS_FILE = "model.safetensors"
 PICKLE_FILE = "model.ckpt"
 
 # Sampling as the reference samples each objective (its generation defaults and model cards).
-V_SAMPLING = SamplingConfig(steps=100, cfg_scale=7.0, sampler="dpmpp-2m", sigma_min=0.3, sigma_max=500.0, frames="window")
+V_SAMPLING = SamplingConfig(steps=100, cfg_scale=7.0, sampler="dpmpp-2m", sigma_min=0.3, sigma_max=500.0,
+                            frames="window")
 RF_SAMPLING = SamplingConfig(steps=8, cfg_scale=1.0, sampler="pingpong", frames="window")
 
 # File prefix -> prefix in salong's modules; the timing embedders live inside the DiT.
@@ -63,7 +64,8 @@ class SaoConfig:
 
     def generator_config(self, t5_config: dict) -> GeneratorConfig:
         return GeneratorConfig(dit=self.dit, autoencoder=self.autoencoder, sampling=self.sampling,
-                               t5=T5Spec(config=t5_config, max_length=self.dit.max_text_tokens), objective=self.objective)
+                               t5=T5Spec(config=t5_config, max_length=self.dit.max_text_tokens),
+                               objective=self.objective)
 
 
 class _Fields:
@@ -100,7 +102,8 @@ class _Fields:
         value = self.get(key)
         if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
                                                                and v > 0 for v in value):
-            raise SalongError(f"{self.source}: {self.name(key)} must be a list of positive whole numbers, got {value!r}")
+            raise SalongError(f"{self.source}: {self.name(key)} must be a list of positive whole numbers, "
+                              f"got {value!r}")
         return tuple(value)
 
     def expect(self, key: str, allowed: tuple, default: Any, why: str) -> Any:
@@ -275,7 +278,8 @@ def _dit(diff: _Fields, cond: dict[str, Any], ae: AutoencoderConfig, sample_size
         c.expect(key, allowed, allowed[0], f"only {allowed[0]!r} is implemented")
     c.ignore("zero_init_branch_outputs", "timestep_embed_dim", "diffusion_objective")
     attn = c.sub("attn_kwargs", {})
-    qk_norm = attn.expect("qk_norm", ("none", "ln"), "none", "only LayerNorm ('ln') or no query/key norm is implemented")
+    qk_norm = attn.expect("qk_norm", ("none", "ln"), "none",
+                          "only LayerNorm ('ln') or no query/key norm is implemented")
     attn.expect("differential", (False,), False, "differential attention is not implemented")
     attn.expect("feat_scale", (False,), False, "feature scaling is not implemented")
     attn.done()
@@ -294,7 +298,8 @@ def _dit(diff: _Fields, cond: dict[str, Any], ae: AutoencoderConfig, sample_size
     head_dim = width // heads
     context = width if project else cond_dim
     if context % head_dim:
-        raise SalongError(f"{diff.source}: cross-attention width {context} is not a whole number of heads of {head_dim}")
+        raise SalongError(f"{diff.source}: cross-attention width {context} "
+                          f"is not a whole number of heads of {head_dim}")
     patch, depth = c.number("patch_size", 1), c.number("depth")
     hop = ae.samples_per_latent
     if sample_size % (hop * patch):

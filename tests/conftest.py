@@ -60,7 +60,8 @@ def tiny_sao_config(objective: str = "v") -> dict:
     dit = {"io_channels": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "cond_token_dim": 32,
            "global_cond_dim": 32 * len(timing), "project_cond_tokens": objective != "v",
            "transformer_type": "continuous_transformer"}
-    diffusion = {"cross_attention_cond_ids": ["prompt", *timing], "global_cond_ids": timing, "type": "dit", "config": dit}
+    diffusion = {"cross_attention_cond_ids": ["prompt", *timing], "global_cond_ids": timing, "type": "dit",
+                 "config": dit}
     if objective != "v":
         diffusion["diffusion_objective"] = "rf_denoiser"
         dit["attn_kwargs"] = {"qk_norm": "ln"}
@@ -86,7 +87,8 @@ def save_tiny_t5(folder):
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
     torch.manual_seed(1)
-    T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)).save_pretrained(folder)
+    t5_config = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    T5EncoderModel(t5_config).save_pretrained(folder)
     words = ["▁ambient", "▁piano", "▁with", "▁soft", "▁rain", "▁a", "▁deep", "▁bass", "▁calm"]
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(w, -3.0) for w in words]
     vocab += [(ch, -8.0) for ch in "abcdefghijklmnopqrstuvwxyz0123456789"]

@@ -38,8 +38,8 @@ def files(tmp_path_factory, generator_path):
     (root / "folder").mkdir()
     (root / "partial" / "audio").mkdir(parents=True)
     write_audio(root / "partial" / "audio" / "000001.wav", audio, 44100)
-    return {"partial": root / "partial", "gen": generator_path, "ae": ae, "wav": root / "song.wav", "lat": lat, "nan": nan,
-            "garbage_wav": root / "garbage.wav", "garbage_model": root / "garbage.safetensors",
+    return {"partial": root / "partial", "gen": generator_path, "ae": ae, "wav": root / "song.wav", "lat": lat,
+            "nan": nan, "garbage_wav": root / "garbage.wav", "garbage_model": root / "garbage.safetensors",
             "empty": root / "empty.txt", "comments": root / "comments.txt", "notjson": root / "notjson.jsonl",
             "badkey": root / "badkey.jsonl", "corpus": root / "corpus", "nocorpus": root / "nocorpus",
             "folder": root / "folder", "missing": root / "missing.safetensors"}
@@ -88,7 +88,8 @@ CASES = [
     (["generate", "calm", "--model", "{missing}"], r"not found"),
     (["generate", "calm", "--model", "{garbage_model}"], r"not a readable safetensors checkpoint"),
     (["generate", "calm", "--model", "{ae}"], r"is a autoencoder checkpoint, but this needs a model of kind generator"),
-    (["generate", "calm", "--model", "{folder}"], r"has no model_config.json, so it is not a Stable Audio Open model folder"),
+    (["generate", "calm", "--model", "{folder}"],
+     r"has no model_config.json, so it is not a Stable Audio Open model folder"),
     # generate --like: the take must be a song salong made
     (["generate", "--like", "{missing}"], r"not found"),
     (["generate", "--like", "{wav}"], r"carries no salong settings"),
@@ -113,7 +114,8 @@ CASES = [
     # decode
     (["decode", "{nan}", "--model", "{ae}", "-o", "n.wav"], r"holds NaN"),
     (["decode", "{wav}", "--model", "{ae}", "-o", "w.wav"], r"not a readable safetensors|not a latents file"),
-    (["decode", "{ae}", "--model", "{ae}", "-o", "w.wav"], r"is a model checkpoint \(autoencoder\), not a latents file"),
+    (["decode", "{ae}", "--model", "{ae}", "-o", "w.wav"],
+     r"is a model checkpoint \(autoencoder\), not a latents file"),
     (["decode", "{lat}", "--model", "{ae}", "-o", "x.aac"], r"unknown output extension"),
     (["decode", "{lat}", "--model", "{ae}", "-o", "{wav}"], r"exists; pass --overwrite"),
     (["decode", "{missing}", "--model", "{ae}", "-o", "m.wav"], r"not found"),
@@ -138,10 +140,12 @@ CASES = [
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--preset", "huge"], r"unknown preset 'huge'"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--lr", "-1"], r"learning rate|lr"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--steps", "0"], r"steps"),
-    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--window-seconds", "0.001"], r"shorter than one latent frame"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--window-seconds", "0.001"],
+     r"shorter than one latent frame"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--resume"], r"not a salong run folder"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--init", "{missing}"], r"not found"),
-    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--init", "{ae}", "--resume"], r"give only one of them"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--init", "{ae}", "--resume"],
+     r"give only one of them"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--discriminator", "huge"], r"huge"),
     (["train", "clap", "--data", "{corpus}", "--out", "r", "--batch-size", "1"], r"no negatives"),
     (["train", "clap", "--data", "{corpus}", "--out", "r", "--validation-fraction", "1.5"], r"validation_fraction"),

@@ -91,7 +91,8 @@ def test_strict_load_names_the_mismatch(tmp_path):
     with pytest.raises(SalongError, match=r"1 unexpected \(e\.g\. extra\)"):
         ck.load_state_strict(Toy(ToyConfig(width=4)), {**state, "extra": torch.zeros(1)})
     with pytest.raises(SalongError, match=r"proj\.weight has shape \(4, 4\), the model expects \(6, 6\)"):
-        ck.load_state_strict(Toy(ToyConfig(width=6)), {**Toy(ToyConfig(width=6)).state_dict(), "proj.weight": state["proj.weight"]})
+        ck.load_state_strict(Toy(ToyConfig(width=6)),
+                             {**Toy(ToyConfig(width=6)).state_dict(), "proj.weight": state["proj.weight"]})
     # a config that disagrees with its own weights is caught the same way
     path = ck.save_checkpoint(tmp_path / "lie.safetensors", model.state_dict(), "toy", ToyConfig(width=6))
     with pytest.raises(SalongError, match="does not fit the model"):
@@ -171,7 +172,8 @@ def test_damaged_latents_files_are_one_line(tmp_path):
     from salong.latents import Latents, load_latents, save_latents
 
     good = Latents(latents=torch.zeros(64, 3), sample_rate=44100, latent_rate=44100 / 2048, samples=5000, channels=2)
-    nan = save_latents(tmp_path / "nan.safetensors", Latents(**{**good.__dict__, "latents": torch.full((64, 3), float("nan"))}))
+    nan = save_latents(tmp_path / "nan.safetensors",
+                       Latents(**{**good.__dict__, "latents": torch.full((64, 3), float("nan"))}))
     with pytest.raises(SalongError, match="NaN"):
         load_latents(nan)
     meta = {"salong_format": "1", "kind": "latents", "sample_rate": "44100", "latent_rate": "21.5", "samples": "5000",

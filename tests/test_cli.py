@@ -36,7 +36,8 @@ def test_version_and_help(capsys):
     # defaults are shown, including those the model supplies (rich markup must not eat them)
     code, out, _ = run_cli(capsys, "generate", "--help")
     text = " ".join(out.replace("│", " ").split())
-    assert "[default: 30.0]" in text and "[default: the bundled model; see `salong info`]" in text and "[default: the model's, 7]" in text
+    assert ("[default: 30.0]" in text and "[default: the bundled model; see `salong info`]" in text
+            and "[default: the model's, 7]" in text)
     for kind, default in [("autoencoder", "small"), ("clap", "small"), ("dit", "small")]:
         code, out, _ = run_cli(capsys, "train", kind, "--help")
         assert code == 0 and f"[default: {default}]" in " ".join(out.replace("│", " ").split())
@@ -50,7 +51,8 @@ def test_usage_errors_are_one_line(capsys):
 
 def test_checkpoint_errors(capsys, tmp_path):
     assert_one_line_error(*run_cli(capsys, "info", tmp_path / "nope.safetensors"), "not found")
-    assert_one_line_error(*run_cli(capsys, "info", tmp_path), "has no model_config.json, so it is not a Stable Audio Open model folder")
+    assert_one_line_error(*run_cli(capsys, "info", tmp_path),
+                          "has no model_config.json, so it is not a Stable Audio Open model folder")
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00" * 100)
     assert_one_line_error(*run_cli(capsys, "info", corrupt), "not a readable safetensors")
@@ -64,7 +66,8 @@ def test_wrong_kind_of_model(capsys, tmp_path):
     audio = tmp_path / "a.wav"
     audio.write_bytes(b"")
     assert_one_line_error(
-        *run_cli(capsys, "encode", audio, "--model", wrong), "is a dit checkpoint, but this needs a model of kind autoencoder"
+        *run_cli(capsys, "encode", audio, "--model", wrong),
+        "is a dit checkpoint, but this needs a model of kind autoencoder",
     )
 
 
@@ -88,7 +91,8 @@ def test_console_script_exit_status(tmp_path):
 def test_python_dash_m_salong_and_the_root_launcher(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "salong", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == f"salong {salong.__version__}" and proc.stderr == ""
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--version"], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--version"], capture_output=True, text=True,
+                          cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == f"salong {salong.__version__}"
 
 

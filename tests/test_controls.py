@@ -294,7 +294,8 @@ def test_metadata_controls(tmp_path):
     for name in ("a", "b", "c"):
         sf.write(tmp_path / f"{name}.wav", np.zeros((441, 2), dtype=np.float32), 44100)
     lines = [{"path": "a.wav", "caption": "x", "bpm": 128, "key": "F# minor", "meter": "3/4"},
-             {"path": "b.wav", "caption": "y", "attributes": {"bpm": 90, "tonic": "Eb", "mode": "major", "meter": "4/4"}},
+             {"path": "b.wav", "caption": "y",
+              "attributes": {"bpm": 90, "tonic": "Eb", "mode": "major", "meter": "4/4"}},
              {"path": "c.wav", "caption": "z"}]
     (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
     files, _ = index_audio(tmp_path)

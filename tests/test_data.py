@@ -54,7 +54,8 @@ def by_path(ds: AudioDataset) -> dict[str, int]:
 
 def test_index_and_captions(corpus):
     ds = AudioDataset(corpus, SR, 2, window_seconds=2.0)
-    assert [f.relpath for f in ds.files] == ["audio/ramp.wav", "audio/short.flac", "more/deep/tone.ogg", "more/plain.aiff"]
+    assert [f.relpath for f in ds.files] == ["audio/ramp.wav", "audio/short.flac", "more/deep/tone.ogg",
+                                             "more/plain.aiff"]
     caps = {f.relpath: f.caption for f in ds.files}
     assert caps == {
         "audio/ramp.wav": "a rising ramp",

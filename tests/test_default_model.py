@@ -158,12 +158,16 @@ def test_bundled_autoencoder_loads_strictly_and_keeps_the_contract():
     path = bundled_autoencoder_path()
     assert path is not None, "checkpoints/ must ship an autoencoder (alone or inside the generator)"
     model, config = load_autoencoder_from(path)
-    assert (config.sample_rate, config.audio_channels, config.samples_per_latent, config.latent_dim) == (44100, 2, 2048, 64)
+    assert ((config.sample_rate, config.audio_channels, config.samples_per_latent, config.latent_dim)
+            == (44100, 2, 2048, 64))
     # it makes sense of music: a round trip keeps most of a synth piece's spectrum
     audio = torch.from_numpy(make_piece(seed=11, seconds=3.0).audio)[None]
     with torch.no_grad():
         recon = model.decode_long(model.encode_long(audio, sample=False))[..., : audio.shape[-1]]
-    spectrum = lambda x: torch.stft(x[0].mean(0), 2048, 512, window=torch.hann_window(2048), return_complex=True).abs()
+
+    def spectrum(x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x[0].mean(0), 2048, 512, window=torch.hann_window(2048), return_complex=True).abs()
+
     error = float((spectrum(recon) - spectrum(audio)).norm() / spectrum(audio).norm())
     assert error < 0.9, error  # an untrained compact autoencoder is at about 4
 

@@ -219,9 +219,13 @@ def test_stochastic_samplers_are_deterministic_given_a_seeded_generator() -> Non
     torch.manual_seed(0)
     x = 500.0 * torch.randn(2, 4, 8)
     sigmas = get_sigmas_loglinear(10)
-    run = lambda seed: sample_dpmpp_2m_sde(VDenoiser(gaussian_v_net), x, sigmas, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+
+    def run(seed: int) -> torch.Tensor:
+        return sample_dpmpp_2m_sde(VDenoiser(gaussian_v_net), x, sigmas, generator=torch.Generator().manual_seed(seed))
+
     assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
-    assert torch.equal(sample_euler(VDenoiser(gaussian_v_net), x, sigmas), sample_euler(VDenoiser(gaussian_v_net), x, sigmas))
+    assert torch.equal(sample_euler(VDenoiser(gaussian_v_net), x, sigmas),
+                       sample_euler(VDenoiser(gaussian_v_net), x, sigmas))
 
 
 def test_get_sampler_names() -> None:
@@ -248,8 +252,8 @@ def test_cfg_batches_cond_and_uncond_in_one_call_and_scale_one_is_conditional() 
         return VDenoiser(net)(x, sigma, **cond)
 
     b, c = 2, net.config.cond_width
-    cond = dict(cond_tokens=torch.randn(b, 6, c), seconds_start=torch.zeros(b), seconds_total=torch.tensor([30.0, 90.0]),
-                cond_drop_mask=torch.zeros(b, dtype=torch.bool))
+    cond = dict(cond_tokens=torch.randn(b, 6, c), seconds_start=torch.zeros(b),
+                seconds_total=torch.tensor([30.0, 90.0]), cond_drop_mask=torch.zeros(b, dtype=torch.bool))
     uncond = {**cond, "cond_drop_mask": torch.ones(b, dtype=torch.bool)}
     negative = {**cond, "cond_tokens": torch.randn(b, 6, c)}
     x, sigma = 3.0 * torch.randn(b, net.config.latent_dim, 11), torch.full((b,), 3.0)
@@ -262,7 +266,8 @@ def test_cfg_batches_cond_and_uncond_in_one_call_and_scale_one_is_conditional() 
         assert torch.equal(cfg_denoiser(counted, cond, uncond, 1.0)(x, sigma), c_out)
         torch.testing.assert_close(cfg_denoiser(counted, cond, negative, 3.0)(x, sigma),
                                    n_out + 3.0 * (c_out - n_out), atol=1e-5, rtol=1e-4)
-        out = sample_dpmpp_2m(cfg_denoiser(counted, cond, uncond, 7.0), 500 * torch.randn_like(x), get_sigmas_loglinear(3))
+        out = sample_dpmpp_2m(cfg_denoiser(counted, cond, uncond, 7.0), 500 * torch.randn_like(x),
+                              get_sigmas_loglinear(3))
         assert out.shape == x.shape and torch.isfinite(out).all()
     with pytest.raises(SalongError, match="same keys"):
         cfg_denoiser(counted, cond, {"cond_tokens": cond["cond_tokens"]}, 7.0)

@@ -361,8 +361,10 @@ def test_state_dict_matches_the_stable_audio_open_checkpoint_layout() -> None:
     ours = {reference_name("dit", k): tuple(v.shape) for k, v in m.state_dict().items()}
     assert len(ours) == len(m.state_dict())
     assert ours == dit_part
-    assert reference_name("dit", "transformer.layers.0.self_attn.to_qkv.weight") == "model.model.transformer.layers.0.self_attn.to_qkv.weight"
-    assert reference_name("dit", "seconds_total.embedding.1.weight") == "conditioner.conditioners.seconds_total.embedder.embedding.1.weight"
+    assert (reference_name("dit", "transformer.layers.0.self_attn.to_qkv.weight")
+            == "model.model.transformer.layers.0.self_attn.to_qkv.weight")
+    assert (reference_name("dit", "seconds_total.embedding.1.weight")
+            == "conditioner.conditioners.seconds_total.embedder.embedding.1.weight")
 
 
 def test_forward_flops_agrees_with_torch_flop_counter() -> None:

@@ -71,7 +71,8 @@ def test_decode_errors(tmp_path, capsys, model_path):
     src = write_audio(tmp_path / "a.wav", make_piece(seed=1, seconds=0.5).audio, 44100)
     other = save_autoencoder(tmp_path / "ae32.safetensors",
                              Autoencoder(AutoencoderConfig(channels=4, c_mults=(1, 2, 2, 4, 4), latent_dim=32)))
-    code, out, err = run_cli(capsys, "encode", src, "-o", tmp_path / "z32.safetensors", "--model", other, "--no-progress")
+    code, out, err = run_cli(capsys, "encode", src, "-o", tmp_path / "z32.safetensors", "--model", other,
+                             "--no-progress")
     assert code == 0, err
     code, out, err = run_cli(capsys, "decode", out.strip(), "-o", tmp_path / "x.wav", "--model", model_path)
     assert code == 1 and "have 32 channels but the model decodes 64" in err and not (tmp_path / "x.wav").exists()
@@ -86,7 +87,8 @@ def test_decode_errors(tmp_path, capsys, model_path):
 
     code, _, err = run_cli(capsys, "decode", plain, "-o", tmp_path / "x.aac", "--model", model_path)
     assert code == 1 and "unknown output extension '.aac'" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ae32.safetensors", "plain.safetensors", "z32.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ae32.safetensors", "plain.safetensors",
+                                                          "z32.safetensors"]
 
 
 def test_encode_errors(tmp_path, capsys, model_path):
@@ -133,7 +135,8 @@ def test_outputs_are_planned_before_work_and_never_replaced_silently(tmp_path, c
     code, out, err = run_cli(capsys, "encode", tmp_path / "take.1.wav", tmp_path / "take.2.wav", "--model", model_path,
                              "-o", tmp_path / "z", "--no-progress")
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "z").iterdir()) == ["take.1.latents.safetensors", "take.2.latents.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "z").iterdir()) == ["take.1.latents.safetensors",
+                                                                  "take.2.latents.safetensors"]
     # the same name twice: refused before the model loads (the model path is not even read)
     (tmp_path / "other").mkdir()
     write_audio(tmp_path / "other" / "take.1.wav", audio, 44100)

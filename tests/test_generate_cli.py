@@ -39,7 +39,8 @@ def test_same_seed_same_file_and_full_window(tmp_path, capsys, generator_path):
 
 def test_variations_and_json(tmp_path, capsys, generator_path):
     code, out, err = run_cli(capsys, "generate", "happy brass", "-s", 0.5, "-n", 3, "--seed", 10, "--steps", 2,
-                         "--model", generator_path, "-o", tmp_path / "batch", "--json", "--name", "{index}-{variation}-{seed}.{ext}")
+                         "--model", generator_path, "-o", tmp_path / "batch", "--json",
+                         "--name", "{index}-{variation}-{seed}.{ext}")
     assert code == 0, err
     records = [json.loads(line) for line in out.strip().splitlines()]
     assert [r["seed"] for r in records] == [10, 11, 12]
@@ -59,8 +60,8 @@ def test_batch_file_with_bad_line(tmp_path, capsys, generator_path):
         "{not json",
         "",
     ]))
-    code, out, err = run_cli(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path,
-                         "-o", tmp_path / "out")
+    code, out, err = run_cli(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2,
+                         "--model", generator_path, "-o", tmp_path / "out")
     assert code == 1
     written = [line.split("\t")[0] for line in out.strip().splitlines()]
     assert len(written) == 2 and written[1] == str(tmp_path / "out" / "organ.flac")
@@ -71,8 +72,8 @@ def test_batch_file_with_bad_line(tmp_path, capsys, generator_path):
 
     # rerun with --skip-existing: the good songs are left alone, no new files appear
     before = sorted(p.name for p in (tmp_path / "out").iterdir())
-    code, out, err = run_cli(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2, "--model", generator_path,
-                         "-o", tmp_path / "out", "--skip-existing", "--seed", 1)
+    code, out, err = run_cli(capsys, "generate", "--prompts", prompts, "-s", 0.5, "--steps", 2,
+                         "--model", generator_path, "-o", tmp_path / "out", "--skip-existing", "--seed", 1)
     assert "skipped" in err and "organ.flac" in err
     assert code == 1  # the bad lines still fail
     after = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -95,7 +96,8 @@ def test_batch_file_with_bad_line(tmp_path, capsys, generator_path):
     ],
 )
 def test_bad_input_is_one_line(capsys, generator_path, args, pattern):
-    one_line_error(*run_cli(capsys, "generate", "calm piano", "--model", generator_path, "--steps", "1", *args), pattern)
+    one_line_error(*run_cli(capsys, "generate", "calm piano", "--model", generator_path, "--steps", "1", *args),
+                   pattern)
 
 
 def test_bad_model(tmp_path, capsys, generator_path):

@@ -27,7 +27,8 @@ def test_only_needed_frames_are_generated_and_decoded(gen, monkeypatch):
     sampled, decoded = [], []
     forward, decode = gen.dit.forward, gen.autoencoder.decode_long
     monkeypatch.setattr(gen.dit, "forward", lambda x, *a, **kw: (sampled.append(x.shape[-1]), forward(x, *a, **kw))[1])
-    monkeypatch.setattr(gen.autoencoder, "decode_long", lambda z, **kw: (decoded.append(z.shape[-1]), decode(z, **kw))[1])
+    monkeypatch.setattr(gen.autoencoder, "decode_long",
+                        lambda z, **kw: (decoded.append(z.shape[-1]), decode(z, **kw))[1])
     gen.generate("calm piano", 1.0, seed=1, steps=2)
     assert set(sampled) == {22} and decoded == [22] and gen.frames_for(1.0) == 22  # ceil(44100 / 2048)
     sampled.clear()
@@ -59,7 +60,8 @@ def test_prompt_guidance_and_negative_prompt_change_the_song(gen):
     base = gen.generate("calm piano", 1.0, seed=5, steps=3)
     assert not np.array_equal(base.audio, gen.generate("happy brass", 1.0, seed=5, steps=3).audio)
     assert not np.array_equal(base.audio, gen.generate("calm piano", 1.0, seed=5, steps=3, cfg_scale=1.0).audio)
-    assert not np.array_equal(base.audio, gen.generate("calm piano", 1.0, seed=5, steps=3, negative_prompt="drums").audio)
+    assert not np.array_equal(base.audio,
+                              gen.generate("calm piano", 1.0, seed=5, steps=3, negative_prompt="drums").audio)
 
 
 def test_unconditional_half_drops_text_but_keeps_timing(gen):

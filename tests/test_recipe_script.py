@@ -79,7 +79,8 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert not (work2 / "autoencoder").exists() and not (work2 / "clap").exists()
     assert json.loads((work2 / "init.json").read_text())["init"] == str(init)
     before, after = Generator.load(init), Generator.load(ship2 / "salong-default.safetensors")
-    for old_part, new_part in [(before.autoencoder, after.autoencoder), (before.text_encoder.clap, after.text_encoder.clap)]:
+    for old_part, new_part in [(before.autoencoder, after.autoencoder),
+                               (before.text_encoder.clap, after.text_encoder.clap)]:
         old, new = old_part.state_dict(), new_part.state_dict()
         assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
     assert "started from the generator `init.safetensors`" in (ship2 / "README.md").read_text()

@@ -131,7 +131,8 @@ def test_like_with_n_draws_new_seeds(tmp_path, capsys, generator_path):
 def test_like_names_a_missing_or_changed_model(tmp_path, capsys):
     model = tiny_generator().save(tmp_path / "gen.safetensors")
     take = tmp_path / "take.wav"
-    assert run_cli(capsys, "generate", "organ", "-s", 0.3, "--seed", 1, "--steps", 1, "--model", model, "-o", take)[0] == 0
+    assert run_cli(capsys, "generate", "organ", "-s", 0.3, "--seed", 1, "--steps", 1, "--model", model,
+                   "-o", take)[0] == 0
     tiny_generator(seed=1).save(model)  # other weights at the same path
     code, out, err = run_cli(capsys, "generate", "--like", take, "-o", tmp_path / "again.wav")
     assert code == 0 and "warning:" in err and "the song will differ" in err
@@ -154,7 +155,8 @@ def test_plot_a_song_and_a_run(tmp_path, capsys):
 
     run = tmp_path / "run"
     run.mkdir()
-    lines = [{"step": s, "elapsed": s, "generator/loss": 2 / s, "generator/stft": 1 / s, "generator/lr": 1e-4 * min(1, s / 4)}
+    lines = [{"step": s, "elapsed": s, "generator/loss": 2 / s, "generator/stft": 1 / s,
+              "generator/lr": 1e-4 * min(1, s / 4)}
              for s in range(1, 11)]
     lines += [{"step": 5, "eval/stft": 0.9, "eval/si_sdr": -3.0}, {"step": 10, "eval/stft": 0.7, "eval/si_sdr": 1.5}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 11, "gen')

@@ -362,7 +362,10 @@ def test_filters_follow_the_butterworth_response():
     t = np.arange(n) / 44100
     for freq in (250.0, 1000.0, 4000.0):
         x = np.sin(2 * np.pi * freq * t)
-        amplitude = lambda y: np.sqrt(2 * np.mean(y[4410:-4410] ** 2))  # away from the edges
+
+        def amplitude(y: np.ndarray) -> float:
+            return np.sqrt(2 * np.mean(y[4410:-4410] ** 2))  # away from the edges
+
         assert amplitude(_lowpass(x, 1000.0)) == pytest.approx(1 / np.sqrt(1 + (freq / 1000) ** 4), rel=1e-3)
         assert amplitude(_highpass(x, 1000.0)) == pytest.approx(1 / np.sqrt(1 + (1000 / freq) ** 4), rel=1e-3)
     x = np.sin(2 * np.pi * 1000.0 * t)
@@ -403,7 +406,8 @@ def test_more_captions_per_piece_and_recaptioning_a_written_corpus(tmp_path, cap
     (one / "metadata.jsonl").write_text("\n".join([lines[0], json.dumps(edited)]) + "\n")
     before = (one / "metadata.jsonl").read_text()
     code, _, err = run_cli(capsys, "synth", 2, one, "--captions", 2, "--recaption")
-    assert code == 1 and "line 2: its caption is not the one its seed writes" in err and len(err.strip().splitlines()) == 1
+    assert (code == 1 and "line 2: its caption is not the one its seed writes" in err
+            and len(err.strip().splitlines()) == 1)
     assert (one / "metadata.jsonl").read_text() == before
     edited = json.loads(lines[1])
     edited["captions"] = [edited["caption"], "my own words"]

@@ -68,8 +68,8 @@ def test_spectral_autoencoder_learns_magnitudes_without_a_critic(corpus, tmp_pat
     run = tmp_path / "spectral"
     config = AutoencoderTaskConfig(model=PRESETS["tiny-spectral"], discriminator=DISCRIMINATOR_PRESETS["tiny"],
                                    window_seconds=0.5, adversarial_start=0)
-    train_autoencoder(corpus, run, train_config(steps=30, lr=1e-2, checkpoint_every=30, eval_every=30, demo_every=30), config,
-                      quiet=True, demo_count=1)
+    train_autoencoder(corpus, run, train_config(steps=30, lr=1e-2, checkpoint_every=30, eval_every=30, demo_every=30),
+                      config, quiet=True, demo_count=1)
     stft = [m["generator/stft"] for m in metrics(run) if "generator/stft" in m]
     assert len(stft) == 30
     assert np.mean(stft[-5:]) < 0.8 * np.mean(stft[:5]), stft
@@ -87,7 +87,10 @@ def test_gan_resume_is_exact(corpus, tmp_path):
     train_autoencoder(corpus, split, train_config(), task_config(), resume=True, quiet=True, demo_count=0)
     a, b = load_file(straight / "model.safetensors"), load_file(split / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last = lambda run: [m for m in metrics(run) if m.get("step") == 4 and "discriminator/loss" in m][-1]
+
+    def last(run: Path) -> dict:
+        return [m for m in metrics(run) if m.get("step") == 4 and "discriminator/loss" in m][-1]
+
     assert last(straight)["discriminator/loss"] == last(split)["discriminator/loss"]
 
 
@@ -99,7 +102,8 @@ def test_cli_trains_demos_and_exports(corpus, tmp_path, capsys):
     assert code == 0, err
     assert out.strip() == str(run / "model.safetensors")
     demos = ["original_0", "original_1", "step_0000002_0", "step_0000002_1"]
-    assert sorted(p.name for p in (run / "demos").iterdir()) == sorted(f"{d}.{e}" for d in demos for e in ("png", "wav"))
+    assert (sorted(p.name for p in (run / "demos").iterdir())
+            == sorted(f"{d}.{e}" for d in demos for e in ("png", "wav")))
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"  # drawn with every demo
     assert any("eval/si_sdr" in m for m in metrics(run))
     # export from an older checkpoint through the CLI
@@ -129,7 +133,8 @@ def test_cli_bad_training_input(corpus, tmp_path, capsys):
     assert code == 1 and err.startswith("error: no readable audio files") and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", tmp_path / "r2", "--steps", 0)
     assert code == 1 and "--steps" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", tmp_path / "r3", "--preset", "huge")
+    code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", tmp_path / "r3",
+                           "--preset", "huge")
     assert code == 1 and "unknown preset 'huge'" in err
     code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", tmp_path / "none", "--resume")
     assert code == 1 and "not a salong run folder" in err

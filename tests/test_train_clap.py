@@ -123,7 +123,10 @@ def test_resume_is_exact(corpus, tmp_path):
     train_clap(corpus, split, train_config(), config, resume=True, quiet=True)
     a, b = load_file(straight / "model.safetensors"), load_file(split / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    loss = lambda run: [m["clap/loss"] for m in metrics(run) if m.get("step") == 4][-1]
+
+    def loss(run: Path) -> float:
+        return [m["clap/loss"] for m in metrics(run) if m.get("step") == 4][-1]
+
     assert loss(straight) == loss(split)
     assert (straight / TOKENIZER_FILE).read_text() == (split / TOKENIZER_FILE).read_text()
 

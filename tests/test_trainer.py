@@ -48,7 +48,8 @@ def config(steps: int = 10, **kw) -> TrainConfig:
 def run(run_dir: Path, steps: int, *, seed: int = 0, resume: bool = False, task: ToyTask | None = None, **kw):
     seed_everything(seed)
     task = task or ToyTask(two_parts=kw.pop("two_parts", False))
-    result = train(task, ToyDataset(), config(steps, **kw), run_dir, resume=resume, task_config=task.config(), quiet=True)
+    result = train(task, ToyDataset(), config(steps, **kw), run_dir, resume=resume, task_config=task.config(),
+                   quiet=True)
     return task, result
 
 
@@ -141,7 +142,8 @@ def test_ema_warmup_formula_and_update(tmp_path):
 
     # In training: EMA after update k is the lerp of the previous EMA towards the model.
     run(tmp_path / "run", 4, checkpoint_every=1, ema_decay=0.9)
-    states = {s: read_state(tmp_path / "run" / "checkpoints" / f"step_{s:07d}.safetensors").tensors for s in range(1, 5)}
+    states = {s: read_state(tmp_path / "run" / "checkpoints" / f"step_{s:07d}.safetensors").tensors
+              for s in range(1, 5)}
     keys = [k[len("model/net/") :] for k in states[1] if k.startswith("model/net/")]
     for key in keys:
         assert torch.equal(states[1][f"ema/net/{key}"], states[1][f"model/net/{key}"])  # decay 0 first
@@ -185,7 +187,8 @@ def test_loss_falls_and_run_folder_is_complete(tmp_path):
     for line in lines:
         assert {"time", "elapsed", "steps_per_s", "net/loss", "net/grad_norm", "net/lr", "net/pred_mean"} <= set(line)
     saved = json.loads((run_dir / "config.json").read_text())
-    assert saved["task_kind"] == "toy" and saved["world_size"] == 1 and saved["task"] == {"hidden": 8, "two_parts": False}
+    assert (saved["task_kind"] == "toy" and saved["world_size"] == 1
+            and saved["task"] == {"hidden": 8, "two_parts": False})
     assert saved["train"]["steps"] == 60
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert names == ["latest.json", "step_0000040.safetensors", "step_0000060.safetensors"]  # keep 2
@@ -208,7 +211,8 @@ def test_resume_is_bit_exact(tmp_path):
     for la, lb in zip(a, b):
         for key in ("net/loss", "critic/loss", "net/grad_norm", "net/lr"):
             assert la[key] == lb[key], (la["step"], key)
-    ea, eb = load_checkpoint(tmp_path / "a" / "model.safetensors"), load_checkpoint(tmp_path / "b" / "model.safetensors")
+    ea = load_checkpoint(tmp_path / "a" / "model.safetensors")
+    eb = load_checkpoint(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(ea.tensors[k], eb.tensors[k]) for k in ea.tensors)
 
 
@@ -216,9 +220,11 @@ def test_resume_refuses_a_different_config(tmp_path):
     run_dir = tmp_path / "run"
     run(run_dir, 3)
     with pytest.raises(SalongError, match=r"config differs: task\.hidden: run has 8, now 16"):
-        train(ToyTask(hidden=16), ToyDataset(), config(5), run_dir, resume=True, task_config={"hidden": 16, "two_parts": False}, quiet=True)
+        train(ToyTask(hidden=16), ToyDataset(), config(5), run_dir, resume=True,
+              task_config={"hidden": 16, "two_parts": False}, quiet=True)
     with pytest.raises(SalongError, match="--seed: run has 0, now 3"):
-        train(ToyTask(), ToyDataset(), config(5, seed=3), run_dir, resume=True, task_config=ToyTask().config(), quiet=True)
+        train(ToyTask(), ToyDataset(), config(5, seed=3), run_dir, resume=True, task_config=ToyTask().config(),
+              quiet=True)
     other = ToyTask()
     other.kind = "clap"
     with pytest.raises(SalongError, match="task kind: run has 'toy', now 'clap'"):
@@ -252,7 +258,8 @@ def test_run_folder_checks(tmp_path):
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 8 \(net\); the last good checkpoint is .*step_0000006"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"loss became nan at step 8 \(net\); the last good checkpoint is .*step_0000006"):
         run(run_dir, 20, task=ToyTask(nan_at=8), checkpoint_every=3)
     names = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
     assert names == ["step_0000003.safetensors", "step_0000006.safetensors"]
@@ -294,8 +301,10 @@ def test_export_uses_ema_weights(tmp_path):
         assert torch.equal(value, state.tensors[f"ema/net/{key}"])
     assert not torch.equal(exported.tensors["0.weight"], state.tensors["model/net/0.weight"])
     # From an older checkpoint file too; the end-of-training export matches the newest.
-    old = export_run(run_dir / "checkpoints" / "step_0000005.safetensors", tmp_path / "old.safetensors", ToyTask(two_parts=True))
-    assert torch.equal(load_checkpoint(old).tensors["0.weight"], read_state(run_dir / "checkpoints" / "step_0000005.safetensors").tensors["ema/net/0.weight"])
+    old = export_run(run_dir / "checkpoints" / "step_0000005.safetensors", tmp_path / "old.safetensors",
+                     ToyTask(two_parts=True))
+    assert torch.equal(load_checkpoint(old).tensors["0.weight"],
+                       read_state(run_dir / "checkpoints" / "step_0000005.safetensors").tensors["ema/net/0.weight"])
     final = load_checkpoint(run_dir / "model.safetensors", "toy")
     assert all(torch.equal(final.tensors[k], exported.tensors[k]) for k in final.tensors)
     other = ToyTask()
@@ -365,7 +374,8 @@ def test_sigint_in_process_raises_training_interrupted(tmp_path):
     # The test sets the handler it starts from: a background job (`cmd &`) starts with SIGINT ignored.
     original = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with pytest.raises(TrainingInterrupted, match=r"interrupted at step 4; checkpoint saved to .*step_0000004") as info:
+        with pytest.raises(TrainingInterrupted,
+                           match=r"interrupted at step 4; checkpoint saved to .*step_0000004") as info:
             run(tmp_path / "run", 50, task=Interrupting())
         assert info.value.exit_code == 130 and info.value.step == 4
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
@@ -375,7 +385,8 @@ def test_sigint_in_process_raises_training_interrupted(tmp_path):
 
 def test_kill_9_leaves_a_resumable_run(tmp_path):
     run_dir = tmp_path / "run"
-    proc = spawn("--run-dir", str(run_dir), "--steps", "1000", "--sleep", "0.01", "--checkpoint-every", "5", "--two-parts")
+    proc = spawn("--run-dir", str(run_dir), "--steps", "1000", "--sleep", "0.01", "--checkpoint-every", "5",
+                 "--two-parts")
     wait_for_checkpoint(proc, run_dir, 10)
     time.sleep(0.07)  # land somewhere between checkpoints
     proc.kill()
@@ -389,7 +400,8 @@ def test_kill_9_leaves_a_resumable_run(tmp_path):
 
     seed_everything(0)
     task = ToyTask(two_parts=True)
-    result = train(task, ToyDataset(), config(last + 4, checkpoint_every=5), run_dir, resume=True, task_config=task.config(), quiet=True)
+    result = train(task, ToyDataset(), config(last + 4, checkpoint_every=5), run_dir, resume=True,
+                   task_config=task.config(), quiet=True)
     assert result.step == last + 4
     assert not leftover.exists()
     for path in (run_dir / "checkpoints").glob("step_*.safetensors"):
@@ -407,7 +419,8 @@ def torchrun(*args: str) -> None:
 def test_ddp_two_processes_identical_weights_and_exact_resume(tmp_path):
     run_dir, dump = tmp_path / "run", tmp_path / "dump"
     dump.mkdir()
-    torchrun("--run-dir", str(run_dir), "--steps", "6", "--checkpoint-every", "3", "--two-parts", "--dump-dir", str(dump))
+    torchrun("--run-dir", str(run_dir), "--steps", "6", "--checkpoint-every", "3", "--two-parts",
+             "--dump-dir", str(dump))
     r0, r1 = load_file(str(dump / "rank0.safetensors")), load_file(str(dump / "rank1.safetensors"))
     finals = [k for k in r0 if k.startswith("final/")]
     assert finals and all(torch.equal(r0[k], r1[k]) for k in finals)
@@ -421,7 +434,8 @@ def test_ddp_two_processes_identical_weights_and_exact_resume(tmp_path):
     assert [line["step"] for line in metrics(run_dir)] == list(range(1, 7))
 
     # Every rank resumes from the checkpoint; 6 + 3 steps equal 9 steps in one go.
-    torchrun("--run-dir", str(run_dir), "--steps", "9", "--checkpoint-every", "3", "--two-parts", "--resume", "--dump-dir", str(dump))
+    torchrun("--run-dir", str(run_dir), "--steps", "9", "--checkpoint-every", "3", "--two-parts", "--resume",
+             "--dump-dir", str(dump))
     r0, r1 = load_file(str(dump / "rank0.safetensors")), load_file(str(dump / "rank1.safetensors"))
     assert all(torch.equal(r0[k], r1[k]) for k in finals)
     torchrun("--run-dir", str(tmp_path / "straight"), "--steps", "9", "--checkpoint-every", "3", "--two-parts")

@@ -66,7 +66,8 @@ def tiny_config(objective: str, t5_path: str) -> dict:
     dit = {"io_channels": 8, "embed_dim": 64, "depth": 1, "num_heads": 2, "cond_token_dim": 32,
            "global_cond_dim": 32 * len(timing), "project_cond_tokens": objective != "v",
            "transformer_type": "continuous_transformer"}
-    diffusion = {"cross_attention_cond_ids": ["prompt", *timing], "global_cond_ids": timing, "type": "dit", "config": dit}
+    diffusion = {"cross_attention_cond_ids": ["prompt", *timing], "global_cond_ids": timing, "type": "dit",
+                 "config": dit}
     if objective == "rf":
         diffusion["diffusion_objective"] = "rf_denoiser"
         dit["attn_kwargs"] = {"qk_norm": "ln"}
@@ -113,7 +114,8 @@ def _without_torchvision() -> None:
                         "k_diffusion.evaluation": Stub("k_diffusion.evaluation")})
     ta = Stub("torchaudio")
     ta.transforms, ta.functional = Stub("torchaudio.transforms"), Stub("torchaudio.functional")
-    sys.modules.update({"torchaudio": ta, "torchaudio.transforms": ta.transforms, "torchaudio.functional": ta.functional})
+    sys.modules.update({"torchaudio": ta, "torchaudio.transforms": ta.transforms,
+                        "torchaudio.functional": ta.functional})
 
 
 def main(out: Path) -> None:
@@ -124,7 +126,8 @@ def main(out: Path) -> None:
 
     t5_dir = out / "t5"  # only to build the reference's conditioner; not part of the fixture
     torch.manual_seed(0)
-    T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)).save_pretrained(t5_dir)
+    t5_config = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    T5EncoderModel(t5_config).save_pretrained(t5_dir)
     (t5_dir / "tokenizer_config.json").write_text("{}")
     conditioners.T5Conditioner.T5_MODELS.append(str(t5_dir))
     conditioners.T5Conditioner.T5_MODEL_DIMS[str(t5_dir)] = 32
@@ -191,7 +194,8 @@ def main(out: Path) -> None:
                                              batch_cfg=True, **one)
         meta = {"stable_audio_tools": version("stable-audio-tools"), "torch": torch.__version__,
                 "k_diffusion": version("k-diffusion"), "objective": objective}
-        save_file({k: v.float().contiguous() for k, v in r.items()}, str(folder / "reference.safetensors"), metadata=meta)
+        save_file({k: v.float().contiguous() for k, v in r.items()}, str(folder / "reference.safetensors"),
+                  metadata=meta)
         print(folder, sum((folder / f).stat().st_size for f in ("model.safetensors", "reference.safetensors")), "bytes")
     import shutil
 

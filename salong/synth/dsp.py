@@ -53,7 +53,8 @@ def _convolve(x: np.ndarray, ir: np.ndarray) -> np.ndarray:
     out = np.zeros(n + m - 1)
     for start in range(0, n, step):
         block = x[start:start + step]
-        out[start:start + len(block) + m - 1] += np.fft.irfft(np.fft.rfft(block, size) * response, size)[:len(block) + m - 1]
+        filtered = np.fft.irfft(np.fft.rfft(block, size) * response, size)
+        out[start:start + len(block) + m - 1] += filtered[:len(block) + m - 1]
     return out[:n]
 
 

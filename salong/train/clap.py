@@ -188,7 +188,8 @@ def retrieval_metrics(clap: Clap, features: Sequence[torch.Tensor], captions: Se
     device = clap.device
     counts = [f.shape[0] for f in features]
     windows = torch.cat(list(features))  # (sum of crops, 1, frames, n_mels)
-    emb = torch.cat([clap.embed_audio(windows[i:i + EVAL_BATCH].to(device)) for i in range(0, len(windows), EVAL_BATCH)])
+    emb = torch.cat([clap.embed_audio(windows[i:i + EVAL_BATCH].to(device))
+                     for i in range(0, len(windows), EVAL_BATCH)])
     audio = torch.stack([chunk.mean(dim=0) for chunk in emb.split(counts)])  # (N, D)
     audio = F.normalize(audio, dim=-1)
     text = []

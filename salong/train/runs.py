@@ -236,7 +236,8 @@ def run_settings(
     if resume:
         saved_kind, train_config, task_dict = read_run_config(run_dir)
         if saved_kind != kind:
-            raise SalongError(f"{str(run_dir)!r} is a {saved_kind} run; continue it with `salong train {saved_kind} --resume`")
+            raise SalongError(f"{str(run_dir)!r} is a {saved_kind} run; "
+                              f"continue it with `salong train {saved_kind} --resume`")
         task_config = config_from_dict(task_cls, task_dict)
         task_options = _keep_controls(task_config, task_options)
     # every config validates itself and raises SalongError

@@ -343,7 +343,8 @@ def _open_run_dir(
             for folder in (run_dir, run_dir / st.CHECKPOINT_DIR, run_dir / st.DEMO_DIR):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SalongError(f"cannot create run folder {str(run_dir)!r} ({exc.strerror}); choose another --out") from None
+            raise SalongError(f"cannot create run folder {str(run_dir)!r} ({exc.strerror}); "
+                              "choose another --out") from None
         st.remove_temp_files(run_dir)
         st.write_json(run_dir / st.CONFIG_FILE, run_config)
         if ckpt is not None:
