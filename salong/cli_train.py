@@ -271,7 +271,8 @@ def train_dit_cmd(
     initial = init_config(run.init, text_encoder) if run.init is not None else None  # read once, used twice
     if lora is None and (lora_alpha is not None or lora_targets is not None):
         raise SalongError("--lora-alpha and --lora-targets set up --lora adapters; give --lora RANK too")
-    targets = {} if lora_targets is None else {"targets": tuple(t.strip() for t in lora_targets.split(",") if t.strip())}
+    targets = ({} if lora_targets is None
+               else {"targets": tuple(t.strip() for t in lora_targets.split(",") if t.strip())})
     adapters = None if lora is None else LoraConfig(
         rank=lora, alpha=float(lora_alpha if lora_alpha is not None else lora), **targets)
     if text_layer is None and initial is not None:  # a DiT goes on reading the layer it learned from

@@ -6,7 +6,8 @@ it knows nothing about noise schedules or objectives (see `diffusion.py`).
     latents (B, 64, L) ─► x + preprocess_conv(x) ─► project_in ─┐
     t ─► Fourier features ─► to_timestep_embed ──────────┐       │
     seconds_start, seconds_total ─► NumberEmbedder ─┬─► to_global_embed (+) ─► ONE prepended token
-                                                    └─► 2 tokens after the text tokens ─► to_cond_embed ─► cross-attention
+                                                    └─► 2 tokens after the text tokens
+                                                        ─► to_cond_embed ─► cross-attention
     blocks: pre-norm self-attention (RoPE), cross-attention, SwiGLU feed-forward
     ─► drop the prepended token ─► project_out ─► y + postprocess_conv(y) (B, 64, L)
 
@@ -239,7 +240,8 @@ class SelfAttention(nn.Module):
         self.qk_norm = qk_norm
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.to_qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)  # (B, h, T, d) each
+        qkv = self.to_qkv(x)  # (B, T, 3W)
+        q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.heads)  # (B, h, T, d) each
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -373,7 +375,8 @@ class DiT(nn.Module):
             nn.Linear(c.cond_width, cw, bias=False), nn.SiLU(), nn.Linear(cw, cw, bias=False)
         )
         self.to_global_embed = nn.Sequential(
-            nn.Linear(len(c.timing) * c.cond_width, c.width, bias=False), nn.SiLU(), nn.Linear(c.width, c.width, bias=False)
+            nn.Linear(len(c.timing) * c.cond_width, c.width, bias=False), nn.SiLU(),
+            nn.Linear(c.width, c.width, bias=False)
         )
         for name in c.timing:  # `seconds_start`, `seconds_total`
             setattr(self, name, NumberEmbedder(c.timing_features, c.cond_width, c.timing_max_seconds))

@@ -84,7 +84,8 @@ def test_files_round_trip_and_refuse_another_base(tmp_path):
     with attach(dit, [(loaded, 1.0)]):
         assert torch.equal(dit(**inputs()), expected)
     other = perturbed(seed=5)
-    with pytest.raises(SalongError, match=rf"weights digest {dit_digest(dit)}, but this model's is {dit_digest(other)}"):
+    message = rf"weights digest {dit_digest(dit)}, but this model's is {dit_digest(other)}"
+    with pytest.raises(SalongError, match=message):
         load_adapter(path, other)
 
 

@@ -134,7 +134,8 @@ def test_variable_crop_lengths(setup, tmp_path):
     assert set(draws) <= set(range(8, 65, 2)) and draws.min() == 8 and draws.max() == 64
     # density 1/L^2 on [8, 66): P(L <= 16) = (1/8 - 1/18) / (1/8 - 1/66) = 0.63, P(L >= 48) = 0.05
     assert 0.58 < np.mean(draws <= 16) < 0.68 and 0.035 < np.mean(draws >= 48) < 0.085
-    cost = lambda law: np.mean([CropLengths(8, 64, 2, law).draw(seed) for seed in range(4000)])
+    def cost(law):
+        return np.mean([CropLengths(8, 64, 2, law).draw(seed) for seed in range(4000)])
     assert cost("balanced") < 0.75 * cost("log")  # frames per batch: the cost of a step
     assert DiTTaskConfig(model=DIT["tiny"], crop_law="balanced").crop_lengths(44100 / 2048).law == "balanced"
     with pytest.raises(SalongError, match="crop law must be one of"):
@@ -169,7 +170,8 @@ def test_variable_crop_lengths(setup, tmp_path):
 def test_loss_falls_and_export_generates(setup, tmp_path):
     root, data, ae, clap = setup
     run = tmp_path / "run"
-    result = train_dit(data, run, config(steps=200, checkpoint_every=200, log_every=10), task_config(), ae, clap, quiet=True)
+    result = train_dit(data, run, config(steps=200, checkpoint_every=200, log_every=10), task_config(), ae, clap,
+                       quiet=True)
     losses = [m["dit/loss"] for m in metrics(run) if "dit/loss" in m]
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
     song = Generator.load(result.model).generate("calm piano", 1.3, seed=0)
@@ -292,7 +294,8 @@ def test_timestep_shift_moves_training_times_to_high_noise(setup, tmp_path, caps
         forward = task.dit.forward
         task.dit.forward = lambda x, t, **cond: seen.append(t.clone()) or forward(x, t, **cond)
         batch = {"latents": torch.randn(64, 64, 8), "mask": torch.ones(64, 8, dtype=torch.bool),
-                 "text": torch.randn(64, 5, 128), "seconds_start": torch.zeros(64), "seconds_total": torch.full((64,), 8.0)}
+                 "text": torch.randn(64, 5, 128), "seconds_start": torch.zeros(64),
+                 "seconds_total": torch.full((64,), 8.0)}
         torch.manual_seed(3)
         task.loss("dit", batch, {"dit": task.dit}, step=0)
         return seen[0]

@@ -92,7 +92,8 @@ class DiTTaskConfig:
     # Training times: the noise-to-signal ratio of uniform t scaled by this (`shifted_time`);
     # 1 is the reference's t ~ U(0, 1), above 1 trains high noise more (docs/diffusion.md).
     timestep_shift: float = 1.0
-    cond_dropout: float = 0.1  # share of samples trained unconditionally, for CFG (docs/diffusion.md, Classifier-free guidance)
+    # share of samples trained unconditionally, for CFG (docs/diffusion.md, Classifier-free guidance)
+    cond_dropout: float = 0.1
     # The loss covers real audio only, except for this share of samples whose padding counts
     # too: they teach the model the silence after seconds_total (stable-audio-tools'
     # mask_padding_dropout); with every loss masked it would never learn to stop.
@@ -213,7 +214,8 @@ def prepare_models(run_dir: Path, autoencoder: Path | None, text_encoder: Path |
                                   f"own copy, or start a new run with --out")
             continue
         if source is None:
-            raise SalongError(f"{flag} is required to start a DiT run (a model file from `salong train {flag[2:].replace('text-encoder', 'clap')}`)")
+            command = flag[2:].replace("text-encoder", "clap")
+            raise SalongError(f"{flag} is required to start a DiT run (a model file from `salong train {command}`)")
         if not Path(source).is_file():
             raise SalongError(f"{flag} {source} not found; check the path")
         folder.mkdir(parents=True, exist_ok=True)
@@ -655,7 +657,8 @@ def train_dit(
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        raise SalongError(f"{exc} ({str(run_dir / PREPARED_DIR)!r} keeps what was prepared; a retry reuses it)") from None
+        kept = str(run_dir / PREPARED_DIR)
+        raise SalongError(f"{exc} ({kept!r} keeps what was prepared; a retry reuses it)") from None
     d = init_distributed(wants_cuda(train_config.device))
     dataset = LatentDataset(cache, items, task_config.crop_lengths(ae.config.latent_rate), ae.config.latent_rate)
     demos = [(it["caption"], it["duration"]) for it in items[: task_config.demo_count]]
