@@ -16,14 +16,16 @@ import soxr
 
 from salong.outputs import write_atomic
 from salong.errors import SalongError
+from salong.mastering import DEFAULT_PEAK_DB, normalise_loudness, subtype
 
-# Output extension -> (libsndfile format, subtype). 16-bit PCM is what players expect;
+# Output extension -> (libsndfile format, subtype at the default bit depth). WAV and FLAC take
+# 16, 24 (the default) or 32-bit float (WAV only) samples (`salong.mastering.subtype`);
 # Vorbis and MP3 are lossy and only for listening.
 WRITE_FORMATS: dict[str, tuple[str, str]] = {
-    "wav": ("WAV", "PCM_16"),
-    "flac": ("FLAC", "PCM_16"),
-    "ogg": ("OGG", "VORBIS"),
-    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "wav": ("WAV", subtype("wav")),
+    "flac": ("FLAC", subtype("flac")),
+    "ogg": ("OGG", subtype("ogg")),
+    "mp3": ("MP3", subtype("mp3")),
 }
 
 # The text tags libsndfile writes (`soundfile.SoundFile` attributes); which survive depends
@@ -150,23 +152,36 @@ def output_format(path: str | Path, fmt: str | None = None) -> str:
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None,
-                tags: Mapping[str, str] | None = None) -> Path:
+                tags: Mapping[str, str] | None = None, *, bit_depth: str | None = None,
+                loudness: float | None = None, peak_db: float | None = None) -> Path:
     """Write (channels, samples) audio atomically, format from the extension or `fmt`.
 
     The file appears complete or not at all: it is written to a temporary file in the
-    same folder and renamed. Audio that would clip is peak-limited first. `tags` are
-    libsndfile's text fields (title, comment, software, artist, date, ...).
+    same folder and renamed. NaN or infinite samples are refused. With `loudness` (LUFS)
+    the audio is first brought to that integrated loudness under a true-peak ceiling of
+    `peak_db` dBTP (`salong.mastering.normalise_loudness`); either way, audio that would
+    clip is peak-limited. WAV and FLAC get `bit_depth` "16", "24" (None: the default) or
+    "32f" (WAV only); ogg and mp3 have no bit depth and ignore it. `tags` are libsndfile's
+    text fields (title, comment, software, artist, date, ...).
     """
     name = output_format(path, fmt)
+    major, kind = WRITE_FORMATS[name][0], subtype(name, bit_depth)
     if audio.ndim != 2 or audio.shape[1] == 0:
         raise SalongError(f"refusing to write {str(path)!r}: audio must be (channels, samples) and non-empty")
+    audio = np.asarray(audio, dtype=np.float32)
+    bad = int(np.size(audio) - np.count_nonzero(np.isfinite(audio)))
+    if bad:
+        raise SalongError(f"refusing to write {str(path)!r}: its audio holds {bad} NaN or infinite samples "
+                          "(try another seed or a lower --cfg-scale)")
     assert set(tags or {}) <= set(TAGS), f"unknown tags {sorted(set(tags or {}) - set(TAGS))}"
-    major, subtype = WRITE_FORMATS[name]
-    data = np.ascontiguousarray(peak_limit(np.asarray(audio, dtype=np.float32)).T)  # (samples, channels)
+    if loudness is not None:
+        peak = DEFAULT_PEAK_DB if peak_db is None else peak_db
+        audio = normalise_loudness(audio, sample_rate, loudness, peak, name=repr(str(path)))
+    data = np.ascontiguousarray(peak_limit(audio).T)  # (samples, channels)
 
     def write(tmp: Path) -> None:
         try:
-            with sf.SoundFile(str(tmp), "w", sample_rate, data.shape[1], subtype, format=major) as f:
+            with sf.SoundFile(str(tmp), "w", sample_rate, data.shape[1], kind, format=major) as f:
                 for key, value in (tags or {}).items():
                     setattr(f, key, value)  # before the samples: some formats write tags in the header
                 f.write(data)

@@ -11,6 +11,7 @@ several files (`Tally`): a failing item is one line and never stops the others.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -346,15 +347,45 @@ def render(
 
         start = time.perf_counter()
         try:
-            tags = Recipe(job.request, **made_by).tags(output_format(job.output, fmt))
+            request = as_written(job.request, output_format(job.output, fmt))
+            tags = Recipe(request, **made_by).tags(output_format(job.output, fmt))
             report(job, "encoding the prompt", 0, 0)
             song = generator.sample(job.request, progress=sampling)
             report(job, "writing", 0, 0)
-            path = write_audio(job.output, song.audio, song.sample_rate, fmt, tags)
+            path = write_audio(job.output, song.audio, song.sample_rate, fmt, tags, bit_depth=request.bit_depth,
+                               loudness=request.loudness, peak_db=request.peak_db)
         except SalongError as exc:
             yield Failed(job.source, str(exc))
             continue
         yield Rendered(job, path, song, time.perf_counter() - start, model)
+
+
+def as_written(request: SongRequest, fmt: str) -> SongRequest:
+    """`request` with the bit depth a file of format `fmt` gets (the default filled in; none for
+    ogg and mp3), as its recipe records it; a one-line error for 32f in FLAC."""
+    from salong.mastering import written_bit_depth
+
+    written = copy.copy(request)
+    object.__setattr__(written, "bit_depth", written_bit_depth(fmt, request.bit_depth))
+    return written
+
+
+def check_formats(jobs: list[Job | BadLine], fmt: str | None) -> list[Job | BadLine]:
+    """Each job's output format and bit depth checked (`as_written`) before the model loads: a
+    bad one fails the command for the command line's prompt, else becomes its line's BadLine."""
+    from salong.audio import output_format
+
+    checked: list[Job | BadLine] = []
+    for job in jobs:
+        if isinstance(job, Job):
+            try:
+                as_written(job.request, output_format(job.output, fmt))
+            except SalongError as exc:
+                if job.source == "prompt":
+                    raise
+                job = BadLine(job.source, str(exc))
+        checked.append(job)
+    return checked
 
 
 def render_shared(generator: Generator, jobs: list[Job | BadLine], d: Dist,
@@ -417,7 +448,7 @@ def generate_songs(
         _ = base.init_audio.samples  # read once, now: an unreadable file fails before the model loads
     ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
     entries = read_prompts(prompts) if prompts is not None else [{"prompt": base.prompt, "source": "prompt"}]
-    jobs = plan_jobs(entries, base, variations, out, name, ext)
+    jobs = check_formats(plan_jobs(entries, base, variations, out, name, ext), fmt)
     model = model if model is not None else default_generator()
     if take is not None:
         check_take_model(take, model)
@@ -464,11 +495,14 @@ def encode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
 
 
 def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], None], *, model: Path | None = None,
-                 fmt: str | None = None, overwrite: bool = False, progress: bool = True) -> None:
+                 fmt: str | None = None, overwrite: bool = False, progress: bool = True,
+                 bit_depth: str | None = None) -> None:
     """`salong decode`: each latents file back to audio of its original length and channels,
-    written as NAME.wav (or `fmt`) by the output rule, checked before the model loads."""
+    written as NAME.wav (or `fmt`; WAV and FLAC at `bit_depth`) by the output rule, checked
+    before the model loads."""
     from salong.audio import output_format, write_audio
     from salong.latents import decode_latents, load_latents
+    from salong.mastering import subtype
 
     suffix = "." + (fmt or "wav")
     if out is not None and not out.is_dir() and len(inputs) == 1:
@@ -476,13 +510,15 @@ def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
     elif fmt is not None:
         output_format(Path("x" + suffix))
     targets = plan_outputs(inputs, out, suffix, overwrite)
+    for target in targets:
+        subtype(output_format(target, fmt), bit_depth)  # 32f in FLAC fails before the model loads
     autoencoder = _codec(model, progress)
 
     def decode(path: Path, target: Path) -> Path:
         item = load_latents(path)
         with status_bar(f"decoding {path.name}", progress) as bar:
             audio = decode_latents(autoencoder, item, progress=bar)
-        return write_audio(target, audio, item.sample_rate, fmt)
+        return write_audio(target, audio, item.sample_rate, fmt, bit_depth=bit_depth)
 
     each_file(inputs, targets, decode, show)
 

@@ -8,6 +8,7 @@ The `salong train` commands are in salong/cli_train.py.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import sys
@@ -88,6 +89,8 @@ def _root(
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress on stderr (on a terminal).")
 _OVERWRITE = typer.Option(
     False, "--overwrite", help="Replace output files that exist (without it, an existing file is an error).")
+_BIT_DEPTH = typer.Option(None, "--bit-depth", help="WAV and FLAC samples: 16, 24 or 32f (32-bit float, WAV only); "
+                          "ogg and mp3 ignore it. \\[default: 24]")
 _CODEC_MODEL = typer.Option(None, help="Autoencoder or generator file, or Stable Audio Open folder (its autoencoder "
                                        "is used). \\[default: the bundled model's]")
 
@@ -175,13 +178,17 @@ def decode(
         None, "-o", "--out", help="Audio file for one input, or a folder for several. \\[default: NAME.wav here]"),
     model: Optional[Path] = _CODEC_MODEL,
     fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from the extension]"),
+    bit_depth: Optional[str] = _BIT_DEPTH,
     overwrite: bool = _OVERWRITE,
     progress: bool = _PROGRESS,
 ) -> None:
     """Decode latents back to audio with the original length and channel count."""
     from salong.batch import decode_files
+    from salong.mastering import check_bit_depth
 
-    decode_files(inputs, out, _reporter(), model=model, fmt=fmt, overwrite=overwrite, progress=progress)
+    bit_depth = check_bit_depth(bit_depth) if bit_depth is not None else None
+    decode_files(inputs, out, _reporter(), model=model, fmt=fmt, overwrite=overwrite, progress=progress,
+                 bit_depth=bit_depth)
 
 
 @app.command()
@@ -283,6 +290,13 @@ def generate(
     text_encoder: Optional[Path] = typer.Option(None, help="T5 folder for a Stable Audio Open --model. \\[default: a "
                                                 "t5-base folder inside or beside it, or its text_encoder/]"),
     fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg or mp3. \\[default: from -o, else wav]"),
+    bit_depth: Optional[str] = _BIT_DEPTH,
+    loudness: Optional[float] = typer.Option(None, "--loudness", help="Normalise to this integrated loudness, LUFS "
+                                             "(ITU-R BS.1770), -70 to 0: -14 for streaming, -23 for broadcast; one "
+                                             "gain, its true peak kept under --peak-db. \\[default: off: a song is "
+                                             "only scaled down where it would clip]"),
+    peak_db: Optional[float] = typer.Option(None, "--peak-db", help="True-peak ceiling of --loudness, dBTP (4x "
+                                            "oversampled), -20 to 0. \\[default: -1]"),
     prompts: Optional[Path] = typer.Option(None, help="Batch file: a prompt per line, or JSON lines with prompt, "
                                            "seconds, seed, output, negative, bpm, key, meter."),
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 or more (consecutive seeds)."),
@@ -325,6 +339,7 @@ def generate(
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
                        bpm=bpm, key=key, meter=meter)  # bad settings fail here, before the model loads
+    base = dataclasses.replace(base, bit_depth=bit_depth, loudness=loudness, peak_db=peak_db)  # how it is written
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,
                    model=model, text_encoder=text_encoder, device=device, skip_existing=skip_existing,
                    overwrite=overwrite, progress=progress,

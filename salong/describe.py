@@ -68,6 +68,10 @@ def describe_audio(path: str | Path) -> str:
         ("sampler", request.sampler), ("tempo", tempo), ("key", key), ("meter", meter),
         ("frames", "the model's whole window, then cut" if request.frames == "window" else "only those the song needs"),
         ("init audio", init_audio), ("init noise level", request.init_noise_level),
+        ("bit depth", {"32f": "32-bit float"}.get(request.bit_depth, f"{request.bit_depth}-bit")
+         if request.bit_depth else None),
+        ("loudness", f"{request.loudness:g} LUFS, true peak at most {request.peak_db:g} dBTP"
+         if request.loudness is not None else None),
         ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
         ("text encoder", recipe.text_encoder),
         ("made by", f"salong {recipe.salong}"),

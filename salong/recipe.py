@@ -16,7 +16,9 @@ The keys are the fields of the song's request (`salong.request.SongRequest`, res
 controls given as options. What is None is left out: `negative`, `init_audio` (written
 absolute), `init_noise_level`, `text_encoder` (a T5 folder given apart from a Stable Audio
 Open model), `bpm`, `key`, `meter` (what the prompt states is read from it again, so a new
-prompt given with `--like` states its own), and `model` for the bundled model.
+prompt given with `--like` states its own), `bit_depth` (a WAV's or FLAC's: "16", "24" or
+"32f"; none in ogg and mp3), `loudness` and `peak_db` (the LUFS and dBTP ceiling it was
+normalised to), and `model` for the bundled model.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "sampler": (str,), "frames": (str,), "negative": (str,), "init_audio": (str,),
     "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
     "bpm": (str, int, float), "key": (str,), "meter": (str, int), "salong": (str,),
+    "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
 }
 _REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "salong")
 

@@ -29,6 +29,7 @@ from salong.checks import check_seed, is_real, random_seed
 from salong.controls import Controls, resolve as resolve_controls
 from salong.diffusion import RF_SAMPLERS, SAMPLERS, get_sampler
 from salong.errors import SalongError
+from salong.mastering import BLOCK_SECONDS, DEFAULT_PEAK_DB, check_bit_depth, check_loudness, check_peak_db
 from salong.timing import audio_samples
 
 if TYPE_CHECKING:
@@ -144,6 +145,9 @@ class SongRequest:
     bpm: float | str | None = None
     key: str | None = None
     meter: str | int | None = None
+    bit_depth: str | None = None
+    loudness: float | None = None
+    peak_db: float | None = None
     controls: Controls = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +161,7 @@ class SongRequest:
         if self.negative is not None and not isinstance(self.negative, str):
             raise SalongError("negative must be a string")
         checked.update(self._check_init())
+        checked.update(self._check_output())
         for name in CONTROL_FIELDS:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
@@ -181,6 +186,22 @@ class SongRequest:
         elif not isinstance(audio, InitAudio):
             raise SalongError(f"init audio must be a file or (audio, sample rate), got {type(audio).__name__}")
         return {"init_audio": audio, "init_noise_level": float(level)}
+
+    def _check_output(self) -> dict[str, Any]:
+        """The bit depth, and the loudness with its ceiling (given together: -1 dBTP by default)."""
+        checked: dict[str, Any] = {}
+        if self.bit_depth is not None:
+            checked["bit_depth"] = check_bit_depth(self.bit_depth)
+        if self.loudness is None:
+            if self.peak_db is not None:
+                raise SalongError("--peak-db is the true-peak ceiling of --loudness; give --loudness LUFS too")
+            return checked
+        checked["loudness"] = check_loudness(self.loudness)
+        checked["peak_db"] = DEFAULT_PEAK_DB if self.peak_db is None else check_peak_db(self.peak_db)
+        if self.seconds < BLOCK_SECONDS:
+            raise SalongError(f"--loudness needs a song of at least {BLOCK_SECONDS:g} s (BS.1770 measures "
+                              f"{BLOCK_SECONDS:g} s blocks), got seconds={self.seconds:g}")
+        return checked
 
     @property
     def resolved(self) -> bool:

@@ -105,7 +105,7 @@ def _write_piece(job: tuple[Path, int, int, float, float, str, str, int]) -> str
     piece_seed = _corpus_seed(seed, i)
     piece = make_piece(piece_seed, piece_length(piece_seed, min_seconds, max_seconds, durations))
     rel = piece_path(i, fmt)
-    write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt)
+    write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt, bit_depth="16")  # training data: half the bytes of 24
     return _metadata_line(rel, piece_seed, piece.attributes, piece.audio.shape[1] / SAMPLE_RATE, captions)
 
 
