@@ -8,7 +8,6 @@ The `salong train` commands are in salong/cli_train.py.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import sys
@@ -338,8 +337,8 @@ def generate(
     frames = "window" if full_window else getattr(frames, "value", frames)  # an enum, or a str from --like
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
-                       bpm=bpm, key=key, meter=meter)  # bad settings fail here, before the model loads
-    base = dataclasses.replace(base, bit_depth=bit_depth, loudness=loudness, peak_db=peak_db)  # how it is written
+                       bpm=bpm, key=key, meter=meter,  # bad settings fail here, before the model loads
+                       bit_depth=bit_depth, loudness=loudness, peak_db=peak_db)
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,
                    model=model, text_encoder=text_encoder, device=device, skip_existing=skip_existing,
                    overwrite=overwrite, progress=progress,
