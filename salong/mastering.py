@@ -28,8 +28,9 @@ from salong.errors import SalongError
 # --- bit depth ---------------------------------------------------------------------------
 
 # 24-bit integer PCM: every DAW, sampler and player reads it, and FLAC holds it too, so one
-# default serves both lossless formats; its rounding error (2^-24 of full scale, -144 dBFS)
-# is far below anything a song holds. 32-bit float adds headroom a peak-limited song never uses.
+# default serves both lossless formats; its round-trip error (at most 2^-23 of full scale,
+# -138 dBFS) is far below anything a song holds. 32-bit float adds headroom a peak-limited
+# song never uses.
 BIT_DEPTHS = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}  # --bit-depth -> libsndfile subtype
 DEFAULT_BIT_DEPTH = "24"
 LOSSY_SUBTYPES = {"ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}  # no bit depth: --bit-depth is ignored
