@@ -191,3 +191,17 @@ def test_a_song_with_nan_samples_is_one_line_naming_it_and_no_file(tmp_path, cap
                              "-o", tmp_path / "x.wav")
     one_line_error(code, out, err, r"refusing to write '.*x.wav': its audio holds 2 NaN or infinite samples")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_takes_a_bit_depth(tmp_path, capsys, generator_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    A.write_audio("in.wav", sine(440, 0.3, 0.5), RATE)
+    code, out, err = run_cli(capsys, "encode", "in.wav", "-o", "in.latents.safetensors", "--model", generator_path)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "decode", "in.latents.safetensors", "-o", "out.wav", "--bit-depth", "32f",
+                             "--model", generator_path)
+    assert code == 0 and sf.info("out.wav").subtype == "FLOAT", err
+    code, out, err = run_cli(capsys, "decode", "in.latents.safetensors", "-o", "out.flac", "--bit-depth", "32f",
+                             "--model", tmp_path / "missing.safetensors")  # refused before the model loads
+    one_line_error(code, out, err, r"--bit-depth 32f is not a FLAC sample format")
+    assert not (tmp_path / "out.flac").exists()
