@@ -55,7 +55,11 @@ def commands(g: Path, c: Path) -> list[list[str]]:
          "-o", "ctrl.wav", "--model", c],
         ["generate", "Calm piano at 90 BPM in A minor", "-s", "1", "--seed", "3", "-o", "a.wav", "--model", g],
         ["generate", "x", "--bpm", "fast", "-o", "bad.wav", "--model", g],
-        ["info", "a.wav"], ["info", "ctrl.wav"], ["info", g],
+        ["generate", "Calm piano", "-s", "1", "--seed", "3", "--bit-depth", "16", "--loudness", "-20", "--peak-db",
+         "-2", "-o", "loud.flac", "--model", g],
+        ["generate", "Calm piano", "-s", "1", "--seed", "3", "--bit-depth", "32f", "-o", "float.wav", "--model", g],
+        ["generate", "x", "--bit-depth", "32f", "-o", "bad.flac", "--model", g],
+        ["info", "a.wav"], ["info", "ctrl.wav"], ["info", "loud.flac"], ["info", g],
         ["encode", "a.wav", "-o", "a.safetensors", "--model", g],
         ["decode", "a.safetensors", "-o", "d.wav", "--model", g],
     ]
