@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from salong.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
+from salong.checkpoint import config_from_dict, load_checkpoint, read_metadata, save_checkpoint
 from salong.errors import SalongError
 
 KIND = "lora"
@@ -173,6 +173,18 @@ class AdapterFile:
     base: str
     facts: dict
     tensors: dict
+
+
+def check_adapter_file(path: str | Path) -> None:
+    """A `--lora` file that is there and is an adapter, or a one-line error (before any model loads)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "not found"
+        raise SalongError(f"--lora file {str(path)!r} {what}; give an adapter file written by `salong train export`")
+    kind = read_metadata(path).get("kind")
+    if kind != KIND:
+        raise SalongError(f"--lora file {str(path)!r} is {'a ' + kind + ' checkpoint' if kind else 'no salong file'}, "
+                          "not an adapter; give an adapter file written by `salong train export`")
 
 
 def read_adapter(path: str | Path) -> AdapterFile:
