@@ -73,7 +73,7 @@ def test_merged_equals_on_the_fly_and_adapters_stack():
     with attach(dit, [(one, 0.7)]), attach(dit, [(two, -1.5)]):
         nested = dit(**inputs())
     merged = merge(perturbed(), [(one, 0.7), (two, -1.5)])(**inputs())
-    torch.testing.assert_close(on_the_fly, nested, atol=1e-6, rtol=0)
+    torch.testing.assert_close(on_the_fly, nested, atol=1e-5, rtol=0)  # one stacked update vs two: rounding
     torch.testing.assert_close(merged, on_the_fly, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(merge(perturbed(), [(one, 0.0)])(**inputs()), perturbed()(**inputs()), atol=0, rtol=0)
 
