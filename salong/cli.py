@@ -304,9 +304,9 @@ def generate(
                                              "by `salong train export` for this model, with its strength, -10 to 10 "
                                              "(1 = as trained, 0 = the base model, negative = away from the style); "
                                              "repeat to stack adapters. \\[default strength: 1]"),
-    lora_merge: bool = typer.Option(False, "--lora-merge", help="Bake the --lora adapters into a copy of the DiT's "
-                                    "weights: as fast as the base model, equal to adapters on the fly to float "
-                                    "rounding."),
+    lora_merge: bool = typer.Option(False, "--lora-merge/--no-lora-merge", help="Bake the --lora adapters into a "
+                                    "copy of the DiT's weights: as fast as the base model, equal to adapters on the "
+                                    "fly to float rounding. --no-lora-merge: on the fly (for --like)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON record per song on stdout."),
     device: Device = typer.Option("auto", help="Where to run: auto (a GPU if there is one), cpu or cuda."),
     like: Optional[Path] = typer.Option(
