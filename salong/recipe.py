@@ -36,7 +36,7 @@ from typing import Any
 
 from salong import __version__
 from salong.errors import SalongError
-from salong.request import CONTROL_FIELDS, InitAudio, Lora, SongRequest, option_flag
+from salong.request import CONTROL_FIELDS, InitAudio, SongRequest, option_flag
 
 RECIPE_VERSION = 1
 # libsndfile drops a WAV's whole INFO chunk when one string is longer than about 2 KB
@@ -109,7 +109,7 @@ class Recipe:
             if not adapters or not all(_is_adapter(a) for a in adapters):
                 raise SalongError(f"{source} has damaged salong settings (lora={adapters!r}); "
                                   "re-render it from its prompt and seed")
-            record["lora"] = tuple(Lora(a["path"], a["strength"]) for a in adapters)
+            record["lora"] = [(a["path"], a["strength"]) for a in adapters]  # checked as the request's
             if all("sha256" in a for a in adapters):
                 made["lora_sha256"] = tuple(a["sha256"] for a in adapters)
         try:

@@ -283,6 +283,13 @@ def test_the_recipe_keeps_the_adapters_and_like_makes_the_song_again(tmp_path, c
     one.unlink()
     code, out, err = run_cli(capsys, "generate", "--like", tmp_path / "take.wav", "-o", tmp_path / "gone.wav")
     assert code == 1 and f"made with the adapter '{one}', which is not there any more; pass --lora" in err
+    # adapters no salong writes are damage, named
+    from salong.recipe import Recipe
+
+    for bad in ([], [{"path": str(one), "strength": 50}], [{"path": str(one), "strength": True}], [{"file": "x"}]):
+        text = json.dumps({**json.loads(recipe.to_json()), "lora": bad})
+        with pytest.raises(SalongError, match=r"^'t.wav' has damaged salong settings \("):
+            Recipe.from_json(text, "'t.wav'")
 
 
 def test_info_describes_an_adapter_file(capsys, adapters):
