@@ -276,6 +276,13 @@ def test_the_recipe_keeps_the_adapters_and_like_makes_the_song_again(tmp_path, c
     assert code == 0 and err == "", err
     assert read_recipe(tmp_path / "again.wav") == recipe
     assert np.array_equal(read_audio(tmp_path / "again.wav")[0], read_audio(tmp_path / "take.wav")[0])
+    # --no-lora-merge: the take's adapters on the fly, the same song to float (here 16-bit) rounding
+    code, out, err = run_cli(capsys, "generate", "--like", tmp_path / "take.wav", "--no-lora-merge",
+                             "-o", tmp_path / "fly.wav")
+    fly = read_recipe(tmp_path / "fly.wav").request
+    assert code == 0 and fly.lora == recipe.request.lora and fly.lora_merge is None
+    take_audio = read_audio(tmp_path / "take.wav")[0]
+    np.testing.assert_allclose(read_audio(tmp_path / "fly.wav")[0], take_audio, atol=2 / 32768)
     # a changed adapter file is a warning; a missing one an error naming --lora
     shutil.copy(adapters[1], one)
     code, out, err = run_cli(capsys, "generate", "--like", tmp_path / "take.wav", "-o", tmp_path / "changed.wav")
