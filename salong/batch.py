@@ -187,12 +187,13 @@ class Rendered:
 
     def record(self) -> dict[str, Any]:
         """The song's request as one JSON-ready record (what `salong generate --json` prints):
-        its settings, the tempo, key and meter it asked for (options over the prompt), the model."""
+        its settings, the tempo, key and meter it asked for (options over the prompt), the model
+        and its adapters (absolute path and strength each, or None)."""
         request = self.song.request
         controls = request.controls.record()
         return dict(path=str(self.path), **{name: getattr(request, name) for name in RECORD_FIELDS},
                     **{name: controls.get(name) for name in CONTROL_FIELDS}, model=self.model,
-                    elapsed=round(self.elapsed, 3))
+                    lora=request.record()["lora"], elapsed=round(self.elapsed, 3))
 
 
 @dataclass(frozen=True)
@@ -287,9 +288,10 @@ def each_file(inputs: list[Path], targets: list[Path], make: Callable[[Path, Pat
 def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None = None,
                overwrite: bool = False, skip_existing: bool = False) -> list[Job | BadLine]:
     """The pre-flight checks of each job (output format, writable output that is not an
-    existing file unless `overwrite` or `skip_existing`), and its request resolved against
-    the model (`SongRequest.resolve`): a job that fails one becomes a BadLine, before
-    minutes of sampling."""
+    existing file unless `overwrite` or `skip_existing`), its request resolved against
+    the model (`SongRequest.resolve`) and its adapters loaded for it (`Generator.adapters`:
+    trained on this model): a job that fails one becomes a BadLine, before minutes of
+    sampling."""
     from salong.audio import output_format
 
     checked: list[Job | BadLine] = []
@@ -300,6 +302,7 @@ def check_jobs(generator: Generator, jobs: list[Job | BadLine], fmt: str | None 
                 check_writable(job.output)
                 refuse_existing(job.output, overwrite or skip_existing)
                 job = dataclasses.replace(job, request=job.request.resolve(generator.config))
+                generator.adapters(job.request.lora)
             except SalongError as exc:
                 job = BadLine(job.source, str(exc))
         checked.append(job)
@@ -326,7 +329,7 @@ def render(
     file carries its recipe (`salong.recipe`) in its tags, with `text_encoder`, a T5
     folder given apart from the model."""
     from salong.audio import output_format, write_audio
-    from salong.recipe import Recipe, model_fields
+    from salong.recipe import Recipe, lora_fields, model_fields
 
     made_by = dict(model_fields(generator.source),
                    text_encoder=str(text_encoder.resolve()) if text_encoder is not None else None)
@@ -348,7 +351,7 @@ def render(
         start = time.perf_counter()
         try:
             request = as_written(job.request, output_format(job.output, fmt))
-            tags = Recipe(request, **made_by).tags(output_format(job.output, fmt))
+            tags = Recipe(request, **made_by, **lora_fields(request)).tags(output_format(job.output, fmt))
             report(job, "encoding the prompt", 0, 0)
             song = generator.sample(job.request, progress=sampling)
             report(job, "writing", 0, 0)
@@ -426,6 +429,7 @@ def generate_songs(
     overwrite: bool = False,
     progress: bool = True,
     take: Path | None = None,
+    lora_take: Path | None = None,
 ) -> None:
     """`salong generate`: the songs of `base`, or of each line of a `prompts` file over
     `base`'s settings (`plan_jobs`), `variations` each, rendered with one model (`model`,
@@ -435,17 +439,23 @@ def generate_songs(
     is checked before the model loads. `show` hears every result in order and, for several
     songs, the `Tally` (its summary line); failures follow the `Tally` policy. `take` is
     the song whose model this is (`--like` without `--model`): a model changed since is a
-    warning, a missing one an error. Under `torchrun --nproc_per_node=K` the songs are
+    warning, a missing one an error; `lora_take` likewise the song whose `--lora` adapters
+    these are (`--like` without `--lora`). Under `torchrun --nproc_per_node=K` the songs are
     shared out over K processes, one model each (`render_shared`); rank 0 shows them."""
     from salong.audio import output_format
     from salong.bundled import default_generator
     from salong.distributed import process_group, resolve_device, wants_cuda
-    from salong.recipe import check_take_model
+    from salong.lora import check_adapter_file
+    from salong.recipe import check_take_adapters, check_take_model
     from salong.sao import load_generator
 
     start = time.perf_counter()
     if base.init_audio is not None:
         _ = base.init_audio.samples  # read once, now: an unreadable file fails before the model loads
+    if lora_take is not None:
+        check_take_adapters(lora_take)
+    for adapter in base.lora or ():
+        check_adapter_file(adapter.path)  # a missing or unreadable adapter fails before the model loads
     ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
     entries = read_prompts(prompts) if prompts is not None else [{"prompt": base.prompt, "source": "prompt"}]
     jobs = check_formats(plan_jobs(entries, base, variations, out, name, ext), fmt)

@@ -313,6 +313,13 @@ def generate(
     init_noise_level: Optional[float] = typer.Option(None, help="Noise level of --init-audio: a sigma above "
                                                      "sigma_min for v-objective models (about 1 stays close to the "
                                                      "input, 50+ follows the prompt), t in (0, 1] for rectified flow."),
+    lora: Optional[List[str]] = typer.Option(None, "--lora", metavar="FILE[:STRENGTH]", help="A LoRA adapter made "
+                                             "by `salong train export` for this model, with its strength, -10 to 10 "
+                                             "(1 = as trained, 0 = the base model, negative = away from the style); "
+                                             "repeat to stack adapters. \\[default strength: 1]"),
+    lora_merge: bool = typer.Option(False, "--lora-merge/--no-lora-merge", help="Bake the --lora adapters into a "
+                                    "copy of the DiT's weights: as fast as the base model, equal to adapters on the "
+                                    "fly to float rounding. --no-lora-merge: on the fly (for --like)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON record per song on stdout."),
     device: Device = typer.Option("auto", help="Where to run: auto (a GPU if there is one), cpu or cuda."),
     like: Optional[Path] = typer.Option(
@@ -335,14 +342,16 @@ def generate(
     if (prompt is None) == (prompts is None):
         raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
     frames = "window" if full_window else getattr(frames, "value", frames)  # an enum, or a str from --like
+    # bad settings fail here, before the model loads
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
-                       bpm=bpm, key=key, meter=meter,  # bad settings fail here, before the model loads
+                       bpm=bpm, key=key, meter=meter, lora=lora or None, lora_merge=lora_merge,
                        bit_depth=bit_depth, loudness=loudness, peak_db=peak_db)
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,
                    model=model, text_encoder=text_encoder, device=device, skip_existing=skip_existing,
                    overwrite=overwrite, progress=progress,
-                   take=like if like is not None and not _given(ctx, "model") else None)
+                   take=like if like is not None and not _given(ctx, "model") else None,
+                   lora_take=like if like is not None and not _given(ctx, "lora") else None)
 
 
 import salong.cli_train  # noqa: E402,F401  `salong train ...`, registered on `app`

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from salong.checkpoint import load_checkpoint, read_metadata
 from salong.request import CONTROL_FIELDS, SongRequest
+
+if TYPE_CHECKING:
+    from salong.recipe import Recipe
 
 
 def describe(path: str | Path | None = None) -> str:
@@ -34,6 +39,8 @@ def describe_file(path: str | Path) -> str:
         return (f"latents: {item.latent_dim} x {frames} frames at {item.latent_rate:.3f} Hz, "
                 f"{item.samples / item.sample_rate:.2f} s of {item.channels}-channel {item.sample_rate} Hz audio")
     ckpt = load_checkpoint(path)
+    if ckpt.kind == "lora":
+        return describe_adapter(path)
     lines = [f"{ckpt.kind}: {_millions(ckpt.tensors.values())} values in {len(ckpt.tensors)} tensors, "
              f"{path.stat().st_size / 1e6:.1f} MB on disk ({_dtypes(ckpt.tensors.values())})"]
     if ckpt.kind == "generator":
@@ -44,6 +51,29 @@ def describe_file(path: str | Path) -> str:
         lines.append(_generator_summary(ckpt.config))
     lines.append(json.dumps(ckpt.config, indent=2))
     return "\n".join(lines)
+
+
+def describe_adapter(path: str | Path) -> str:
+    """A LoRA adapter file (`salong.lora`): its rank, scale, targets and size, the base model it
+    belongs to, what it was trained on, and how to use it."""
+    from salong.lora import read_adapter
+
+    path = Path(path)
+    file = read_adapter(path)
+    c, facts = file.config, file.facts
+    values = sum(t.numel() for t in file.tensors.values())
+    base_file = facts.get("base_model") or "a model built in memory"
+    base_sha = f", sha256 {facts['base_sha256']}" if facts.get("base_sha256") else ""
+    data = [f"{facts['captions']} captions" if "captions" in facts else None,
+            f"{facts['files']} files" if "files" in facts else None,
+            f"{facts['updates']} updates" if "updates" in facts else None]
+    return "\n".join([
+        f"lora adapter: rank {c.rank}, alpha {c.alpha:g} (update scale {c.scale:g}), targets {', '.join(c.targets)}; "
+        f"{values:,} parameters in {len(file.tensors)} tensors, {path.stat().st_size / 1e6:.1f} MB on disk",
+        f"base: the DiT of weights digest {file.base} (trained from {base_file}{base_sha}); other models refuse it",
+        "trained on: " + (", ".join(d for d in data if d is not None) or "not recorded"),
+        f"use: salong generate PROMPT --model BASE --lora {shlex.quote(str(path))}[:STRENGTH]",
+    ])
 
 
 def describe_audio(path: str | Path) -> str:
@@ -73,11 +103,21 @@ def describe_audio(path: str | Path) -> str:
         ("loudness", f"{request.loudness:g} LUFS, true peak at most {request.peak_db:g} dBTP"
          if request.loudness is not None else None),
         ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
+        *_adapters(recipe),
         ("text encoder", recipe.text_encoder),
         ("made by", f"salong {recipe.salong}"),
     ]
     lines += [f"{name}: {value}" for name, value in settings if value is not None]
     return "\n".join([*lines, "make it again with:", recipe.command(path)])
+
+
+def _adapters(recipe: Recipe) -> list[tuple[str, str]]:
+    """A line per adapter a song was sampled with: its file, strength and sha256."""
+    adapters = recipe.request.lora or ()
+    shas = recipe.lora_sha256 or (None,) * len(adapters)
+    how = "merged into the weights" if recipe.request.lora_merge else "on the fly"
+    return [("lora", f"{a.record()['path']} at strength {a.strength:g}, {how}" + (f" (sha256 {sha})" if sha else ""))
+            for a, sha in zip(adapters, shas)]
 
 
 def _controls(request: SongRequest) -> tuple[str | None, str | None, str | None]:

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from salong.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
+from salong.checkpoint import config_from_dict, load_checkpoint, read_metadata, save_checkpoint
 from salong.errors import SalongError
 
 KIND = "lora"
@@ -106,24 +106,31 @@ class Adapter(nn.Module):
 def attach(dit: nn.Module, adapters: Iterable[tuple[Adapter, float]]) -> Iterator[nn.Module]:
     """The DiT with adapters added to its target layers' outputs while the context lasts.
 
-    Each layer gets one hook that adds `strength * scale * B (A x)` for every adapter of
-    nonzero strength, so a strength-0 adapter leaves the output untouched."""
+    Each layer gets one hook that adds `x A^T B^T` for the adapters of nonzero strength
+    together: their A stacked to (sum of ranks, in), their B side by side and scaled by
+    strength * alpha / rank, so any number of adapters costs two thin matmuls, the second
+    adding into the layer's output in place (outside autograd). A strength-0 adapter leaves
+    the output untouched."""
     active = [(adapter, float(s)) for adapter, s in adapters if float(s) != 0.0]
     modules = dict(dit.named_modules())
     handles = []
     for name in dict.fromkeys(n for adapter, _ in active for n in adapter.names):
-        parts = [(adapter.a[_key(name)], adapter.b[_key(name)], s * adapter.config.scale)
-                 for adapter, s in active if name in adapter.names]
-
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor, parts=parts) -> torch.Tensor:
-            x = inputs[0]
-            for a, b, scale in parts:
-                output = output + scale * ((x.to(a.dtype) @ a.T) @ b.T).to(output.dtype)  # (..., out)
-            return output
-
         if name not in modules:
             raise SalongError(f"the adapter targets {name}, which this DiT does not have; use an adapter "
                               "trained on this model")
+        with torch.no_grad():
+            pairs = [(adapter.a[_key(name)], s * adapter.config.scale * adapter.b[_key(name)])
+                     for adapter, s in active if name in adapter.names]
+            a = torch.cat([a for a, _ in pairs])  # (sum of ranks, in)
+            b_t = torch.cat([b for _, b in pairs], dim=1).T.contiguous()  # (sum of ranks, out)
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor, a=a, b_t=b_t) -> torch.Tensor:
+            h = inputs[0].reshape(-1, a.shape[1]).to(a.dtype) @ a.T  # (N, sum of ranks)
+            if output.dtype == a.dtype and output.is_contiguous() and not output.requires_grad:
+                output.view(-1, b_t.shape[1]).addmm_(h, b_t)  # (N, out), in place: a new one costs as much again
+                return output
+            return output + (h @ b_t).to(output.dtype).view(output.shape)
+
         handles.append(modules[name].register_forward_hook(hook))
     try:
         yield dit
@@ -173,6 +180,18 @@ class AdapterFile:
     base: str
     facts: dict
     tensors: dict
+
+
+def check_adapter_file(path: str | Path) -> None:
+    """A `--lora` file that is there and is an adapter, or a one-line error (before any model loads)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "not found"
+        raise SalongError(f"--lora file {str(path)!r} {what}; give an adapter file written by `salong train export`")
+    kind = read_metadata(path).get("kind")
+    if kind != KIND:
+        raise SalongError(f"--lora file {str(path)!r} is {'a ' + kind + ' checkpoint' if kind else 'no salong file'}, "
+                          "not an adapter; give an adapter file written by `salong train export`")
 
 
 def read_adapter(path: str | Path) -> AdapterFile:

@@ -9,10 +9,12 @@ the same `Generator` (`salong.sao`).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +28,8 @@ from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, 
 from salong.controls import Controls, beat_features, key_features, prompt_with_controls
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
-from salong.request import SongRequest, check_cfg, check_frames, check_sampler, check_steps
+from salong.lora import Adapter, attach, load_adapter, merge
+from salong.request import Lora, SongRequest, check_cfg, check_frames, check_sampler, check_steps
 from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder, check_text_layer
 from salong.timing import audio_samples, latent_frames, request_timing
 
@@ -142,8 +145,13 @@ class Generator:
         self.text_encoder = (text if isinstance(text, TextEncoder)
                              else ClapTextEncoder(text.eval(), layer=config.text_layer,
                                                   canonical=config.canonical_text)).to(self.device)
-        self.denoiser = VDenoiser(self.dit) if config.objective == "v" else RFDenoiser(self.dit)
+        self.denoiser = self._denoiser(self.dit)
         self.source: Path | None = None  # the file or folder it was loaded from, for a song's recipe
+        self._adapters: dict[tuple, Adapter] = {}  # by file (path, size, mtime): loaded once
+        self._merged: tuple[tuple, VDenoiser | RFDenoiser] | None = None  # the last --lora-merge DiT copy
+
+    def _denoiser(self, dit: DiT) -> VDenoiser | RFDenoiser:
+        return VDenoiser(dit) if self.config.objective == "v" else RFDenoiser(dit)
 
     # --- files -----------------------------------------------------------------------
 
@@ -237,6 +245,8 @@ class Generator:
         bpm: float | str | None = None,
         key: str | None = None,
         meter: str | None = None,
+        lora: Sequence[Lora | str | Path | tuple[str | Path, float]] | None = None,
+        lora_merge: bool = False,
     ) -> Song:
         """Sample one song: `request` resolved against this model (`SongRequest.resolve`: its
         defaults, its checks), then `sample`d.
@@ -244,17 +254,18 @@ class Generator:
         The keyword form, `generate("calm piano", 30, cfg_scale=7.0, seed=0)`, makes the
         request from a prompt and the long-standing keywords of this method: `cfg_scale` is the
         request's `cfg`, `negative_prompt` its `negative`, `full_window=True` its
-        `frames="window"`; `init_audio` is a file or (audio (channels, samples), sample rate)."""
+        `frames="window"`; `init_audio` is a file or (audio (channels, samples), sample rate);
+        `lora` adapters are files or (file, strength) pairs."""
         if isinstance(request, SongRequest):
             given = (seconds, steps, cfg_scale, seed, negative_prompt, sampler, frames, init_audio, init_noise_level,
-                     bpm, key, meter)
-            if full_window or any(value is not None for value in given):
+                     bpm, key, meter, lora)
+            if full_window or lora_merge or any(value is not None for value in given):
                 raise TypeError("give a SongRequest, or a prompt with its settings; not both")
         else:
             request = SongRequest(request, seconds, seed=seed, steps=steps, cfg=cfg_scale, sampler=sampler,
                                   frames="window" if full_window else frames, negative=negative_prompt,
                                   init_audio=init_audio, init_noise_level=init_noise_level,
-                                  bpm=bpm, key=key, meter=meter)
+                                  bpm=bpm, key=key, meter=meter, lora=lora, lora_merge=lora_merge)
         return self.sample(request.resolve(self.config), progress)
 
     @torch.inference_mode()
@@ -276,6 +287,9 @@ class Generator:
         tempo, key and meter as beat and key features, its grid on a downbeat at 0 s; any
         other model reads them as words in its prompt (`prompt_with_controls`, with a
         one-line warning).
+
+        Adapters (`request.lora`, `salong.lora`) are added to the DiT on the fly, or with
+        `lora_merge` baked into a copy of its weights; the generator's own DiT is never changed.
         """
         r = request
         assert r.resolved, "sample() takes a request resolved against the model (SongRequest.resolve)"
@@ -295,21 +309,62 @@ class Generator:
             x = noise if x_init is None else start_from_init_rf(x_init, noise, float(sigmas[0]))
 
         cond, uncond = self._conditioning(r.prompt, r.negative, r.seconds, r.controls, length)
-        denoiser = cfg_denoiser(self.denoiser, cond, uncond, r.cfg)
 
         def callback(info: Mapping) -> None:
             if progress is not None:
                 progress(int(info["i"]) + 1, r.steps)
 
         sample = get_sampler(r.sampler, self.config.objective)
-        latents = sample(denoiser, x, sigmas, callback=callback,
-                         generator=torch.Generator(device=self.device).manual_seed(r.seed + 1))
+        with self._adapted(r) as adapted:
+            latents = sample(cfg_denoiser(adapted, cond, uncond, r.cfg), x, sigmas, callback=callback,
+                             generator=torch.Generator(device=self.device).manual_seed(r.seed + 1))
         # Decode what the song keeps, plus the decoder's receptive field so that part decodes as
         # it would within the whole window: a 30 s song from the full window is not 285 s of decoding.
         keep = min(length, needed + self.config.autoencoder.decoder_context_frames)
         audio = self.autoencoder.decode_long(latents[..., :keep].float())[0]  # (C, keep * hop)
         audio = finish(audio.float().cpu().numpy(), audio_samples(r.seconds, self.sample_rate), self.sample_rate)
         return Song(audio=audio, sample_rate=self.sample_rate, request=r)
+
+    def adapters(self, lora: Sequence[Lora] | None) -> list[tuple[Adapter, float]]:
+        """A request's adapters for this DiT with their strengths, each file read once while it
+        is unchanged; an adapter trained on another base is refused in one line naming both
+        weight digests (`salong.lora.load_adapter`)."""
+        return [(adapter, strength) for _, adapter, strength in self._loaded(lora or ())]
+
+    def _loaded(self, lora: Sequence[Lora]) -> list[tuple[tuple, Adapter, float]]:
+        loaded = []
+        for item in lora:
+            path = Path(item.path).resolve()
+            try:
+                info = path.stat()
+            except OSError:
+                raise SalongError(f"--lora file {item.path!r} not found; give an adapter file written by "
+                                  "`salong train export`") from None
+            key = (str(path), info.st_size, info.st_mtime_ns)
+            if key not in self._adapters:
+                self._adapters = {k: v for k, v in self._adapters.items() if k[0] != key[0]}  # drop a changed file's
+                self._adapters[key] = load_adapter(item.path, self.dit).to(self.device)
+            loaded.append((key, self._adapters[key], item.strength))
+        return loaded
+
+    @contextlib.contextmanager
+    def _adapted(self, request: SongRequest) -> Iterator[VDenoiser | RFDenoiser]:
+        """The denoiser over the DiT with the request's adapters: hooks for the sampling's
+        duration (`attach`), or with `lora_merge` a copy of the DiT with them merged (`merge`),
+        kept for the next song with the same adapters. Strength 0 adds nothing: the base."""
+        active = [(key, adapter, s) for key, adapter, s in self._loaded(request.lora or ()) if s != 0.0]
+        if not active:
+            yield self.denoiser
+        elif request.lora_merge:
+            key = tuple((k, s) for k, _, s in active)
+            if self._merged is None or self._merged[0] != key:
+                self._merged = None  # free the last copy before making the next
+                dit = merge(copy.deepcopy(self.dit), [(adapter, s) for _, adapter, s in active])
+                self._merged = (key, self._denoiser(dit))
+            yield self._merged[1]
+        else:
+            with attach(self.dit, [(adapter, s) for _, adapter, s in active]):
+                yield self.denoiser
 
     @property
     def controls(self) -> tuple[str, ...]:

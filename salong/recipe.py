@@ -14,11 +14,13 @@ re-makes the file; `salong generate --like FILE` starts from it. With the same m
 The keys are the fields of the song's request (`salong.request.SongRequest`, resolved:
 `frames` is the frame mode it was sampled with), then the model that made it, then the
 controls given as options. What is None is left out: `negative`, `init_audio` (written
-absolute), `init_noise_level`, `text_encoder` (a T5 folder given apart from a Stable Audio
-Open model), `bpm`, `key`, `meter` (what the prompt states is read from it again, so a new
-prompt given with `--like` states its own), `bit_depth` (a WAV's or FLAC's: "16", "24" or
-"32f"; none in ogg and mp3), `loudness` and `peak_db` (the LUFS and dBTP ceiling it was
-normalised to), and `model` for the bundled model.
+absolute), `init_noise_level`, `lora` (the adapters, each as
+`{"path": "/abs/style.safetensors", "sha256": "...", "strength": 0.8}`, its sha256 as the
+model's), `lora_merge` (true: merged into the weights), `text_encoder` (a T5 folder given
+apart from a Stable Audio Open model), `bpm`, `key`, `meter` (what the prompt states is
+read from it again, so a new prompt given with `--like` states its own), `bit_depth` (a
+WAV's or FLAC's: "16", "24" or "32f"; none in ogg and mp3), `loudness` and `peak_db` (the
+LUFS and dBTP ceiling it was normalised to), and `model` for the bundled model.
 """
 
 from __future__ import annotations
@@ -55,11 +57,19 @@ class Recipe:
     model_sha256: str | None = None  # the first SHA256_DIGITS hex digits of the model's sha256 (`model_sha256`)
     text_encoder: str | None = None  # a T5 folder given apart from the model (its absolute path)
     salong: str = __version__  # the salong version that made the song
+    lora_sha256: tuple[str, ...] | None = None  # each adapter file's `model_sha256`, in the request's order
+
+    def __post_init__(self) -> None:
+        assert self.lora_sha256 is None or len(self.lora_sha256) == len(self.request.lora or ()), "a sha256 each"
 
     def items(self) -> dict[str, Any]:
-        """The recipe's keys and values, in the file's order: the request's settings, the model,
-        then the controls given as options; what is None is left out."""
+        """The recipe's keys and values, in the file's order: the request's settings (each
+        adapter with its file's sha256), the model, then the controls given as options; what
+        is None is left out."""
         settings = self.request.record()
+        if settings["lora"] is not None and self.lora_sha256 is not None:
+            settings["lora"] = [{"path": a["path"], "sha256": sha, "strength": a["strength"]}
+                                for a, sha in zip(settings["lora"], self.lora_sha256)]
         controls = {name: settings.pop(name) for name in CONTROL_FIELDS}
         model = {name: getattr(self, name) for name in MODEL_FIELDS}
         return {k: v for k, v in {**settings, **model, **controls}.items() if v is not None}
@@ -95,6 +105,14 @@ class Recipe:
         if "init_noise_level" in record:  # a song started from audio given in memory has no init_audio
             record["init_audio"] = InitAudio(record.get("init_audio"))
         made = {name: record.pop(name) for name in (*MODEL_FIELDS, "salong") if name in record}
+        if "lora" in record:
+            adapters = record["lora"]
+            if not adapters or not all(_is_adapter(a) for a in adapters):
+                raise SalongError(f"{source} has damaged salong settings (lora={adapters!r}); "
+                                  "re-render it from its prompt and seed")
+            record["lora"] = [(a["path"], a["strength"]) for a in adapters]  # checked as the request's
+            if all("sha256" in a for a in adapters):
+                made["lora_sha256"] = tuple(a["sha256"] for a in adapters)
         try:
             request = SongRequest(**record)
         except SalongError as exc:
@@ -112,15 +130,24 @@ class Recipe:
         return {"title": title, "comment": comment, "software": f"salong {self.salong}"}
 
     def options(self) -> dict[str, Any]:
-        """`salong generate`'s parameters (by their Python names, the recipe's keys) that make this song."""
-        return {k: v for k, v in self.items().items() if k != "model_sha256"}
+        """`salong generate`'s parameters (by their Python names, the recipe's keys) that make this
+        song, as the command line gives them: `lora` as its `--lora FILE:STRENGTH` values."""
+        options = {k: v for k, v in self.items().items() if k != "model_sha256"}
+        if "lora" in options:
+            options["lora"] = [adapter.text() for adapter in self.request.lora]
+        return options
 
     def command(self, output: str | Path) -> str:
         """The `salong generate` command line that writes this song to `output`."""
         words = ["salong", "generate", self.request.prompt]
         for name, value in self.options().items():
-            if name != "prompt":
-                words += [option_flag(name), _number(value) if isinstance(value, float) else str(value)]
+            if name == "prompt":
+                continue
+            if value is True:  # an on/off flag
+                words.append(option_flag(name))
+                continue
+            for item in value if isinstance(value, list) else [value]:  # a list: the option given once per item
+                words += [option_flag(name), _number(item) if isinstance(item, float) else str(item)]
         return shlex.join([*words, "-o", str(output)])
 
 
@@ -128,8 +155,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg": (int, float),
     "sampler": (str,), "frames": (str,), "negative": (str,), "init_audio": (str,),
     "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
-    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "salong": (str,),
-    "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
+    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "lora": (list,), "lora_merge": (bool,),
+    "salong": (str,), "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
 }
 _REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "salong")
 
@@ -138,6 +165,12 @@ def _is(value: Any, kinds: tuple[type, ...]) -> bool:
     if isinstance(value, bool):
         return bool in kinds
     return isinstance(value, kinds) and (not isinstance(value, float) or math.isfinite(value))
+
+
+def _is_adapter(entry: Any) -> bool:
+    """A recipe's adapter: {"path": str, "sha256": str, "strength": number}, its sha256 optional."""
+    return (isinstance(entry, dict) and set(entry) <= {"path", "sha256", "strength"} and _is(entry.get("path"), (str,))
+            and _is(entry.get("strength"), (int, float)) and _is(entry.get("sha256", ""), (str,)))
 
 
 def _number(value: float) -> str:
@@ -193,6 +226,11 @@ def model_fields(path: str | Path | None) -> dict[str, str | None]:
             "model_sha256": model_sha256(path)}
 
 
+def lora_fields(request: SongRequest) -> dict[str, tuple[str, ...]]:
+    """A recipe's `lora_sha256` for the request's adapters (nothing without adapters)."""
+    return {} if request.lora is None else {"lora_sha256": tuple(model_sha256(a.path) for a in request.lora)}
+
+
 def model_change(recipe: Recipe, path: str | Path, source: str) -> str | None:
     """A warning if the model at `path` is not the one `recipe` was made with, else None."""
     if recipe.model_sha256 is None:
@@ -212,3 +250,17 @@ def check_take_model(take: Path, model: Path) -> None:
     change = model_change(read_recipe(take), model, repr(str(take)))
     if change:
         warnings.warn(change)
+
+
+def check_take_adapters(take: Path) -> None:
+    """`--like` without `--lora`: the take's adapters must still be there; a changed one is a warning."""
+    recipe = read_recipe(take)
+    adapters = recipe.request.lora or ()
+    for adapter, sha in zip(adapters, recipe.lora_sha256 or (None,) * len(adapters)):
+        if not Path(adapter.path).is_file():
+            raise SalongError(f"{str(take)!r} was made with the adapter {adapter.path!r}, which is not there any more; "
+                              "pass --lora FILE[:STRENGTH]")
+        now = model_sha256(adapter.path)
+        if sha is not None and now != sha:
+            warnings.warn(f"{str(take)!r} was made with an adapter of sha256 {sha}, but {adapter.path!r} has sha256 "
+                          f"{now}; the song will differ")

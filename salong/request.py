@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from salong.pipeline import GeneratorConfig
 
 MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
+MAX_LORA_STRENGTH = 10.0  # an adapter's update is trained at 1; far beyond 10 the DiT's output is noise
 FRAME_MODES = ("needed", "window")
 CONTROL_FIELDS = ("bpm", "key", "meter")  # the controls given as options (`salong.controls`)
 
@@ -115,6 +116,78 @@ class InitAudio:
 
 
 @dataclass(frozen=True)
+class Lora:
+    """An adapter a song is sampled with (`salong.lora`): its file and strength (1: as
+    trained, 0: the base model, negative: away from the style). Requests compare by the
+    file as given; the recipe records it absolute."""
+
+    path: str
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, (str, Path)) or not str(self.path):
+            raise SalongError(f"--lora takes an adapter file, FILE or FILE:STRENGTH, got {self.path!r}")
+        if not (is_real(self.strength) and abs(self.strength) <= MAX_LORA_STRENGTH):
+            raise SalongError(f"--lora strength must be a number from {-MAX_LORA_STRENGTH:g} to "
+                              f"{MAX_LORA_STRENGTH:g} (1 = as trained, 0 = the base model), got {self.strength!r} "
+                              f"for {str(self.path)!r}")
+        object.__setattr__(self, "path", str(self.path))
+        object.__setattr__(self, "strength", float(self.strength))
+
+    @classmethod
+    def parse(cls, text: str) -> Lora:
+        """`--lora FILE[:STRENGTH]`: the strength follows the last colon (a colon inside a
+        file's path, `C:\\style.safetensors`, is part of the path)."""
+        head, colon, tail = text.rpartition(":")
+        if not colon or not head or "/" in tail or "\\" in tail:
+            return cls(text)
+        if _is_number(tail):
+            return cls(head, float(tail))
+        if Path(text).exists():  # a file whose name holds a colon
+            return cls(text)
+        raise SalongError(f"--lora strength must be a number after the file's colon (style.safetensors:0.8), "
+                          f"got {tail!r} in {text!r}")
+
+    def record(self) -> dict[str, Any]:
+        return {"path": str(Path(self.path).resolve()), "strength": self.strength}
+
+    def text(self) -> str:
+        """The `--lora` value that gives this adapter back: the absolute path and the strength."""
+        return f"{self.record()['path']}:{self.strength!r}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_lora(lora: Any) -> tuple[Lora, ...] | None:
+    """Adapters as a tuple of `Lora`s, from one or a sequence of: a `Lora`, a file (str or
+    Path, `FILE:STRENGTH` read as `--lora` reads it) or (file, strength); None for none."""
+    if lora is None:
+        return None
+    items = [lora] if isinstance(lora, (Lora, str, Path)) else lora
+    if not isinstance(items, (list, tuple)):
+        raise SalongError(f"lora must be adapter files or (file, strength) pairs, got {type(lora).__name__}")
+    adapters = []
+    for item in items:
+        if isinstance(item, Lora):
+            adapters.append(item)
+        elif isinstance(item, str):
+            adapters.append(Lora.parse(item))
+        elif isinstance(item, Path):
+            adapters.append(Lora(item))
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            adapters.append(Lora(*item))
+        else:
+            raise SalongError(f"each lora adapter is a file, FILE:STRENGTH or (file, strength), got {item!r}")
+    return tuple(adapters) or None
+
+
+@dataclass(frozen=True)
 class SongRequest:
     """One song: its words, length and sampling settings, and what it starts from.
 
@@ -124,7 +197,9 @@ class SongRequest:
     in. `init_audio` (a file, an `InitAudio`, or (audio, rate)) is noised to
     `init_noise_level` and sampled from. `bpm`, `key` and `meter` are the controls given
     as options, kept as given; `controls` is what the song asks for, the options over
-    what the prompt states.
+    what the prompt states. `lora` are the adapters the DiT samples with, each with its
+    strength (`Lora`; `check_lora` says what it takes), added on the fly or, with
+    `lora_merge`, baked into a copy of the DiT's weights (faster; equal to float rounding).
 
     The field names are the keys of the song's recipe and of its `--json` record. A new
     input (regions to keep or fill, LoRA adapters) joins as a field that defaults to None:
@@ -145,6 +220,8 @@ class SongRequest:
     bpm: float | str | None = None
     key: str | None = None
     meter: str | int | None = None
+    lora: tuple[Lora, ...] | None = None
+    lora_merge: bool | None = None
     bit_depth: str | None = None
     loudness: float | None = None
     peak_db: float | None = None
@@ -162,6 +239,12 @@ class SongRequest:
             raise SalongError("negative must be a string")
         checked.update(self._check_init())
         checked.update(self._check_output())
+        checked["lora"] = check_lora(self.lora)
+        if self.lora_merge not in (None, True, False):
+            raise SalongError(f"lora_merge must be True or False, got {self.lora_merge!r}")
+        checked["lora_merge"] = self.lora_merge or None  # False is the default: None, left out of the recipe
+        if checked["lora_merge"] and checked["lora"] is None:
+            raise SalongError("--lora-merge bakes --lora adapters into the weights; give --lora FILE too")
         for name in CONTROL_FIELDS:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
@@ -244,6 +327,8 @@ class SongRequest:
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         if self.init_audio is not None:
             record["init_audio"] = self.init_audio.record()
+        if self.lora is not None:
+            record["lora"] = [adapter.record() for adapter in self.lora]
         return record
 
 

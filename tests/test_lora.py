@@ -1,14 +1,20 @@
 """LoRA adapters: zero start, strength 0 is the base, merged equals on the fly, stacking,
-files and their base check."""
+files and their base check; at generation time (`--lora`, `--lora-merge`): the same through
+the generator and the command line, the recipe's adapters, `salong info` of an adapter."""
 
 import dataclasses
+import json
 
+import numpy as np
 import pytest
 import torch
+
+from conftest import run_cli
 
 from salong.dit import PRESETS, DiT
 from salong.errors import SalongError
 from salong.lora import Adapter, LoraConfig, attach, dit_digest, load_adapter, merge, read_adapter, save_adapter
+from salong.request import Lora, SongRequest
 
 
 def perturbed(seed=0, config=PRESETS["tiny"]):
@@ -67,7 +73,7 @@ def test_merged_equals_on_the_fly_and_adapters_stack():
     with attach(dit, [(one, 0.7)]), attach(dit, [(two, -1.5)]):
         nested = dit(**inputs())
     merged = merge(perturbed(), [(one, 0.7), (two, -1.5)])(**inputs())
-    torch.testing.assert_close(on_the_fly, nested, atol=1e-6, rtol=0)
+    torch.testing.assert_close(on_the_fly, nested, atol=1e-5, rtol=0)  # one stacked update vs two: rounding
     torch.testing.assert_close(merged, on_the_fly, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(merge(perturbed(), [(one, 0.0)])(**inputs()), perturbed()(**inputs()), atol=0, rtol=0)
 
@@ -133,3 +139,176 @@ def test_lora_dit_holds_only_the_adapter_and_checkpointed_blocks_recompute_with_
     assert grads[0].keys() == grads[1].keys()
     for k in grads[0]:
         torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5)
+
+
+# --- adapters at generation time -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, generator_path):
+    """Two adapter files for the saved tiny generator (all targets rank 4; self-attention rank 8)."""
+    from salong.pipeline import Generator
+
+    folder = tmp_path_factory.mktemp("adapters")
+    dit = Generator.load(generator_path).dit
+    digest = dit_digest(dit)
+    one = save_adapter(folder / "one.safetensors", trained(dit, seed=2), digest, captions=30, files=10, updates=100,
+                       base_model="generator.safetensors", base_sha256="0123456789abcdef")
+    two = save_adapter(folder / "two.safetensors", trained(dit, LoraConfig(rank=8, alpha=4.0, targets=("self_attn",)),
+                                                           seed=3), digest)
+    return one, two
+
+
+def song(generator, **lora):
+    return generator.generate(SongRequest("calm piano at 90 BPM", 0.5, seed=4, steps=3, **lora)).audio
+
+
+def test_generator_merged_equals_on_the_fly_adapters_stack_and_the_dit_is_left_alone(generator_path, adapters):
+    from salong.pipeline import Generator
+
+    gen = Generator.load(generator_path)
+    one, two = adapters
+    base = song(gen)
+    zero = song(gen, lora=[(one, 0.0), (two, 0.0)])
+    alone = song(gen, lora=[(one, 0.7)])
+    stacked = song(gen, lora=[(one, 0.7), (two, -1.5)])
+    merged = song(gen, lora=[(one, 0.7), (two, -1.5)], lora_merge=True)
+    halves = song(gen, lora=[f"{one}:0.35", f"{one}:0.35"])  # the same file twice: the strengths add
+    assert np.array_equal(zero, base)
+    assert not np.allclose(alone, base, atol=1e-4) and not np.allclose(stacked, alone, atol=1e-4)
+    np.testing.assert_allclose(merged, stacked, atol=1e-5, rtol=0)  # merged: the same song to float rounding
+    np.testing.assert_allclose(halves, alone, atol=1e-5, rtol=0)
+    # merging works on a copy: the generator's DiT and its later songs are the base's
+    assert np.array_equal(song(gen), base)
+    assert dit_digest(gen.dit) == read_adapter(one).base
+    # stacking is adding: the two adapters merged by hand into the base make the stacked song
+    by_hand = Generator.load(generator_path)
+    merge(by_hand.dit, by_hand.adapters([Lora(one, 0.7), Lora(two, -1.5)]))
+    np.testing.assert_allclose(song(by_hand), stacked, atol=1e-5, rtol=0)
+
+
+def test_strength_zero_on_the_command_line_is_the_base_song_bit_for_bit(tmp_path, capsys, generator_path, adapters):
+    from salong.audio import read_audio
+
+    common = ["calm piano", "-s", 0.5, "--seed", 5, "--steps", 3, "--model", generator_path, "--no-progress"]
+    for name, extra in (("base", []), ("zero", ["--lora", f"{adapters[0]}:0"]),
+                        ("zero-merged", ["--lora", f"{adapters[0]}:0", "--lora-merge"]),
+                        ("styled", ["--lora", adapters[0]])):
+        code, out, err = run_cli(capsys, "generate", *common, *extra, "-o", tmp_path / f"{name}.wav")
+        assert code == 0, err
+    base = read_audio(tmp_path / "base.wav")[0]
+    assert np.array_equal(read_audio(tmp_path / "zero.wav")[0], base)
+    assert np.array_equal(read_audio(tmp_path / "zero-merged.wav")[0], base)
+    assert not np.array_equal(read_audio(tmp_path / "styled.wav")[0], base)
+
+
+def test_an_adapter_for_another_base_is_refused_in_one_line(tmp_path, capsys, adapters):
+    from conftest import tiny_generator
+
+    other = tiny_generator(seed=1)
+    path = other.save(tmp_path / "other.safetensors")
+    code, out, err = run_cli(capsys, "generate", "calm piano", "-s", 0.5, "--steps", 1, "--model", path,
+                             "--lora", adapters[0], "-o", tmp_path / "x.wav", "--no-progress")
+    assert code == 1 and out == "" and not (tmp_path / "x.wav").exists()
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"weights digest {read_adapter(adapters[0]).base}, but this model's is {dit_digest(other.dit)}" in err
+
+
+@pytest.mark.parametrize("lora,message", [
+    (["--lora", "{one}:strong"], r"--lora strength must be a number after the file's colon .* got 'strong'"),
+    (["--lora", "{one}:11"], r"--lora strength must be a number from -10 to 10 .* got 11.0"),
+    (["--lora", "{one}:nan"], r"--lora strength must be a number from -10 to 10"),
+    (["--lora", "{missing}"], r"--lora file '.*missing.safetensors' not found; give an adapter file written by"),
+    (["--lora", "{model}"], r"--lora file '.*' is a generator checkpoint, not an adapter"),
+    (["--lora-merge"], r"--lora-merge bakes --lora adapters into the weights; give --lora FILE too"),
+])
+def test_bad_lora_options_fail_in_one_line_before_the_model_loads(tmp_path, capsys, adapters, generator_path,
+                                                                  monkeypatch, lora, message):
+    import re
+
+    import salong.sao
+
+    monkeypatch.setattr(salong.sao, "load_generator", lambda *a, **k: pytest.fail("the model was loaded"))
+    names = dict(one=adapters[0], missing=tmp_path / "missing.safetensors", model=generator_path)
+    code, out, err = run_cli(capsys, "generate", "calm piano", "-s", 0.5, "--model", generator_path,
+                             *[a.format(**names) for a in lora], "-o", tmp_path / "x.wav")
+    assert code != 0 and err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_lora_values_are_checked_when_the_request_is_made(tmp_path):
+    assert Lora.parse("style.safetensors:-0.5") == Lora("style.safetensors", -0.5)
+    assert Lora.parse("style.safetensors") == Lora("style.safetensors", 1.0)
+    assert Lora.parse(r"C:\models\style.safetensors") == Lora(r"C:\models\style.safetensors")
+    colon = tmp_path / "a:b.safetensors"
+    colon.touch()
+    assert Lora.parse(str(colon)).path == str(colon)  # a colon in the file's name, no strength
+    request = SongRequest("x", 1.0, lora=["a.safetensors:0.5", ("b.safetensors", 2), tmp_path / "c.safetensors"])
+    assert request.lora == (Lora("a.safetensors", 0.5), Lora("b.safetensors", 2.0), Lora(tmp_path / "c.safetensors"))
+    assert SongRequest("x", 1.0, lora=[]).lora is None and SongRequest("x", 1.0, lora_merge=False).lora_merge is None
+    with pytest.raises(SalongError, match=r"each lora adapter is a file, FILE:STRENGTH or \(file, strength\)"):
+        SongRequest("x", 1.0, lora=[3])
+    with pytest.raises(SalongError, match=r"strength must be a number from -10 to 10 .* got True"):
+        SongRequest("x", 1.0, lora=[("a.safetensors", True)])
+
+
+def test_the_recipe_keeps_the_adapters_and_like_makes_the_song_again(tmp_path, capsys, generator_path, adapters):
+    import shutil
+
+    from salong.audio import read_audio
+    from salong.recipe import model_sha256, read_recipe
+
+    one = shutil.copy(adapters[0], tmp_path / "one.safetensors")
+    code, out, err = run_cli(capsys, "generate", "calm piano", "-s", 0.5, "--seed", 6, "--steps", 3,
+                             "--model", generator_path, "--lora", f"{one}:0.8", "--lora", f"{adapters[1]}:-1",
+                             "--lora-merge", "-o", tmp_path / "take.wav", "--json", "--no-progress")
+    assert code == 0, err
+    assert json.loads(out)["lora"] == [{"path": str(one), "strength": 0.8}, {"path": str(adapters[1]), "strength": -1}]
+    recipe = read_recipe(tmp_path / "take.wav")
+    assert recipe.request.lora == (Lora(str(one), 0.8), Lora(str(adapters[1]), -1.0)) and recipe.request.lora_merge
+    entries = json.loads(recipe.to_json())["lora"]
+    assert entries == [{"path": str(one), "sha256": model_sha256(one), "strength": 0.8},
+                       {"path": str(adapters[1]), "sha256": model_sha256(adapters[1]), "strength": -1.0}]
+    code, out, err = run_cli(capsys, "info", tmp_path / "take.wav")
+    assert f"lora: {one} at strength 0.8, merged into the weights (sha256 {model_sha256(one)})" in out
+    assert f"--lora {one}:0.8 --lora {adapters[1]}:-1.0 --lora-merge" in out
+    # --like: the same recipe and the same audio, bit for bit
+    code, out, err = run_cli(capsys, "generate", "--like", tmp_path / "take.wav", "-o", tmp_path / "again.wav")
+    assert code == 0 and err == "", err
+    assert read_recipe(tmp_path / "again.wav") == recipe
+    assert np.array_equal(read_audio(tmp_path / "again.wav")[0], read_audio(tmp_path / "take.wav")[0])
+    # --no-lora-merge: the take's adapters on the fly, the same song to float (here 16-bit) rounding
+    code, out, err = run_cli(capsys, "generate", "--like", tmp_path / "take.wav", "--no-lora-merge",
+                             "-o", tmp_path / "fly.wav")
+    fly = read_recipe(tmp_path / "fly.wav").request
+    assert code == 0 and fly.lora == recipe.request.lora and fly.lora_merge is None
+    take_audio = read_audio(tmp_path / "take.wav")[0]
+    np.testing.assert_allclose(read_audio(tmp_path / "fly.wav")[0], take_audio, atol=2 / 32768)
+    # a changed adapter file is a warning; a missing one an error naming --lora
+    shutil.copy(adapters[1], one)
+    code, out, err = run_cli(capsys, "generate", "--like", tmp_path / "take.wav", "-o", tmp_path / "changed.wav")
+    assert f"warning: '{tmp_path / 'take.wav'}' was made with an adapter of sha256 {model_sha256(adapters[0])}" in err
+    one.unlink()
+    code, out, err = run_cli(capsys, "generate", "--like", tmp_path / "take.wav", "-o", tmp_path / "gone.wav")
+    assert code == 1 and f"made with the adapter '{one}', which is not there any more; pass --lora" in err
+    # adapters no salong writes are damage, named
+    from salong.recipe import Recipe
+
+    for bad in ([], [{"path": str(one), "strength": 50}], [{"path": str(one), "strength": True}], [{"file": "x"}]):
+        text = json.dumps({**json.loads(recipe.to_json()), "lora": bad})
+        with pytest.raises(SalongError, match=r"^'t.wav' has damaged salong settings \("):
+            Recipe.from_json(text, "'t.wav'")
+
+
+def test_info_describes_an_adapter_file(capsys, adapters):
+    one = adapters[0]
+    code, out, err = run_cli(capsys, "info", one)
+    assert code == 0, err
+    count = sum(t.numel() for t in read_adapter(one).tensors.values())
+    assert out.splitlines() == [
+        f"lora adapter: rank 4, alpha 16 (update scale 4), targets self_attn, cross_attn, ff; {count:,} parameters "
+        f"in 28 tensors, {one.stat().st_size / 1e6:.1f} MB on disk",
+        f"base: the DiT of weights digest {read_adapter(one).base} (trained from generator.safetensors, sha256 "
+        "0123456789abcdef); other models refuse it",
+        "trained on: 30 captions, 10 files, 100 updates",
+        f"use: salong generate PROMPT --model BASE --lora {one}[:STRENGTH]",
+    ]
