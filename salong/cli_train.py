@@ -126,7 +126,7 @@ def _train_command(name: str, *, data: str, out: str, preset: str, init: str, ba
            "in and out, Griffin-Lim phases; the bundled model's). \\[default: small]",
     init="Start a new run from this model file's autoencoder (an autoencoder or generator file); fresh optimiser.",
     batch_size="Clips per update per process, 1 or more. \\[default: 8]",
-    lr="Generator learning rate, above 0. \\[default: 1.5e-4]",
+    lr="Autoencoder learning rate (the critic has its own), above 0. \\[default: 1.5e-4]",
 )
 def train_autoencoder_cmd(
     run: _Run,

@@ -32,6 +32,18 @@ def tiny_generator(seed: int = 0):
     return Generator(config, dit, Autoencoder(config.autoencoder), clap)
 
 
+def perturbed_dit(config, seed: int = 0):
+    """A DiT of `config` with every weight perturbed (a fresh DiT's zero-init output would hide bugs), in eval mode."""
+    from salong.dit import DiT
+
+    torch.manual_seed(seed)
+    dit = DiT(config)
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return dit.eval()
+
+
 @pytest.fixture(scope="session")
 def generator_path(tmp_path_factory):
     """A saved tiny generator checkpoint."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import run_cli, tiny_generator
+from conftest import perturbed_dit, run_cli, tiny_generator
 from salong.controls import (BEAT_FEATURES, KEY_FEATURES, Controls, Key, beat_features, key_features, parse_bpm,
                              parse_key, parse_meter, prompt_with_controls, read_prompt, resolve)
 from salong.errors import SalongError
@@ -132,14 +132,7 @@ def test_key_features():
 # --- the DiT ------------------------------------------------------------------------------------
 
 def _perturbed(config, seed=0):
-    from salong.dit import DiT
-
-    torch.manual_seed(seed)
-    dit = DiT(config)
-    with torch.no_grad():
-        for p in dit.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return dit.eval()
+    return perturbed_dit(config, seed)
 
 
 def _inputs(b=2, frames=16):

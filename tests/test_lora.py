@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import perturbed_dit, run_cli
 
 from salong.dit import PRESETS, DiT
 from salong.errors import SalongError
@@ -18,12 +18,7 @@ from salong.request import Lora, SongRequest
 
 
 def perturbed(seed=0, config=PRESETS["tiny"]):
-    torch.manual_seed(seed)
-    dit = DiT(config)
-    with torch.no_grad():
-        for p in dit.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return dit.eval()
+    return perturbed_dit(config, seed)
 
 
 def inputs():
