@@ -199,7 +199,7 @@ def _cache(tmp_path, frames=300):
 
 
 def test_crops_carry_the_beat_phase_of_their_offset_and_the_key(tmp_path):
-    from salong.train.dit import CropLengths, LatentDataset
+    from salong.train.dit_data import CropLengths, LatentDataset
 
     rate = 44100 / 2048
     dataset = LatentDataset(tmp_path, _cache(tmp_path), CropLengths(64, 64, 2), rate)
@@ -214,7 +214,7 @@ def test_crops_carry_the_beat_phase_of_their_offset_and_the_key(tmp_path):
 
 
 def test_files_without_controls_train_without_them(tmp_path):
-    from salong.train.dit import CropLengths, LatentDataset
+    from salong.train.dit_data import CropLengths, LatentDataset
 
     items = _cache(tmp_path)
     for name in ("bpm", "key", "meter"):
@@ -462,7 +462,7 @@ def test_estimated_beat_grid_finds_tempo_and_phase():
 
 
 def test_downbeat_shifts_the_beat_phase_of_crops(tmp_path):
-    from salong.train.dit import CropLengths, LatentDataset
+    from salong.train.dit_data import CropLengths, LatentDataset
 
     rate = 44100 / 2048
     items = _cache(tmp_path)

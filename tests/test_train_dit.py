@@ -22,7 +22,8 @@ from salong.synth import make_piece
 from salong.text_encoder import ClapTextEncoder
 from salong.train import StepSampler, TrainConfig, train
 from salong.timing import latent_frames, request_timing, timing_condition
-from salong.train.dit import CropLengths, DiTTask, DiTTaskConfig, LatentDataset, train_dit
+from salong.train.dit import DiTTask, DiTTaskConfig, train_dit
+from salong.train.dit_data import CropLengths, LatentDataset
 
 SECONDS = [0.8, 1.2, 1.5, 1.0]
 
