@@ -58,7 +58,8 @@ TIMESTEP_SHIFT=${TIMESTEP_SHIFT:-4}
 # 24 prompts); at 285 s one song of 4 had a gap (2.26 s at 15 steps, 2.86 s at 30), so the
 # gap comes from the weights, not the step count.
 # The DiT with beat and key conditioners scored the same at 15 steps as at 30 on 24 prompts
-# (tempo 0.92, beats 0.90 vs 0.89, key 13 vs 14 songs) in 7.1 s per 30 s song against about 11.
+# (tempo 0.92, beats 0.90 vs 0.89, key 13 vs 14 songs); 15 steps make a 30 s song in 7.1 s (the
+# previous bundle took 11.5 s at 30 steps).
 SAMPLE_STEPS=${SAMPLE_STEPS:-15}
 CFG_SCALE=${CFG_SCALE:-5}
 INIT=${INIT:-}             # a generator file to continue from (see above); empty: train every stage
