@@ -234,16 +234,13 @@ def resolve(prompt: str, bpm: object = None, key: object = None, meter: object =
 
 # --- models without controls ------------------------------------------------------------------
 
-PROMPT_STYLES = ("salong", "sao")
-
-
 def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong", append: bool = True) -> str:
     """The prompt with the controls written in, for a model that reads them as words.
 
     A value the prompt states differently is replaced where it stands; one it does not
     state is appended (unless `append` is false), as salong's captions ("... at 120 BPM in
     A minor") or Stable Audio Open's tags (", 120 BPM, A minor") say it."""
-    stated = read_prompt_lenient(prompt)
+    stated = _read_prompt_lenient(prompt)
     text = prompt
     edits = []
     if controls.bpm is not None and "bpm" in stated.spans and stated.controls.bpm != controls.bpm:
@@ -265,7 +262,7 @@ def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong",
     return tail if (add_bpm or add_key) else text
 
 
-def read_prompt_lenient(prompt: str) -> Stated:
+def _read_prompt_lenient(prompt: str) -> Stated:
     """`read_prompt`, with a conflicting control left out instead of refused."""
     try:
         return read_prompt(prompt)
@@ -305,8 +302,3 @@ def key_features(key: Key | None) -> torch.Tensor:
     for step in SCALES[key.mode]:
         out[14 + (key.tonic + step) % 12] = 1.0
     return out
-
-
-def key_from_names(tonic: str, mode: str) -> Key:
-    """A key from a corpus's attribute names ("F#", "minor")."""
-    return parse_key(f"{tonic} {mode}")

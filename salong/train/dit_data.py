@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from salong.audio import load_audio
@@ -199,7 +200,10 @@ def preencode(
              for i, f in enumerate(files)]
     if estimate_bpm:
         for item, f in zip(items, files):
-            grid = load_file(str(cache_dir / item["file"])).get("beat_grid") if f.controls.bpm is None else None
+            if f.controls.bpm is not None:
+                continue
+            with safe_open(str(cache_dir / item["file"]), framework="pt") as cached:  # the grid alone, not the latents
+                grid = cached.get_tensor("beat_grid") if "beat_grid" in cached.keys() else None
             if grid is not None:
                 item.update(bpm=round(float(grid[0]), 2), downbeat=round(float(grid[1]), 4))
     if d.main:
@@ -232,6 +236,8 @@ class LatentDataset(torch.utils.data.Dataset):
     def __init__(self, cache_dir: Path, items: list[dict[str, Any]], lengths: CropLengths, latent_rate: float) -> None:
         self.cache_dir, self.items, self.lengths, self.latent_rate = cache_dir, items, lengths, latent_rate
         self.silence = load_file(str(cache_dir / "silence.safetensors"))["latent"]  # (64,)
+        # each file's key features, read once rather than per crop
+        self.keys = [key_features(parse_key(item["key"]) if item.get("key") else None) for item in items]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -254,7 +260,7 @@ class LatentDataset(torch.utils.data.Dataset):
         meter = item.get("meter")
         beat = beat_features(frames, self.latent_rate, item.get("bpm"), int(meter.split("/")[0]) if meter else None,
                              start_seconds=offset / self.latent_rate - item.get("downbeat", 0.0))  # (frames, F)
-        key = key_features(parse_key(item["key"]) if item.get("key") else None)  # (KEY_FEATURES,)
+        key = self.keys[index]  # (KEY_FEATURES,)
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
             "mask": mask,
