@@ -67,7 +67,7 @@ def slug(text: str, limit: int = 40) -> str:
 def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
     """Entries of a prompts file: plain lines are prompts; lines starting with `{` are JSON
     objects with `prompt` and optionally `seconds`, `seed`, `output`, `negative`, `bpm`, `key`
-    and `meter` (their values are checked as the song's request, `plan_jobs`).
+    `meter` and `drums` (their values are checked as the song's request, `plan_jobs`).
     Blank lines and lines starting with `#` are skipped."""
     if not path.is_file():
         raise SalongError(f"prompts file {str(path)!r} not found; give a text file with one prompt per line")
@@ -102,7 +102,7 @@ def _check_entry(entry: Any) -> str | None:
         return "a JSON line must be an object like {\"prompt\": \"...\", \"seconds\": 30}"
     unknown = sorted(set(entry) - {*LINE_KEYS, "output"})
     if unknown:
-        return f"unknown keys {unknown}; use prompt, seconds, seed, output, negative, bpm, key, meter"
+        return f"unknown keys {unknown}; use prompt, seconds, seed, output, negative, bpm, key, meter, drums"
     if not isinstance(entry.get("prompt"), str):
         return "needs a \"prompt\" string"
     if "output" in entry and not isinstance(entry["output"], str):
@@ -187,7 +187,7 @@ class Rendered:
 
     def record(self) -> dict[str, Any]:
         """The song's request as one JSON-ready record (what `salong generate --json` prints):
-        its settings, the tempo, key and meter it asked for (options over the prompt), the model
+        its settings, the tempo, key, meter and drums it asked for (options over the prompt), the model
         and its adapters (absolute path and strength each, or None)."""
         request = self.song.request
         controls = request.controls.record()

@@ -282,6 +282,8 @@ def generate(
                                       "\"F# minor\", \"Bb major\". \\[default: what the prompt states]"),
     meter: Optional[str] = typer.Option(None, "--meter", help="Beats per bar, e.g. 4/4 or 3/4. \\[default: what the "
                                         "prompt states, else 4/4]"),
+    drums: Optional[str] = typer.Option(None, "--drums", help="none, on, or a groove: four-on-the-floor, backbeat, "
+                                        "shuffle, breakbeat. \\[default: what the prompt states, e.g. \"no drums\"]"),
     sampler: Optional[str] = typer.Option(
         None, help="dpmpp-2m, dpmpp-2m-sde or euler. \\[default: the model's, dpmpp-2m]"),
     model: Optional[Path] = typer.Option(None, help="Generator file, or Stable Audio Open folder (model_config.json + "
@@ -297,7 +299,7 @@ def generate(
     peak_db: Optional[float] = typer.Option(None, "--peak-db", help="True-peak ceiling of --loudness, dBTP (4x "
                                             "oversampled), -20 to 0. \\[default: -1]"),
     prompts: Optional[Path] = typer.Option(None, help="Batch file: a prompt per line, or JSON lines with prompt, "
-                                           "seconds, seed, output, negative, bpm, key, meter."),
+                                           "seconds, seed, output, negative, bpm, key, meter, drums."),
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 or more (consecutive seeds)."),
     name: str = typer.Option(
         DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
@@ -345,7 +347,7 @@ def generate(
     # bad settings fail here, before the model loads
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
-                       bpm=bpm, key=key, meter=meter, lora=lora or None, lora_merge=lora_merge,
+                       bpm=bpm, key=key, meter=meter, drums=drums, lora=lora or None, lora_merge=lora_merge,
                        bit_depth=bit_depth, loudness=loudness, peak_db=peak_db)
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,
                    model=model, text_encoder=text_encoder, device=device, skip_existing=skip_existing,

@@ -1,11 +1,12 @@
-"""Musical controls: tempo, meter and key, read from flags or from the prompt, and the
+"""Musical controls: tempo, meter, key and drums, read from flags or from the prompt, and the
 features a DiT with control conditioners reads (docs/architecture.md, Controls).
 
 A tempo reaches the DiT as something local to each latent frame: the phase of the beat
 and of the bar at the requested BPM, as sin/cos pairs (`beat_features`), so "a hit on
 every beat" is a rule each frame can apply on its own instead of a count the model has
 to keep. The grid starts on a downbeat at 0 s. A key is categorical: its tonic, its mode
-and the pitch classes of its scale (`key_features`). Absent controls are all-zero
+and the pitch classes of its scale (`key_features`). Drums are categorical too: drums, no
+drums, or a named groove (`drum_features`). Absent controls are all-zero
 features, which is also what control dropout and the unconditional half of guidance use.
 
 Models without control conditioners get the controls written into their prompt instead
@@ -34,6 +35,11 @@ REFERENCE_BPM = 120.0  # the tempo feature is log2(bpm / this)
 BEAT_FEATURES = 8
 # Per song: tonic one-hot (12), mode one-hot (2), scale pitch classes (12).
 KEY_FEATURES = 26
+# The grooves the synth corpus plays, which a drums control can name.
+GROOVES = ("four-on-the-floor", "backbeat", "shuffle", "breakbeat")
+DRUMS = ("none", "on") + GROOVES  # a drums control: no drums, drums, or drums playing a groove
+# Per song: drums asked for, no drums asked for, the groove one-hot (zero when none is named).
+DRUM_FEATURES = 2 + len(GROOVES)
 
 _LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
@@ -62,10 +68,11 @@ class Controls:
     bpm: float | None = None
     key: Key | None = None
     beats_per_bar: int | None = None
+    drums: str | None = None  # among DRUMS
 
     @property
     def empty(self) -> bool:
-        return self.bpm is None and self.key is None and self.beats_per_bar is None
+        return self.bpm is None and self.key is None and self.beats_per_bar is None and self.drums is None
 
     def record(self) -> dict:
         """JSON-ready values for a song's recipe (only those given)."""
@@ -76,6 +83,8 @@ class Controls:
             out["key"] = str(self.key)
         if self.beats_per_bar is not None:
             out["meter"] = f"{self.beats_per_bar}/4"
+        if self.drums is not None:
+            out["drums"] = self.drums
         return out
 
 
@@ -120,6 +129,22 @@ def parse_bpm(value: object) -> float:
     return round(bpm, 3)
 
 
+_DRUM_WORDS = {"none": "none", "no": "none", "off": "none", "no-drums": "none", "drumless": "none",
+               "on": "on", "yes": "on", "drums": "on", "four-on-the-floor": "four-on-the-floor",
+               "4-on-the-floor": "four-on-the-floor", "backbeat": "backbeat", "back-beat": "backbeat",
+               "shuffle": "shuffle", "breakbeat": "breakbeat", "break-beat": "breakbeat"}
+
+
+def parse_drums(value: object) -> str:
+    """Drums as asked: "none" (also no, off), "on" (yes), or a groove among GROOVES
+    ("four on the floor", "back beat" ... spelled loosely). One-line error otherwise."""
+    text = str(value).strip()
+    word = re.sub(r"[\s_-]+", "-", text.lower())
+    if not isinstance(value, str) or word not in _DRUM_WORDS:
+        raise SalongError(f"--drums {text!r} is not a drums choice; give none, on, or a groove: {', '.join(GROOVES)}")
+    return _DRUM_WORDS[word]
+
+
 def parse_meter(value: object) -> int:
     """Beats per bar from "3/4", "4/4", "3" ... One-line error otherwise."""
     text = str(value).strip()
@@ -161,9 +186,23 @@ _METER_PATTERNS = (
 )
 
 
+# Drums: "no drums", "without percussion", "drumless"; a groove by name; drums at all.
+_NO_DRUMS = re.compile(r"\b(?:no|without(?:\s+any)?|zero)\s+(?:drums?|percussion|drum\s+kit|beats?)\b"
+                       r"|\b(?:drum|percussion|beat)(?:-|\s)?(?:less|free)\b", re.IGNORECASE)
+_KIT = r"(?:[-\s]+(?:drums?|groove|beat|rhythm))?\b"  # "backbeat drums": the groove's span takes the noun
+_GROOVE_PATTERNS = (
+    ("four-on-the-floor", re.compile(r"\b(?:four|4)[-\s]+on[-\s]+the[-\s]+floor" + _KIT, re.IGNORECASE)),
+    ("backbeat", re.compile(r"\bback[-\s]?beats?" + _KIT, re.IGNORECASE)),
+    ("shuffle", re.compile(r"\b(?:swung\s+)?shuffled?" + _KIT, re.IGNORECASE)),
+    ("breakbeat", re.compile(r"\bbreak[-\s]?beats?" + _KIT, re.IGNORECASE)),
+)
+_DRUMS_WORD = re.compile(r"(?<!steel )(?<!steel-)\b(?:drums?|drumming|drum\s+kit|percussion)\b", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Stated:
-    """What a prompt states, with where: `spans` maps "bpm" / "key" to (start, end) in the prompt."""
+    """What a prompt states, with where: `spans` maps "bpm" / "key" / "drums" to (start, end)
+    in the prompt."""
 
     controls: Controls
     spans: dict
@@ -188,10 +227,29 @@ def _scan(prompt: str) -> dict[str, list[tuple[object, tuple[int, int]]]]:
     meters: list = []
     for pattern, beats in _METER_PATTERNS:
         meters += [(beats or int(m.group("beats")), m.span()) for m in pattern.finditer(prompt)]
-    return {"bpm": tempos, "key": keys, "meter": meters}
+    drums: list = [("none", m.span()) for m in _NO_DRUMS.finditer(prompt)]
+    for groove, pattern in _GROOVE_PATTERNS:
+        drums += [(groove, m.span()) for m in pattern.finditer(prompt)]
+    drums += [("on", m.span()) for m in _DRUMS_WORD.finditer(prompt)
+              if not any(a <= m.start() < b for v, (a, b) in drums if v == "none")]  # not the "drums" of "no drums"
+    return {"bpm": tempos, "key": keys, "meter": meters, "drums": sorted(drums, key=lambda d: d[1])}
 
 
-_FLAGS = {"bpm": "--bpm", "key": "--key", "meter": "--meter"}
+_FLAGS = {"bpm": "--bpm", "key": "--key", "meter": "--meter", "drums": "--drums"}
+
+
+def _one_drums(found: list[tuple[str, tuple[int, int]]]) -> tuple[str | None, tuple[int, int] | None]:
+    """The drums a prompt asks for, with the span that says so: "no drums" wins over a groove
+    word alone ("no drums, a shuffle feel"), a groove over plain "drums"; "no drums" beside
+    "drums" elsewhere, or two grooves, is a one-line error."""
+    values = {v for v, _ in found}
+    if "none" in values and "on" in values:
+        raise SalongError("the prompt asks for drums and for no drums; keep one, or choose with --drums")
+    grooves = sorted(values - {"none", "on"}, key=GROOVES.index)
+    if "none" not in values and len(grooves) > 1:
+        raise SalongError(f"the prompt names two grooves ({' and '.join(grooves)}); keep one, or choose with --drums")
+    value = "none" if "none" in values else grooves[0] if grooves else "on" if values else None
+    return value, next((span for v, span in found if v == value), None)
 
 
 def _one(found: list[tuple[object, tuple[int, int]]], what: str) -> tuple[object, tuple[int, int] | None]:
@@ -215,21 +273,26 @@ def read_prompt(prompt: str) -> Stated:
     bpm, bpm_span = _one(found["bpm"], "bpm")
     key, key_span = _one(found["key"], "key")
     beats, _ = _one(found["meter"], "meter")
-    spans = {name: span for name, span in (("bpm", bpm_span), ("key", key_span)) if span is not None}
-    return Stated(Controls(bpm=bpm, key=key, beats_per_bar=beats), spans)
+    drums, drums_span = _one_drums(found["drums"])
+    spans = {name: span for name, span in (("bpm", bpm_span), ("key", key_span), ("drums", drums_span))
+             if span is not None}
+    return Stated(Controls(bpm=bpm, key=key, beats_per_bar=beats, drums=drums), spans)
 
 
-def resolve(prompt: str, bpm: object = None, key: object = None, meter: object = None) -> Controls:
+def resolve(prompt: str, bpm: object = None, key: object = None, meter: object = None,
+            drums: object = None) -> Controls:
     """The controls of a request: flags (checked here) win over what the prompt states; what
     the prompt states about a control no flag covers must be one value."""
     flags = {"bpm": None if bpm is None else parse_bpm(bpm), "key": None if key is None else parse_key(key),
-             "meter": None if meter is None else parse_meter(meter)}
+             "meter": None if meter is None else parse_meter(meter),
+             "drums": None if drums is None else parse_drums(drums)}
     if flags["bpm"] is not None:
         found = _scan(re.sub(_TEMPO_RANGE, "", prompt))  # a flag settles a stated range too
     else:
         found = _scan(prompt)
-    value = {name: flags[name] if flags[name] is not None else _one(found[name], name)[0] for name in flags}
-    return Controls(bpm=value["bpm"], key=value["key"], beats_per_bar=value["meter"])
+    value = {name: flags[name] if flags[name] is not None
+             else (_one_drums(found[name]) if name == "drums" else _one(found[name], name))[0] for name in flags}
+    return Controls(bpm=value["bpm"], key=value["key"], beats_per_bar=value["meter"], drums=value["drums"])
 
 
 # --- models without controls ------------------------------------------------------------------
@@ -247,19 +310,29 @@ def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong",
         edits.append((stated.spans["bpm"], f"{controls.bpm:g} BPM"))
     if controls.key is not None and "key" in stated.spans and stated.controls.key != controls.key:
         edits.append((stated.spans["key"], str(controls.key)))
+    if controls.drums is not None and "drums" in stated.spans and stated.controls.drums != controls.drums:
+        edits.append((stated.spans["drums"], _drums_words(controls.drums)))
     for (start, end), new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     add_bpm = append and controls.bpm is not None and "bpm" not in stated.spans
     add_key = append and controls.key is not None and "key" not in stated.spans
+    add_drums = append and controls.drums is not None and "drums" not in stated.spans
     tail = text.rstrip().rstrip(".")
     if style == "sao":
-        parts = ([f"{controls.bpm:g} BPM"] if add_bpm else []) + ([str(controls.key)] if add_key else [])
+        parts = (([f"{controls.bpm:g} BPM"] if add_bpm else []) + ([str(controls.key)] if add_key else [])
+                 + ([_drums_words(controls.drums)] if add_drums else []))
         return ", ".join([tail] + parts) if parts else text
     if add_bpm:
         tail += f" at {controls.bpm:g} BPM"
     if add_key:
         tail += f" in {controls.key}"
-    return tail if (add_bpm or add_key) else text
+    if add_drums:
+        tail += f" with {_drums_words(controls.drums)}"
+    return tail if (add_bpm or add_key or add_drums) else text
+
+
+def _drums_words(drums: str) -> str:
+    return {"none": "no drums", "on": "drums"}.get(drums, f"{drums} drums")
 
 
 def _read_prompt_lenient(prompt: str) -> Stated:
@@ -301,4 +374,15 @@ def key_features(key: Key | None) -> torch.Tensor:
     out[12 + MODES.index(key.mode)] = 1.0
     for step in SCALES[key.mode]:
         out[14 + (key.tonic + step) % 12] = 1.0
+    return out
+
+
+def drum_features(drums: str | None) -> torch.Tensor:
+    """(DRUM_FEATURES,) float32: [drums, no drums, the groove one-hot]. Not asked: zeros."""
+    out = torch.zeros(DRUM_FEATURES)
+    if drums is None:
+        return out
+    out[1 if drums == "none" else 0] = 1.0
+    if drums in GROOVES:
+        out[2 + GROOVES.index(drums)] = 1.0
     return out

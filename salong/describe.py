@@ -90,12 +90,12 @@ def describe_audio(path: str | Path) -> str:
     recipe = Recipe.from_json(info.tags["comment"], repr(str(path)))
     request = recipe.request
     model = recipe.model or "the bundled model"
-    tempo, key, meter = _controls(request)
+    tempo, key, meter, drums = _controls(request)
     init_audio = request.init_audio.record() if request.init_audio is not None else None
     settings = [
         ("prompt", request.prompt), ("negative prompt", request.negative), ("seconds", f"{request.seconds:g}"),
         ("seed", request.seed), ("steps", request.steps), ("cfg scale", f"{request.cfg:g}"),
-        ("sampler", request.sampler), ("tempo", tempo), ("key", key), ("meter", meter),
+        ("sampler", request.sampler), ("tempo", tempo), ("key", key), ("meter", meter), ("drums", drums),
         ("frames", "the model's whole window, then cut" if request.frames == "window" else "only those the song needs"),
         ("init audio", init_audio), ("init noise level", request.init_noise_level),
         ("bit depth", {"32f": "32-bit float"}.get(request.bit_depth, f"{request.bit_depth}-bit")
@@ -120,8 +120,8 @@ def _adapters(recipe: Recipe) -> list[tuple[str, str]]:
             for a, sha in zip(adapters, shas)]
 
 
-def _controls(request: SongRequest) -> tuple[str | None, str | None, str | None]:
-    """The tempo, key and meter a song asked for, each saying whether an option or the prompt gave it."""
+def _controls(request: SongRequest) -> tuple[str | None, ...]:
+    """The tempo, key, meter and drums a song asked for, each saying whether an option or the prompt gave it."""
     values = request.controls.record()
     shown = {name: f"{values[name]:g} BPM" if name == "bpm" else values[name] for name in values}
     return tuple(None if name not in shown else

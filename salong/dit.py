@@ -26,7 +26,7 @@ import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
-from salong.controls import BEAT_FEATURES, KEY_FEATURES
+from salong.controls import BEAT_FEATURES, DRUM_FEATURES, KEY_FEATURES
 from salong.errors import SalongError
 
 
@@ -34,9 +34,11 @@ from salong.errors import SalongError
 
 TIMING_INPUTS = ("seconds_start", "seconds_total")
 # Control conditioners (salong.controls): "beat", per-frame beat and bar phase at the requested
-# tempo; "key", the song's key. Each is a bias-free linear map, zero at initialisation, added
-# to the tokens; a model without them is the reference network.
-CONTROLS = ("beat", "key")
+# tempo; "key", the song's key; "drums", drums or none and the groove. Each is a bias-free
+# linear map, zero at initialisation, added to the tokens; a model without them is the
+# reference network.
+CONTROLS = ("beat", "key", "drums")
+CONTROL_EMBEDS = tuple(f"{name}_embed" for name in CONTROLS)  # their modules' names
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,8 @@ class DiT(nn.Module):
             self.beat_embed = nn.Linear(BEAT_FEATURES * c.patch_size, c.width, bias=False)
         if "key" in c.controls:
             self.key_embed = nn.Linear(KEY_FEATURES, c.width, bias=False)
+        if "drums" in c.controls:
+            self.drums_embed = nn.Linear(DRUM_FEATURES, c.width, bias=False)
         self.preprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.postprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.transformer = ContinuousTransformer(c)
@@ -414,7 +418,7 @@ class DiT(nn.Module):
         for block in self.transformer.layers:
             zero += [block.self_attn.to_out.weight, block.cross_attn.to_out.weight,
                      block.ff.ff[2].weight, block.ff.ff[2].bias]
-        for name in ("beat_embed", "key_embed"):
+        for name in CONTROL_EMBEDS:
             if hasattr(self, name):
                 zero.append(getattr(self, name).weight)
         for p in zero:
@@ -444,12 +448,12 @@ class DiT(nn.Module):
         return context, torch.cat(timing, dim=-1)  # (B, N+k, C), (B, kC)
 
     def control_bias(self, beat: torch.Tensor | None, key: torch.Tensor | None,
-                     drop: torch.Tensor | None) -> torch.Tensor | None:
+                     drop: torch.Tensor | None, drums: torch.Tensor | None = None) -> torch.Tensor | None:
         """The controls' embeddings, (B, 1 + L/p, W) for the prepended token and every latent
         token, or None for a model without controls.
 
         beat (B, L, BEAT_FEATURES) per latent frame reaches the latent tokens; key
-        (B, KEY_FEATURES) reaches every token. Both are all zero where absent
+        (B, KEY_FEATURES) and drums (B, DRUM_FEATURES) reach every token. Each is all zero where absent
         (`salong.controls`); `drop` (B,) bool zeroes them in its rows with the rest of the
         conditioning. A control the model was not built with is ignored.
         """
@@ -461,9 +465,13 @@ class DiT(nn.Module):
             parts.append(F.pad(beat_tokens, (0, 0, 1, 0)))  # (B, 1 + T, W), nothing on the prepended token
         if key is not None and hasattr(self, "key_embed"):
             parts.append(self.key_embed(key.to(dtype))[:, None])  # (B, 1, W), broadcast over tokens
+        if drums is not None and hasattr(self, "drums_embed"):
+            parts.append(self.drums_embed(drums.to(dtype))[:, None])  # (B, 1, W)
         if not parts:
             return None
-        bias = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        bias = parts[0]
+        for part in parts[1:]:
+            bias = bias + part
         if drop is not None:
             bias = torch.where(drop.to(torch.bool)[:, None, None], torch.zeros_like(bias), bias)
         return bias
@@ -497,16 +505,17 @@ class DiT(nn.Module):
         cond_drop_mask: torch.Tensor | None = None,
         beat: torch.Tensor | None = None,
         key: torch.Tensor | None = None,
+        drums: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict v for noisy latents.
 
         x (B, latent_dim, L); t (B,) in [0, 1]; cond_tokens (B, N, cond_width), zero at
         padded positions; seconds_start, seconds_total (B,) in seconds; cond_drop_mask (B,)
-        bool or None; beat (B, L, BEAT_FEATURES) and key (B, KEY_FEATURES), zero where absent,
-        or None (`control_bias`). Returns (B, latent_dim, L).
+        bool or None; beat (B, L, BEAT_FEATURES), key (B, KEY_FEATURES) and drums
+        (B, DRUM_FEATURES), zero where absent, or None (`control_bias`). Returns (B, latent_dim, L).
         """
         context, global_cond = self.conditioning(cond_tokens, seconds_start, seconds_total, cond_drop_mask)
-        return self.backbone(x, t, context, global_cond, self.control_bias(beat, key, cond_drop_mask))
+        return self.backbone(x, t, context, global_cond, self.control_bias(beat, key, cond_drop_mask, drums))
 
 
 # --- cost ----------------------------------------------------------------------------

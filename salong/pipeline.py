@@ -25,7 +25,7 @@ from salong.clap import (Clap, ClapModelConfig, holds_text_tower_only, text_towe
                          tokenizer_from_metadata, tokenizer_metadata)
 from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear, get_ts_logsnr,
                               start_from_init_rf)
-from salong.controls import Controls, beat_features, key_features, prompt_with_controls
+from salong.controls import Controls, beat_features, drum_features, key_features, prompt_with_controls
 from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError
 from salong.lora import Adapter, attach, load_adapter, merge
@@ -245,6 +245,7 @@ class Generator:
         bpm: float | str | None = None,
         key: str | None = None,
         meter: str | None = None,
+        drums: str | None = None,
         lora: Sequence[Lora | str | Path | tuple[str | Path, float]] | None = None,
         lora_merge: bool = False,
     ) -> Song:
@@ -258,14 +259,14 @@ class Generator:
         `lora` adapters are files or (file, strength) pairs."""
         if isinstance(request, SongRequest):
             given = (seconds, steps, cfg_scale, seed, negative_prompt, sampler, frames, init_audio, init_noise_level,
-                     bpm, key, meter, lora)
+                     bpm, key, meter, drums, lora)
             if full_window or lora_merge or any(value is not None for value in given):
                 raise TypeError("give a SongRequest, or a prompt with its settings; not both")
         else:
             request = SongRequest(request, seconds, seed=seed, steps=steps, cfg=cfg_scale, sampler=sampler,
                                   frames="window" if full_window else frames, negative=negative_prompt,
                                   init_audio=init_audio, init_noise_level=init_noise_level,
-                                  bpm=bpm, key=key, meter=meter, lora=lora, lora_merge=lora_merge)
+                                  bpm=bpm, key=key, meter=meter, drums=drums, lora=lora, lora_merge=lora_merge)
         return self.sample(request.resolve(self.config), progress)
 
     @torch.inference_mode()
@@ -368,20 +369,24 @@ class Generator:
 
     @property
     def controls(self) -> tuple[str, ...]:
-        """The control conditioners of the DiT ("beat", "key"); none for Stable Audio Open."""
+        """The control conditioners of the DiT ("beat", "key", "drums"); none for Stable Audio Open."""
         return self.config.dit.controls
 
     def text_with_controls(self, prompt: str, controls: Controls) -> str:
-        """What the text encoder reads: the prompt, its stated tempo and key changed to the
-        controls' where a flag changed them, and the controls the DiT has no conditioner for
-        written in (with a one-line warning). The meter stays in the words as stated."""
+        """What the text encoder reads: the prompt, its stated tempo, key and drums changed to
+        the controls' where a flag changed them, and the controls the DiT has no conditioner
+        for written in (with a one-line warning). The meter stays in the words as stated."""
         style = "salong" if self.config.clap is not None else "sao"
-        text = prompt_with_controls(prompt, Controls(bpm=controls.bpm, key=controls.key), style, append=False)
+        said = Controls(bpm=controls.bpm, key=controls.key, drums=controls.drums)
+        text = prompt_with_controls(prompt, said, style, append=False)
         has = set(self.controls)
-        words = Controls(bpm=None if "beat" in has else controls.bpm, key=None if "key" in has else controls.key)
+        words = Controls(bpm=None if "beat" in has else controls.bpm, key=None if "key" in has else controls.key,
+                         drums=None if "drums" in has else controls.drums)
         written = prompt_with_controls(text, words, style)
         if written != text:
-            warnings.warn(f"this model has no tempo or key conditioner; the prompt it reads is {written!r}")
+            missing = [what for what, name, value in (("tempo", "beat", words.bpm), ("key", "key", words.key),
+                                                      ("drums", "drums", words.drums)) if value is not None]
+            warnings.warn(f"this model has no {' or '.join(missing)} conditioner; the prompt it reads is {written!r}")
         return written
 
     def _conditioning(self, prompt: str, negative_prompt: str | None, seconds: float,
@@ -411,6 +416,10 @@ class Generator:
             key = key_features(controls.key if "key" in self.controls else None)[None].to(self.device)  # (1, K)
             cond.update(beat=beat, key=key)
             uncond.update(beat=torch.zeros_like(beat), key=torch.zeros_like(key))
+            if "drums" in self.controls:  # only then, so a model without it is called as before
+                drums = drum_features(controls.drums)[None].to(self.device)  # (1, DRUM_FEATURES)
+                cond.update(drums=drums)
+                uncond.update(drums=torch.zeros_like(drums))
         return cond, uncond
 
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
 MAX_LORA_STRENGTH = 10.0  # an adapter's update is trained at 1; far beyond 10 the DiT's output is noise
 FRAME_MODES = ("needed", "window")
-CONTROL_FIELDS = ("bpm", "key", "meter")  # the controls given as options (`salong.controls`)
+CONTROL_FIELDS = ("bpm", "key", "meter", "drums")  # the controls given as options (`salong.controls`)
 
 
 # --- one rule per setting (the model's stored defaults, `SamplingConfig`, obey them too) --
@@ -195,7 +195,7 @@ class SongRequest:
     `sampler` and `frames` ("needed": sample the latent frames the song needs; "window":
     the model's whole window, then cut), and "draw one" for `seed`; `resolve` fills them
     in. `init_audio` (a file, an `InitAudio`, or (audio, rate)) is noised to
-    `init_noise_level` and sampled from. `bpm`, `key` and `meter` are the controls given
+    `init_noise_level` and sampled from. `bpm`, `key`, `meter` and `drums` are the controls given
     as options, kept as given; `controls` is what the song asks for, the options over
     what the prompt states. `lora` are the adapters the DiT samples with, each with its
     strength (`Lora`; `check_lora` says what it takes), added on the fly or, with
@@ -220,6 +220,7 @@ class SongRequest:
     bpm: float | str | None = None
     key: str | None = None
     meter: str | int | None = None
+    drums: str | None = None
     lora: tuple[Lora, ...] | None = None
     lora_merge: bool | None = None
     bit_depth: str | None = None
@@ -249,7 +250,7 @@ class SongRequest:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
                 raise SalongError(f"{name} must be a string or number, got {value!r}")
-        checked["controls"] = resolve_controls(self.prompt, self.bpm, self.key, self.meter)
+        checked["controls"] = resolve_controls(self.prompt, self.bpm, self.key, self.meter, self.drums)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 

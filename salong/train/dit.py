@@ -34,7 +34,7 @@ from salong.checkpoint import (config_from_dict, content_digest, load_checkpoint
                                write_atomic)
 from salong.clap import Clap, load_clap
 from salong.diffusion import rf_loss, shifted_time, v_loss
-from salong.dit import DiT, DiTConfig
+from salong.dit import CONTROL_EMBEDS, DiT, DiTConfig
 from salong.errors import SalongError
 from salong.lora import LoraConfig, LoraDiT, dit_digest, save_adapter, target_names
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
@@ -74,7 +74,7 @@ class DiTTaskConfig:
     crop_law: str = "log"
     text_layer: int = -2  # the CLAP hidden states the DiT reads (`GeneratorConfig.text_layer`)
     canonical_text: bool = False  # words spelled alike whatever their case or place (`GeneratorConfig.canonical_text`)
-    # Share of samples trained without each control (tempo, key; drawn apart), so the model
+    # Share of samples trained without each control (tempo, key, drums; drawn apart), so the model
     # also works without it and guidance can amplify it. Samples without conditioning
     # (`cond_dropout`) lose their controls too.
     control_dropout: float = 0.2
@@ -207,7 +207,7 @@ class DiTTask(Task):
         mask = batch["mask"] | whole[:, None]  # (B, L)
         controls = {}
         if self.config.model.controls:  # drawn only for models with controls, so older runs resume as they were
-            for name in ("beat", "key"):
+            for name in ("beat", "key") + (("drums",) if "drums" in self.config.model.controls else ()):
                 kept = torch.rand(b, device=x0.device) >= self.config.control_dropout  # (B,)
                 value = batch[name]
                 controls[name] = value * kept.view(-1, *([1] * (value.ndim - 1))).to(value.dtype)
@@ -260,7 +260,7 @@ def init_state(dit: DiT, initial: DiT) -> dict[str, torch.Tensor]:
     step predicts exactly what the initial model does."""
     state = dict(initial.state_dict())
     for name, tensor in dit.state_dict().items():
-        if name.split(".")[0] in ("beat_embed", "key_embed") and name not in state:
+        if name.split(".")[0] in CONTROL_EMBEDS and name not in state:
             state[name] = tensor
     return state
 

@@ -22,7 +22,7 @@ from salong.autoencoder import Autoencoder, save_autoencoder
 from salong.checkpoint import (build_strict, config_from_dict, content_digest, load_checkpoint, save_checkpoint,
                                write_atomic)
 from salong.clap import Clap, save_clap, tokenizer_from_metadata, tokenizer_metadata
-from salong.controls import beat_features, key_features, parse_key
+from salong.controls import GROOVES, beat_features, drum_features, key_features, parse_key
 from salong.data import caption_index, index_audio
 from salong.distributed import Dist
 from salong.errors import SalongError
@@ -31,7 +31,11 @@ from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder
 from salong.timing import timing_condition
 from salong.train.trainer import PREPARED_DIR
 
-CACHE_VERSION = 3  # 2: text holds every caption of a file; 3: items carry tempo, key and meter
+CACHE_VERSION = 4  # 2: text holds every caption of a file; 3: items carry tempo, key and meter; 4: and drums
+_GROOVE_STREAM = 3  # the random stream (beside an item seed) that draws whether a crop names its groove
+# Share of crops with drums whose drums control says "drums" without naming the groove, so a
+# model learns plain "drums" (a prompt that names none) as well as each groove.
+UNNAMED_GROOVE = 0.5
 # The run's own copies of its frozen models, in RUN/prepared/: the text encoder is a CLAP or a T5.
 AUTOENCODER_FILE, CLAP_FILE, T5_FILE = "autoencoder.safetensors", "clap.safetensors", "t5.safetensors"
 BASE_FILE = "dit.safetensors"  # a LoRA run's frozen DiT
@@ -229,8 +233,9 @@ class LatentDataset(torch.utils.data.Dataset):
     the offset and which of the file's captions the crop reads (`caption_index`). Crops
     that run past the end of a file are padded with the latent of silence and masked;
     timing follows `salong.timing`. A file's tempo becomes beat features that keep the
-    phase of the crop's offset (a piece's grid starts on a downbeat at 0 s), and its key
-    key features (`salong.controls`; zeros where the metadata gives none).
+    phase of the crop's offset (a piece's grid starts on a downbeat at 0 s), its key key
+    features and its drums drum features, the groove unnamed in a share of crops
+    (`UNNAMED_GROOVE`) (`salong.controls`; zeros where the metadata gives none).
     """
 
     def __init__(self, cache_dir: Path, items: list[dict[str, Any]], lengths: CropLengths, latent_rate: float) -> None:
@@ -261,6 +266,9 @@ class LatentDataset(torch.utils.data.Dataset):
         beat = beat_features(frames, self.latent_rate, item.get("bpm"), int(meter.split("/")[0]) if meter else None,
                              start_seconds=offset / self.latent_rate - item.get("downbeat", 0.0))  # (frames, F)
         key = self.keys[index]  # (KEY_FEATURES,)
+        drums = item.get("drums")
+        if drums in GROOVES and np.random.default_rng([seed, _GROOVE_STREAM]).random() < UNNAMED_GROOVE:
+            drums = "on"
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
             "mask": mask,
@@ -269,4 +277,5 @@ class LatentDataset(torch.utils.data.Dataset):
             "seconds_total": seconds_total,
             "beat": beat,
             "key": key,
+            "drums": drum_features(drums),  # (DRUM_FEATURES,)
         }
