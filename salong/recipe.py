@@ -155,7 +155,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg": (int, float),
     "sampler": (str,), "frames": (str,), "negative": (str,), "init_audio": (str,),
     "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
-    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "drums": (str,), "lora": (list,), "lora_merge": (bool,),
+    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "drums": (str,),
+    "lora": (list,), "lora_merge": (bool,),
     "salong": (str,), "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
 }
 _REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "salong")

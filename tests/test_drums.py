@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import perturbed_dit, run_cli, tiny_generator
-from salong.controls import (BEAT_FEATURES, DRUM_FEATURES, GROOVES, KEY_FEATURES, Controls, Key, drum_features,
+from salong.controls import (BEAT_FEATURES, DRUM_FEATURES, GROOVES, KEY_FEATURES, Controls, drum_features,
                              parse_drums, prompt_with_controls, read_prompt, resolve)
 from salong.errors import SalongError
 
@@ -218,8 +218,8 @@ def drums_path(tmp_path_factory):
     from salong.pipeline import Generator
 
     base = tiny_generator(0)
-    config = dataclasses.replace(base.config, dit=dataclasses.replace(base.config.dit, controls=("beat", "key", "drums")),
-                                 canonical_text=True)
+    dit_config = dataclasses.replace(base.config.dit, controls=("beat", "key", "drums"))
+    config = dataclasses.replace(base.config, dit=dit_config, canonical_text=True)
     dit = DiT(config.dit)
     torch.manual_seed(1)
     with torch.no_grad():
