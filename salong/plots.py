@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from salong.outputs import plan_outputs, write_atomic
+from salong.outputs import is_stream, plan_outputs, write_atomic
 from salong.errors import SalongError
 from salong.run_metrics import METRICS_FILE, read_metrics
 
@@ -235,8 +235,8 @@ def check_size(width: int, height: int) -> None:
 
 
 def picture_format(out: str | Path) -> str:
-    """The picture format from the output's extension, validated."""
-    fmt = Path(out).suffix.lstrip(".").lower()
+    """The picture format from the output's extension (a stream without one, such as `-o -`: png), validated."""
+    fmt = Path(out).suffix.lstrip(".").lower() or ("png" if is_stream(out) else "")
     if fmt not in PICTURE_FORMATS:
         raise SalongError(f"unknown picture extension {Path(out).suffix or '(none)'!r} for {str(out)!r}; "
                           f"use one of: {', '.join('.' + f for f in PICTURE_FORMATS)}")
