@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 from salong.checks import random_seed, refuse_special
 from salong.errors import SalongError
 from salong.outputs import (DEFAULT_NAME, LATENTS_SUFFIX, batch_folder, check_extension, check_template, check_writable,
-                            ensure_folder, named_output, plan_outputs, refuse_clashes, refuse_existing, refuse_inputs)
+                            ensure_folder, is_stream, named_output, plan_outputs, refuse_clashes, refuse_existing,
+                            refuse_inputs)
 from salong.progress import status_bar
 from salong.request import CONTROL_FIELDS, SongRequest
 
@@ -345,7 +346,7 @@ def render(
         if isinstance(job, BadLine):
             yield Failed(job.source, job.message)
             continue
-        if skip_existing and job.output.exists():
+        if skip_existing and not is_stream(job.output) and job.output.exists():  # a stream is written into
             yield Skipped(job)
             continue
 

@@ -221,6 +221,8 @@ CASES = [
     (["generate", "calm", "--model", "{zero}"], r"'/dev/zero' is a character device, not a regular file"),
     (["generate", "--like", "{take_wav}", "-o", "again.wav"], r"model '.*piped_model\.safetensors' is a named pipe"),
     (["generate", "--prompts", "{pipe_txt}", *G], r"prompts file .* is a named pipe"),
+    (["generate", "calm", "--lora", "{pipe_safetensors}", *G], r"--lora file .* is a named pipe"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "{zero}"], r"run folder '/dev/zero' is not a folder"),
     (["generate", "calm", "--init-audio", "{pipe_wav}", "--init-noise-level", "1", *G], r"is a named pipe"),
     (["decode", "{pipe_safetensors}", "--model", "{ae}", "-o", "p.wav"], r"is a named pipe"),
     (["encode", "{pipe_wav}", "--model", "{ae}", "-o", "p.latents.safetensors"], r"is a named pipe"),
@@ -384,3 +386,9 @@ def test_stdout_on_a_terminal_is_refused(monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     with pytest.raises(SalongError, match="stdout, which is a terminal; redirect it"):
         check_writable("-")
+
+
+def test_skip_existing_writes_into_a_stream(tmp_path, generator_path):
+    done = _salong("generate", "calm", "-s", "0.2", "--seed", "5", "--model", generator_path, "--no-progress",
+                   "-o", "/dev/stdout", "--skip-existing", cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0 and done.stdout[:4] == b"RIFF" and b"skipped" not in done.stderr

@@ -161,7 +161,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
 
     A new run needs a folder that does not exist yet, or holds nothing but `prepared/`."""
     if run_dir.exists() and not run_dir.is_dir():
-        raise SalongError(f"run folder {str(run_dir)!r} is a file; choose another --out")
+        raise SalongError(f"run folder {str(run_dir)!r} is not a folder; choose another --out")
     if not resume:
         if run_dir.is_dir() and any(p.name != PREPARED_DIR for p in run_dir.iterdir()):
             raise SalongError(
