@@ -333,7 +333,9 @@ def commit_atomic(tmp: Path, path: Path, overwrite: bool = True) -> None:
         try:
             _copy_into(tmp, path)
         except BrokenPipeError:
-            raise SalongError(f"{str(path)!r} was closed before the file was written into it (broken pipe)") from None
+            where = "stdout" if is_stdout(path) else repr(str(path))
+            raise SalongError(f"{where} was closed (broken pipe) before the whole file was written into it; keep its "
+                              "reader open to the end") from None
         finally:
             tmp.unlink(missing_ok=True)
         return
