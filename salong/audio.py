@@ -5,16 +5,19 @@ Audio arrays are float32 numpy arrays shaped (channels, samples).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from salong.outputs import write_atomic
+from salong.outputs import is_stream, write_atomic
+from salong.checks import refuse_special
 from salong.errors import SalongError
 from salong.mastering import DEFAULT_PEAK_DB, normalise_loudness, subtype
 
@@ -40,7 +43,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any file libsndfile reads (wav, flac, ogg, mp3, ...) as float32 (channels, samples)."""
     path = _readable(path)
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+        with _decoder_quiet():
+            data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
     except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
         raise _undecodable(path, exc) from None
     if data.shape[0] == 0:
@@ -70,7 +74,7 @@ def probe(path: str | Path) -> AudioInfo:
     """An audio file's length, rate, channels, format and text tags."""
     path = _readable(path)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with _decoder_quiet(), sf.SoundFile(str(path)) as f:
             return AudioInfo(f.frames, f.samplerate, f.channels, f"{f.format_info}, {f.subtype_info}",
                              {k: v for k, v in f.copy_metadata().items() if v})
     except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
@@ -83,14 +87,39 @@ def _readable(path: str | Path) -> Path:
         raise SalongError(f"audio file {str(path)!r} not found; check the path")
     if path.is_dir():
         raise SalongError(f"{str(path)!r} is a directory; give an audio file")
+    refuse_special(path, "audio file")
     if not os.access(path, os.R_OK):
         raise SalongError(f"audio file {str(path)!r} is not readable; check its permissions")
     return path
 
 
 def _undecodable(path: Path, exc: Exception) -> SalongError:
-    return SalongError(f"cannot decode {str(path)!r} as audio ({str(exc).strip() or type(exc).__name__}); "
-                       "use wav, flac, ogg or mp3")
+    reason = str(exc).strip() or type(exc).__name__
+    if "not a regular file" in reason or "does not exist" in reason:
+        # libsndfile's words for any file it cannot open, though this one exists and is regular
+        reason = "its contents are in no format libsndfile reads: damaged, or not audio"
+    return SalongError(f"cannot decode {str(path)!r} as audio ({reason}); use wav, flac, ogg or mp3")
+
+
+@contextlib.contextmanager
+def _decoder_quiet() -> Iterator[None]:
+    """The C decoders under libsndfile (libmpg123) print warnings about damaged files straight
+    to stderr (fd 2); hold them back while a file is opened and read, so a bad file is one
+    line, salong's."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -138,8 +167,9 @@ def peak_limit(audio: np.ndarray, ceiling: float = PEAK_CEILING) -> np.ndarray:
 
 
 def output_format(path: str | Path, fmt: str | None = None) -> str:
-    """The output format from `fmt` or else the file extension, validated."""
-    name = (fmt or Path(path).suffix.lstrip(".")).lower()
+    """The output format from `fmt` or else the file extension (a stream without one, such as
+    `-o -`: wav), validated."""
+    name = (fmt or Path(path).suffix.lstrip(".") or ("wav" if is_stream(path) else "")).lower()
     if name not in WRITE_FORMATS:
         known = ", ".join(WRITE_FORMATS)
         what = f"format {fmt!r}" if fmt else f"output extension {Path(path).suffix or '(none)'!r}"
@@ -153,7 +183,7 @@ def output_format(path: str | Path, fmt: str | None = None) -> str:
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None,
                 tags: Mapping[str, str] | None = None, *, bit_depth: str | None = None,
-                loudness: float | None = None, peak_db: float | None = None) -> Path:
+                loudness: float | None = None, peak_db: float | None = None, overwrite: bool = True) -> Path:
     """Write (channels, samples) audio atomically, format from the extension or `fmt`.
 
     The file appears complete or not at all: it is written to a temporary file in the
@@ -162,7 +192,8 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
     `peak_db` dBTP (`salong.mastering.normalise_loudness`); either way, audio that would
     clip is peak-limited. WAV and FLAC get `bit_depth` "16", "24" (None: the default) or
     "32f" (WAV only); ogg and mp3 have no bit depth and ignore it. `tags` are libsndfile's
-    text fields (title, comment, software, artist, date, ...).
+    text fields (title, comment, software, artist, date, ...). Without `overwrite`, a file that
+    appears at `path` meanwhile is kept and this fails (`salong.outputs.commit_atomic`).
     """
     name = output_format(path, fmt)
     major, kind = WRITE_FORMATS[name][0], subtype(name, bit_depth)
@@ -188,4 +219,4 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
         except (sf.LibsndfileError, sf.SoundFileError) as exc:
             raise SalongError(f"could not write {str(path)!r} ({str(exc).strip()}); is the disk full?") from None
 
-    return write_atomic(path, write, suffix=f".{name}.part")
+    return write_atomic(path, write, suffix=f".{name}.part", overwrite=overwrite)

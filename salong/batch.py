@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 
-from salong.checks import random_seed
+from salong.checks import random_seed, refuse_special
 from salong.errors import SalongError
-from salong.outputs import (DEFAULT_NAME, LATENTS_SUFFIX, batch_folder, check_template, check_writable, ensure_folder,
-                            named_output, plan_outputs, refuse_clashes, refuse_existing)
+from salong.outputs import (DEFAULT_NAME, LATENTS_SUFFIX, batch_folder, check_extension, check_template, check_writable,
+                            ensure_folder, is_stream, named_output, plan_outputs, refuse_clashes, refuse_existing,
+                            refuse_inputs)
 from salong.progress import status_bar
 from salong.request import CONTROL_FIELDS, SongRequest
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 STAGES = ("encoding the prompt", "sampling", "decoding", "writing")
 RenderProgress = Callable[["Job", str, int, int], None]
 LINE_KEYS = ("prompt", "seconds", "seed", "negative", *CONTROL_FIELDS)  # a prompts-file line's request fields
+MAX_VARIATIONS = 10_000  # -n
+MAX_SONGS = 100_000  # songs of one run: prompts x -n (each planned job is kept in memory)
 RECORD_FIELDS = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "negative")  # `--json`, with the controls
 
 
@@ -69,6 +72,7 @@ def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
     objects with `prompt` and optionally `seconds`, `seed`, `output`, `negative`, `bpm`, `key`
     `meter` and `drums` (their values are checked as the song's request, `plan_jobs`).
     Blank lines and lines starting with `#` are skipped."""
+    refuse_special(path, "prompts file")
     if not path.is_file():
         raise SalongError(f"prompts file {str(path)!r} not found; give a text file with one prompt per line")
     try:
@@ -122,8 +126,11 @@ def plan_jobs(entries: list[dict[str, Any] | BadLine], base: SongRequest, variat
     seed. Every output stays inside `out` (or the working folder): a name that leaves it
     is refused with its line. A line whose request is bad (`SongRequest`) is refused with
     its line too; the command line's own prompt fails the command, before any model loads."""
-    if variations < 1:
-        raise SalongError(f"-n must be at least 1, got {variations}")
+    if not 1 <= variations <= MAX_VARIATIONS:
+        raise SalongError(f"-n must be at least 1 and at most {MAX_VARIATIONS:,}, got {variations}")
+    if variations * len(entries) > MAX_SONGS:
+        raise SalongError(f"{len(entries):,} prompts x -n {variations:,} is {variations * len(entries):,} songs, more "
+                          f"than one run makes ({MAX_SONGS:,}); split the prompts file or lower -n")
     check_template(name)
     many = variations > 1 or len(entries) > 1
     folder = batch_folder(out, variations * len(entries))
@@ -339,7 +346,7 @@ def render(
         if isinstance(job, BadLine):
             yield Failed(job.source, job.message)
             continue
-        if skip_existing and job.output.exists():
+        if skip_existing and not is_stream(job.output) and job.output.exists():  # a stream is written into
             yield Skipped(job)
             continue
 
@@ -356,7 +363,7 @@ def render(
             song = generator.sample(job.request, progress=sampling)
             report(job, "writing", 0, 0)
             path = write_audio(job.output, song.audio, song.sample_rate, fmt, tags, bit_depth=request.bit_depth,
-                               loudness=request.loudness, peak_db=request.peak_db)
+                               loudness=request.loudness, peak_db=request.peak_db, overwrite=overwrite)
         except SalongError as exc:
             yield Failed(job.source, str(exc))
             continue
@@ -459,6 +466,9 @@ def generate_songs(
     ext = output_format(out if out is not None and out.suffix and fmt is None else Path("x.wav"), fmt)
     entries = read_prompts(prompts) if prompts is not None else [{"prompt": base.prompt, "source": "prompt"}]
     jobs = check_formats(plan_jobs(entries, base, variations, out, name, ext), fmt)
+    sources = [prompts, take, lora_take, model, text_encoder, *(Path(a.path) for a in base.lora or ()),
+               Path(base.init_audio.path) if base.init_audio is not None and base.init_audio.path else None]
+    refuse_inputs([job.output for job in jobs if isinstance(job, Job)], [s for s in sources if s is not None])
     model = model if model is not None else default_generator()
     if take is not None:
         check_take_model(take, model)
@@ -490,16 +500,19 @@ def encode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
                  mean: bool = False, overwrite: bool = False, progress: bool = True) -> None:
     """`salong encode`: each audio file's latents (a posterior sample, or its mean with `mean`)
     by the autoencoder of `model` (default the bundled one), written as NAME.latents.safetensors
-    (`plan_outputs`, checked before the model loads); `show` hears each result (`each_file`)."""
+    (`plan_outputs`, checked before the model loads; one input's `out` must end in .safetensors);
+    `show` hears each result (`each_file`)."""
     from salong.latents import encode_file, save_latents
 
+    if out is not None and len(inputs) == 1:
+        check_extension(out, ".safetensors", "latents", LATENTS_SUFFIX)
     targets = plan_outputs(inputs, out, LATENTS_SUFFIX, overwrite)
     autoencoder = _codec(model, progress)
 
     def encode(path: Path, target: Path) -> Path:
         with status_bar(f"encoding {path.name}", progress) as bar:
             item = encode_file(autoencoder, path, sample=not mean, progress=bar)
-        return save_latents(target, item)
+        return save_latents(target, item, overwrite)
 
     each_file(inputs, targets, encode, show)
 
@@ -528,7 +541,7 @@ def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
         item = load_latents(path)
         with status_bar(f"decoding {path.name}", progress) as bar:
             audio = decode_latents(autoencoder, item, progress=bar)
-        return write_audio(target, audio, item.sample_rate, fmt, bit_depth=bit_depth)
+        return write_audio(target, audio, item.sample_rate, fmt, bit_depth=bit_depth, overwrite=overwrite)
 
     each_file(inputs, targets, decode, show)
 

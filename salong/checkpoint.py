@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from salong import __version__
+from salong.checks import refuse_special
 from salong.errors import SalongError, short_reason
 from salong.outputs import write_atomic
 
@@ -250,6 +251,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise SalongError(f"model file {str(path)!r} not found; check the path")
     if path.is_dir():
         raise SalongError(f"{str(path)!r} is a directory; give the path of a .safetensors model file")
+    refuse_special(path, "file")
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import secrets
+import stat
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,23 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
         raise SalongError(f"{name} must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     return int(seed)
+
+
+def refuse_special(path: str | Path, what: str) -> None:
+    """A one-line error if `path` (or what a symlink names) is a named pipe, device or socket:
+    salong reads only regular files (and folders) as inputs, since reading a FIFO waits for a
+    writer for ever and a device may never end. Checked before anything opens it; a missing
+    path or a folder is left to the caller's own message."""
+    try:
+        mode = Path(path).stat().st_mode
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+    raise SalongError(f"{what} {str(path)!r} is {kind}, not a regular file; salong reads inputs only from files, "
+                      "so save it to a file and give that")
 
 
 def random_seed() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -98,6 +99,28 @@ def print_error(message: str) -> None:
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
 
 
+def say(line: Any, path: Any = None) -> None:
+    """A result's line on stdout (`path`: the file it reports); on stderr where that file itself
+    went to stdout (`-o -`). Stdout that cannot take it (a full disk, a closed pipe) is a
+    one-line error that says what was written."""
+    from salong.outputs import is_stdout
+
+    if is_stdout(path):
+        sys.stderr.write(f"{line}\n")  # as written (rich would expand the tab)
+        sys.stderr.flush()
+        return
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        try:  # what is left in stdout's buffer must not fail again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        done = f"{str(path)!r} was written, but its line" if path is not None else "the result"
+        raise SalongError(f"{done} could not be printed on stdout ({exc.strerror or exc}); "
+                          "check where stdout goes") from None
+
+
 def _reporter(json_out: bool = False) -> Callable[[Any], None]:
     """How a command's results are reported (`salong.batch`): each file written on stdout,
     one line (a song's path and seed, or its --json record); skips, failures and a batch's
@@ -113,9 +136,9 @@ def _reporter(json_out: bool = False) -> Callable[[Any], None]:
             err.print(f"skipped {result.job.output} (exists)", highlight=False, soft_wrap=True)
         elif isinstance(result, Rendered):
             line = json.dumps(result.record()) if json_out else f"{result.path}\t{result.song.request.seed}"
-            print(line, flush=True)
+            say(line, result.path)
         else:
-            print(result.path, flush=True)
+            say(result.path, result.path)
 
     return show
 
@@ -126,7 +149,7 @@ def _reporter(json_out: bool = False) -> Callable[[Any], None]:
 
 @app.command()
 def synth(
-    count: int = typer.Argument(..., help="How many pieces to write, 1 or more."),
+    count: int = typer.Argument(..., help="How many pieces to write, 1 to 1,000,000 (and as many as the disk holds)."),
     out_dir: Path = typer.Argument(..., help="Folder for the corpus (audio/ and metadata.jsonl)."),
     seed: int = typer.Option(0, help="Seed of the corpus, 0 or more; the same seed writes the same files."),
     min_seconds: float = typer.Option(5.0, help="Shortest piece, seconds: above 0, at most --max-seconds."),
@@ -134,7 +157,7 @@ def synth(
     fmt: str = typer.Option("wav", "--format", help="Audio format: wav or flac."),
     durations: str = typer.Option("uniform", help="Length law between the bounds: uniform, or log (uniform in "
                                                   "log-seconds: many short pieces, some long)."),
-    jobs: int = typer.Option(1, help="Worker processes, 1 or more; the corpus is the same for any number."),
+    jobs: int = typer.Option(1, help="Worker processes, 1 to 4 per CPU; the corpus is the same for any number."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Write over a corpus (or its pieces) already in OUT_DIR."),
     captions: int = typer.Option(1, help="Descriptions per piece, 1 to 64: above 1, metadata.jsonl also lists "
@@ -146,12 +169,13 @@ def synth(
     from salong.synth import recaption_corpus, write_corpus
 
     if recaption:
-        print(recaption_corpus(out_dir, captions, count=count))
+        path = recaption_corpus(out_dir, captions, count=count)
+        say(path, path)
         return
     with status_bar("synthesising") as bar:
         path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,
                             durations=durations, jobs=jobs, progress=bar, overwrite=overwrite, captions=captions)
-    print(path)
+    say(path, path)
 
 
 @app.command()
@@ -199,7 +223,7 @@ def info(
     salong made and the command that makes it again; with nothing, describe the bundled model."""
     from salong.describe import describe
 
-    print(describe(path))
+    say(describe(path))
 
 
 @app.command()
@@ -213,7 +237,8 @@ def convert(
     """Save a Stable Audio Open folder and its T5 as one salong generator file (loads faster, travels alone)."""
     from salong.sao import convert_folder
 
-    print(convert_folder(model, out, text_encoder, overwrite))
+    path = convert_folder(model, out, text_encoder, overwrite)
+    say(path, path)
 
 
 @app.command()
@@ -232,7 +257,8 @@ def plot(
     run (losses, learning rate and evaluations from metrics.jsonl)."""
     from salong.plots import plot_file
 
-    print(plot_file(path, out, width, height, title, overwrite))
+    picture = plot_file(path, out, width, height, title, overwrite)
+    say(picture, picture)
 
 
 def _like(ctx: typer.Context, _param: Any, take: Optional[Path]) -> Optional[Path]:
@@ -300,7 +326,7 @@ def generate(
                                             "oversampled), -20 to 0. \\[default: -1]"),
     prompts: Optional[Path] = typer.Option(None, help="Batch file: a prompt per line, or JSON lines with prompt, "
                                            "seconds, seed, output, negative, bpm, key, meter, drums."),
-    n: int = typer.Option(1, "-n", help="Variations per prompt, 1 or more (consecutive seeds)."),
+    n: int = typer.Option(1, "-n", help="Variations per prompt, 1 to 10,000 (consecutive seeds)."),
     name: str = typer.Option(
         DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave songs whose output file exists."),
@@ -367,6 +393,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     # a library warning (a skipped file, a mixed-down input) is one line too
     warnings.showwarning = lambda message, *_args, **_kw: err.print(f"warning: {message}", highlight=False,
                                                                     soft_wrap=True)
+    try:
+        os.getcwd()
+    except OSError:  # torch fails to load its libraries from a deleted folder, with a misleading message
+        print_error("the working folder no longer exists (deleted?); cd to a folder that exists and run again")
+        sys.exit(1)
     try:
         code = app(args=argv, prog_name="salong", standalone_mode=False)
     except SalongError as exc:

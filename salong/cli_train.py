@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, Mapping, Optional
 
 import typer
 
-from salong.cli import _OVERWRITE, Device, _Typer, app
+from salong.cli import _OVERWRITE, Device, _Typer, app, say
 from salong.errors import SalongError
 from salong.progress import status_bar
 
@@ -81,7 +81,7 @@ class _Run:
     def report(self, result: Any) -> None:
         """The exported model's path on stdout, once (rank 0 under torchrun)."""
         if os.environ.get("RANK", "0") == "0":
-            print(result.model)
+            say(result.model, result.model)
 
 
 def _train_command(name: str, *, data: str, out: str, preset: str, init: str, batch_size: str, lr: str) -> Callable:
@@ -319,4 +319,5 @@ def train_export_cmd(
     """Write a run's EMA weights as a model file that --model accepts."""
     from salong.train.tasks import export_model
 
-    print(export_model(run, out, half, steps, cfg_scale, sampler, overwrite))
+    path = export_model(run, out, half, steps, cfg_scale, sampler, overwrite)
+    say(path, path)

@@ -43,8 +43,8 @@ class Latents:
         return int(self.latents.shape[0])
 
 
-def save_latents(path: str | Path, item: Latents) -> Path:
-    """Write a latents file atomically."""
+def save_latents(path: str | Path, item: Latents, overwrite: bool = True) -> Path:
+    """Write a latents file atomically (without `overwrite`, never over a file that appears meanwhile)."""
     metadata = {
         FORMAT_KEY: str(FORMAT_VERSION),
         "kind": LATENTS_KIND,
@@ -56,7 +56,8 @@ def save_latents(path: str | Path, item: Latents) -> Path:
         "source": item.source,
     }
     tensors = {"latents": item.latents.detach().to("cpu", torch.float32).contiguous()}
-    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), ".safetensors")
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), ".safetensors",
+                        overwrite)
 
 
 def load_latents(path: str | Path) -> Latents:

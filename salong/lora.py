@@ -28,6 +28,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from salong.checks import refuse_special
 from salong.checkpoint import config_from_dict, load_checkpoint, read_metadata, save_checkpoint
 from salong.errors import SalongError
 
@@ -185,6 +186,7 @@ class AdapterFile:
 def check_adapter_file(path: str | Path) -> None:
     """A `--lora` file that is there and is an adapter, or a one-line error (before any model loads)."""
     path = Path(path)
+    refuse_special(path, "--lora file")
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "not found"
         raise SalongError(f"--lora file {str(path)!r} {what}; give an adapter file written by `salong train export`")

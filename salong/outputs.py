@@ -2,9 +2,16 @@
 
 - Planning: an input's result is named after it (`output_for`, `plan_outputs`: encode,
   decode, plot), a batch's songs after the `--name` template inside one folder
-  (`batch_folder`, `named_output`); two results never go to the same file.
+  (`batch_folder`, `named_output`); two results never go to the same file, and a result
+  never goes to one of the command's inputs (`refuse_inputs`): paths are compared after
+  resolving symlinks and `..`.
 - Overwriting: an existing regular file is replaced only with `--overwrite`
-  (`refuse_existing`); a device or pipe (/dev/stdout, a FIFO) is written into, never replaced.
+  (`refuse_existing`); without it the final rename is an exclusive create, so a file another
+  run wrote meanwhile is kept and this run fails. A symlink is followed to the file it names
+  (replaced only with `--overwrite`); a dangling link or a loop is refused, never replaced.
+- Streams: `-o -` (and `/dev/stdout`) is this process's stdout; it, a device or a pipe (a
+  FIFO) is written into, never replaced (`is_stream`), and the command's record line goes to
+  stderr instead of stdout (`is_stdout`).
 - Writing: every file appears complete or not at all (`write_atomic`: a temporary file
   beside the target, renamed onto it), after a cheap `check_writable` that can run
   before minutes of work whose result would have nowhere to go.
@@ -18,15 +25,94 @@ import errno
 import os
 import shutil
 import stat
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from salong.errors import SalongError
 
 LATENTS_SUFFIX = ".latents.safetensors"
 DEFAULT_NAME = "{slug}_{seed}.{ext}"  # a batch's output names (`salong generate --name`)
 NAME_FIELDS = ("slug", "seed", "index", "variation", "seconds", "ext")
+STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")  # `-o` names for this process's stdout
+
+
+# --- streams and links -----------------------------------------------------------------
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    """Whether `path` names this process's stdout (`-o -`, /dev/stdout): written into fd 1,
+    whatever it is (a pipe, a terminal, or a file the shell opened with `>`)."""
+    return path is not None and str(path) in STDOUT_NAMES
+
+
+def is_stream(path: str | Path) -> bool:
+    """Stdout, a character device or a named pipe (/dev/null, a FIFO), also behind a
+    symlink: written into, never replaced."""
+    if is_stdout(path):
+        return True
+    try:
+        mode = Path(path).stat().st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def real_path(path: str | Path) -> Path:
+    """Where a file at `path` really is: symlinks followed (a dangling link or a loop is a
+    one-line error: salong never replaces a link by a file), `..` resolved."""
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            return Path(os.path.realpath(path, strict=True))
+        except OSError:
+            raise SalongError(f"output path {str(path)!r} is a symlink to {os.readlink(path)!r}, which does not "
+                              "exist (or loops); remove the link or give another path") from None
+    return resolved(path)
+
+
+def resolved(path: str | Path) -> Path:
+    """`path` absolute, with symlinks followed and `..` resolved as far as they go (a loop or
+    a dangling link is left as it is, not an error)."""
+    return Path(os.path.realpath(path))
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (after symlinks and `..`)."""
+    try:
+        return resolved(a) == resolved(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def refuse_inputs(targets: list[Path], inputs: list[Path]) -> None:
+    """No output of a command is one of its inputs, nor an existing file inside an input
+    folder (a model folder, a run folder): `--overwrite` replaces outputs, never sources."""
+    for target in targets:
+        if is_stdout(target):
+            continue
+        for source in inputs:
+            inside = source.is_dir() and target.exists() and resolved(source) in resolved(target).parents
+            if inside or _same(target, source):
+                what = f"a file inside the input folder {str(source)!r}" if inside else f"the input {str(source)!r}"
+                raise SalongError(f"output {str(target)!r} ({str(resolved(target))!r}) is {what}; salong never "
+                                  "writes over its own input, so give another -o")
+
+
+def refuse_stream(path: Path, command: str) -> None:
+    """For commands that write a file and read it back: a stream (`-o -`, a pipe) is refused."""
+    if is_stream(path):
+        raise SalongError(f"{command} writes a file and reads it back, so -o {str(path)} (a stream) cannot take it; "
+                          "give a file name")
+
+
+def check_extension(path: Path, suffix: str, what: str, example: str | None = None) -> None:
+    """A single output file's name ends in `suffix` (it holds `what`), unless it is a stream or folder."""
+    if not is_stream(path) and not path.is_dir() and not path.name.lower().endswith(suffix):
+        raise SalongError(f"-o {str(path)!r} would hold {what}, so its name must end in {suffix}; "
+                          f"e.g. -o {path.with_name(path.name.split('.')[0] + (example or suffix))}")
 
 
 # --- planning --------------------------------------------------------------------------
@@ -39,7 +125,7 @@ def output_for(source: Path, out: Path | None, many: bool, suffix: str) -> Path:
     if source.name.endswith(LATENTS_SUFFIX):
         stem = source.name[: -len(LATENTS_SUFFIX)]
     else:
-        stem = source.stem if source.suffix else source.resolve().name
+        stem = source.stem if source.suffix else resolved(source).name
     name = stem + suffix
     if out is None:
         return Path(name)
@@ -50,16 +136,25 @@ def output_for(source: Path, out: Path | None, many: bool, suffix: str) -> Path:
 
 def plan_outputs(inputs: list[Path], out: Path | None, suffix: str, overwrite: bool) -> list[Path]:
     """Every input's output (`output_for`), checked before any work: no two inputs write the
-    same file, and an existing file is replaced only with `overwrite` (`refuse_existing`).
-    A folder `out` for several inputs is created if its parent exists."""
+    same file (compared after resolving), no output is an input (`refuse_inputs`), and an
+    existing file is replaced only with `overwrite` (`refuse_existing`). A stream `out`
+    (`-o -`) takes one input's result. A folder `out` for several inputs is created if its
+    parent exists."""
     many = len(inputs) > 1
+    if many and out is not None and is_stream(out):
+        raise SalongError(f"-o {str(out)} is a stream, which takes one result, but there are {len(inputs)} inputs; "
+                          "give -o FOLDER")
     targets = [output_for(path, out, many, suffix) for path in inputs]
-    for target in targets:
-        if targets.count(target) > 1:
-            sources = [str(p) for p, t in zip(inputs, targets) if t == target]
-            raise SalongError(f"{sources[0]!r} and {sources[1]!r} would both be written to {str(target)!r}; "
-                              "rename one, or encode them in separate runs")
-        refuse_existing(target, overwrite)
+    reals = [t if is_stdout(t) else resolved(t) for t in targets]
+    for target, real in zip(targets, reals):
+        if reals.count(real) > 1:
+            sources = [str(p) for p, r in zip(inputs, reals) if r == real]
+            raise SalongError(f"{sources[0]!r} and {sources[1]!r} would both be written to {str(real)!r}; "
+                              "rename one, or give them in separate runs")
+        if not is_stream(target):
+            real_path(target)  # a dangling link is refused now, not after the work
+        refuse_existing(target, overwrite, "")
+    refuse_inputs(targets, inputs)
     if out is not None and (many or out.is_dir()):
         ensure_folder(out)
     return targets
@@ -71,6 +166,8 @@ def batch_folder(out: Path | None, count: int) -> Path:
     from salong.data import AUDIO_EXTENSIONS  # here: salong.data needs torch, writing files does not
 
     many = count > 1
+    if many and out is not None and is_stream(out):
+        raise SalongError(f"-o {out} is a stream, which takes one song, but there are {count} songs; give -o FOLDER")
     if many and out is not None and not out.is_dir() and out.suffix.lstrip(".").lower() in AUDIO_EXTENSIONS:
         raise SalongError(f"-o {out} names one file, but {count} songs need a folder; give -o FOLDER")
     return out if out is not None and (many or out.is_dir()) else Path(".")
@@ -87,19 +184,23 @@ def check_template(name: str) -> None:
 def named_output(folder: Path, name: str) -> Path:
     """`folder / name` if it stays inside `folder` (no absolute path, no `..` out), else a one-line error."""
     target = folder / name
-    root = folder.resolve()
-    resolved = target.resolve()
-    if Path(name).is_absolute() or not (resolved == root or root in resolved.parents):
+    root, real = resolved(folder), resolved(target)
+    if Path(name).is_absolute() or not (real == root or root in real.parents):
         raise SalongError(f"output name {name!r} leaves the output folder {str(folder)!r}; "
                           "give a plain file name inside it")
     return target
 
 
 def refuse_clashes(targets: list[Path]) -> None:
-    """Several songs of one batch never go to the same file."""
-    clashes = sorted({str(p) for p in targets if targets.count(p) > 1})
+    """Several songs of one batch never go to the same file, however its names are spelled
+    (`a.wav`, `sub/../a.wav`: compared after resolving)."""
+    reals = [resolved(p) for p in targets]
+    clashes = sorted({str(p) for p in reals if reals.count(p) > 1})
     if clashes:
-        raise SalongError(f"several songs would be written to {clashes[0]!r}; put {{seed}} or {{index}} in --name")
+        names = sorted({str(t) for t, r in zip(targets, reals) if str(r) == clashes[0]})
+        spelled = f" (named {' and '.join(repr(n) for n in names)})" if len(names) > 1 else ""
+        raise SalongError(f"several songs would be written to {clashes[0]!r}{spelled}; put {{seed}} or {{index}} in "
+                          "--name, or give each line its own output")
 
 
 def ensure_folder(folder: Path) -> Path:
@@ -114,53 +215,89 @@ def ensure_folder(folder: Path) -> Path:
 # --- the overwrite rule ----------------------------------------------------------------
 
 
-def refuse_existing(path: Path, overwrite: bool) -> None:
-    """salong's overwrite rule: an existing regular file is replaced only with --overwrite
-    (device nodes and pipes such as /dev/stdout are written into, never replaced)."""
-    if not overwrite and path.is_file():
-        raise SalongError(f"{str(path)!r} exists; pass --overwrite to replace it (or --skip-existing to keep it)")
+def refuse_existing(path: Path, overwrite: bool, keep: str = " (or --skip-existing to keep it)") -> None:
+    """salong's overwrite rule: an existing regular file (or the file a symlink names) is
+    replaced only with --overwrite; streams such as -o - are written into, never replaced.
+    `keep` is the command's way to keep the file instead, for the message."""
+    if not overwrite and not is_stream(path) and path.is_file():
+        real = real_path(path)
+        where = f" (the link's target {str(real)!r})" if path.is_symlink() else ""
+        raise SalongError(f"{str(path)!r}{where} exists; pass --overwrite to replace it{keep}")
+
+
+# --- concurrent writers ---------------------------------------------------------------
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (flock on the folder itself: no lock file to leave
+    behind, released by the system when the process ends however it ends); a second holder
+    is refused with a one-line error naming `what` uses the folder."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this system: nothing to hold
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise SalongError(f"another salong process is using {str(folder)!r} ({what}); wait for it to finish, "
+                              "or choose another folder") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # --- writing ---------------------------------------------------------------------------
 
 
 def check_writable(path: str | Path) -> tuple[Path, Path]:
-    """(path, its folder) if a file can be written there; else a SalongError saying why.
+    """(where the file really goes, its folder) if a file can be written at `path`; else a
+    SalongError saying why. A symlink is followed (a dangling one refused, `real_path`); a
+    stream is written into (`is_stream`), except stdout on a terminal.
 
     Cheap enough to run before minutes of work whose result would have nowhere to go.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise SalongError(f"output folder {str(folder)!r} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise SalongError(f"output folder {str(folder)!r} is not writable; choose another output path")
+    if is_stdout(path):
+        if sys.stdout.isatty():
+            raise SalongError(f"-o {str(path)} writes the file to stdout, which is a terminal; redirect it "
+                              "(> song.wav, | player) or give a file name")
+        return path, Path(".")
+    if is_stream(path):
+        return path, path.parent
     if path.is_dir():
         raise SalongError(f"output path {str(path)!r} is a directory; give a file name")
-    if path.exists() and not path.is_file() and not _is_stream(path):
+    real = real_path(path)
+    folder = real.parent
+    if not folder.is_dir():
+        raise SalongError(f"output folder {str(path.parent)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise SalongError(f"output folder {str(folder)!r} is not writable; choose another output path")
+    if real.is_dir():
+        raise SalongError(f"output path {str(path)!r} leads to the directory {str(real)!r}; give a file name")
+    if real.exists() and not real.is_file():
         raise SalongError(f"output path {str(path)!r} is not a regular file (a socket or block device); "
                           "give a file name")
-    return path, folder
-
-
-def _is_stream(path: Path) -> bool:
-    """A character device or named pipe (/dev/stdout, /dev/null, a FIFO): written into, never replaced."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+    return real, folder
 
 
 def atomic_target(path: str | Path, suffix: str | None = None) -> tuple[Path, Path]:
-    """A temporary path in the destination folder, to be renamed onto `path`.
+    """(where the file really goes, a temporary path in its folder to be renamed onto it).
 
     The folder must exist and be writable; the temp file lives beside the target so
-    the final `os.replace` is an atomic rename on the same file system.
+    the final rename is atomic on the same file system. A stream's temp file is made in
+    the working folder, or the system's temporary folder if that is not writable.
     """
     path, folder = check_writable(path)
+    if is_stream(path):
+        folder = Path(tempfile.gettempdir()) if not os.access(".", os.W_OK) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name or 'stdout'}.", suffix=suffix or ".tmp", dir=folder)
     except OSError as exc:
         raise SalongError(
             f"cannot write in output folder {str(folder)!r} ({exc.strerror}); choose another output path"
@@ -175,34 +312,71 @@ def _umask() -> int:
     return mask
 
 
-def commit_atomic(tmp: Path, path: Path) -> None:
+def _copy_into(tmp: Path, path: Path) -> None:
+    """The bytes of `tmp` written into the stream `path` (stdout: fd 1 itself)."""
+    with open(tmp, "rb") as source:
+        if is_stdout(path):
+            sys.stdout.flush()
+            shutil.copyfileobj(source, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            with open(path, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+
+
+def commit_atomic(tmp: Path, path: Path, overwrite: bool = True) -> None:
     """Flush `tmp` to disk and rename it onto `path`, with the permissions the umask gives any
-    new file (mkstemp's are 0600). Into a stream (`_is_stream`) the bytes are copied instead:
-    a device node or pipe is written to, never replaced."""
-    if _is_stream(path):
-        with open(tmp, "rb") as source, open(path, "wb") as sink:
-            shutil.copyfileobj(source, sink)
-        tmp.unlink()
+    new file (mkstemp's are 0600). Without `overwrite` the rename is an exclusive create: a
+    file that appeared at `path` meanwhile (another run) is kept and this is a one-line error.
+    Into a stream (`is_stream`) the bytes are copied instead: it is written to, never replaced."""
+    if is_stream(path):
+        try:
+            _copy_into(tmp, path)
+        except BrokenPipeError:
+            where = "stdout" if is_stdout(path) else repr(str(path))
+            raise SalongError(f"{where} was closed (broken pipe) before the whole file was written into it; keep its "
+                              "reader open to the end") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return
     os.chmod(tmp, 0o666 & ~_umask())
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if `path` exists: no window in which another run's file is replaced
+    except FileExistsError:
+        raise SalongError(f"{str(path)!r} was created by someone else (another run?) while this one was working; "
+                          "it is kept: pass --overwrite to replace it, or give another -o") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if path.exists():  # a file system without hard links: the best check there is
+            raise SalongError(f"{str(path)!r} was created by someone else (another run?) while this one was "
+                              "working; it is kept: pass --overwrite to replace it, or give another -o") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None], suffix: str | None = None) -> Path:
-    """Run `write(tmp_path)` then rename onto `path`; on any failure remove the temp file.
+def write_atomic(path: str | Path, write: Callable[[Path], None], suffix: str | None = None,
+                 overwrite: bool = True) -> Path:
+    """Run `write(tmp_path)` then rename onto `path` (`commit_atomic`: exclusively without
+    `overwrite`); on any failure remove the temp file. A symlink `path` is followed: the file
+    it names is replaced, the link kept.
 
     A full disk or an interrupted run therefore never leaves a truncated file behind.
     """
-    path, tmp = atomic_target(path, suffix)
+    real, tmp = atomic_target(path, suffix)
     try:
         write(tmp)
-        commit_atomic(tmp, path)
+        commit_atomic(tmp, real, overwrite)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         # safetensors reports a full disk as its own error type, with the OS's words
         if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc):
             raise SalongError(f"disk full while writing {str(path)!r}; free some space and retry") from None
         raise
-    return path
+    return Path(path)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from salong.outputs import plan_outputs, write_atomic
+from salong.outputs import is_stream, plan_outputs, write_atomic
 from salong.errors import SalongError
 from salong.run_metrics import METRICS_FILE, read_metrics
 
@@ -72,7 +72,7 @@ def log_mel(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
 
 
 def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: int = SIZE[1],
-               title: str | None = None) -> Path:
+               title: str | None = None, overwrite: bool = True) -> Path:
     """Waveform over a log-mel spectrogram, both against time in seconds; the title is
     `title`, else the prompt the file carries (its title tag), else the file name. A song
     salong made to a tempo (its recipe's --bpm, or one its prompt states) gets its bar
@@ -117,7 +117,7 @@ def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: 
     spec_ax.set_xlabel("time (s)")
     spec_ax.set_xlim(0, seconds)
     fig.colorbar(image, ax=[wave_ax, spec_ax], label="level (dB re full scale)", shrink=0.6, location="right")
-    return _save(fig, out, fmt)
+    return _save(fig, out, fmt, overwrite)
 
 
 def _bar_lines(path: Path, seconds: float) -> np.ndarray | None:
@@ -153,7 +153,8 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
     return [s for s, _ in points], [v for _, v in points]
 
 
-def plot_run(path: str | Path, out: str | Path, width: int = SIZE[0], height: int | None = None) -> Path:
+def plot_run(path: str | Path, out: str | Path, width: int = SIZE[0], height: int | None = None,
+             overwrite: bool = True) -> Path:
     """A run's training losses, gradient norms and learning rates against the step, and its
     evaluations (STFT distance, SI-SDR, retrieval recall, ...) as points, from metrics.jsonl.
     `height` defaults to ROW_HEIGHT pixels per row of panels."""
@@ -200,7 +201,7 @@ def plot_run(path: str | Path, out: str | Path, width: int = SIZE[0], height: in
         ax.legend(fontsize="x-small", loc="best")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    return _save(fig, out, fmt)
+    return _save(fig, out, fmt, overwrite)
 
 
 def _unit(key: str) -> str:
@@ -221,10 +222,10 @@ def plot_file(path: str | Path, out: str | Path | None = None, width: int = SIZE
     check_size(width, height or SIZE[1])
     picture_format(out)
     if path.is_dir() or path.name == METRICS_FILE:
-        return plot_run(path, out, width, height)
+        return plot_run(path, out, width, height, overwrite)
     if not path.exists():
         raise SalongError(f"{str(path)!r} not found; give an audio file or a training run folder")
-    return plot_audio(path, out, width, height or SIZE[1], title)
+    return plot_audio(path, out, width, height or SIZE[1], title, overwrite)
 
 
 def check_size(width: int, height: int) -> None:
@@ -235,8 +236,8 @@ def check_size(width: int, height: int) -> None:
 
 
 def picture_format(out: str | Path) -> str:
-    """The picture format from the output's extension, validated."""
-    fmt = Path(out).suffix.lstrip(".").lower()
+    """The picture format from the output's extension (a stream without one, such as `-o -`: png), validated."""
+    fmt = Path(out).suffix.lstrip(".").lower() or ("png" if is_stream(out) else "")
     if fmt not in PICTURE_FORMATS:
         raise SalongError(f"unknown picture extension {Path(out).suffix or '(none)'!r} for {str(out)!r}; "
                           f"use one of: {', '.join('.' + f for f in PICTURE_FORMATS)}")
@@ -249,9 +250,10 @@ def _figure(width: int, height: int) -> Any:
     return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
 
 
-def _save(fig: Any, out: str | Path, fmt: str) -> Path:
-    """Write the figure atomically; a PNG in 256 colours (a colour map has 256 anyway), which
-    makes a spectrogram's file about a third of the size (a run writes one per demo)."""
+def _save(fig: Any, out: str | Path, fmt: str, overwrite: bool = True) -> Path:
+    """Write the figure atomically (without `overwrite`, never over a file that appears
+    meanwhile); a PNG in 256 colours (a colour map has 256 anyway), which makes a
+    spectrogram's file about a third of the size (a run writes one per demo)."""
 
     def write(tmp: Path) -> None:
         if fmt != "png":
@@ -263,4 +265,4 @@ def _save(fig: Any, out: str | Path, fmt: str) -> Path:
         fig.savefig(rgba, format="png", dpi=DPI)
         Image.open(rgba).convert("RGB").quantize(256).save(tmp, format="png", optimize=True)
 
-    return write_atomic(out, write, suffix=f".{fmt}.part")
+    return write_atomic(out, write, suffix=f".{fmt}.part", overwrite=overwrite)

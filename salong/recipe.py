@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from salong import __version__
+from salong.checks import refuse_special
 from salong.errors import SalongError
 from salong.request import CONTROL_FIELDS, InitAudio, SongRequest, option_flag
 
@@ -210,6 +211,7 @@ def _digest(path: Path, size: int, mtime_ns: int) -> str:
 def model_sha256(path: str | Path) -> str:
     """The first SHA256_DIGITS hex digits of a model file's sha256 (of a model folder: of its
     files' names and bytes), computed once per process for a file that has not changed."""
+    refuse_special(path, "model")
     path = Path(path).resolve()
     info = path.stat()
     return _digest(path, info.st_size, info.st_mtime_ns)

@@ -31,8 +31,9 @@ from safetensors import SafetensorError, safe_open
 from salong.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder_from
 from salong.checkpoint import build_strict
 from salong.dit import DiT, DiTConfig
+from salong.checks import refuse_special
 from salong.errors import SalongError, short_reason
-from salong.outputs import check_writable, refuse_existing
+from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 
 CONFIG_FILE = "model_config.json"
@@ -136,6 +137,7 @@ def read_config(folder: str | Path) -> SaoConfig:
     if not folder.is_dir():
         raise SalongError(f"model folder {str(folder)!r} not found; give a folder holding {CONFIG_FILE} "
                           f"and {WEIGHTS_FILE}")
+    refuse_special(path, "model config")
     if not path.is_file():
         raise SalongError(f"{str(folder)!r} has no {CONFIG_FILE}, so it is not a Stable Audio Open model folder; "
                           f"give a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}, or a salong model file")
@@ -338,6 +340,7 @@ def expected_shapes(config: SaoConfig) -> dict[str, tuple[tuple[int, ...], str, 
 
 def weights_file(folder: Path) -> Path:
     path = folder / WEIGHTS_FILE
+    refuse_special(path, "model weights")
     if path.is_file():
         return path
     if (folder / PICKLE_FILE).is_file():
@@ -470,8 +473,11 @@ def convert_folder(folder: Path, out: Path, text_encoder: Path | None = None, ov
     if not folder.is_dir():
         raise SalongError(f"{str(folder)!r} is not a folder; give a Stable Audio Open folder (model_config.json + "
                           "model.safetensors)")
+    refuse_stream(out, "convert")
+    check_extension(out, ".safetensors", "a generator checkpoint")
     check_writable(out)
-    refuse_existing(out, overwrite)
+    refuse_existing(out, overwrite, "")
+    refuse_inputs([out], [folder] if text_encoder is None else [folder, text_encoder])
     return load_folder(folder, text_encoder).save(out)
 
 

@@ -3,6 +3,7 @@ non-zero exit, exactly one line on stderr, no traceback, and leaves every file a
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from conftest import run_cli
 from salong.audio import write_audio
+from salong.cli import main
 from salong.autoencoder import PRESETS, Autoencoder, save_autoencoder
 from salong.latents import Latents, save_latents
 
@@ -38,11 +40,43 @@ def files(tmp_path_factory, generator_path):
     (root / "folder").mkdir()
     (root / "partial" / "audio").mkdir(parents=True)
     write_audio(root / "partial" / "audio" / "000001.wav", audio, 44100)
-    return {"partial": root / "partial", "gen": generator_path, "ae": ae, "wav": root / "song.wav", "lat": lat,
+    outputs_and_special_files(root, audio, generator_path)
+    named = {p.name.replace(".", "_"): p for p in root.iterdir()}  # pipe_wav, take_wav, sao_dir, ...
+    return {**named, "root": root, "zero": "/dev/zero", "partial": root / "partial", "gen": generator_path, "ae": ae,
+            "wav": root / "song.wav", "lat": lat,
             "nan": nan, "garbage_wav": root / "garbage.wav", "garbage_model": root / "garbage.safetensors",
             "empty": root / "empty.txt", "comments": root / "comments.txt", "notjson": root / "notjson.jsonl",
             "badkey": root / "badkey.jsonl", "corpus": root / "corpus", "nocorpus": root / "nocorpus",
             "folder": root / "folder", "missing": root / "missing.safetensors"}
+
+
+def outputs_and_special_files(root, audio, generator_path):
+    """Inputs of the output and special-file rows: links that lead nowhere, named pipes, a
+    take whose model became a pipe, an audio file named like latents, run and model folders."""
+    os.symlink("nowhere.wav", root / "dangling.wav")
+    os.symlink("loop_b.wav", root / "loop_a.wav")
+    os.symlink("loop_a.wav", root / "loop_b.wav")
+    for name in ("pipe.safetensors", "pipe.wav", "pipe.txt"):
+        os.mkfifo(root / name)
+    (root / "sao_pipe").mkdir()
+    os.mkfifo(root / "sao_pipe" / "model_config.json")
+    (root / "sao_dir").mkdir()
+    (root / "sao_dir" / "model_config.json").write_text("{}")
+    (root / "sao_dir" / "model.safetensors").write_bytes(b"weights")
+    (root / "fake_run" / "checkpoints").mkdir(parents=True)
+    (root / "fake_run" / "checkpoints" / "step_0000001.safetensors").write_bytes(b"state")
+    write_audio(root / "audio_named.safetensors", audio, 44100, fmt="wav")
+    (root / "alias_prompts.txt").write_text(json.dumps({"prompt": "a", "output": "a.wav"}) + "\n"
+                                            + json.dumps({"prompt": "b", "output": "sub/../a.wav"}) + "\n")
+    (root / "eleven.txt").write_text("calm\n" * 11)
+    (root / "garbage.mp3").write_bytes(os.urandom(3000))
+    # a take made with a model that has since become a named pipe
+    model = root / "piped_model.safetensors"
+    shutil.copyfile(generator_path, model)
+    with pytest.raises(SystemExit):
+        main(["generate", "calm", "-s", "0.1", "--model", str(model), "-o", str(root / "take.wav"), "--no-progress"])
+    model.unlink()
+    os.mkfifo(model)
 
 
 G = ["--model", "{gen}"]
@@ -155,6 +189,60 @@ CASES = [
     (["train", "export", "{missing}", "-o", "m.safetensors"], r"not found"),
     (["train", "export", "{folder}", "-o", "m.safetensors"], r"not a salong run folder"),
     (["train", "export", "{folder}", "-o", "{ae}"], r"exists; pass --overwrite"),
+    # outputs: links, streams, inputs as outputs, extensions (issue 30, class 1)
+    (["generate", "calm", "-o", "{dangling_wav}", "-s", "0.5", *G], r"is a symlink to 'nowhere.wav', which does not"),
+    (["generate", "calm", "-o", "{loop_a_wav}", "-s", "0.5", "--overwrite", *G], r"symlink .* \(or loops\)"),
+    (["decode", "{lat}", "--model", "{ae}", "-o", "{dangling_wav}", "--overwrite"], r"symlink .*remove the link"),
+    (["generate", "calm", "-n", "2", "-o", "-", *G], r"-o - is a stream, which takes one song, but there are 2"),
+    (["encode", "{wav}", "{garbage_wav}", "--model", "{ae}", "-o", "-"], r"-o - is a stream, .* 2 inputs"),
+    (["generate", "--prompts", "{alias_prompts_txt}", "-o", "{root}", *G],
+     r"several songs would be written to '.*a\.wav' \(named '.*a\.wav' and '.*sub/\.\./a\.wav'\)"),
+    (["generate", "calm", "-o", "{wav}", "--init-audio", "{wav}", "--init-noise-level", "1", "--overwrite", *G],
+     r"is the input .*never writes over its own input"),
+    (["generate", "calm", "-o", "{take_wav}", "--like", "{take_wav}", "--overwrite", "--model", "{gen}"],
+     r"is the input"),
+    (["encode", "{wav}", "--model", "{ae}", "-o", "{wav}", "--overwrite"],
+     r"would hold latents, so its name must end in \.safetensors; e\.g\. -o .*song\.latents\.safetensors"),
+    (["encode", "{wav}", "--model", "{ae}", "-o", "out.wav"], r"would hold latents"),
+    (["encode", "{audio_named_safetensors}", "--model", "{ae}", "-o", "{audio_named_safetensors}", "--overwrite"],
+     r"is the input"),
+    (["decode", "{lat}", "--model", "{ae}", "-o", "{lat}", "--format", "wav", "--overwrite"], r"is the input"),
+    (["decode", "{lat}", "{lat}", "--model", "{ae}", "-o", "{root}"], r"would both be written to"),
+    (["encode", "{wav}", "--model", "{ae}", "-o", "{lat}"], r"exists; pass --overwrite to replace it$"),
+    (["convert", "{sao_dir}", "-o", "{sao_dir}/model.safetensors", "--overwrite"], r"inside the input folder"),
+    (["convert", "{sao_dir}", "-o", "out.wav"], r"would hold a generator checkpoint, so its name must end"),
+    (["convert", "{sao_dir}", "-o", "-"], r"writes a file and reads it back"),
+    (["train", "export", "{fake_run}", "-o", "{fake_run}/checkpoints/step_0000001.safetensors", "--overwrite"],
+     r"inside the input folder"),
+    (["train", "export", "{fake_run}", "-o", "model.wav"], r"would hold a model checkpoint"),
+    (["plot", "{wav}", "-o", "{dangling_wav}"], r"symlink"),
+    # special files: refused before anything reads them; counts bounded (class 3)
+    (["generate", "calm", "--model", "{pipe_safetensors}"], r"'.*pipe\.safetensors' is a named pipe \(FIFO\), not a"),
+    (["generate", "calm", "--model", "{zero}"], r"'/dev/zero' is a character device, not a regular file"),
+    (["generate", "--like", "{take_wav}", "-o", "again.wav"], r"model '.*piped_model\.safetensors' is a named pipe"),
+    (["generate", "--prompts", "{pipe_txt}", *G], r"prompts file .* is a named pipe"),
+    (["generate", "calm", "--lora", "{pipe_safetensors}", *G], r"--lora file .* is a named pipe"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "{zero}"], r"run folder '/dev/zero' is not a folder"),
+    (["generate", "calm", "--init-audio", "{pipe_wav}", "--init-noise-level", "1", *G], r"is a named pipe"),
+    (["decode", "{pipe_safetensors}", "--model", "{ae}", "-o", "p.wav"], r"is a named pipe"),
+    (["encode", "{pipe_wav}", "--model", "{ae}", "-o", "p.latents.safetensors"], r"is a named pipe"),
+    (["info", "{pipe_safetensors}"], r"is a named pipe"),
+    (["info", "{pipe_wav}"], r"is a named pipe"),
+    (["info", "{sao_pipe}"], r"model config .* is a named pipe"),
+    (["plot", "{pipe_wav}", "-o", "p.png"], r"is a named pipe"),
+    (["synth", "1000000000000", "c"], r"use an integer from 1 to 1,000,000"),
+    (["synth", "50000000", "c"], r"use an integer from 1 to 1,000,000"),
+    (["synth", "1000000", "c", "--min-seconds", "285", "--max-seconds", "285"],
+     r"1000000 pieces need about .* GB .* free; make fewer or shorter pieces"),
+    (["synth", "2", "c", "--jobs", "100000"], r"jobs=100000 is not allowed; use an integer from 1 to \d+"),
+    (["generate", "calm", "-n", "100000", "-o", "many", *G], r"-n must be at least 1 and at most 10,000"),
+    (["generate", "--prompts", "{eleven_txt}", "-n", "10000", "-o", "many", *G], r"110,000 songs, more than one run"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--batch-size", "1000000000"],
+     r"--batch-size must be an integer from 1 to 65,536"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--num-workers", "100000"], r"--num-workers"),
+    # messages that are true (class 6)
+    (["info", "{garbage_mp3}"], r"cannot decode .* \(its contents are in no format libsndfile reads"),
+    (["encode", "{garbage_mp3}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"in no format libsndfile"),
     # usage
     (["nonsense"], r"No such command"),
     (["generate", "calm", "--no-such-option", *G], r"No such option"),
@@ -162,13 +250,13 @@ CASES = [
 
 
 def _snapshot(*folders):
-    """Every file under the folders, with its size and modification time."""
+    """Every file under the folders (a link as itself), with its size and modification time."""
     state = {}
     for folder in folders:
         for dirpath, _, names in os.walk(folder):
             for name in names:
                 path = os.path.join(dirpath, name)
-                info = os.stat(path)
+                info = os.lstat(path)
                 state[path] = (info.st_size, info.st_mtime_ns)
     return state
 
@@ -197,3 +285,110 @@ def test_a_failed_dit_preparation_leaves_no_run_folder(files, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "dit", "--data", files["corpus"], "--out", out, "--autoencoder",
                            files["ae"], "--text-encoder", files["missing"], "--preset", "tiny")
     assert code == 1 and "not found" in err and not out.exists()
+
+
+# --- outputs that are streams, links and races (issue 30); cases whose right answer is success
+
+
+def _salong(*args, cwd, **kw):
+    """`python -m salong ARGS` as a process of its own, for what needs real file descriptors."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    return subprocess.run([sys.executable, "-m", "salong", *map(str, args)], cwd=cwd, env=env, **kw)
+
+
+def test_a_stream_output_gets_the_bytes_and_the_record_goes_to_stderr(tmp_path, generator_path):
+    import subprocess
+
+    song = ["generate", "calm", "-s", "0.2", "--seed", "3", "--model", generator_path, "--no-progress"]
+    assert _salong(*song, "-o", tmp_path / "file.wav", cwd=tmp_path).returncode == 0
+    piped = _salong(*song, "-o", "-", cwd=tmp_path, capture_output=True)
+    assert piped.returncode == 0 and piped.stdout == (tmp_path / "file.wav").read_bytes()  # nothing appended
+    assert piped.stderr.decode().strip() == "-\t3"
+    # /dev/stdout onto a file the shell opened, with --overwrite: written into, the link kept
+    with open(tmp_path / "out.bin", "wb") as sink:
+        done = _salong(*song, "-o", "/dev/stdout", "--overwrite", "--json", cwd=tmp_path, stdout=sink,
+                       stderr=subprocess.PIPE)
+    assert done.returncode == 0 and (tmp_path / "out.bin").read_bytes() == (tmp_path / "file.wav").read_bytes()
+    assert json.loads(done.stderr)["seed"] == 3 and os.path.islink("/dev/stdout")
+    assert sorted(os.listdir(tmp_path)) == ["file.wav", "out.bin"]  # no temporary file left
+
+
+def test_a_full_stdout_says_the_song_was_written(tmp_path, generator_path):
+    with open("/dev/full", "w") as full:
+        done = _salong("generate", "calm", "-s", "0.2", "--model", generator_path, "-o", "a.wav", "--no-progress",
+                       cwd=tmp_path, stdout=full, capture_output=False, stderr=-1)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "'a.wav' was written, but its line could not be printed on stdout (No space left on device)" in err
+    assert "disk full" not in err and (tmp_path / "a.wav").stat().st_size > 0
+
+
+def test_a_deleted_working_folder_is_named(tmp_path, files):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    import subprocess
+    import sys
+
+    script = f"import os, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); sys.argv[1:] = ['info', " \
+             f"{str(files['ae'])!r}]; from salong.cli import main; main()"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.strip() == (
+        "error: the working folder no longer exists (deleted?); cd to a folder that exists and run again")
+
+
+def test_a_damaged_mp3_is_one_line_even_from_the_c_decoder(files, tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["info", str(files["garbage_mp3"])])
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "libmpg123" not in err and "does not exist" not in err, err
+
+
+def test_a_file_that_appears_while_writing_is_kept(tmp_path):
+    from salong.errors import SalongError
+    from salong.outputs import write_atomic
+
+    target = tmp_path / "a.wav"
+
+    def write(tmp):  # another run finishes the same file meanwhile
+        target.write_bytes(b"theirs")
+        tmp.write_bytes(b"mine")
+
+    with pytest.raises(SalongError, match="was created by someone else .* it is kept"):
+        write_atomic(target, write, overwrite=False)
+    assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["a.wav"]
+    write_atomic(target, lambda tmp: tmp.write_bytes(b"mine"), overwrite=True)
+    assert target.read_bytes() == b"mine"
+
+
+def test_a_symlink_output_is_followed_never_replaced(tmp_path, generator_path, capsys):
+    (tmp_path / "real.wav").write_bytes(b"old")
+    os.symlink("real.wav", tmp_path / "link.wav")
+    code, _, err = run_cli(capsys, "generate", "calm", "-s", "0.2", "--model", generator_path,
+                           "-o", tmp_path / "link.wav", "--no-progress")
+    assert code == 1 and "(the link's target" in err and (tmp_path / "real.wav").read_bytes() == b"old"
+    code, out, _ = run_cli(capsys, "generate", "calm", "-s", "0.2", "--model", generator_path,
+                           "-o", tmp_path / "link.wav", "--overwrite", "--no-progress")
+    assert code == 0 and os.path.islink(tmp_path / "link.wav")
+    assert (tmp_path / "real.wav").read_bytes()[:4] == b"RIFF"
+
+
+def test_stdout_on_a_terminal_is_refused(monkeypatch):
+    import sys
+
+    from salong.errors import SalongError
+    from salong.outputs import check_writable
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with pytest.raises(SalongError, match="stdout, which is a terminal; redirect it"):
+        check_writable("-")
+
+
+def test_skip_existing_writes_into_a_stream(tmp_path, generator_path):
+    done = _salong("generate", "calm", "-s", "0.2", "--seed", "5", "--model", generator_path, "--no-progress",
+                   "-o", "/dev/stdout", "--skip-existing", cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0 and done.stdout[:4] == b"RIFF" and b"skipped" not in done.stderr

@@ -256,6 +256,22 @@ def test_run_folder_checks(tmp_path):
     assert run(tmp_path / "empty", 2)[1].step == 2  # an empty folder is fine
 
 
+def test_a_second_run_in_one_run_folder_is_refused(tmp_path):
+    """Two `train --resume` on one folder at once: the second is refused (the run folder's
+    lock) and changes nothing; the metrics never hold a step twice."""
+    from salong.outputs import folder_lock
+
+    run_dir = tmp_path / "run"
+    run(run_dir, 3)
+    before = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with folder_lock(run_dir, "a training run"):  # what the first run holds while it trains
+        with pytest.raises(SalongError, match=r"another salong process is using .*run' \(a training run\)"):
+            run(run_dir, 6, resume=True)
+    assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert run(run_dir, 6, resume=True)[1].step == 6  # released when a run ends
+    assert [line["step"] for line in metrics(run_dir)] == list(range(1, 7))
+
+
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingDiverged,

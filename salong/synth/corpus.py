@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -92,6 +94,28 @@ def piece_length(piece_seed: int, min_seconds: float, max_seconds: float, durati
     return min(max(round(float(length), 2), min_seconds), max_seconds)
 
 
+MAX_PIECES = 1_000_000  # piece names have six digits
+BYTES_PER_SECOND = {"wav": SAMPLE_RATE * 2 * 2, "flac": SAMPLE_RATE * 2 * 2 * 0.7}  # 16-bit stereo; FLAC about 70%
+
+
+def mean_length(min_seconds: float, max_seconds: float, durations: str) -> float:
+    """The average piece length of a length law (`piece_length`)."""
+    if durations == "log" and max_seconds > min_seconds:
+        return (max_seconds - min_seconds) / math.log(max_seconds / min_seconds)
+    return (min_seconds + max_seconds) / 2
+
+
+def check_room(out: Path, n: int, min_seconds: float, max_seconds: float, durations: str, fmt: str) -> None:
+    """A corpus of `n` pieces fits on the disk of `out`, or a one-line error before any work."""
+    need = n * mean_length(min_seconds, max_seconds, durations) * BYTES_PER_SECOND[fmt]
+    folder = next((p for p in (out, *out.absolute().parents) if p.is_dir()), Path("."))
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise SalongError(f"{n} pieces need about {need / 1e9:,.1f} GB ({fmt}, "
+                          f"{mean_length(min_seconds, max_seconds, durations):.1f} s a piece on average), but "
+                          f"{str(folder)!r} has {free / 1e9:,.1f} GB free; make fewer or shorter pieces")
+
+
 def piece_path(i: int, fmt: str) -> str:
     """Where piece `i` goes, relative to the corpus folder."""
     return f"audio/{i:06d}.{fmt}"
@@ -139,8 +163,8 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     A folder that already holds a corpus, or pieces this call would write, is refused
     unless `overwrite` (salong's overwrite rule); other files in it are left alone.
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise SalongError(f"n={n!r} is not allowed; use an integer >= 1")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_PIECES:
+        raise SalongError(f"n={n!r} is not allowed; use an integer from 1 to {MAX_PIECES:,}")
     _check_seed(seed)
     if not 0 < min_seconds <= max_seconds <= MAX_SECONDS:
         raise SalongError(f"min_seconds={min_seconds!r}, max_seconds={max_seconds!r} are not allowed; "
@@ -148,10 +172,12 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     _check_choice("fmt", fmt, ("wav", "flac"))
     _check_choice("durations", durations, DURATION_LAWS)
     _check_captions(captions)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise SalongError(f"jobs={jobs!r} is not allowed; use an integer >= 1")
+    most = 4 * (os.cpu_count() or 1)  # more workers than CPUs only cost memory
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= most:
+        raise SalongError(f"jobs={jobs!r} is not allowed; use an integer from 1 to {most} (4 per CPU)")
     out = Path(out_dir)
     _refuse_existing_corpus(out, n, fmt, overwrite)
+    check_room(out, n, min_seconds, max_seconds, durations, fmt)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     work = [(out, seed, i, min_seconds, max_seconds, durations, fmt, captions) for i in range(n)]
     lines = []

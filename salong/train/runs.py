@@ -45,6 +45,12 @@ def _require(ok: bool, message: str) -> None:
         raise SalongError(message)
 
 
+# The largest value of each count a run takes: far past any real run, small enough that a
+# mistyped one (1e9 samples a batch, a million workers) is refused before it costs minutes or memory.
+COUNT_LIMITS = {"steps": 10**9, "batch_size": 65536, "checkpoint_every": 10**9, "log_every": 10**9,
+                "keep_checkpoints": 10**6, "demo_every": 10**9, "eval_every": 10**9, "num_workers": 1024}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained (its task config aside); saved in the run folder and checkpoints.
@@ -59,7 +65,7 @@ class TrainConfig:
     """
 
     steps: int
-    batch_size: int
+    batch_size: int  # every count has an upper bound (COUNT_LIMITS): a typo fails now, not after minutes
     lr: float
     seed: int = 0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -83,10 +89,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
             value = getattr(self, name)
-            _require(is_int(value) and value >= 1, f"{_name(name)} must be an integer >= 1, got {value!r}")
+            _require(is_int(value) and 1 <= value <= COUNT_LIMITS[name],
+                     f"{_name(name)} must be an integer from 1 to {COUNT_LIMITS[name]:,}, got {value!r}")
         for name in ("demo_every", "eval_every", "num_workers"):
             value = getattr(self, name)
-            _require(is_int(value) and value >= 0, f"{_name(name)} must be an integer >= 0, got {value!r}")
+            _require(is_int(value) and 0 <= value <= COUNT_LIMITS[name],
+                     f"{_name(name)} must be an integer from 0 to {COUNT_LIMITS[name]:,}, got {value!r}")
         check_seed(self.seed, "--seed")
         reals: dict[str, tuple[Callable[[float], bool], str]] = {
             "lr": (lambda v: v > 0, "a positive number"),

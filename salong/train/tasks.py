@@ -10,7 +10,7 @@ import torch
 
 from salong.checkpoint import config_from_dict, load_state_strict, rewrite_checkpoint
 from salong.errors import SalongError
-from salong.outputs import refuse_existing
+from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream
 from salong.train import state as st
 from salong.train.runs import read_run_config
 from salong.train.trainer import Task
@@ -71,7 +71,14 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
     defaults given (checked as a song's settings are, before any file is written)."""
     if not run.exists():
         raise SalongError(f"{str(run)!r} not found; give a run folder or one of its checkpoints/step_*.safetensors")
-    refuse_existing(out, overwrite)
+    refuse_stream(out, "train export")
+    check_extension(out, ".safetensors", "a model checkpoint")
+    check_writable(out)
+    refuse_existing(out, overwrite, "")
+    folder = run if run.is_dir() else run.parent.parent
+    # what export reads: the checkpoint(s), the run's config and prepared base model (not its exported model)
+    refuse_inputs([out], [*([run] if not run.is_dir() else []), folder / st.CHECKPOINT_DIR, folder / st.CONFIG_FILE,
+                          folder / "prepared"])
     task = task_for_run(run if run.is_dir() else run.parent.parent)
     sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
     if sampling and task.kind != "dit":

@@ -42,6 +42,7 @@ from salong.checkpoint import Checkpoint, load_state_strict
 from salong.checks import is_real
 from salong.distributed import Dist, init_distributed, resolve_device, wants_cuda
 from salong.errors import SalongError, short_reason
+from salong.outputs import folder_lock
 from salong.run_metrics import METRICS_FILE, append_metrics
 from salong.train import state as st
 from salong.train.progress import LogWindow, RunLog
@@ -160,7 +161,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
 
     A new run needs a folder that does not exist yet, or holds nothing but `prepared/`."""
     if run_dir.exists() and not run_dir.is_dir():
-        raise SalongError(f"run folder {str(run_dir)!r} is a file; choose another --out")
+        raise SalongError(f"run folder {str(run_dir)!r} is not a folder; choose another --out")
     if not resume:
         if run_dir.is_dir() and any(p.name != PREPARED_DIR for p in run_dir.iterdir()):
             raise SalongError(
@@ -281,7 +282,8 @@ def train(
     assert task.kind, "a task needs a kind"
     d = init_distributed(wants_cuda(config.device))
     try:
-        return _train(task, dataset, config, run_dir, resume, task_config, quiet, d)
+        with contextlib.ExitStack() as held:  # the run folder's lock, from its creation to the end
+            return _train(task, dataset, config, run_dir, resume, task_config, quiet, d, held)
     finally:
         if d.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -296,6 +298,7 @@ def _train(
     task_config: Any,
     quiet: bool,
     d: Dist,
+    held: contextlib.ExitStack,
 ) -> TrainResult:
     device = resolve_device(config.device, d.local_rank)
     precision = resolve_precision(config.precision, device)
@@ -309,7 +312,7 @@ def _train(
         "train": jsonable(config),
         "task": jsonable(task_config if task_config is not None else {}),
     }
-    ckpt, start_step = _open_run_dir(run_dir, resume, run_config, config, d, task_config)
+    ckpt, start_step = _open_run_dir(run_dir, resume, run_config, config, d, task_config, held)
     slots, modules = _build_parts(task, config, device, precision, ckpt, d)
     last_saved = ckpt.path if ckpt is not None else None
     del ckpt  # the resumed tensors are loaded: free them before training
@@ -328,11 +331,13 @@ def _train(
 
 
 def _open_run_dir(
-    run_dir: Path, resume: bool, run_config: Mapping[str, Any], config: TrainConfig, d: Dist, task_config: Any = None
+    run_dir: Path, resume: bool, run_config: Mapping[str, Any], config: TrainConfig, d: Dist, task_config: Any = None,
+    held: contextlib.ExitStack | None = None,
 ) -> tuple[Checkpoint | None, int]:
     """The checkpoint to resume (None for a new run) and the step to start at, once the
-    run folder is checked and (by rank 0) created, cleared of temp files, its config.json
-    written and, on resume, its metrics cut back to the checkpoint's step."""
+    run folder is checked and (by rank 0) created, locked against a second run in it (held
+    by `held` until it closes), cleared of temp files, its config.json written and, on
+    resume, its metrics cut back to the checkpoint's step."""
     # Every rank validates before anything is written, so all ranks fail alike.
     resume_path = check_run_dir(run_dir, resume)
     ckpt = st.read_latest_state(run_dir) if resume_path is not None else None
@@ -345,6 +350,8 @@ def _open_run_dir(
         except OSError as exc:
             raise SalongError(f"cannot create run folder {str(run_dir)!r} ({exc.strerror}); "
                               "choose another --out") from None
+        if held is not None:
+            held.enter_context(folder_lock(run_dir, "a training run"))
         st.remove_temp_files(run_dir)
         st.write_json(run_dir / st.CONFIG_FILE, run_config)
         if ckpt is not None:
