@@ -34,9 +34,10 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from salong.audio import resample, to_channels
+from salong.audio import native_path, resample, to_channels
 from salong.controls import Controls, parse_bpm, parse_key, parse_meter
 from salong.errors import SalongError
+from salong.textfile import parse_json, read_lines, read_text
 from salong.timing import timing_condition
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "aiff", "aif")
@@ -127,11 +128,11 @@ def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     entries: dict[str, dict[str, Any]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_lines(path, "metadata file"), 1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = parse_json(line)
         except json.JSONDecodeError as exc:
             raise SalongError(f"{path} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
@@ -175,7 +176,7 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
         relpath = path.relative_to(root).as_posix()
         seen.add(relpath)
         try:
-            info = sf.info(str(path))
+            info = sf.info(native_path(path))
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
             _warn_skip(relpath, f"cannot read it as audio ({str(exc).strip() or type(exc).__name__})")
             skipped += 1
@@ -195,7 +196,7 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
             downbeat = file_downbeat(entry, relpath)
         else:
             sidecar = path.with_suffix(".txt")
-            caption = sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else ""
+            caption = read_text(sidecar, "caption file").strip() if sidecar.is_file() else ""
             attributes = {}
             controls = Controls()
             downbeat = 0.0
@@ -338,7 +339,7 @@ class AudioDataset(Dataset):
         src_stop = min(file.frames, src_start + math.ceil(length * ratio) + margin)
         read_start = max(0, src_start - margin)
         try:
-            data, _ = sf.read(str(file.path), start=read_start, stop=src_stop, dtype="float32", always_2d=True)
+            data, _ = sf.read(native_path(file.path), start=read_start, stop=src_stop, dtype="float32", always_2d=True)
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
             raise _Unreadable(str(exc).strip() or type(exc).__name__) from None
         if data.shape[0] == 0:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import stat
+import string
+import unicodedata
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -27,6 +30,7 @@ from salong.errors import SalongError
 LATENTS_SUFFIX = ".latents.safetensors"
 DEFAULT_NAME = "{slug}_{seed}.{ext}"  # a batch's output names (`salong generate --name`)
 NAME_FIELDS = ("slug", "seed", "index", "variation", "seconds", "ext")
+NAME_MAX = 255  # bytes in one file name, on every common file system
 
 
 # --- planning --------------------------------------------------------------------------
@@ -55,6 +59,7 @@ def plan_outputs(inputs: list[Path], out: Path | None, suffix: str, overwrite: b
     many = len(inputs) > 1
     targets = [output_for(path, out, many, suffix) for path in inputs]
     for target in targets:
+        check_output_name(target)
         if targets.count(target) > 1:
             sources = [str(p) for p, t in zip(inputs, targets) if t == target]
             raise SalongError(f"{sources[0]!r} and {sources[1]!r} would both be written to {str(target)!r}; "
@@ -77,19 +82,57 @@ def batch_folder(out: Path | None, count: int) -> Path:
 
 
 def check_template(name: str) -> None:
-    """A `--name` template that formats with `NAME_FIELDS`, or a one-line error."""
+    """A `--name` template that uses only `NAME_FIELDS`, plainly (no attribute or index access,
+    no conversion, no nested or huge format spec), and formats to a name a file system takes;
+    else a one-line error."""
+    fields = dict(slug="x" * 40, seed=2**63, index=10**6, variation=10**6, seconds="285.5", ext="flac")
     try:
-        name.format(slug="x", seed=0, index=0, variation=0, seconds="1", ext="wav")
+        for _, field, spec, conversion in string.Formatter().parse(name):
+            if field is None:
+                continue
+            if field not in NAME_FIELDS:
+                raise ValueError(f"unknown field {{{field}}}")
+            if conversion is not None or "{" in spec or any(int(n) > NAME_MAX for n in re.findall(r"\d+", spec)):
+                raise ValueError(f"{{{field}{'!' + conversion if conversion else ''}:{spec}}} is not a plain format")
+        sample = name.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
-        raise SalongError(f"bad --name template {name!r} ({exc}); use fields {{{'}, {'.join(NAME_FIELDS)}}}") from None
+        raise SalongError(f"bad --name template {name!r} ({exc}); use fields {{{'}, {'.join(NAME_FIELDS)}}}, "
+                          "e.g. {slug}_{seed}.{ext} or {index:03d}.{ext}") from None
+    longest = max((len(part.encode()) for part in sample.split("/")), default=0)
+    if longest > NAME_MAX:
+        raise SalongError(f"--name template {name!r} makes file names of up to {longest} bytes; "
+                          f"file systems take {NAME_MAX}")
+
+
+def format_name(name: str, fields: dict[str, object]) -> str:
+    """A song's file name from a `--name` template `check_template` passed."""
+    return name.format(**fields)
+
+
+def check_output_name(path: str | Path) -> Path:
+    """An output path that is UTF-8 text without control characters, else a one-line error:
+    the path is printed on stdout, one line per file, and recorded in the song's settings."""
+    path = Path(path)
+    text = str(path)
+    try:
+        os.fsencode(text).decode("utf-8")  # the bytes on disk (under LC_ALL=C, UTF-8 arrives as surrogates)
+    except UnicodeDecodeError:
+        raise SalongError(f"output path {ascii(text)} is not valid UTF-8; give a UTF-8 file name") from None
+    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise SalongError(f"output path {text!r} holds the control character {bad!r}; give a name without one")
+    return path
 
 
 def named_output(folder: Path, name: str) -> Path:
-    """`folder / name` if it stays inside `folder` (no absolute path, no `..` out), else a one-line error."""
-    target = folder / name
+    """`folder / name` if it stays inside `folder` (no absolute path, no `..` out) and names a
+    file in it (`check_output_name`), else a one-line error."""
+    target = check_output_name(folder / name)
     root = folder.resolve()
     resolved = target.resolve()
-    if Path(name).is_absolute() or not (resolved == root or root in resolved.parents):
+    if resolved == root or name.strip() in ("", "."):
+        raise SalongError(f"output name {name!r} names the output folder itself; give a file name")
+    if Path(name).is_absolute() or root not in resolved.parents:
         raise SalongError(f"output name {name!r} leaves the output folder {str(folder)!r}; "
                           "give a plain file name inside it")
     return target
@@ -129,7 +172,7 @@ def check_writable(path: str | Path) -> tuple[Path, Path]:
 
     Cheap enough to run before minutes of work whose result would have nowhere to go.
     """
-    path = Path(path)
+    path = check_output_name(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise SalongError(f"output folder {str(folder)!r} does not exist; create it first")

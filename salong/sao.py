@@ -34,6 +34,7 @@ from salong.dit import DiT, DiTConfig
 from salong.errors import SalongError, short_reason
 from salong.outputs import check_writable, refuse_existing
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
+from salong.textfile import parse_json
 
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -140,7 +141,7 @@ def read_config(folder: str | Path) -> SaoConfig:
         raise SalongError(f"{str(folder)!r} has no {CONFIG_FILE}, so it is not a Stable Audio Open model folder; "
                           f"give a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}, or a salong model file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SalongError(f"{str(path)!r} is not readable JSON ({short_reason(exc)})") from None
     return translate(data, str(path))

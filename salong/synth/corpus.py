@@ -15,6 +15,7 @@ import numpy as np
 
 from salong.errors import SalongError
 from salong.outputs import write_atomic
+from salong.textfile import parse_json, read_lines
 from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, MAX_SECONDS,
                                      SAMPLE_RATE, PieceAttributes, _check_choice, _check_seed,
                                      random_attributes)
@@ -92,6 +93,9 @@ def piece_length(piece_seed: int, min_seconds: float, max_seconds: float, durati
     return min(max(round(float(length), 2), min_seconds), max_seconds)
 
 
+MAX_PIECES = 1_000_000  # piece_path's six digits
+
+
 def piece_path(i: int, fmt: str) -> str:
     """Where piece `i` goes, relative to the corpus folder."""
     return f"audio/{i:06d}.{fmt}"
@@ -139,8 +143,9 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     A folder that already holds a corpus, or pieces this call would write, is refused
     unless `overwrite` (salong's overwrite rule); other files in it are left alone.
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise SalongError(f"n={n!r} is not allowed; use an integer >= 1")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_PIECES:
+        raise SalongError(f"n={n!r} is not allowed; use an integer from 1 to {MAX_PIECES} (pieces are named "
+                          "with six digits)")
     _check_seed(seed)
     if not 0 < min_seconds <= max_seconds <= MAX_SECONDS:
         raise SalongError(f"min_seconds={min_seconds!r}, max_seconds={max_seconds!r} are not allowed; "
@@ -153,7 +158,7 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     out = Path(out_dir)
     _refuse_existing_corpus(out, n, fmt, overwrite)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    work = [(out, seed, i, min_seconds, max_seconds, durations, fmt, captions) for i in range(n)]
+    work = ((out, seed, i, min_seconds, max_seconds, durations, fmt, captions) for i in range(n))
     lines = []
     with contextlib.ExitStack() as stack:
         if jobs > 1:
@@ -186,12 +191,12 @@ def recaption_corpus(out_dir: str | Path, captions: int, count: int | None = Non
         raise SalongError(f"{str(out_dir)!r} holds no corpus (metadata.jsonl); write one with `salong synth`")
     names = [f.name for f in fields(PieceAttributes)]
     lines = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_lines(path, "metadata file"), 1):
         if not line.strip():
             continue
         where = f"{path} line {lineno}"
         try:
-            entry = json.loads(line)
+            entry = parse_json(line)
             attrs = PieceAttributes(**{name: entry["attributes"][name] for name in names})
             seed, rel, seconds, caption = entry["seed"], entry["path"], entry["duration"], entry["caption"]
         except (ValueError, KeyError, TypeError, SalongError) as exc:
