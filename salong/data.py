@@ -152,13 +152,58 @@ def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
 
 def _audio_paths(root: Path) -> list[Path]:
     """Audio files under `root`, recursively, in a stable order; hidden files and folders
-    (editor temp files, macOS `._` resource forks) are not audio and are left out."""
+    (editor temp files, macOS `._` resource forks) are not audio and are left out.
+
+    Linked folders and files are followed, but each real folder and file is indexed once,
+    under its own name if it is inside `root`: a link back up the tree (a loop) or a
+    second name for the same audio would index it again and again. Each link left out
+    gives one `AudioSkipWarning` line."""
+    def key(path: str) -> tuple[int, int]:
+        info = os.stat(path)
+        return info.st_dev, info.st_ino
+
+    def is_audio(name: str) -> bool:
+        return not name.startswith(".") and "." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS
+
+    inside_folders, inside_files = set(), set()  # what the tree holds without following a link
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        inside_folders.add(key(folder))
+        inside_files.update(key(os.path.join(folder, n)) for n in files
+                            if is_audio(n) and not os.path.islink(os.path.join(folder, n)))
     found = []
+    seen_folders, seen_files = set(), set()
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = key(folder)
+        relfolder = Path(folder).relative_to(root).as_posix()
+        if here in seen_folders:  # a link outside the tree, reached twice
+            _warn_skip(relfolder + "/", "it is a second link to a folder already indexed")
+            dirs[:] = []
+            continue
+        seen_folders.add(here)
+        kept = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and key(path) in inside_folders:
+                _warn_skip(Path(path).relative_to(root).as_posix() + "/",
+                           "it links to a folder inside the data folder (a loop, or a second name for it)")
+            else:
+                kept.append(name)
+        dirs[:] = kept
         for name in sorted(files):
-            if not name.startswith(".") and "." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS:
-                found.append(Path(folder) / name)
+            if not is_audio(name):
+                continue
+            path = Path(folder) / name
+            try:
+                file = key(str(path))
+            except OSError:  # a dangling link: index_audio names it
+                found.append(path)
+                continue
+            if file in seen_files or (path.is_symlink() and file in inside_files):
+                _warn_skip(path.relative_to(root).as_posix(), "it is a second name for audio already indexed")
+                continue
+            seen_files.add(file)
+            found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
