@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
@@ -514,7 +515,7 @@ def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
     written as NAME.wav (or `fmt`; WAV and FLAC at `bit_depth`) by the output rule, checked
     before the model loads."""
     from salong.audio import output_format, write_audio
-    from salong.latents import decode_latents, load_latents
+    from salong.latents import autoencoder_change, decode_latents, load_latents
     from salong.mastering import subtype
 
     suffix = "." + (fmt or "wav")
@@ -529,6 +530,9 @@ def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
 
     def decode(path: Path, target: Path) -> Path:
         item = load_latents(path)
+        change = autoencoder_change(item, autoencoder, repr(str(path)))
+        if change:
+            warnings.warn(change)
         with status_bar(f"decoding {path.name}", progress) as bar:
             audio = decode_latents(autoencoder, item, progress=bar)
         return write_audio(target, audio, item.sample_rate, fmt, bit_depth=bit_depth)

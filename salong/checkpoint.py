@@ -241,7 +241,17 @@ class Checkpoint:
         """A JSON metadata entry written through `save_checkpoint(extra=...)`."""
         if key not in self.metadata:
             raise SalongError(f"{str(self.path)!r} has no {key!r} entry; it was not written by this salong command")
-        return json.loads(self.metadata[key])
+        return parse_json(self.metadata[key])
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """The first 16 hex digits of a sha256 over a model's weights (names, shapes, values in
+    float32): which model this is, whatever file it was loaded from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -39,7 +39,8 @@ def describe_file(path: str | Path) -> str:
         item = load_latents(path)
         frames = int(item.latents.shape[1])
         return (f"latents: {item.latent_dim} x {frames} frames at {item.latent_rate:.3f} Hz, "
-                f"{item.samples / item.sample_rate:.2f} s of {item.channels}-channel {item.sample_rate} Hz audio")
+                f"{item.samples / item.sample_rate:.2f} s of {item.channels}-channel {item.sample_rate} Hz audio"
+                + (f", encoded by the autoencoder of weights digest {item.autoencoder}" if item.autoencoder else ""))
     ckpt = load_checkpoint(path)
     if ckpt.kind == "lora":
         return describe_adapter(path)
