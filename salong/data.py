@@ -89,6 +89,9 @@ class _Unreadable(Exception):
     """Internal: decoding one file failed at item time."""
 
 
+MAX_WINDOW_SECONDS = 3600  # a training crop; far longer than any model's window
+
+
 def _warn_skip(relpath: str, reason: str) -> None:
     warnings.warn(f"skipping {relpath}: {reason}", AudioSkipWarning, stacklevel=3)
 
@@ -314,8 +317,10 @@ class AudioDataset(Dataset):
         if (window_samples is None) == (window_seconds is None):
             raise SalongError("give exactly one of window_samples and window_seconds")
         if window_seconds is not None:
-            if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds) and window_seconds > 0):
-                raise SalongError(f"window length must be positive seconds, got {window_seconds!r}")
+            if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds)
+                    and 0 < window_seconds <= MAX_WINDOW_SECONDS):
+                raise SalongError(f"window length must be positive seconds, at most {MAX_WINDOW_SECONDS} (an hour), "
+                                  f"got {window_seconds!r}")
             window_samples = round(window_seconds * sample_rate)
         if not isinstance(window_samples, int) or window_samples <= 0:
             raise SalongError(f"window length must be a positive number of samples, got {window_samples!r}")

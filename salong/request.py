@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from salong.pipeline import GeneratorConfig
 
 MAX_SECONDS = 86400  # no model's window comes near a day; bounds every count of samples and frames
+MAX_STEPS = 10_000  # the paper samples 100-250; a crafted recipe's 10**18 would never finish
 MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
 MAX_LORA_STRENGTH = 10.0  # an adapter's update is trained at 1; far beyond 10 the DiT's output is noise
 FRAME_MODES = ("needed", "window")
@@ -56,8 +57,8 @@ def check_seconds(seconds: Any) -> float:
 
 
 def check_steps(steps: Any) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise SalongError(f"steps must be a whole number >= 1, got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise SalongError(f"steps must be a whole number >= 1 and at most {MAX_STEPS}, got {steps!r}")
     return steps
 
 

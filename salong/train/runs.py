@@ -45,6 +45,9 @@ def _require(ok: bool, message: str) -> None:
         raise SalongError(message)
 
 
+MAX_BATCH_SIZE = 65536  # crops per step and process; a crafted 10**14 would try to allocate them
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained (its task config aside); saved in the run folder and checkpoints.
@@ -84,6 +87,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
             value = getattr(self, name)
             _require(is_int(value) and value >= 1, f"{_name(name)} must be an integer >= 1, got {value!r}")
+        _require(self.batch_size <= MAX_BATCH_SIZE, f"{_name('batch_size')} must be an integer from 1 to "
+                 f"{MAX_BATCH_SIZE} (per process), got {self.batch_size!r}")
         for name in ("demo_every", "eval_every", "num_workers"):
             value = getattr(self, name)
             _require(is_int(value) and value >= 0, f"{_name(name)} must be an integer >= 0, got {value!r}")
