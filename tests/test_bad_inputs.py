@@ -63,6 +63,9 @@ def _hard_inputs(root, audio, generator_path):
     (root / "hugesec.jsonl").write_text(json.dumps({"prompt": "a", "seconds": 1e308}) + "\n")
     (root / "emptyout.jsonl").write_text(json.dumps({"prompt": "a", "output": ""}) + "\n")
     (root / "dotout.jsonl").write_text(json.dumps({"prompt": "a", "output": "."}) + "\n")
+    (root / "bombrun").mkdir()
+    (root / "bombrun" / "config.json").write_text(BOMB)
+    (root / "bombrun" / "metrics.jsonl").write_text('{"step": ' + BOMB + "}\n")
     (root / "bombsao").mkdir()
     (root / "bombsao" / "model_config.json").write_text(BOMB)
     (root / "bombsao" / "model.safetensors").write_bytes(b"")
@@ -79,7 +82,7 @@ def _hard_inputs(root, audio, generator_path):
         write_audio(root / name / "a.wav", audio, 44100)
         (root / name / "metadata.jsonl").write_bytes(line)
     return {name.replace(".", "_"): root / name for name in (
-        "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao",
+        "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao", "bombrun",
         "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1", "metabomb")}
 
 
@@ -224,6 +227,9 @@ CASES = [
      r"window_seconds=1e\+308 is longer than 3600 s"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--batch-size", "99999999999999"],
      r"--batch-size must be an integer from 1 to 65536"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "{bombrun}", "--resume"],
+     r"config.json' is damaged \(nested too deeply"),
+    (["plot", "{bombrun}", "-o", "p.png"], r"holds no metrics yet"),
     (["synth", "50000000", "c"], r"n=50000000 is not allowed; use an integer from 1 to 1000000"),
     (["synth", "1000000000000", "c"], r"from 1 to 1000000"),
     (["train", "autoencoder", "--data", "{latin1}", "--out", "r", "--preset", "tiny"],
