@@ -198,3 +198,23 @@ def test_streamed_encode_equals_encoding_the_whole_file(two_autoencoders, tmp_pa
     assert torch.equal(streamed.latents, whole.latents)
     assert (streamed.samples, streamed.channels, streamed.autoencoder) == (whole.samples, whole.channels,
                                                                           whole.autoencoder)
+
+
+def test_a_unicode_prompt_under_the_c_locale(generator_path, tmp_path):
+    """The reported case, as a process: LC_ALL=C without locale coercion or UTF-8 mode, so
+    argv arrives as ASCII with surrogate escapes (the tokenizer raised TypeError)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", "PYTHONPATH": str(root)}
+    env.pop("LANG", None)
+    run = subprocess.run([sys.executable, "-m", "salong", "generate", "café ♪", "-s", "0.5", "--seed", "1",
+                          "--model", str(generator_path), "-o", "café.wav", "--no-progress"],
+                         cwd=tmp_path, env=env, capture_output=True)
+    assert run.returncode == 0, run.stderr.decode()
+    assert (tmp_path / "café.wav").is_file()
+    from salong.recipe import read_recipe
+
+    assert read_recipe(tmp_path / "café.wav").request.prompt == "café ♪"
