@@ -89,10 +89,10 @@ def check_init_noise_level(level: float, model: GeneratorConfig) -> float:
         if not level <= 1:
             raise SalongError(f"--init-noise-level must be in (0, 1] for this rectified-flow model (t of the "
                               f"noised input: 0.3 stays close, 0.9 follows the prompt), got {level!r}")
-    elif not model.sampling.sigma_min < level:
+    elif not model.sampling.sigma_min < level <= model.sampling.sigma_max:
         raise SalongError(f"--init-noise-level must be a sigma above this model's sigma_min "
-                          f"{model.sampling.sigma_min:g} (about 1 stays close to the input, 50 or more "
-                          f"follows the prompt), got {level!r}")
+                          f"{model.sampling.sigma_min:g} and at most its sigma_max {model.sampling.sigma_max:g} "
+                          f"(about 1 stays close to the input, 50 or more follows the prompt), got {level!r}")
     return level
 
 

@@ -63,6 +63,7 @@ def _hard_inputs(root, audio, generator_path):
     (root / "hugesec.jsonl").write_text(json.dumps({"prompt": "a", "seconds": 1e308}) + "\n")
     (root / "emptyout.jsonl").write_text(json.dumps({"prompt": "a", "output": ""}) + "\n")
     (root / "dotout.jsonl").write_text(json.dumps({"prompt": "a", "output": "."}) + "\n")
+    (root / "surrogate.jsonl").write_text('{"prompt": "calm \\ud800"}\n')
     (root / "bombrun").mkdir()
     (root / "bombrun" / "config.json").write_text(BOMB)
     (root / "bombrun" / "metrics.jsonl").write_text('{"step": ' + BOMB + "}\n")
@@ -83,7 +84,8 @@ def _hard_inputs(root, audio, generator_path):
         (root / name / "metadata.jsonl").write_bytes(line)
     return {name.replace(".", "_"): root / name for name in (
         "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao", "bombrun",
-        "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1", "metabomb")}
+        "surrogate.jsonl", "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1",
+        "metabomb")}
 
 
 G = ["--model", "{gen}"]
@@ -230,6 +232,9 @@ CASES = [
     (["train", "autoencoder", "--data", "{corpus}", "--out", "{bombrun}", "--resume"],
      r"config.json' is damaged \(nested too deeply"),
     (["plot", "{bombrun}", "-o", "p.png"], r"holds no metrics yet"),
+    (["generate", "--prompts", "{surrogate_jsonl}", "-s", "0.5", *G], r"line 1: the prompt .* is not valid UTF-8 text"),
+    (["generate", "calm", "-s", "0.5", "--init-audio", "{wav}", "--init-noise-level", "1e308", "-o", "i.wav", *G],
+     r"at most its sigma_max 80"),
     (["synth", "50000000", "c"], r"n=50000000 is not allowed; use an integer from 1 to 1000000"),
     (["synth", "1000000000000", "c"], r"from 1 to 1000000"),
     (["train", "autoencoder", "--data", "{latin1}", "--out", "r", "--preset", "tiny"],
