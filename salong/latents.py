@@ -209,7 +209,7 @@ def autoencoder_change(item: Latents, model: torch.nn.Module, source: str) -> st
     if not item.autoencoder or item.autoencoder == now:
         return None
     return (f"{source} was encoded by an autoencoder of weights digest {item.autoencoder}, but --model's is {now}; "
-            "the audio will be wrong unless they are the same model (decode with the one that encoded it)")
+            "another autoencoder decodes them to other audio; pass the one that encoded them with --model")
 
 
 def decode_latents(model: torch.nn.Module, item: Latents, progress: Progress | None = None) -> np.ndarray:
