@@ -39,12 +39,18 @@ TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", 
 PEAK_CEILING = 0.989  # about -0.1 dBFS
 
 
+def native_path(path: str | Path) -> str | bytes:
+    """`path` as libsndfile should get it: its bytes on disk. soundfile encodes a str strictly, so a
+    UTF-8 name under LC_ALL=C (its bytes held as surrogates) would fail to open."""
+    return str(path) if os.name == "nt" else os.fsencode(path)
+
+
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any file libsndfile reads (wav, flac, ogg, mp3, ...) as float32 (channels, samples)."""
     path = _readable(path)
     try:
         with _decoder_quiet():
-            data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+            data, sample_rate = sf.read(native_path(path), dtype="float32", always_2d=True)  # (samples, channels)
     except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
         raise _undecodable(path, exc) from None
     if data.shape[0] == 0:
@@ -74,7 +80,7 @@ def probe(path: str | Path) -> AudioInfo:
     """An audio file's length, rate, channels, format and text tags."""
     path = _readable(path)
     try:
-        with _decoder_quiet(), sf.SoundFile(str(path)) as f:
+        with _decoder_quiet(), sf.SoundFile(native_path(path)) as f:
             return AudioInfo(f.frames, f.samplerate, f.channels, f"{f.format_info}, {f.subtype_info}",
                              {k: v for k, v in f.copy_metadata().items() if v})
     except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
@@ -212,7 +218,7 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
 
     def write(tmp: Path) -> None:
         try:
-            with sf.SoundFile(str(tmp), "w", sample_rate, data.shape[1], kind, format=major) as f:
+            with sf.SoundFile(native_path(tmp), "w", sample_rate, data.shape[1], kind, format=major) as f:
                 for key, value in (tags or {}).items():
                     setattr(f, key, value)  # before the samples: some formats write tags in the header
                 f.write(data)

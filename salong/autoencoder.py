@@ -290,16 +290,40 @@ class Autoencoder(nn.Module):
         Runs under `torch.inference_mode()`: for inference, not training.
         """
         self._check_audio(audio)
+        return self.encode_stream(lambda start, end: audio[..., start:end], audio.shape[-1], audio.shape[0],
+                                  chunk_frames, overlap_frames, sample, generator, progress, audio.dtype, audio.device)
+
+    @torch.inference_mode()
+    def encode_stream(
+        self,
+        read: Callable[[int, int], torch.Tensor],
+        samples: int,
+        batch: int = 1,
+        chunk_frames: int = 128,
+        overlap_frames: int | None = None,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """`encode_long` of audio `samples` long that `read(start, end)` gives piece by piece,
+        (batch, audio_channels, end - start) of `dtype`, asked for in increasing order of
+        `start` (chunks overlap, so a piece may begin before the last one ended): only the
+        latents and one chunk of audio are held, whatever the length (`salong encode` streams
+        a long file from disk). The result lands on `device`."""
         cfg = self.config
-        hop, n = cfg.samples_per_latent, audio.shape[-1]
-        frames = -(-n // hop)
+        if samples < 1:
+            raise SalongError("audio is empty (0 samples); give at least one sample")
+        hop = cfg.samples_per_latent
+        frames = -(-samples // hop)
         overlap = resolve_overlap(chunk_frames, overlap_frames, cfg.encoder_context_frames)
-        device, dtype = self._run_device()
-        out_dtype = torch.promote_types(audio.dtype, torch.float32)
-        h = torch.zeros(audio.shape[0], 2 * cfg.latent_dim, frames, dtype=out_dtype, device=audio.device)
+        run_device, run_dtype = self._run_device()
+        out_dtype = torch.promote_types(dtype, torch.float32)
+        h = torch.zeros(batch, 2 * cfg.latent_dim, frames, dtype=out_dtype, device=device)
 
         def run(start: int, end: int) -> torch.Tensor:
-            piece = audio[..., start * hop : min(end * hop, n)].to(device, dtype)
+            piece = read(start * hop, min(end * hop, samples)).to(run_device, run_dtype)
             piece = F.pad(piece, (0, (end - start) * hop - piece.shape[-1]))  # (B, C, (end - start) * hop)
             return self.encoder(piece).to(h.device, out_dtype)  # (B, 2 * latent_dim, end - start)
 

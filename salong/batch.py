@@ -17,17 +17,19 @@ import hashlib
 import json
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 
 from salong.checks import random_seed, refuse_special
 from salong.errors import SalongError
-from salong.outputs import (DEFAULT_NAME, LATENTS_SUFFIX, batch_folder, check_extension, check_template, check_writable,
-                            ensure_folder, is_stream, named_output, plan_outputs, refuse_clashes, refuse_existing,
-                            refuse_inputs)
+from salong.outputs import (DEFAULT_NAME, LATENTS_SUFFIX, batch_folder, check_extension, check_output_name,
+                            check_template, check_writable, ensure_folder, format_name, is_stream, named_output,
+                            plan_outputs, refuse_clashes, refuse_existing, refuse_inputs)
 from salong.progress import status_bar
 from salong.request import CONTROL_FIELDS, SongRequest
+from salong.textfile import parse_json, read_lines
 
 if TYPE_CHECKING:
     from salong.distributed import Dist
@@ -75,10 +77,7 @@ def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
     refuse_special(path, "prompts file")
     if not path.is_file():
         raise SalongError(f"prompts file {str(path)!r} not found; give a text file with one prompt per line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise SalongError(f"prompts file {str(path)!r} is not UTF-8 text") from None
+    lines = read_lines(path, "prompts file")  # split at newlines only: a form feed or U+2028 is inside a line
     entries: list[dict[str, Any] | BadLine] = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -89,7 +88,7 @@ def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
             entries.append({"prompt": text, "source": source})
             continue
         try:
-            entry = json.loads(text)
+            entry = parse_json(text)
         except json.JSONDecodeError as exc:
             entries.append(BadLine(source, f"invalid JSON ({exc.msg} at column {exc.colno})"))
             continue
@@ -111,6 +110,8 @@ def _check_entry(entry: Any) -> str | None:
         return "needs a \"prompt\" string"
     if "output" in entry and not isinstance(entry["output"], str):
         return "output must be a file name string"
+    if "output" in entry and (entry["output"].strip() in ("", ".", "..") or entry["output"].endswith(("/", "\\"))):
+        return f"output must name a file, got {entry['output']!r}; give a name such as \"song.wav\", or leave it out"
     return None
 
 
@@ -165,9 +166,11 @@ def plan_jobs(entries: list[dict[str, Any] | BadLine], base: SongRequest, variat
                 elif out is not None and not many and not out.is_dir():
                     target = out
                 else:
-                    target = named_output(folder, name.format(**fields))
-                jobs.append(Job(request.with_seed(seed), target, source))
+                    target = named_output(folder, format_name(name, fields))
+                jobs.append(Job(request.with_seed(seed), check_output_name(target), source))
             except SalongError as exc:
+                if source == "prompt":
+                    raise
                 jobs.append(BadLine(source, str(exc)))
     refuse_clashes([j.output for j in jobs if isinstance(j, Job)])
     return jobs
@@ -524,7 +527,7 @@ def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
     written as NAME.wav (or `fmt`; WAV and FLAC at `bit_depth`) by the output rule, checked
     before the model loads."""
     from salong.audio import output_format, write_audio
-    from salong.latents import decode_latents, load_latents
+    from salong.latents import autoencoder_change, decode_latents, load_latents
     from salong.mastering import subtype
 
     suffix = "." + (fmt or "wav")
@@ -539,6 +542,9 @@ def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
 
     def decode(path: Path, target: Path) -> Path:
         item = load_latents(path)
+        change = autoencoder_change(item, autoencoder, repr(str(path)))
+        if change:
+            warnings.warn(change)
         with status_bar(f"decoding {path.name}", progress) as bar:
             audio = decode_latents(autoencoder, item, progress=bar)
         return write_audio(target, audio, item.sample_rate, fmt, bit_depth=bit_depth, overwrite=overwrite)

@@ -28,6 +28,7 @@ from salong import __version__
 from salong.checks import refuse_special
 from salong.errors import SalongError, short_reason
 from salong.outputs import write_atomic
+from salong.textfile import parse_json
 
 # Moves whenever a stored config field is renamed or removed, with an entry in MIGRATIONS.
 FORMAT_VERSION = 2
@@ -213,7 +214,7 @@ def content_digest(path: str | Path) -> str:
     with open(path, "rb") as f:
         try:
             size = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(size)) if size <= 100_000_000 else None
+            header = parse_json(f.read(size)) if size <= 100_000_000 else None
         except (struct.error, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             header = None
         if isinstance(header, dict):
@@ -241,7 +242,17 @@ class Checkpoint:
         """A JSON metadata entry written through `save_checkpoint(extra=...)`."""
         if key not in self.metadata:
             raise SalongError(f"{str(self.path)!r} has no {key!r} entry; it was not written by this salong command")
-        return json.loads(self.metadata[key])
+        return parse_json(self.metadata[key])
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """The first 16 hex digits of a sha256 over a model's weights (names, shapes, values in
+    float32): which model this is, whatever file it was loaded from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -287,7 +298,7 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
                 tensors[key] = f.get_tensor(key)
-        config = json.loads(meta["config"])
+        config = parse_json(meta["config"])
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise SalongError(f"{str(path)!r} is corrupt ({short_reason(exc)}); re-export or re-download it") from None
     if isinstance(config, dict):
@@ -312,6 +323,13 @@ def check_state_fits(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]
             raise SalongError(
                 f"{source} does not fit the model: {key} has shape {tuple(value.shape)}, "
                 f"the model expects {tuple(own[key].shape)}"
+            )
+        # loading would cast int8 or bool weights to float silently, and the model would sample noise
+        if value.dtype.is_floating_point != own[key].dtype.is_floating_point or value.is_complex():
+            raise SalongError(
+                f"{source} does not fit the model: {key} holds {str(value.dtype).replace('torch.', '')} values, the "
+                f"model expects {'floating point' if own[key].dtype.is_floating_point else 'whole numbers'}; "
+                "the file is damaged or not a salong model"
             )
 
 

@@ -53,6 +53,7 @@ from transformers import (
 from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
 from salong.clap_inputs import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, tokenize, wrap_tokenizer
 from salong.errors import SalongError, short_reason
+from salong.textfile import parse_json
 
 KIND = "clap"
 
@@ -406,7 +407,7 @@ def tokenizer_from_metadata(metadata: Mapping[str, str], source: str) -> Any:
         raise SalongError(f"{source} holds no tokenizer; re-save it with salong.clap.save_clap")
     try:
         return wrap_tokenizer(Tokenizer.from_str(metadata["tokenizer"]),
-                               json.loads(metadata.get("tokenizer_specials", "{}")))
+                               parse_json(metadata.get("tokenizer_specials", "{}")))
     except Exception as exc:  # tokenizers raises a bare Exception for malformed JSON
         raise SalongError(f"{source} has a corrupt tokenizer ({exc}); re-save the model") from None
 

@@ -34,9 +34,10 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from salong.audio import resample, to_channels
+from salong.audio import native_path, resample, to_channels
 from salong.controls import Controls, parse_bpm, parse_drums, parse_key, parse_meter
 from salong.errors import SalongError
+from salong.textfile import parse_json, read_lines, read_text
 from salong.timing import timing_condition
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "aiff", "aif")
@@ -88,6 +89,9 @@ class _Unreadable(Exception):
     """Internal: decoding one file failed at item time."""
 
 
+MAX_WINDOW_SECONDS = 3600  # a training crop; far longer than any model's window
+
+
 def _warn_skip(relpath: str, reason: str) -> None:
     warnings.warn(f"skipping {relpath}: {reason}", AudioSkipWarning, stacklevel=3)
 
@@ -130,11 +134,11 @@ def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     entries: dict[str, dict[str, Any]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_lines(path, "metadata file"), 1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = parse_json(line)
         except json.JSONDecodeError as exc:
             raise SalongError(f"{path} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
@@ -154,13 +158,58 @@ def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
 
 def _audio_paths(root: Path) -> list[Path]:
     """Audio files under `root`, recursively, in a stable order; hidden files and folders
-    (editor temp files, macOS `._` resource forks) are not audio and are left out."""
+    (editor temp files, macOS `._` resource forks) are not audio and are left out.
+
+    Linked folders and files are followed, but each real folder and file is indexed once,
+    under its own name if it is inside `root`: a link back up the tree (a loop) or a
+    second name for the same audio would index it again and again. Each link left out
+    gives one `AudioSkipWarning` line."""
+    def key(path: str) -> tuple[int, int]:
+        info = os.stat(path)
+        return info.st_dev, info.st_ino
+
+    def is_audio(name: str) -> bool:
+        return not name.startswith(".") and "." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS
+
+    inside_folders, inside_files = set(), set()  # what the tree holds without following a link
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        inside_folders.add(key(folder))
+        inside_files.update(key(os.path.join(folder, n)) for n in files
+                            if is_audio(n) and not os.path.islink(os.path.join(folder, n)))
     found = []
+    seen_folders, seen_files = set(), set()
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = key(folder)
+        relfolder = Path(folder).relative_to(root).as_posix()
+        if here in seen_folders:  # a link outside the tree, reached twice
+            _warn_skip(relfolder + "/", "it is a second link to a folder already indexed")
+            dirs[:] = []
+            continue
+        seen_folders.add(here)
+        kept = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and key(path) in inside_folders:
+                _warn_skip(Path(path).relative_to(root).as_posix() + "/",
+                           "it links to a folder inside the data folder (a loop, or a second name for it)")
+            else:
+                kept.append(name)
+        dirs[:] = kept
         for name in sorted(files):
-            if not name.startswith(".") and "." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS:
-                found.append(Path(folder) / name)
+            if not is_audio(name):
+                continue
+            path = Path(folder) / name
+            try:
+                file = key(str(path))
+            except OSError:  # a dangling link: index_audio names it
+                found.append(path)
+                continue
+            if file in seen_files or (path.is_symlink() and file in inside_files):
+                _warn_skip(path.relative_to(root).as_posix(), "it is a second name for audio already indexed")
+                continue
+            seen_files.add(file)
+            found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -178,7 +227,7 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
         relpath = path.relative_to(root).as_posix()
         seen.add(relpath)
         try:
-            info = sf.info(str(path))
+            info = sf.info(native_path(path))
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
             _warn_skip(relpath, f"cannot read it as audio ({str(exc).strip() or type(exc).__name__})")
             skipped += 1
@@ -198,7 +247,7 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
             downbeat = file_downbeat(entry, relpath)
         else:
             sidecar = path.with_suffix(".txt")
-            caption = sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else ""
+            caption = read_text(sidecar, "caption file").strip() if sidecar.is_file() else ""
             attributes = {}
             controls = Controls()
             downbeat = 0.0
@@ -271,8 +320,10 @@ class AudioDataset(Dataset):
         if (window_samples is None) == (window_seconds is None):
             raise SalongError("give exactly one of window_samples and window_seconds")
         if window_seconds is not None:
-            if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds) and window_seconds > 0):
-                raise SalongError(f"window length must be positive seconds, got {window_seconds!r}")
+            if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds)
+                    and 0 < window_seconds <= MAX_WINDOW_SECONDS):
+                raise SalongError(f"window length must be positive seconds, at most {MAX_WINDOW_SECONDS} (an hour), "
+                                  f"got {window_seconds!r}")
             window_samples = round(window_seconds * sample_rate)
         if not isinstance(window_samples, int) or window_samples <= 0:
             raise SalongError(f"window length must be a positive number of samples, got {window_samples!r}")
@@ -341,7 +392,7 @@ class AudioDataset(Dataset):
         src_stop = min(file.frames, src_start + math.ceil(length * ratio) + margin)
         read_start = max(0, src_start - margin)
         try:
-            data, _ = sf.read(str(file.path), start=read_start, stop=src_stop, dtype="float32", always_2d=True)
+            data, _ = sf.read(native_path(file.path), start=read_start, stop=src_stop, dtype="float32", always_2d=True)
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
             raise _Unreadable(str(exc).strip() or type(exc).__name__) from None
         if data.shape[0] == 0:

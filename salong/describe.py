@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from salong.checkpoint import load_checkpoint, read_metadata
 from salong.request import CONTROL_FIELDS, SongRequest
+from salong.textfile import visible
 
 if TYPE_CHECKING:
     from salong.recipe import Recipe
@@ -21,7 +22,8 @@ def describe(path: str | Path | None = None) -> str:
 
     if path is None:
         return describe_bundled()
-    return describe_folder(path) if Path(path).is_dir() else describe_file(path)
+    text = describe_folder(path) if Path(path).is_dir() else describe_file(path)
+    return "\n".join(visible(line) for line in text.split("\n"))  # nothing from a file drives the terminal
 
 
 def describe_file(path: str | Path) -> str:
@@ -37,7 +39,8 @@ def describe_file(path: str | Path) -> str:
         item = load_latents(path)
         frames = int(item.latents.shape[1])
         return (f"latents: {item.latent_dim} x {frames} frames at {item.latent_rate:.3f} Hz, "
-                f"{item.samples / item.sample_rate:.2f} s of {item.channels}-channel {item.sample_rate} Hz audio")
+                f"{item.samples / item.sample_rate:.2f} s of {item.channels}-channel {item.sample_rate} Hz audio"
+                + (f", encoded by the autoencoder of weights digest {item.autoencoder}" if item.autoencoder else ""))
     ckpt = load_checkpoint(path)
     if ckpt.kind == "lora":
         return describe_adapter(path)
@@ -83,7 +86,8 @@ def describe_audio(path: str | Path) -> str:
     from salong.recipe import Recipe
 
     info = probe(path)
-    lines = [f"{path}: {info.seconds:.2f} s of {info.channels}-channel {info.sample_rate} Hz audio ({info.format})"]
+    lines = [f"{visible(str(path))}: {info.seconds:.2f} s of {info.channels}-channel {info.sample_rate} Hz audio "
+             f"({info.format})"]
     if "comment" not in info.tags:
         return "\n".join([*lines, "no salong settings in its tags (not made by `salong generate`, or its tags were "
                                    "stripped)"])
@@ -107,7 +111,7 @@ def describe_audio(path: str | Path) -> str:
         ("text encoder", recipe.text_encoder),
         ("made by", f"salong {recipe.salong}"),
     ]
-    lines += [f"{name}: {value}" for name, value in settings if value is not None]
+    lines += [f"{name}: {visible(str(value))}" for name, value in settings if value is not None]  # one line each
     return "\n".join([*lines, "make it again with:", recipe.command(path)])
 
 

@@ -2,26 +2,31 @@
 
 A latents file is a `.safetensors` file with one tensor, `latents` (latent_dim, frames),
 and metadata that lets `decode` restore exactly the original audio shape: the sample
-rate, the latent rate, the original sample count and channel count.
+rate, the latent rate, the original sample count and channel count, and the weights
+digest of the autoencoder that made them (`autoencoder`), so that decoding with another
+one warns. `encode_file` streams the audio from disk (`AudioReader`): memory holds the
+latents and one chunk of audio, not the file.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import soundfile as sf
+import soxr
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from salong.audio import read_audio, resample, to_channels
-from salong.checkpoint import FORMAT_KEY, FORMAT_VERSION, read_metadata
-from salong.outputs import write_atomic
+from salong.audio import _undecodable, native_path, probe, resample, to_channels
+from salong.checkpoint import FORMAT_KEY, FORMAT_VERSION, read_metadata, weights_digest
 from salong.errors import SalongError, short_reason
+from salong.outputs import write_atomic
 
 LATENTS_KIND = "latents"
 Progress = Callable[[int, int], None]
@@ -37,6 +42,7 @@ class Latents:
     samples: int  # original length in samples at `sample_rate`
     channels: int  # original channel count
     source: str = ""
+    autoencoder: str = ""  # `weights_digest` of the autoencoder that encoded them; "" if not recorded
 
     @property
     def latent_dim(self) -> int:
@@ -54,6 +60,7 @@ def save_latents(path: str | Path, item: Latents, overwrite: bool = True) -> Pat
         "channels": str(item.channels),
         "latent_dim": str(item.latent_dim),
         "source": item.source,
+        **({"autoencoder": item.autoencoder} if item.autoencoder else {}),
     }
     tensors = {"latents": item.latents.detach().to("cpu", torch.float32).contiguous()}
     return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), ".safetensors",
@@ -77,6 +84,7 @@ def load_latents(path: str | Path) -> Latents:
             samples=int(meta["samples"]),
             channels=int(meta["channels"]),
             source=meta.get("source", ""),
+            autoencoder=meta.get("autoencoder", ""),
         )
     except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as exc:
         raise SalongError(f"latents file {str(path)!r} is incomplete or corrupt ({short_reason(exc)}); "
@@ -111,6 +119,7 @@ def encode_audio(
         # mono comes back as mono; more channels than the model's are mixed down for good
         channels=min(channels, cfg.audio_channels),
         source=source,
+        autoencoder=weights_digest(model),
     )
 
 
@@ -118,16 +127,90 @@ class DownmixWarning(UserWarning):
     """An input had more channels than the autoencoder; it was mixed down."""
 
 
+AUDIO_BLOCK = 1 << 16  # samples read from disk at a time
+
+
+class AudioReader:
+    """An audio file read forward in blocks, at a model's rate and channel count: what
+    `Autoencoder.encode_stream` reads (`read`). Resampling streams too (soxr's stream gives
+    the same samples as resampling the whole file at once), so memory holds a chunk, not
+    the file. NaN or infinite samples are refused as `read_audio` refuses them."""
+
+    def __init__(self, path: str | Path, sample_rate: int, channels: int) -> None:
+        self.path = Path(path)
+        info = probe(path)  # a missing, unreadable or undecodable file is a one-line error here
+        if info.frames <= 0:
+            raise SalongError(f"audio file {str(path)!r} is empty (0 samples)")
+        self.source_rate, self.source_channels = info.sample_rate, info.channels
+        self.sample_rate, self.channels = sample_rate, channels
+        # soxr's output length: the input's at the new rate, rounded half up
+        self.samples = (info.frames if info.sample_rate == sample_rate
+                        else (2 * info.frames * sample_rate + info.sample_rate) // (2 * info.sample_rate))
+        self._resampler = (None if info.sample_rate == sample_rate else
+                           soxr.ResampleStream(info.sample_rate, sample_rate, info.channels, dtype="float32",
+                                               quality="HQ"))
+        self._buffer = np.zeros((channels, 0), dtype=np.float32)  # samples from _start on
+        self._start = 0
+        self._done = False
+        try:
+            self._file = sf.SoundFile(native_path(path))
+        except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
+            raise _undecodable(self.path, exc) from None
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._file.close()
+
+    def read(self, start: int, end: int) -> torch.Tensor:
+        """Samples [start, end) as (1, channels, end - start) (fewer past the end); `start`
+        never goes back before an earlier call's `start`."""
+        assert start >= self._start, "read forward only"
+        self._buffer = self._buffer[:, start - self._start:]
+        self._start = start
+        while self._start + self._buffer.shape[1] < end and not self._done:
+            self._buffer = np.concatenate([self._buffer, self._block()], axis=1)
+        return torch.from_numpy(np.ascontiguousarray(self._buffer[:, : end - start]))[None]
+
+    def _block(self) -> np.ndarray:
+        try:
+            data = self._file.read(AUDIO_BLOCK, dtype="float32", always_2d=True)  # (samples, source channels)
+        except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as exc:
+            raise _undecodable(self.path, exc) from None
+        if not np.isfinite(data).all():
+            raise SalongError(f"audio file {str(self.path)!r} holds NaN or infinite samples")
+        self._done = len(data) < AUDIO_BLOCK
+        if self._resampler is not None:
+            data = self._resampler.resample_chunk(data, last=self._done)  # (samples, source channels)
+        return to_channels(np.ascontiguousarray(data.T, dtype=np.float32), self.channels)  # (channels, samples)
+
+
 def encode_file(model: torch.nn.Module, path: str | Path, sample: bool = False,
                 progress: Progress | None = None) -> Latents:
-    """Read an audio file and encode it; the original channel count is remembered (up to the
-    model's: a 5.1 file is mixed down to stereo, with a warning, and decodes as stereo)."""
-    audio, rate = read_audio(path)
-    if audio.shape[0] > model.config.audio_channels:
-        warnings.warn(f"{Path(path).name} has {audio.shape[0]} channels; it is mixed down to "
-                      f"{model.config.audio_channels} and decodes as {model.config.audio_channels}-channel audio",
-                      DownmixWarning, stacklevel=2)
-    return encode_audio(model, audio, rate, sample=sample, progress=progress, source=Path(path).name)
+    """Encode an audio file, streamed from disk (`AudioReader`); the original channel count is
+    remembered (up to the model's: a 5.1 file is mixed down to stereo, with a warning, and
+    decodes as stereo). The same latents as `encode_audio` of the whole file."""
+    cfg = model.config
+    with AudioReader(path, cfg.sample_rate, cfg.audio_channels) as reader:
+        if reader.source_channels > cfg.audio_channels:
+            warnings.warn(f"{Path(path).name} has {reader.source_channels} channels; it is mixed down to "
+                          f"{cfg.audio_channels} and decodes as {cfg.audio_channels}-channel audio",
+                          DownmixWarning, stacklevel=2)
+        z = model.encode_stream(reader.read, reader.samples, sample=sample, progress=progress)[0]  # (latent_dim, T)
+    name = os.fsencode(Path(path).name).decode("utf-8", "replace")  # metadata is UTF-8 text
+    return Latents(latents=z.float().cpu(), sample_rate=cfg.sample_rate, latent_rate=cfg.latent_rate,
+                   samples=reader.samples, channels=min(reader.source_channels, cfg.audio_channels), source=name,
+                   autoencoder=weights_digest(model))
+
+
+def autoencoder_change(item: Latents, model: torch.nn.Module, source: str) -> str | None:
+    """A warning if `item` records an autoencoder other than `model`, else None."""
+    now = weights_digest(model)
+    if not item.autoencoder or item.autoencoder == now:
+        return None
+    return (f"{source} was encoded by an autoencoder of weights digest {item.autoencoder}, but --model's is {now}; "
+            "another autoencoder decodes them to other audio; pass the one that encoded them with --model")
 
 
 def decode_latents(model: torch.nn.Module, item: Latents, progress: Progress | None = None) -> np.ndarray:

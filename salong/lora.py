@@ -18,7 +18,6 @@ the caller adds (data, updates); `load_adapter` refuses a file for another base.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ import torch
 from torch import nn
 
 from salong.checks import refuse_special
-from salong.checkpoint import config_from_dict, load_checkpoint, read_metadata, save_checkpoint
+from salong.checkpoint import config_from_dict, load_checkpoint, read_metadata, save_checkpoint, weights_digest
 from salong.errors import SalongError
+from salong.textfile import parse_json
 
 KIND = "lora"
 GROUPS = {
@@ -156,11 +156,7 @@ def merge(dit: nn.Module, adapters: Iterable[tuple[Adapter, float]]) -> nn.Modul
 def dit_digest(dit: nn.Module) -> str:
     """The first 16 hex digits of a sha256 over the DiT's weights (names, shapes, values in
     float32): which base model an adapter belongs to, whatever file it was loaded from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(dit.state_dict().items()):
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return weights_digest(dit)
 
 
 def save_adapter(path: str | Path, adapter: Adapter, base: str, **facts: object) -> Path:
@@ -200,7 +196,7 @@ def read_adapter(path: str | Path) -> AdapterFile:
     ckpt = load_checkpoint(path, KIND)
     config = config_from_dict(LoraConfig, ckpt.config)
     try:
-        facts = json.loads(ckpt.metadata.get("facts", "{}"))
+        facts = parse_json(ckpt.metadata.get("facts", "{}"))
     except ValueError:
         facts = {}
     return AdapterFile(config, ckpt.metadata.get("base", ""), facts, ckpt.tensors)

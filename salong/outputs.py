@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import stat
+import string
 import sys
+import unicodedata
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,6 +116,7 @@ def check_extension(path: Path, suffix: str, what: str, example: str | None = No
     if not is_stream(path) and not path.is_dir() and not path.name.lower().endswith(suffix):
         raise SalongError(f"-o {str(path)!r} would hold {what}, so its name must end in {suffix}; "
                           f"e.g. -o {path.with_name(path.name.split('.')[0] + (example or suffix))}")
+NAME_MAX = 255  # bytes in one file name, on every common file system
 
 
 # --- planning --------------------------------------------------------------------------
@@ -147,6 +151,7 @@ def plan_outputs(inputs: list[Path], out: Path | None, suffix: str, overwrite: b
     targets = [output_for(path, out, many, suffix) for path in inputs]
     reals = [t if is_stdout(t) else resolved(t) for t in targets]
     for target, real in zip(targets, reals):
+        check_output_name(target)
         if reals.count(real) > 1:
             sources = [str(p) for p, r in zip(inputs, reals) if r == real]
             raise SalongError(f"{sources[0]!r} and {sources[1]!r} would both be written to {str(real)!r}; "
@@ -174,18 +179,56 @@ def batch_folder(out: Path | None, count: int) -> Path:
 
 
 def check_template(name: str) -> None:
-    """A `--name` template that formats with `NAME_FIELDS`, or a one-line error."""
+    """A `--name` template that uses only `NAME_FIELDS`, plainly (no attribute or index access,
+    no conversion, no nested or huge format spec), and formats to a name a file system takes;
+    else a one-line error."""
+    fields = dict(slug="x" * 40, seed=2**63, index=10**6, variation=10**6, seconds="285.5", ext="flac")
     try:
-        name.format(slug="x", seed=0, index=0, variation=0, seconds="1", ext="wav")
+        for _, field, spec, conversion in string.Formatter().parse(name):
+            if field is None:
+                continue
+            if field not in NAME_FIELDS:
+                raise ValueError(f"unknown field {{{field}}}")
+            if conversion is not None or "{" in spec or any(int(n) > NAME_MAX for n in re.findall(r"\d+", spec)):
+                raise ValueError(f"{{{field}{'!' + conversion if conversion else ''}:{spec}}} is not a plain format")
+        sample = name.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
-        raise SalongError(f"bad --name template {name!r} ({exc}); use fields {{{'}, {'.join(NAME_FIELDS)}}}") from None
+        raise SalongError(f"bad --name template {name!r} ({exc}); use fields {{{'}, {'.join(NAME_FIELDS)}}}, "
+                          "e.g. {slug}_{seed}.{ext} or {index:03d}.{ext}") from None
+    longest = max((len(part.encode()) for part in sample.split("/")), default=0)
+    if longest > NAME_MAX:
+        raise SalongError(f"--name template {name!r} makes file names of up to {longest} bytes; "
+                          f"file systems take {NAME_MAX}")
+
+
+def format_name(name: str, fields: dict[str, object]) -> str:
+    """A song's file name from a `--name` template `check_template` passed."""
+    return name.format(**fields)
+
+
+def check_output_name(path: str | Path) -> Path:
+    """An output path that is UTF-8 text without control characters, else a one-line error:
+    the path is printed on stdout, one line per file, and recorded in the song's settings."""
+    path = Path(path)
+    text = str(path)
+    try:
+        os.fsencode(text).decode("utf-8")  # the bytes on disk (under LC_ALL=C, UTF-8 arrives as surrogates)
+    except UnicodeDecodeError:
+        raise SalongError(f"output path {ascii(text)} is not valid UTF-8; give a UTF-8 file name") from None
+    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise SalongError(f"output path {text!r} holds the control character {bad!r}; give a name without one")
+    return path
 
 
 def named_output(folder: Path, name: str) -> Path:
-    """`folder / name` if it stays inside `folder` (no absolute path, no `..` out), else a one-line error."""
-    target = folder / name
+    """`folder / name` if it stays inside `folder` (no absolute path, no `..` out) and names a
+    file in it (`check_output_name`), else a one-line error."""
+    target = check_output_name(folder / name)
     root, real = resolved(folder), resolved(target)
-    if Path(name).is_absolute() or not (real == root or root in real.parents):
+    if real == root or name.strip() in ("", "."):
+        raise SalongError(f"output name {name!r} names the output folder itself; give a file name")
+    if Path(name).is_absolute() or root not in real.parents:
         raise SalongError(f"output name {name!r} leaves the output folder {str(folder)!r}; "
                           "give a plain file name inside it")
     return target
@@ -262,7 +305,7 @@ def check_writable(path: str | Path) -> tuple[Path, Path]:
 
     Cheap enough to run before minutes of work whose result would have nowhere to go.
     """
-    path = Path(path)
+    path = check_output_name(path)
     if is_stdout(path):
         if sys.stdout.isatty():
             raise SalongError(f"-o {str(path)} writes the file to stdout, which is a terminal; redirect it "

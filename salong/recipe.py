@@ -39,6 +39,7 @@ from salong import __version__
 from salong.checks import refuse_special
 from salong.errors import SalongError
 from salong.request import CONTROL_FIELDS, InitAudio, SongRequest, option_flag
+from salong.textfile import parse_json, visible
 
 RECIPE_VERSION = 1
 # libsndfile drops a WAV's whole INFO chunk when one string is longer than about 2 KB
@@ -84,7 +85,7 @@ class Recipe:
     def from_json(cls, text: str, source: str) -> Recipe:
         """Parse a comment tag; `source` names the file in messages."""
         try:
-            record = json.loads(text)
+            record = parse_json(text)
         except json.JSONDecodeError:
             record = None
         if not isinstance(record, dict) or "salong" not in record:
@@ -139,8 +140,11 @@ class Recipe:
         return options
 
     def command(self, output: str | Path) -> str:
-        """The `salong generate` command line that writes this song to `output`."""
-        words = ["salong", "generate", self.request.prompt]
+        """The `salong generate` command line that writes this song to `output`, each word quoted
+        for a POSIX shell (`shell_word`). A prompt that starts with "-" comes last, after "--", so
+        that it is not read as an option."""
+        prompt = self.request.prompt
+        words = ["salong", "generate"] + ([] if prompt.startswith("-") else [prompt])
         for name, value in self.options().items():
             if name == "prompt":
                 continue
@@ -149,7 +153,17 @@ class Recipe:
                 continue
             for item in value if isinstance(value, list) else [value]:  # a list: the option given once per item
                 words += [option_flag(name), _number(item) if isinstance(item, float) else str(item)]
-        return shlex.join([*words, "-o", str(output)])
+        words += ["-o", str(output)] + (["--", prompt] if prompt.startswith("-") else [])
+        return " ".join(shell_word(word) for word in words)
+
+
+def shell_word(word: str) -> str:
+    """`word` quoted for a POSIX shell; one holding control characters (ESC, BEL, a newline) in
+    bash's $'...' quoting with each shown as an escape, so that printing the command cannot
+    drive the terminal and pasting it gives the word back."""
+    if visible(word) == word:
+        return shlex.quote(word)
+    return "$'" + visible(word.replace("\\", "\\\\").replace("'", "\\'")) + "'"
 
 
 _TYPES: dict[str, tuple[type, ...]] = {

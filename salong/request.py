@@ -30,11 +30,14 @@ from salong.controls import Controls, resolve as resolve_controls
 from salong.diffusion import RF_SAMPLERS, SAMPLERS, get_sampler
 from salong.errors import SalongError
 from salong.mastering import BLOCK_SECONDS, DEFAULT_PEAK_DB, check_bit_depth, check_loudness, check_peak_db
+from salong.textfile import from_command_line
 from salong.timing import audio_samples
 
 if TYPE_CHECKING:
     from salong.pipeline import GeneratorConfig
 
+MAX_SECONDS = 86400  # no model's window comes near a day; bounds every count of samples and frames
+MAX_STEPS = 10_000  # the paper samples 100-250; a crafted recipe's 10**18 would never finish
 MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
 MAX_LORA_STRENGTH = 10.0  # an adapter's update is trained at 1; far beyond 10 the DiT's output is noise
 FRAME_MODES = ("needed", "window")
@@ -47,12 +50,15 @@ CONTROL_FIELDS = ("bpm", "key", "meter", "drums")  # the controls given as optio
 def check_seconds(seconds: Any) -> float:
     if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
         raise SalongError(f"seconds must be a number above 0, got {seconds!r}")
+    if seconds > MAX_SECONDS:
+        raise SalongError(f"seconds must be a number above 0 and at most {MAX_SECONDS} (a day; a model's window "
+                          f"is far shorter), got {seconds!r}")
     return float(seconds)
 
 
 def check_steps(steps: Any) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise SalongError(f"steps must be a whole number >= 1, got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise SalongError(f"steps must be a whole number >= 1 and at most {MAX_STEPS}, got {steps!r}")
     return steps
 
 
@@ -83,10 +89,10 @@ def check_init_noise_level(level: float, model: GeneratorConfig) -> float:
         if not level <= 1:
             raise SalongError(f"--init-noise-level must be in (0, 1] for this rectified-flow model (t of the "
                               f"noised input: 0.3 stays close, 0.9 follows the prompt), got {level!r}")
-    elif not model.sampling.sigma_min < level:
+    elif not model.sampling.sigma_min < level <= model.sampling.sigma_max:
         raise SalongError(f"--init-noise-level must be a sigma above this model's sigma_min "
-                          f"{model.sampling.sigma_min:g} (about 1 stays close to the input, 50 or more "
-                          f"follows the prompt), got {level!r}")
+                          f"{model.sampling.sigma_min:g} and at most its sigma_max {model.sampling.sigma_max:g} "
+                          f"(about 1 stays close to the input, 50 or more follows the prompt), got {level!r}")
     return level
 
 
@@ -231,13 +237,16 @@ class SongRequest:
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):
             raise SalongError(f"the prompt must be text, got {self.prompt!r}")
-        checked: dict[str, Any] = {"seconds": check_seconds(self.seconds)}
+        checked: dict[str, Any] = {"prompt": from_command_line(self.prompt, "the prompt"),
+                                   "seconds": check_seconds(self.seconds)}
         for name, check in (("seed", check_seed), ("steps", check_steps), ("cfg", check_cfg),
                             ("sampler", check_sampler), ("frames", check_frames)):
             if getattr(self, name) is not None:
                 checked[name] = check(getattr(self, name))
-        if self.negative is not None and not isinstance(self.negative, str):
-            raise SalongError("negative must be a string")
+        if self.negative is not None:
+            if not isinstance(self.negative, str):
+                raise SalongError("negative must be a string")
+            checked["negative"] = from_command_line(self.negative, "the negative prompt")
         checked.update(self._check_init())
         checked.update(self._check_output())
         checked["lora"] = check_lora(self.lora)
@@ -250,7 +259,7 @@ class SongRequest:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
                 raise SalongError(f"{name} must be a string or number, got {value!r}")
-        checked["controls"] = resolve_controls(self.prompt, self.bpm, self.key, self.meter, self.drums)
+        checked["controls"] = resolve_controls(checked["prompt"], self.bpm, self.key, self.meter, self.drums)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -297,11 +306,11 @@ class SongRequest:
         of its objective, an init noise level its schedule starts from), with its sampling
         defaults filled in and a random seed if none was given."""
         rate = model.autoencoder.sample_rate
-        if audio_samples(self.seconds, rate) < 1:
-            raise SalongError(f"seconds={self.seconds} is shorter than one sample; ask for at least {1 / rate:.6f}")
         if self.seconds > model.max_seconds + 1e-9:
             raise SalongError(f"seconds={self.seconds:g} is longer than this model's window; the maximum is "
                               f"{model.max_seconds:.2f}")
+        if audio_samples(self.seconds, rate) < 1:
+            raise SalongError(f"seconds={self.seconds} is shorter than one sample; ask for at least {1 / rate:.6f}")
         defaults = model.sampling
         sampler = self.sampler if self.sampler is not None else defaults.sampler
         get_sampler(sampler, model.objective)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from salong.errors import SalongError
+from salong.textfile import parse_json, split_lines
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -23,9 +24,9 @@ def append_metrics(path: Path, record: Mapping[str, Any]) -> None:
 def metrics_lines(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(line, record) for each line of a metrics.jsonl that holds a record with an integer
     step; a line cut short by a killed process is passed over."""
-    for line in text.splitlines():
+    for line in split_lines(text):  # a U+2028 inside a record is not a line break
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict) and isinstance(record.get("step"), int):

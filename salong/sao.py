@@ -35,6 +35,7 @@ from salong.checks import refuse_special
 from salong.errors import SalongError, short_reason
 from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
+from salong.textfile import parse_json
 
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -142,7 +143,7 @@ def read_config(folder: str | Path) -> SaoConfig:
         raise SalongError(f"{str(folder)!r} has no {CONFIG_FILE}, so it is not a Stable Audio Open model folder; "
                           f"give a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}, or a salong model file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SalongError(f"{str(path)!r} is not readable JSON ({short_reason(exc)})") from None
     return translate(data, str(path))

@@ -40,10 +40,11 @@ def files(tmp_path_factory, generator_path):
     (root / "folder").mkdir()
     (root / "partial" / "audio").mkdir(parents=True)
     write_audio(root / "partial" / "audio" / "000001.wav", audio, 44100)
+    hard = _hard_inputs(root, audio, generator_path)
     outputs_and_special_files(root, audio, generator_path)
     named = {p.name.replace(".", "_"): p for p in root.iterdir()}  # pipe_wav, take_wav, sao_dir, ...
-    return {**named, "root": root, "zero": "/dev/zero", "partial": root / "partial", "gen": generator_path, "ae": ae,
-            "wav": root / "song.wav", "lat": lat,
+    return {**named, **hard, "root": root, "zero": "/dev/zero", "partial": root / "partial", "gen": generator_path,
+            "ae": ae, "wav": root / "song.wav", "lat": lat,
             "nan": nan, "garbage_wav": root / "garbage.wav", "garbage_model": root / "garbage.safetensors",
             "empty": root / "empty.txt", "comments": root / "comments.txt", "notjson": root / "notjson.jsonl",
             "badkey": root / "badkey.jsonl", "corpus": root / "corpus", "nocorpus": root / "nocorpus",
@@ -77,6 +78,48 @@ def outputs_and_special_files(root, audio, generator_path):
         main(["generate", "calm", "-s", "0.1", "--model", str(model), "-o", str(root / "take.wav"), "--no-progress"])
     model.unlink()
     os.mkfifo(model)
+
+
+BOMB = "[" * 100_000 + "]" * 100_000  # JSON nested past Python's recursion limit
+
+
+def _hard_inputs(root, audio, generator_path):
+    """Files handed over by someone else (hardening, issue 30): crafted recipes, JSON bombs,
+    numbers out of range, weights of the wrong type, text in the wrong encoding."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    recipe = {"salong": "0.1.0", "recipe": 1, "prompt": "calm", "seconds": 1e308, "seed": 3, "steps": 4,
+              "cfg": 3.0, "sampler": "dpmpp-2m", "frames": "needed"}
+    write_audio(root / "huge.flac", audio, 44100, tags={"comment": json.dumps(recipe)})
+    write_audio(root / "bomb.flac", audio, 44100, tags={"comment": '{"salong": "0.1.0", "prompt": ' + BOMB + "}"})
+    (root / "bomb.jsonl").write_text('{"prompt": ' + BOMB + "}\n")
+    (root / "hugesec.jsonl").write_text(json.dumps({"prompt": "a", "seconds": 1e308}) + "\n")
+    (root / "emptyout.jsonl").write_text(json.dumps({"prompt": "a", "output": ""}) + "\n")
+    (root / "dotout.jsonl").write_text(json.dumps({"prompt": "a", "output": "."}) + "\n")
+    (root / "surrogate.jsonl").write_text('{"prompt": "calm \\ud800"}\n')
+    (root / "bombrun").mkdir()
+    (root / "bombrun" / "config.json").write_text(BOMB)
+    (root / "bombrun" / "metrics.jsonl").write_text('{"step": ' + BOMB + "}\n")
+    (root / "bombsao").mkdir()
+    (root / "bombsao" / "model_config.json").write_text(BOMB)
+    (root / "bombsao" / "model.safetensors").write_bytes(b"")
+    with safe_open(str(generator_path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for dtype in (torch.int8, torch.bool):
+        cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        save_file(cast, str(root / f"gen_{str(dtype)[6:]}.safetensors"), metadata=meta)
+    save_file({"w": torch.zeros(2)}, str(root / "bombconfig.safetensors"),
+              metadata={**{k: meta[k] for k in ("salong_format", "kind")}, "config": BOMB})
+    for name, line in (("latin1", '{"path": "a.wav", "caption": "caf\xe9"}\n'.encode("latin-1")),
+                       ("metabomb", ('{"path": "a.wav", "caption": ' + BOMB + "}\n").encode())):
+        (root / name).mkdir()
+        write_audio(root / name / "a.wav", audio, 44100)
+        (root / name / "metadata.jsonl").write_bytes(line)
+    return {name.replace(".", "_"): root / name for name in (
+        "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao", "bombrun",
+        "surrogate.jsonl", "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1",
+        "metabomb")}
 
 
 G = ["--model", "{gen}"]
@@ -243,6 +286,62 @@ CASES = [
     # messages that are true (class 6)
     (["info", "{garbage_mp3}"], r"cannot decode .* \(its contents are in no format libsndfile reads"),
     (["encode", "{garbage_mp3}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"in no format libsndfile"),
+    # hardening (issue 30), class 2: numbers too large, JSON nesting bombs, text in the wrong encoding,
+    # weights of the wrong type, --name format bombs, huge counts
+    (["generate", "calm", "-s", "1e308", *G], r"seconds must be a number above 0 and at most 86400"),
+    (["generate", "calm", "-s", "86401", *G], r"at most 86400"),
+    (["generate", "--like", "{huge_flac}"], r"damaged salong settings \(seconds must be .* got 1e\+308\)"),
+    (["info", "{huge_flac}"], r"damaged salong settings"),
+    (["generate", "--like", "{bomb_flac}"], r"carries no salong settings"),
+    (["info", "{bombconfig_safetensors}"], r"is corrupt \(nested too deeply"),
+    (["generate", "calm", "--model", "{bombconfig_safetensors}"], r"is corrupt \(nested too deeply"),
+    (["generate", "calm", "--model", "{bombsao}"], r"model_config.json' is not readable JSON \(nested too deeply"),
+    (["info", "{bombsao}"], r"not readable JSON \(nested too deeply"),
+    (["generate", "--prompts", "{bomb_jsonl}", "-s", "0.5", *G], r"line 1: invalid JSON \(nested too deeply"),
+    (["generate", "--prompts", "{hugesec_jsonl}", *G], r"line 1: seconds must be .* got 1e\+308"),
+    (["generate", "calm", "-s", "0.5", "--model", "{gen_int8_safetensors}"],
+     r"does not fit the model: .* holds int8 values, the model expects floating point"),
+    (["generate", "calm", "-s", "0.5", "--model", "{gen_bool_safetensors}"], r"holds bool values"),
+    (["generate", "calm", "-s", "0.5", "-o", "\udcff\udcfe.wav", *G], r"is not valid UTF-8; give a UTF-8 file name"),
+    (["encode", "{wav}", "--model", "{ae}", "-o", "\udcff.latents.safetensors"], r"is not valid UTF-8"),
+    (["generate", "caf\udce9", "-s", "0.5", *G], r"the prompt 'caf\\udce9' is not valid UTF-8 text"),
+    (["generate", "calm", "--negative", "\udcff", "-s", "0.5", *G], r"negative prompt .* is not valid UTF-8"),
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{seed:>999999999}}.{{ext}}", *G],
+     r"bad --name template .* is not a plain format"),
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{index:{{seed}}}}.{{ext}}", *G], r"not a plain format"),
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{seed:0300d}}.{{ext}}", *G], r"not a plain format"),
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{slug:x<250}}{{seed}}.{{ext}}", *G],
+     r"makes file names of up to .* bytes; file systems take 255"),
+    (["generate", "calm", "--steps", "99999999999999999999", *G], r"steps must be a whole number >= 1 and at most"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--window-seconds", "1e308"],
+     r"window_seconds=1e\+308 is longer than 3600 s"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--batch-size", "99999999999999"],
+     r"--batch-size must be an integer from 1 to 65,536"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "{bombrun}", "--resume"],
+     r"config.json' is damaged \(nested too deeply"),
+    (["plot", "{bombrun}", "-o", "p.png"], r"holds no metrics yet"),
+    (["generate", "--prompts", "{surrogate_jsonl}", "-s", "0.5", *G], r"line 1: the prompt .* is not valid UTF-8 text"),
+    (["generate", "calm", "-s", "0.5", "--init-audio", "{wav}", "--init-noise-level", "1e308", "-o", "i.wav", *G],
+     r"at most its sigma_max 80"),
+    (["train", "autoencoder", "--data", "{latin1}", "--out", "r", "--preset", "tiny"],
+     r"metadata.jsonl' is not UTF-8 text \(byte 0xe9 on line 1\); save it as UTF-8"),
+    (["train", "autoencoder", "--data", "{metabomb}", "--out", "r", "--preset", "tiny"],
+     r"line 1 is not valid JSON \(nested too deeply\)"),
+    # class 4: names that would break the one-line-per-file record
+    (["generate", "calm", "-s", "0.5", "-o", "a\nb.wav", *G], r"holds the control character '\\n'"),
+    (["generate", "calm", "-s", "0.5", "-o", "a\x1b[2J.wav", *G], r"holds the control character '\\x1b'"),
+    (["encode", "{wav}", "--model", "{ae}", "-o", "a\rb.latents.safetensors"], r"control character '\\r'"),
+    (["decode", "{lat}", "--model", "{ae}", "-o", "a\u2028b.wav"], r"control character '\\u2028'"),
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{slug}}\t{{seed}}.{{ext}}", "-s", "0.5", *G],
+     r"control character '\\t'"),
+    # class 5: --name takes only the documented fields, plainly; an output that names no file
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{slug.__class__.__mro__}}{{seed}}.{{ext}}", *G],
+     r"unknown field \{slug.__class__.__mro__\}"),
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{slug[0]}}{{seed}}.{{ext}}", *G], r"unknown field"),
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{}}{{seed}}.{{ext}}", *G], r"unknown field \{\}"),
+    (["generate", "calm", "-n", "2", "-o", "out", "--name", "{{seed!r}}.{{ext}}", *G], r"not a plain format"),
+    (["generate", "--prompts", "{emptyout_jsonl}", "-s", "0.5", *G], r"line 1: output must name a file, got ''"),
+    (["generate", "--prompts", "{dotout_jsonl}", "-s", "0.5", *G], r"line 1: output must name a file, got '\.'"),
     # usage
     (["nonsense"], r"No such command"),
     (["generate", "calm", "--no-such-option", *G], r"No such option"),

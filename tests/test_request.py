@@ -26,7 +26,7 @@ def gen():
     (dict(seconds=True), r"^seconds must be a number above 0, got True$"),
     (dict(seed=-1), rf"^seed must be a whole number from 0 to {MAX_SEED}, got -1$"),
     (dict(seed=MAX_SEED + 1), r"^seed must be a whole number from 0 to"),
-    (dict(steps=0), r"^steps must be a whole number >= 1, got 0$"),
+    (dict(steps=0), r"^steps must be a whole number >= 1 and at most 10000, got 0$"),
     (dict(cfg=1e38), r"^cfg scale must be a number from 0 to 100 \(1 = no guidance, 7 = the paper's\), got 1e\+38$"),
     (dict(sampler="ddim"), r"^unknown sampler 'ddim'.*dpmpp-2m"),
     (dict(frames="all"), r"^frames must be one of needed, window, got 'all'$"),

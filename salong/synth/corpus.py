@@ -17,6 +17,7 @@ import numpy as np
 
 from salong.errors import SalongError
 from salong.outputs import write_atomic
+from salong.textfile import parse_json, read_lines
 from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, MAX_SECONDS,
                                      SAMPLE_RATE, PieceAttributes, _check_choice, _check_seed,
                                      random_attributes)
@@ -179,7 +180,7 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     _refuse_existing_corpus(out, n, fmt, overwrite)
     check_room(out, n, min_seconds, max_seconds, durations, fmt)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    work = [(out, seed, i, min_seconds, max_seconds, durations, fmt, captions) for i in range(n)]
+    work = ((out, seed, i, min_seconds, max_seconds, durations, fmt, captions) for i in range(n))
     lines = []
     with contextlib.ExitStack() as stack:
         if jobs > 1:
@@ -212,12 +213,12 @@ def recaption_corpus(out_dir: str | Path, captions: int, count: int | None = Non
         raise SalongError(f"{str(out_dir)!r} holds no corpus (metadata.jsonl); write one with `salong synth`")
     names = [f.name for f in fields(PieceAttributes)]
     lines = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_lines(path, "metadata file"), 1):
         if not line.strip():
             continue
         where = f"{path} line {lineno}"
         try:
-            entry = json.loads(line)
+            entry = parse_json(line)
             attrs = PieceAttributes(**{name: entry["attributes"][name] for name in names})
             seed, rel, seconds, caption = entry["seed"], entry["path"], entry["duration"], entry["caption"]
         except (ValueError, KeyError, TypeError, SalongError) as exc:

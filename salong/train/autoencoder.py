@@ -24,7 +24,7 @@ from salong.audio_losses import (
     reconstruction_loss,
 )
 from salong.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
-from salong.data import collate_audio
+from salong.data import MAX_WINDOW_SECONDS, collate_audio
 from salong.discriminators import DISCRIMINATOR_PRESETS, DiscriminatorConfig, MultiScaleSTFTDiscriminator
 from salong.errors import SalongError
 from salong.evaluation import si_sdr_tensor
@@ -66,6 +66,9 @@ class AutoencoderTaskConfig:
     def __post_init__(self) -> None:
         if not self.window_seconds * self.model.sample_rate >= self.model.samples_per_latent:
             raise SalongError(f"window_seconds={self.window_seconds} is shorter than one latent frame")
+        if not self.window_seconds <= MAX_WINDOW_SECONDS:
+            raise SalongError(f"window_seconds={self.window_seconds} is longer than {MAX_WINDOW_SECONDS} s; training "
+                              "crops are seconds long (stable-audio-tools: 1.49 s)")
         if not self.discriminator_lr > 0:
             raise SalongError(f"discriminator_lr must be > 0, got {self.discriminator_lr}")
         if self.adversarial_start < 0:

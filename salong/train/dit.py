@@ -35,10 +35,11 @@ from salong.checkpoint import (config_from_dict, content_digest, load_checkpoint
 from salong.clap import Clap, load_clap
 from salong.diffusion import rf_loss, shifted_time, v_loss
 from salong.dit import CONTROL_EMBEDS, DiT, DiTConfig
-from salong.errors import SalongError
+from salong.errors import SalongError, short_reason
 from salong.lora import LoraConfig, LoraDiT, dit_digest, save_adapter, target_names
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 from salong.text_encoder import TextEncoder
+from salong.textfile import parse_json
 from salong.train.runs import TrainConfig
 from salong.train.dit_data import (AUTOENCODER_FILE, BASE_FILE, CLAP_FILE, T5_FILE, CropLengths, LatentDataset,
                                    load_t5, preencode, prepare_models)
@@ -326,7 +327,12 @@ def init_config(path: str | Path, text_encoder: str | Path | None = None) -> Gen
 
     sao = read_config(path)
     encoder, _ = find_text_encoder(path, sao, text_encoder)
-    return sao.generator_config(json.loads((encoder / "config.json").read_text()))
+    config = encoder / "config.json"
+    try:
+        t5 = parse_json(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise SalongError(f"{str(config)!r} is not readable JSON ({short_reason(exc)})") from None
+    return sao.generator_config(t5)
 
 
 def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, autoencoder, text_encoder, init,

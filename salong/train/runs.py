@@ -16,6 +16,7 @@ from salong.checkpoint import Checkpoint, config_from_dict, config_to_dict
 from salong.checks import check_seed, is_int, is_real
 from salong.distributed import Dist
 from salong.errors import SalongError
+from salong.textfile import parse_json
 from salong.train import state as st
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -197,7 +198,7 @@ def read_run_config(run_dir: str | Path) -> tuple[str, TrainConfig, dict[str, An
     if not path.is_file():
         raise SalongError(f"{str(run_dir)!r} is not a salong run folder (no {st.CONFIG_FILE}); check --out")
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text(encoding="utf-8", errors="replace"))
         kind, train_dict, task_dict = data["task_kind"], data["train"], data["task"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SalongError(f"{str(path)!r} is damaged ({exc}); restore it or start another run") from None
