@@ -69,7 +69,8 @@ def describe_adapter(path: str | Path) -> str:
             f"{facts['updates']} updates" if "updates" in facts else None]
     return "\n".join([
         f"lora adapter: rank {c.rank}, alpha {c.alpha:g} (update scale {c.scale:g}), targets {', '.join(c.targets)}; "
-        f"{values:,} parameters in {len(file.tensors)} tensors, {path.stat().st_size / 1e6:.1f} MB on disk",
+        f"{values:,} parameters in {len(file.tensors)} {str(file.stored).removeprefix('torch.')} tensors, "
+        f"{path.stat().st_size / 1e6:.1f} MB on disk",
         f"base: the DiT of weights digest {file.base} (trained from {base_file}{base_sha}); other models refuse it",
         "trained on: " + (", ".join(d for d in data if d is not None) or "not recorded"),
         f"use: salong generate PROMPT --model BASE --lora {shlex.quote(str(path))}[:STRENGTH]",
