@@ -369,3 +369,24 @@ def test_info_describes_an_adapter_file(capsys, adapters):
         "trained on: 30 captions, 10 files, 100 updates",
         f"use: salong generate PROMPT --model BASE --lora {one}[:STRENGTH]",
     ]
+
+
+def test_the_finetune_memory_benchmark_reports_each_rank_and_step():
+    """benchmarks/finetune_memory.py on the tiny layout: counts as `Adapter` counts them, a
+    float16 file of two bytes a parameter plus its header, one step per mode in its own process."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "finetune_memory.py"), "--preset", "tiny",
+                           "--seconds", "1", "--ranks", "2", "--full"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    count = Adapter(DiT(PRESETS["tiny"]), LoraConfig(rank=2)).parameter_count()
+    size = re.search(rf"LoRA rank 2: {count:,} trainable parameters .* adapter file [\d.]+ MB \(([\d,]+) bytes",
+                     done.stdout)
+    assert size and 2 * count <= int(size.group(1).replace(",", "")) <= 2 * count + 20_000
+    steps = [line for line in lines if "one step at batch 1 x 1 s" in line]
+    assert len(steps) == 2 and steps[0].startswith("  LoRA rank 2:") and steps[1].startswith("  full fine-tuning:")
+    assert all(re.search(r"peak RSS \d+\.\d\d GiB", line) for line in steps)
