@@ -141,16 +141,25 @@ def synth(
                                          "\"captions\" in other wordings, and training draws one per crop."),
     recaption: bool = typer.Option(False, "--recaption", help="Keep the audio of the corpus in OUT_DIR (COUNT "
                                    "pieces) and rewrite its metadata.jsonl with --captions descriptions per piece."),
+    lead: Optional[str] = typer.Option(None, help="Every piece's lead instrument: piano, electric piano, organ, "
+                                       "plucked guitar, bells, strings, flute, brass or synth lead (a corpus of one "
+                                       "style). \\[default: drawn per piece]"),
+    min_bpm: Optional[int] = typer.Option(None, help="Slowest tempo, 60 to --max-bpm. \\[default: 60]"),
+    max_bpm: Optional[int] = typer.Option(None, help="Fastest tempo, --min-bpm to 180. \\[default: 180]"),
 ) -> None:
     """Write a procedural music corpus with exact captions (the training data format)."""
     from salong.synth import recaption_corpus, write_corpus
+    from salong.synth.attributes import MAX_BPM, MIN_BPM
 
     if recaption:
         print(recaption_corpus(out_dir, captions, count=count))
         return
+    bpm_range = None if min_bpm is None and max_bpm is None else (
+        MIN_BPM if min_bpm is None else min_bpm, MAX_BPM if max_bpm is None else max_bpm)
     with status_bar("synthesising") as bar:
         path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,
-                            durations=durations, jobs=jobs, progress=bar, overwrite=overwrite, captions=captions)
+                            durations=durations, jobs=jobs, progress=bar, overwrite=overwrite, captions=captions,
+                            lead=lead, bpm_range=bpm_range)
     print(path)
 
 
