@@ -104,11 +104,12 @@ def main() -> None:
             return losses(gen.dit, batch, args.t, args.seed, gen.config.dit.controls)
 
         rows.append((f"full {path}", fine_tuned))
+    width = max(len(label) for label, _ in rows)
     for label, run in rows:
         result = run()
         for name in ("own", "none"):
             values = result[name]
-            print(f"{label:<40} {name:>4}: " + "  ".join(f"{v:.4f}" for v in values)
+            print(f"{label:<{width}} {name:>4}: " + "  ".join(f"{v:.4f}" for v in values)
                   + f"  | mean {sum(values) / len(values):.4f}")
 
 

@@ -90,4 +90,36 @@ salong generate "$prompt" -s "$SONG_SECONDS" --seed 0 --lora "$work/lora-run/mod
     -o "$work/songs/lora-half.wav"
 salong generate "$prompt" -s "$SONG_SECONDS" --seed 0 --model "$work/full-run/model.safetensors" \
     -o "$work/songs/full.wav"
+# How far each song's average log-mel spectrum (level removed) is from the held-out style
+# clips' (RMS over 64 bands, lower is nearer), with its tempo (needs librosa).
+python - "$work" <<'PY' | tee "$work/songs/spectra.txt"
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+try:
+    import librosa
+except ImportError:
+    print("librosa is not installed: no spectrum comparison (pip install librosa)")
+    sys.exit(0)
+from salong.audio import read_audio
+from salong.evaluation import estimate_tempo
+
+work = Path(sys.argv[1])
+
+
+def spectrum(path):
+    audio, rate = read_audio(path)
+    mel = np.log(librosa.feature.melspectrogram(y=audio.mean(0), sr=rate, n_mels=64).mean(1) + 1e-8)
+    return mel - mel.mean(), estimate_tempo(audio, rate)
+
+
+style = np.mean([spectrum(p)[0] for p in sorted((work / "held-out" / "audio").glob("*.wav"))], axis=0)
+for name in ("base", "lora-half", "lora", "full"):
+    mel, tempo = spectrum(work / "songs" / f"{name}.wav")
+    print(f"{name:>9}: spectrum distance to the style {np.sqrt(np.mean((mel - style) ** 2)):.2f}, tempo {tempo:.1f} BPM")
+PY
 echo "songs in $work/songs; held-out losses in $work/held-out-loss.txt"

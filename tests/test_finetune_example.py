@@ -42,3 +42,5 @@ def test_the_finetune_example_runs_and_measures_the_three_models(tmp_path):
     assert all(0 < float(mean) < 10 for _, _, mean in rows)
     for song in ("base", "lora", "lora-half", "full"):
         assert (work / "songs" / f"{song}.wav").stat().st_size > 1000
+    spectra = (work / "songs" / "spectra.txt").read_text()
+    assert "librosa is not installed" in spectra or len(re.findall(r"spectrum distance to the style \d", spectra)) == 4
