@@ -305,6 +305,9 @@ def generate(
                                              "only scaled down where it would clip]"),
     peak_db: Optional[float] = typer.Option(None, "--peak-db", help="True-peak ceiling of --loudness, dBTP (4x "
                                             "oversampled), -20 to 0. \\[default: -1]"),
+    limit: bool = typer.Option(False, "--limit/--no-limit", help="With --loudness: where its gain would lift the "
+                               "true peak over --peak-db, turn those peaks down (a look-ahead limiter) so the "
+                               "loudness is reached. \\[default: off: the ceiling wins and the song stays quieter]"),
     prompts: Optional[Path] = typer.Option(None, help="Batch file: a prompt per line, or JSON lines with prompt, "
                                            "seconds, seed, output, negative, bpm, key, meter."),
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 or more (consecutive seeds)."),
@@ -355,7 +358,7 @@ def generate(
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
                        bpm=bpm, key=key, meter=meter, lora=lora or None, lora_merge=lora_merge,
-                       bit_depth=bit_depth, loudness=loudness, peak_db=peak_db)
+                       bit_depth=bit_depth, loudness=loudness, peak_db=peak_db, limit=limit)
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,
                    model=model, text_encoder=text_encoder, device=device, skip_existing=skip_existing,
                    overwrite=overwrite, progress=progress,

@@ -102,7 +102,7 @@ def describe_audio(path: str | Path) -> str:
         ("bit depth", {"32f": "32-bit float"}.get(request.bit_depth, f"{request.bit_depth}-bit")
          if request.bit_depth else None),
         ("loudness", f"{request.loudness:g} LUFS, true peak at most {request.peak_db:g} dBTP"
-         if request.loudness is not None else None),
+         + (", peaks limited" if request.limit else "") if request.loudness is not None else None),
         ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
         *_adapters(recipe),
         ("text encoder", recipe.text_encoder),
