@@ -216,8 +216,8 @@ def normalise_loudness(audio: np.ndarray, sample_rate: int, lufs: float, peak_db
     gain_db = loudness_gain_db(levels, lufs, peak_db)
     if gain_db < lufs - levels.lufs - 0.05:
         warnings.warn(f"{name} reached {levels.lufs + gain_db:.1f} LUFS, not {lufs:g}: louder would put its true "
-                      f"peak over {peak_db:g} dBTP (one gain, no limiter); ask for less --loudness or a higher "
-                      "--peak-db")
+                      f"peak over {peak_db:g} dBTP (one gain); ask for less --loudness, a higher --peak-db or "
+                      "--limit")
     return (np.asarray(audio, dtype=np.float32) * np.float32(10 ** (gain_db / 20))).astype(np.float32)
 
 
