@@ -177,7 +177,8 @@ def limit_true_peak(audio: np.ndarray, sample_rate: int, peak_db: float = DEFAUL
             return out
         need = np.minimum(1.0, ceiling / np.maximum(envelope, 1e-30))
         gain = uniform_filter1d(minimum_filter1d(need, width, mode="nearest"), width, mode="nearest")
-        out = (out * np.minimum(gain, need)[None, :]).astype(np.float32)  # (channels, samples)
+        gain = np.minimum(gain, need)  # equal in exact arithmetic; the running mean's rounding may not be
+        out = (out * gain[None, :]).astype(np.float32)  # (channels, samples)
     over = true_peak_db(out, sample_rate) - (peak_db - MARGIN_DB)
     return out if over <= 0 else (out * np.float32(10 ** (-over / 20))).astype(np.float32)
 
