@@ -189,13 +189,15 @@ def output_format(path: str | Path, fmt: str | None = None) -> str:
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str | None = None,
                 tags: Mapping[str, str] | None = None, *, bit_depth: str | None = None,
-                loudness: float | None = None, peak_db: float | None = None, overwrite: bool = True) -> Path:
+                loudness: float | None = None, peak_db: float | None = None, overwrite: bool = True,
+                limit: bool = False) -> Path:
     """Write (channels, samples) audio atomically, format from the extension or `fmt`.
 
     The file appears complete or not at all: it is written to a temporary file in the
     same folder and renamed. NaN or infinite samples are refused. With `loudness` (LUFS)
     the audio is first brought to that integrated loudness under a true-peak ceiling of
-    `peak_db` dBTP (`salong.mastering.normalise_loudness`); either way, audio that would
+    `peak_db` dBTP (`salong.mastering.normalise_loudness`; with `limit`, peaks the gain would lift
+    over it are limited, so the target is reached); either way, audio that would
     clip is peak-limited. WAV and FLAC get `bit_depth` "16", "24" (None: the default) or
     "32f" (WAV only); ogg and mp3 have no bit depth and ignore it. `tags` are libsndfile's
     text fields (title, comment, software, artist, date, ...). Without `overwrite`, a file that
@@ -213,7 +215,7 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
     assert set(tags or {}) <= set(TAGS), f"unknown tags {sorted(set(tags or {}) - set(TAGS))}"
     if loudness is not None:
         peak = DEFAULT_PEAK_DB if peak_db is None else peak_db
-        audio = normalise_loudness(audio, sample_rate, loudness, peak, name=repr(str(path)))
+        audio = normalise_loudness(audio, sample_rate, loudness, peak, name=repr(str(path)), limit=limit)
     data = np.ascontiguousarray(peak_limit(audio).T)  # (samples, channels)
 
     def write(tmp: Path) -> None:

@@ -366,7 +366,8 @@ def render(
             song = generator.sample(job.request, progress=sampling)
             report(job, "writing", 0, 0)
             path = write_audio(job.output, song.audio, song.sample_rate, fmt, tags, bit_depth=request.bit_depth,
-                               loudness=request.loudness, peak_db=request.peak_db, overwrite=overwrite)
+                               loudness=request.loudness, peak_db=request.peak_db, overwrite=overwrite,
+                               limit=bool(request.limit))
         except SalongError as exc:
             yield Failed(job.source, str(exc))
             continue

@@ -164,17 +164,26 @@ def synth(
                                          "\"captions\" in other wordings, and training draws one per crop."),
     recaption: bool = typer.Option(False, "--recaption", help="Keep the audio of the corpus in OUT_DIR (COUNT "
                                    "pieces) and rewrite its metadata.jsonl with --captions descriptions per piece."),
+    lead: Optional[str] = typer.Option(None, help="Every piece's lead instrument: piano, electric piano, organ, "
+                                       "plucked guitar, bells, strings, flute, brass or synth lead (a corpus of one "
+                                       "style). \\[default: drawn per piece]"),
+    min_bpm: Optional[int] = typer.Option(None, help="Slowest tempo, 60 to --max-bpm. \\[default: 60]"),
+    max_bpm: Optional[int] = typer.Option(None, help="Fastest tempo, --min-bpm to 180. \\[default: 180]"),
 ) -> None:
     """Write a procedural music corpus with exact captions (the training data format)."""
     from salong.synth import recaption_corpus, write_corpus
+    from salong.synth.attributes import MAX_BPM, MIN_BPM
 
     if recaption:
         path = recaption_corpus(out_dir, captions, count=count)
         say(path, path)
         return
+    bpm_range = None if min_bpm is None and max_bpm is None else (
+        MIN_BPM if min_bpm is None else min_bpm, MAX_BPM if max_bpm is None else max_bpm)
     with status_bar("synthesising") as bar:
         path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,
-                            durations=durations, jobs=jobs, progress=bar, overwrite=overwrite, captions=captions)
+                            durations=durations, jobs=jobs, progress=bar, overwrite=overwrite, captions=captions,
+                            lead=lead, bpm_range=bpm_range)
     say(path, path)
 
 
@@ -324,6 +333,9 @@ def generate(
                                              "only scaled down where it would clip]"),
     peak_db: Optional[float] = typer.Option(None, "--peak-db", help="True-peak ceiling of --loudness, dBTP (4x "
                                             "oversampled), -20 to 0. \\[default: -1]"),
+    limit: bool = typer.Option(False, "--limit/--no-limit", help="With --loudness: where its gain would lift the "
+                               "true peak over --peak-db, turn those peaks down (a look-ahead limiter) so the "
+                               "loudness is reached. \\[default: off: the ceiling wins and the song stays quieter]"),
     prompts: Optional[Path] = typer.Option(None, help="Batch file: a prompt per line, or JSON lines with prompt, "
                                            "seconds, seed, output, negative, bpm, key, meter, drums."),
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 to 10,000 (consecutive seeds)."),
@@ -374,7 +386,7 @@ def generate(
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
                        bpm=bpm, key=key, meter=meter, drums=drums, lora=lora or None, lora_merge=lora_merge,
-                       bit_depth=bit_depth, loudness=loudness, peak_db=peak_db)
+                       bit_depth=bit_depth, loudness=loudness, peak_db=peak_db, limit=limit)
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,
                    model=model, text_encoder=text_encoder, device=device, skip_existing=skip_existing,
                    overwrite=overwrite, progress=progress,

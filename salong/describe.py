@@ -72,7 +72,8 @@ def describe_adapter(path: str | Path) -> str:
             f"{facts['updates']} updates" if "updates" in facts else None]
     return "\n".join([
         f"lora adapter: rank {c.rank}, alpha {c.alpha:g} (update scale {c.scale:g}), targets {', '.join(c.targets)}; "
-        f"{values:,} parameters in {len(file.tensors)} tensors, {path.stat().st_size / 1e6:.1f} MB on disk",
+        f"{values:,} parameters in {len(file.tensors)} {str(file.stored).removeprefix('torch.')} tensors, "
+        f"{path.stat().st_size / 1e6:.1f} MB on disk",
         f"base: the DiT of weights digest {file.base} (trained from {base_file}{base_sha}); other models refuse it",
         "trained on: " + (", ".join(d for d in data if d is not None) or "not recorded"),
         f"use: salong generate PROMPT --model BASE --lora {shlex.quote(str(path))}[:STRENGTH]",
@@ -105,7 +106,7 @@ def describe_audio(path: str | Path) -> str:
         ("bit depth", {"32f": "32-bit float"}.get(request.bit_depth, f"{request.bit_depth}-bit")
          if request.bit_depth else None),
         ("loudness", f"{request.loudness:g} LUFS, true peak at most {request.peak_db:g} dBTP"
-         if request.loudness is not None else None),
+         + (", peaks limited" if request.limit else "") if request.loudness is not None else None),
         ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
         *_adapters(recipe),
         ("text encoder", recipe.text_encoder),

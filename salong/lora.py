@@ -10,9 +10,10 @@ them into the weights instead, for speed.
 Targets are named by group: "self_attn" (to_qkv, to_out), "cross_attn" (to_q, to_kv,
 to_out) and "ff" (the SwiGLU's two projections), or by a module-name suffix.
 
-An adapter file (`save_adapter`) holds A and B of every target and, in its metadata, the
-config, the digest of the base DiT's weights it was trained on (`dit_digest`) and what
-the caller adds (data, updates); `load_adapter` refuses a file for another base.
+An adapter file (`save_adapter`) holds A and B of every target in float16 (older files in
+float32 load alike, upcast) and, in its metadata, the config, the digest of the base DiT's
+weights it was trained on (`dit_digest`) and what the caller adds (data, updates);
+`load_adapter` refuses a file for another base.
 """
 
 from __future__ import annotations
@@ -159,13 +160,27 @@ def dit_digest(dit: nn.Module) -> str:
     return weights_digest(dit)
 
 
-def save_adapter(path: str | Path, adapter: Adapter, base: str, **facts: object) -> Path:
+def save_adapter(path: str | Path, adapter: Adapter, base: str, *, dtype: torch.dtype = torch.float16,
+                 **facts: object) -> Path:
     """One `.safetensors` with A and B of every target; `base` is the base DiT's `dit_digest`,
-    `facts` (captions, updates, ...) go into the metadata."""
-    tensors = {f"{name}.lora_a": adapter.a[_key(name)].detach().float().cpu().contiguous()
-               for name in adapter.names}
-    tensors.update({f"{name}.lora_b": adapter.b[_key(name)].detach().float().cpu().contiguous()
-                    for name in adapter.names})
+    `facts` (captions, updates, ...) go into the metadata.
+
+    A and B are stored in `dtype`, float16 by default: half the bytes of float32 (a rank-16
+    adapter of the bundled model in 1.7 MB instead of 3.4 MB) for a rounding of about 5e-4
+    of each value, far below what fine-tuning moves. `read_adapter` upcasts to float32."""
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise SalongError(f"adapter files store float16, bfloat16 or float32, not {dtype}")
+    tensors = {}
+    for name in adapter.names:
+        for part, value in (("a", adapter.a[_key(name)]), ("b", adapter.b[_key(name)])):
+            stored = value.detach().to(device="cpu", dtype=dtype).contiguous()
+            if not torch.isfinite(value).all():
+                raise SalongError(f"the adapter's {name}.lora_{part} holds NaN or infinite values: the run "
+                                  "diverged; train again with a lower --lr")
+            if not torch.isfinite(stored).all():
+                raise SalongError(f"the adapter's {name}.lora_{part} holds values beyond {dtype}'s range; save it "
+                                  "with dtype=torch.float32")
+            tensors[f"{name}.lora_{part}"] = stored
     return save_checkpoint(path, tensors, KIND, adapter.config, extra={"base": base, "facts": json.dumps(facts)})
 
 
@@ -176,7 +191,8 @@ class AdapterFile:
     config: LoraConfig
     base: str
     facts: dict
-    tensors: dict
+    tensors: dict  # float32, whatever the file stores
+    stored: torch.dtype  # what the file stores: float16 since adapters were halved, float32 before
 
 
 def check_adapter_file(path: str | Path) -> None:
@@ -199,7 +215,9 @@ def read_adapter(path: str | Path) -> AdapterFile:
         facts = parse_json(ckpt.metadata.get("facts", "{}"))
     except ValueError:
         facts = {}
-    return AdapterFile(config, ckpt.metadata.get("base", ""), facts, ckpt.tensors)
+    stored = next(iter(ckpt.tensors.values())).dtype if ckpt.tensors else torch.float32
+    tensors = {name: tensor.float() for name, tensor in ckpt.tensors.items()}
+    return AdapterFile(config, ckpt.metadata.get("base", ""), facts, tensors, stored)
 
 
 def load_adapter(path: str | Path, dit: nn.Module, base: str | None = None) -> Adapter:

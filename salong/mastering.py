@@ -5,8 +5,10 @@ Loudness is integrated loudness after ITU-R BS.1770-4 (K-weighting, 400 ms block
 and relative gates), measured with pyloudnorm, in LUFS. True peak is the peak of the signal
 oversampled 4x (BS.1770-4 Annex 2; soxr's band-limited resampler as the interpolator), in dBTP.
 Normalising applies one gain to the whole song, so its dynamics are kept; where the gain that
-reaches the target would lift the true peak over the ceiling, the ceiling wins (no limiter) and
-a warning says what loudness the song got.
+reaches the target would lift the true peak over the ceiling, the ceiling wins and a warning
+says what loudness the song got, unless the limiter is asked for (`limit`): then the peaks
+over the ceiling are turned down (`limit_true_peak`, a look-ahead limiter on the 4x
+oversampled signal) and the target is reached.
 
     audio = normalise_loudness(audio, 44100, lufs=-14.0, peak_db=-1.0)
     levels = measure(audio, 44100)  # Levels(lufs=-14.0, true_peak_db=-3.2)
@@ -71,6 +73,10 @@ DEFAULT_PEAK_DB = -1.0  # the usual streaming ceiling: headroom for lossy encode
 BLOCK_SECONDS = 0.4  # BS.1770's gating block: shorter audio has no loudness
 OVERSAMPLE = 4  # BS.1770-4 Annex 2: true peak from the signal at 4x its rate
 MARGIN_DB = 0.01  # aim this far under the ceiling, so rounding to 16 bits cannot cross it
+LIMITER_HOLD_SECONDS = 0.005  # the limiter's gain falls over this much before a peak and recovers over as much after
+LIMITER_PASSES = 4  # limiter passes before one final gain settles what is left over the ceiling
+LOUDNESS_TOLERANCE = 0.1  # LU: how near a limited song's loudness is brought to the target
+LOUDNESS_SPEC_TOLERANCE = 0.5  # LU: a limited song further than this from the target gets a warning
 
 
 def check_loudness(lufs: Any) -> float:
@@ -132,6 +138,51 @@ def true_peak_db(audio: np.ndarray, sample_rate: int, chunk: int = 1 << 16) -> f
     return 20 * math.log10(peak) if peak > 0 else -math.inf
 
 
+def true_peak_envelope(audio: np.ndarray, sample_rate: int, chunk: int = 1 << 16) -> np.ndarray:
+    """(samples,): at each sample, the largest magnitude over channels of the signal resampled to
+    4x its rate (`true_peak_db`'s resampler) in the four points from that sample on."""
+    audio = _finite(audio)
+    n = audio.shape[1]
+    stream = soxr.ResampleStream(sample_rate, OVERSAMPLE * sample_rate, audio.shape[0], dtype="float32",
+                                 quality="HQ")
+    parts = []
+    for start in range(0, n, chunk):
+        up = stream.resample_chunk(np.ascontiguousarray(audio[:, start:start + chunk].T), last=start + chunk >= n)
+        parts.append(np.abs(up).max(axis=1) if up.size else np.zeros(0, np.float32))  # (4 chunk,)
+    up = np.concatenate(parts)[: OVERSAMPLE * n]
+    up = np.pad(up, (0, OVERSAMPLE * n - up.size))
+    return np.maximum(up.reshape(n, OVERSAMPLE).max(axis=1), np.abs(audio).max(axis=0))  # (n,)
+
+
+def limit_true_peak(audio: np.ndarray, sample_rate: int, peak_db: float = DEFAULT_PEAK_DB) -> np.ndarray:
+    """`audio` under a true-peak ceiling of `peak_db` dBTP, by a gain that dips only around the
+    samples over it (a look-ahead peak limiter), the same on every channel so the stereo image
+    stays.
+
+    The gain each sample needs (ceiling over its 4x-oversampled peak, at most 1) is held at
+    its lowest for `LIMITER_HOLD_SECONDS` either side (a sliding minimum) and then averaged
+    over the same span, so it starts falling before a peak and recovers after it, and, as a
+    mean of values none above the need of the sample in the middle, never exceeds that need.
+    Gain changes bend the band-limited signal a little, so the pass repeats on what is still
+    over, and one final gain settles the rest. Audio under the ceiling is returned unchanged."""
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    audio = _finite(audio)
+    ceiling = 10 ** ((check_peak_db(peak_db) - MARGIN_DB) / 20)
+    width = 2 * max(1, round(LIMITER_HOLD_SECONDS * sample_rate)) + 1
+    out = audio
+    for _ in range(LIMITER_PASSES):
+        envelope = true_peak_envelope(out, sample_rate)  # (samples,)
+        if envelope.max() <= ceiling:
+            return out
+        need = np.minimum(1.0, ceiling / np.maximum(envelope, 1e-30))
+        gain = uniform_filter1d(minimum_filter1d(need, width, mode="nearest"), width, mode="nearest")
+        gain = np.minimum(gain, need)  # equal in exact arithmetic; the running mean's rounding may not be
+        out = (out * gain[None, :]).astype(np.float32)  # (channels, samples)
+    over = true_peak_db(out, sample_rate) - (peak_db - MARGIN_DB)
+    return out if over <= 0 else (out * np.float32(10 ** (-over / 20))).astype(np.float32)
+
+
 def measure(audio: np.ndarray, sample_rate: int) -> Levels:
     """A song's integrated loudness and true peak."""
     return Levels(integrated_loudness(audio, sample_rate), true_peak_db(audio, sample_rate))
@@ -146,10 +197,13 @@ def loudness_gain_db(levels: Levels, lufs: float, peak_db: float = DEFAULT_PEAK_
 
 
 def normalise_loudness(audio: np.ndarray, sample_rate: int, lufs: float, peak_db: float = DEFAULT_PEAK_DB,
-                       name: str = "the song") -> np.ndarray:
+                       name: str = "the song", limit: bool = False) -> np.ndarray:
     """`audio` times one gain: at integrated loudness `lufs` (LUFS), or quieter where that would
     lift its true peak over `peak_db` (dBTP), with a warning naming `name` and the loudness it
-    got. Silence is returned as it is, with a warning. NaN or infinite samples are an error."""
+    got. With `limit`, the peaks that the gain would lift over the ceiling are held under it
+    by `limit_true_peak` instead, so the target is reached (the gain is raised again until
+    the limited song is within `LOUDNESS_TOLERANCE` of it). Silence is returned as it is, with
+    a warning. NaN or infinite samples are an error."""
     lufs, peak_db = check_loudness(lufs), check_peak_db(peak_db)
     try:
         levels = measure(audio, sample_rate)
@@ -158,9 +212,30 @@ def normalise_loudness(audio: np.ndarray, sample_rate: int, lufs: float, peak_db
     if not math.isfinite(levels.lufs):
         warnings.warn(f"{name} is silent (below the {LOUDNESS_RANGE[0]:g} LUFS gate); --loudness left it as it is")
         return np.asarray(audio, dtype=np.float32)
+    if limit and lufs - levels.lufs > loudness_gain_db(levels, lufs, peak_db):
+        return _limited_to(np.asarray(audio, dtype=np.float32), sample_rate, lufs, peak_db, levels.lufs, name)
     gain_db = loudness_gain_db(levels, lufs, peak_db)
     if gain_db < lufs - levels.lufs - 0.05:
         warnings.warn(f"{name} reached {levels.lufs + gain_db:.1f} LUFS, not {lufs:g}: louder would put its true "
-                      f"peak over {peak_db:g} dBTP (one gain, no limiter); ask for less --loudness or a higher "
-                      "--peak-db")
+                      f"peak over {peak_db:g} dBTP (one gain); ask for less --loudness, a higher --peak-db or "
+                      "--limit")
     return (np.asarray(audio, dtype=np.float32) * np.float32(10 ** (gain_db / 20))).astype(np.float32)
+
+
+def _limited_to(audio: np.ndarray, sample_rate: int, lufs: float, peak_db: float, measured: float,
+                name: str) -> np.ndarray:
+    """`audio` (at `measured` LUFS) raised to `lufs` with its peaks limited under `peak_db`:
+    limiting lowers the loudness a little, so the gain is raised by what is missing and the
+    limiter run again, a few times."""
+    gain_db, out = lufs - measured, audio
+    for _ in range(LIMITER_PASSES):
+        out = limit_true_peak(audio * np.float32(10 ** (gain_db / 20)), sample_rate, peak_db)
+        missing = lufs - integrated_loudness(out, sample_rate)
+        if abs(missing) <= LOUDNESS_TOLERANCE:
+            return out
+        gain_db += missing
+    if abs(missing) <= LOUDNESS_SPEC_TOLERANCE:
+        return out
+    warnings.warn(f"{name} reached {lufs - missing:.1f} LUFS, not {lufs:g}: limited under {peak_db:g} dBTP, its "
+                  "peaks would need more gain reduction than a limiter gives; ask for less --loudness")
+    return out

@@ -20,7 +20,8 @@ model's), `lora_merge` (true: merged into the weights), `text_encoder` (a T5 fol
 apart from a Stable Audio Open model), `bpm`, `key`, `meter`, `drums` (what the prompt states is
 read from it again, so a new prompt given with `--like` states its own), `bit_depth` (a
 WAV's or FLAC's: "16", "24" or "32f"; none in ogg and mp3), `loudness` and `peak_db` (the
-LUFS and dBTP ceiling it was normalised to), and `model` for the bundled model.
+LUFS and dBTP ceiling it was normalised to), `limit` (true: its peaks were limited under the
+ceiling) and `model` for the bundled model.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "bpm": (str, int, float), "key": (str,), "meter": (str, int), "drums": (str,),
     "lora": (list,), "lora_merge": (bool,),
     "salong": (str,), "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
+    "limit": (bool,),
 }
 _REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "salong")
 

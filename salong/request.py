@@ -232,6 +232,7 @@ class SongRequest:
     bit_depth: str | None = None
     loudness: float | None = None
     peak_db: float | None = None
+    limit: bool | None = None
     controls: Controls = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -285,9 +286,15 @@ class SongRequest:
         checked: dict[str, Any] = {}
         if self.bit_depth is not None:
             checked["bit_depth"] = check_bit_depth(self.bit_depth)
+        if self.limit not in (None, True, False):
+            raise SalongError(f"limit must be True or False, got {self.limit!r}")
+        checked["limit"] = self.limit or None  # False is the default: None, left out of the recipe
         if self.loudness is None:
             if self.peak_db is not None:
                 raise SalongError("--peak-db is the true-peak ceiling of --loudness; give --loudness LUFS too")
+            if checked["limit"]:
+                raise SalongError("--limit holds the peaks that --loudness lifts under --peak-db; give --loudness "
+                                  "LUFS too")
             return checked
         checked["loudness"] = check_loudness(self.loudness)
         checked["peak_db"] = DEFAULT_PEAK_DB if self.peak_db is None else check_peak_db(self.peak_db)

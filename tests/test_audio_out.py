@@ -95,6 +95,35 @@ def test_a_target_over_the_ceiling_stops_at_the_ceiling_and_says_so(tmp_path):
     assert not A.read_audio(silent)[0].any()
 
 
+def test_the_limiter_holds_true_peaks_under_the_ceiling_and_leaves_the_rest():
+    """A quiet sine with a loud 10 ms burst at 1 s: limited under -1 dBTP, the burst is turned
+    down and everything more than two hold spans (10 ms) from it is untouched."""
+    audio = sine(440, 0.1)
+    burst = slice(RATE, RATE + RATE // 100)
+    audio[:, burst] = sine(3000, 1.5, 0.01)
+    limited = M.limit_true_peak(audio, RATE, -1.0)
+    assert -1.1 < M.true_peak_db(limited, RATE) <= -1.0 and limited.dtype == np.float32
+    far = round(2 * M.LIMITER_HOLD_SECONDS * RATE) + 1
+    outside = np.r_[0:burst.start - far, burst.stop + far:audio.shape[1]]
+    assert np.array_equal(limited[:, outside], audio[:, outside])
+    assert np.array_equal(limited[0], limited[1])  # one gain for both channels
+    quiet = sine(440, 0.5)
+    assert np.array_equal(M.limit_true_peak(quiet, RATE), quiet)  # under the ceiling: unchanged
+
+
+@pytest.mark.parametrize("target", [-10.0, -8.0])
+def test_loudness_with_the_limiter_reaches_a_target_one_gain_cannot(tmp_path, target):
+    piece = make_piece(seed=4, seconds=3.0).audio
+    with pytest.warns(UserWarning, match="reached"):  # one gain alone stops at the ceiling
+        alone = M.measure(M.normalise_loudness(piece, RATE, target, -1.0), RATE)
+    assert alone.lufs < target - 0.5
+    path = A.write_audio(tmp_path / "limited.wav", piece, RATE, loudness=target, peak_db=-1.0, limit=True)
+    levels = M.measure(A.read_audio(path)[0], RATE)
+    assert abs(levels.lufs - target) <= 0.5 and levels.true_peak_db <= -1.0, levels
+    reachable = M.normalise_loudness(piece, RATE, -30.0, -1.0, limit=True)  # nothing to limit: one gain, as before
+    assert np.array_equal(reachable, M.normalise_loudness(piece, RATE, -30.0, -1.0))
+
+
 def test_without_loudness_audio_is_only_scaled_down_where_it_would_clip(tmp_path):
     quiet = sine(440, 0.1)
     y, _ = A.read_audio(A.write_audio(tmp_path / "q.wav", quiet, RATE, bit_depth="32f"))
@@ -123,6 +152,15 @@ def test_request_checks_and_recipe_round_trip():
     record = json.loads(recipe.to_json())
     assert (record["bit_depth"], record["loudness"], record["peak_db"]) == ("16", -14.0, -1.0)
     assert Recipe.from_json(recipe.to_json(), "x") == recipe
+    assert "limit" not in record and SongRequest("x", 30.0, loudness=-14, limit=False).limit is None
+    limited = Recipe(SongRequest("calm piano", 30.0, seed=1, steps=2, cfg=3.0, sampler="euler", frames="needed",
+                                 loudness=-9, limit=True))
+    assert json.loads(limited.to_json())["limit"] is True and Recipe.from_json(limited.to_json(), "x") == limited
+    assert "--loudness -9.0 --peak-db -1.0 --limit" in limited.command("x.wav")
+    with pytest.raises(SalongError, match="^--limit holds the peaks that --loudness lifts"):
+        SongRequest("x", 30.0, limit=True)
+    with pytest.raises(SalongError, match="^limit must be True or False"):
+        SongRequest("x", 30.0, loudness=-14, limit="yes")
     assert "--bit-depth 16 --loudness -14.0 --peak-db -1.0" in recipe.command("take.wav")
     old = Recipe(SongRequest("calm piano", 30.0, seed=1, steps=2, cfg=3.0, sampler="euler", frames="needed"))
     assert "bit_depth" not in old.to_json() and Recipe.from_json(old.to_json(), "x").request.bit_depth is None
@@ -174,6 +212,15 @@ def test_generate_writes_records_and_remakes_bit_depth_and_loudness(tmp_path, ca
     assert code == 0 and sf.info("plain.wav").subtype == "PCM_24" and read_recipe("plain.wav").request.bit_depth == "24"
     code, out, err = run_cli(capsys, "generate", "--like", "plain.wav", "-o", "plain.ogg")
     assert code == 0 and read_recipe("plain.ogg").request.bit_depth is None
+    # --limit: recorded, described, and made again by --like
+    code, out, err = run_cli(capsys, "generate", "calm piano", "-s", 1, "--seed", 2, "--steps", 2, "--model",
+                             generator_path, "--loudness", "-6", "--limit", "-o", "loud.wav")
+    assert code == 0, err
+    assert read_recipe("loud.wav").request.limit is True and M.true_peak_db(A.read_audio("loud.wav")[0], RATE) <= -1
+    code, out, err = run_cli(capsys, "info", "loud.wav")
+    assert "loudness: -6 LUFS, true peak at most -1 dBTP, peaks limited" in out and "--limit" in out
+    code, out, err = run_cli(capsys, "generate", "--like", "loud.wav", "-o", "loud2.wav")
+    assert code == 0 and np.array_equal(A.read_audio("loud2.wav")[0], A.read_audio("loud.wav")[0])
 
 
 def test_a_song_with_nan_samples_is_one_line_naming_it_and_no_file(tmp_path, capsys, generator_path, monkeypatch):

@@ -4,6 +4,7 @@ the generator and the command line, the recipe's adapters, `salong info` of an a
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from salong.dit import PRESETS, DiT
 from salong.errors import SalongError
 from salong.lora import Adapter, LoraConfig, attach, dit_digest, load_adapter, merge, read_adapter, save_adapter
 from salong.request import Lora, SongRequest
+
+OLD = Path(__file__).parent / "fixtures" / "old_files"
 
 
 def perturbed(seed=0, config=PRESETS["tiny"]):
@@ -79,15 +82,74 @@ def test_files_round_trip_and_refuse_another_base(tmp_path):
     path = save_adapter(tmp_path / "style.safetensors", adapter, dit_digest(dit), captions=30, updates=100)
     file = read_adapter(path)
     assert file.config == LoraConfig(rank=4) and file.facts == {"captions": 30, "updates": 100}
+    assert file.stored == torch.float16 and all(t.dtype == torch.float32 for t in file.tensors.values())
     loaded = load_adapter(path, dit)
+    for group in ("a", "b"):  # stored in half precision, loaded back in float32
+        mine, theirs = getattr(adapter, group), getattr(loaded, group)
+        assert all(theirs[k].dtype == torch.float32 and torch.equal(theirs[k], mine[k].half().float()) for k in mine)
+    base = dit(**inputs())
     with attach(dit, [(adapter, 1.0)]):
         expected = dit(**inputs())
-    with attach(dit, [(loaded, 1.0)]):
+    with attach(dit, [(loaded, 1.0)]):  # the rounding moves the output by well under 1% of the adapter's update
+        assert (dit(**inputs()) - expected).norm() < 0.01 * (expected - base).norm()
+    full = save_adapter(tmp_path / "full.safetensors", adapter, dit_digest(dit), dtype=torch.float32)
+    assert read_adapter(full).stored == torch.float32 and full.stat().st_size > 1.8 * path.stat().st_size
+    with attach(dit, [(load_adapter(full, dit), 1.0)]):
         assert torch.equal(dit(**inputs()), expected)
     other = perturbed(seed=5)
     message = rf"weights digest {dit_digest(dit)}, but this model's is {dit_digest(other)}"
     with pytest.raises(SalongError, match=message):
         load_adapter(path, other)
+
+
+def test_an_adapter_beyond_half_precision_or_diverged_is_refused(tmp_path):
+    dit = perturbed()
+    adapter = trained(dit)
+    with torch.no_grad():
+        adapter.b["transformer/layers/0/ff/ff/2"][0, 0] = 1e5  # float16 tops out at 65504
+    with pytest.raises(SalongError, match=r"ff\.ff\.2\.lora_b holds values beyond torch.float16's range"):
+        save_adapter(tmp_path / "big.safetensors", adapter, dit_digest(dit))
+    assert read_adapter(save_adapter(tmp_path / "big.safetensors", adapter, dit_digest(dit),
+                                     dtype=torch.float32)).stored == torch.float32
+    with torch.no_grad():
+        adapter.a["transformer/layers/1/self_attn/to_out"][0, 0] = float("nan")
+    with pytest.raises(SalongError, match="to_out.lora_a holds NaN or infinite values"):
+        save_adapter(tmp_path / "nan.safetensors", adapter, dit_digest(dit), dtype=torch.float32)
+
+
+def test_an_adapter_file_of_float32_from_before_loads(tmp_path):
+    """tests/fixtures/old_files/327d6d1_lora.safetensors: written by commit 327d6d1 (float32 A
+    and B) for the generator beside it; it loads as it is, and saved again it is half the size."""
+    from salong.pipeline import Generator
+
+    old = OLD / "327d6d1_lora.safetensors"
+    file = read_adapter(old)
+    assert file.stored == torch.float32 and file.config == LoraConfig(rank=2, alpha=4.0)
+    dit = Generator.load(OLD / "327d6d1_generator.safetensors").dit
+    adapter = load_adapter(old, dit)
+    assert all(torch.equal(adapter.a[k.removesuffix(".lora_a").replace(".", "/")], v)
+               for k, v in file.tensors.items() if k.endswith(".lora_a"))
+    x = dict(x=torch.randn(1, 8, 4), t=torch.full((1,), 0.5), cond_tokens=torch.randn(1, 77, 16),
+             seconds_start=torch.zeros(1), seconds_total=torch.ones(1))
+    with torch.no_grad():
+        base = dit(**x)
+        with attach(dit, [(adapter, 1.0)]):
+            old_out = dit(**x)
+        assert not torch.allclose(old_out, base)
+        again = load_adapter(save_adapter(tmp_path / "again.safetensors", adapter, dit_digest(dit), **file.facts), dit)
+        with attach(dit, [(again, 1.0)]):
+            assert (dit(**x) - old_out).norm() < 0.01 * (old_out - base).norm()
+    assert (tmp_path / "again.safetensors").stat().st_size < 0.75 * old.stat().st_size
+
+
+def test_a_rank_16_adapter_of_the_bundled_dit_is_at_most_2_mb(tmp_path):
+    from salong.bundled import default_generator
+    from salong.pipeline import generator_config
+
+    dit = DiT(generator_config(default_generator()).dit)  # the bundled DiT's layout; its weights do not matter
+    adapter = Adapter(dit, LoraConfig(rank=16))
+    path = save_adapter(tmp_path / "style.safetensors", adapter, dit_digest(dit))
+    assert adapter.parameter_count() == 851_968 and path.stat().st_size <= 2_000_000
 
 
 def test_sao1_adapter_sizes():
@@ -301,9 +363,30 @@ def test_info_describes_an_adapter_file(capsys, adapters):
     count = sum(t.numel() for t in read_adapter(one).tensors.values())
     assert out.splitlines() == [
         f"lora adapter: rank 4, alpha 16 (update scale 4), targets self_attn, cross_attn, ff; {count:,} parameters "
-        f"in 28 tensors, {one.stat().st_size / 1e6:.1f} MB on disk",
+        f"in 28 float16 tensors, {one.stat().st_size / 1e6:.1f} MB on disk",
         f"base: the DiT of weights digest {read_adapter(one).base} (trained from generator.safetensors, sha256 "
         "0123456789abcdef); other models refuse it",
         "trained on: 30 captions, 10 files, 100 updates",
         f"use: salong generate PROMPT --model BASE --lora {one}[:STRENGTH]",
     ]
+
+
+def test_the_finetune_memory_benchmark_reports_each_rank_and_step():
+    """benchmarks/finetune_memory.py on the tiny layout: counts as `Adapter` counts them, a
+    float16 file of two bytes a parameter plus its header, one step per mode in its own process."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "finetune_memory.py"), "--preset", "tiny",
+                           "--seconds", "1", "--ranks", "2", "--full"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    count = Adapter(DiT(PRESETS["tiny"]), LoraConfig(rank=2)).parameter_count()
+    size = re.search(rf"LoRA rank 2: {count:,} trainable parameters .* adapter file [\d.]+ MB \(([\d,]+) bytes",
+                     done.stdout)
+    assert size and 2 * count <= int(size.group(1).replace(",", "")) <= 2 * count + 20_000
+    steps = [line for line in lines if "one step at batch 1 x 1 s" in line]
+    assert len(steps) == 2 and steps[0].startswith("  LoRA rank 2:") and steps[1].startswith("  full fine-tuning:")
+    assert all(re.search(r"peak RSS \d+\.\d\d GiB", line) for line in steps)

@@ -327,6 +327,29 @@ def test_corpus_with_log_lengths_is_the_same_on_any_number_of_processes(tmp_path
     assert abs(low - high) < 150 and abs(low - 1000) < 150
 
 
+def test_a_corpus_of_one_lead_and_a_tempo_range_keeps_the_other_draws(tmp_path, capsys):
+    """`salong synth --lead bells --min-bpm 70 --max-bpm 80`: every piece has that lead and a tempo
+    in the range, stated in its caption; its other attributes are those of the unrestricted corpus."""
+    from conftest import run_cli
+
+    code, out, err = run_cli(capsys, "synth", 6, tmp_path / "style", "--seed", 4, "--min-seconds", 1,
+                             "--max-seconds", 1.5, "--lead", "bells", "--min-bpm", 70, "--max-bpm", 80)
+    assert code == 0, err
+    plain = synth.write_corpus(6, tmp_path / "plain", seed=4, min_seconds=1.0, max_seconds=1.5)
+    style = [json.loads(line) for line in (tmp_path / "style" / "metadata.jsonl").read_text().splitlines()]
+    plain = [json.loads(line) for line in (plain / "metadata.jsonl").read_text().splitlines()]
+    assert len({e["attributes"]["bpm"] for e in style}) > 1
+    for mine, theirs in zip(style, plain):
+        a = mine["attributes"]
+        assert a["lead"] == "bells" and 70 <= a["bpm"] <= 80 and "bell" in mine["caption"].lower()
+        assert {k: v for k, v in a.items() if k not in ("lead", "bpm", "mood")} == {
+            k: v for k, v in theirs["attributes"].items() if k not in ("lead", "bpm", "mood")}
+        piece = synth.make_piece(mine["seed"], a["seconds"], lead="bells", bpm=a["bpm"])
+        assert piece.caption == mine["caption"]
+    code, _, err = run_cli(capsys, "synth", 1, tmp_path / "bad", "--min-bpm", 100, "--max-bpm", 90)
+    assert code != 0 and "min_bpm=100, max_bpm=90" in err and err.count("\n") == 1
+
+
 # ------------------------------------------------------------------ bad arguments
 
 @pytest.mark.parametrize("call,match", [
@@ -348,6 +371,9 @@ def test_corpus_with_log_lengths_is_the_same_on_any_number_of_processes(tmp_path
     (lambda: synth.write_corpus(1, "unused", fmt="mp3"), r"fmt='mp3'.*'flac'"),
     (lambda: synth.write_corpus(1, "unused", durations="normal"), r"durations='normal'.*'log'"),
     (lambda: synth.write_corpus(1, "unused", jobs=0), r"jobs=0"),
+    (lambda: synth.write_corpus(1, "unused", lead="kazoo"), r"lead='kazoo'.*'bells'"),
+    (lambda: synth.write_corpus(1, "unused", bpm_range=(90, 80)), r"min_bpm=90, max_bpm=80 .*60 <= min_bpm"),
+    (lambda: synth.write_corpus(1, "unused", bpm_range=(50, 80)), r"min_bpm=50"),
 ])
 def test_bad_arguments_raise_salong_error_naming_the_value(call, match):
     with pytest.raises(SalongError, match=match):

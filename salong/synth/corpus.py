@@ -17,10 +17,10 @@ import numpy as np
 
 from salong.errors import SalongError
 from salong.outputs import write_atomic
+from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, _TEMPO_STREAM, LEADS,
+                                     MAX_BPM, MAX_SECONDS, MIN_BPM, SAMPLE_RATE, PieceAttributes, _check_choice,
+                                     _check_seed, random_attributes)
 from salong.textfile import parse_json, read_lines
-from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, MAX_SECONDS,
-                                     SAMPLE_RATE, PieceAttributes, _check_choice, _check_seed,
-                                     random_attributes)
 from salong.synth.captions import caption_for
 from salong.synth.mix import render
 
@@ -117,18 +117,43 @@ def check_room(out: Path, n: int, min_seconds: float, max_seconds: float, durati
                           f"{str(folder)!r} has {free / 1e9:,.1f} GB free; make fewer or shorter pieces")
 
 
+def corpus_overrides(piece_seed: int, lead: str | None, bpm_range: tuple[int, int] | None) -> dict[str, object]:
+    """The attributes a restricted corpus fixes for one piece: its `lead`, and a tempo drawn
+    uniformly from `bpm_range` (inclusive) on a stream of its own, so the piece's other
+    attributes are those the seed draws without restrictions."""
+    overrides: dict[str, object] = {}
+    if lead is not None:
+        overrides["lead"] = lead
+    if bpm_range is not None:
+        low, high = bpm_range
+        overrides["bpm"] = int(np.random.default_rng([piece_seed, _TEMPO_STREAM]).integers(low, high + 1))
+    return overrides
+
+
+def _check_restrictions(lead: str | None, bpm_range: tuple[int, int] | None) -> None:
+    if lead is not None:
+        _check_choice("lead", lead, LEADS)
+    if bpm_range is not None:
+        low, high = bpm_range
+        if not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in bpm_range) or not (
+                MIN_BPM <= low <= high <= MAX_BPM):
+            raise SalongError(f"min_bpm={low!r}, max_bpm={high!r} are not allowed; need whole numbers "
+                              f"{MIN_BPM} <= min_bpm <= max_bpm <= {MAX_BPM}")
+
+
 def piece_path(i: int, fmt: str) -> str:
     """Where piece `i` goes, relative to the corpus folder."""
     return f"audio/{i:06d}.{fmt}"
 
 
-def _write_piece(job: tuple[Path, int, int, float, float, str, str, int]) -> str:
+def _write_piece(job: tuple) -> str:
     """Render and write piece `i`; its metadata line (runs in a worker process under `jobs`)."""
     from salong.audio import write_audio
 
-    out, seed, i, min_seconds, max_seconds, durations, fmt, captions = job
+    out, seed, i, min_seconds, max_seconds, durations, fmt, captions, lead, bpm_range = job
     piece_seed = _corpus_seed(seed, i)
-    piece = make_piece(piece_seed, piece_length(piece_seed, min_seconds, max_seconds, durations))
+    piece = make_piece(piece_seed, piece_length(piece_seed, min_seconds, max_seconds, durations),
+                       **corpus_overrides(piece_seed, lead, bpm_range))
     rel = piece_path(i, fmt)
     write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt, bit_depth="16")  # training data: half the bytes of 24
     return _metadata_line(rel, piece_seed, piece.attributes, piece.audio.shape[1] / SAMPLE_RATE, captions)
@@ -151,12 +176,14 @@ def _refuse_existing_corpus(out: Path, n: int, fmt: str, overwrite: bool) -> Non
 def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float = 5.0,
                  max_seconds: float = 30.0, fmt: str = "wav", durations: str = "uniform", jobs: int = 1,
                  progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
-                 captions: int = 1) -> Path:
+                 captions: int = 1, lead: str | None = None, bpm_range: tuple[int, int] | None = None) -> Path:
     """Write n pieces as out_dir/audio/NNNNNN.<fmt> plus out_dir/metadata.jsonl; returns out_dir.
 
     Each metadata line: {"path", "caption", "duration", "seed", "attributes"}; path is
     relative to out_dir. With `captions` > 1 a line also lists "captions": up to that many
-    different descriptions (`captions_for`), the first of them the caption. Piece i
+    different descriptions (`captions_for`), the first of them the caption. `lead` (one of
+    `LEADS`) and `bpm_range` (lowest and highest tempo) restrict every piece to one lead
+    instrument and a tempo range (`corpus_overrides`), for a corpus of one style. Piece i
     depends only on (seed, i), so corpora are reproducible, whatever the number of worker
     processes (`jobs`). metadata.jsonl is written last: a
     corpus folder with one is complete.
@@ -173,6 +200,7 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     _check_choice("fmt", fmt, ("wav", "flac"))
     _check_choice("durations", durations, DURATION_LAWS)
     _check_captions(captions)
+    _check_restrictions(lead, bpm_range)
     most = 4 * (os.cpu_count() or 1)  # more workers than CPUs only cost memory
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= most:
         raise SalongError(f"jobs={jobs!r} is not allowed; use an integer from 1 to {most} (4 per CPU)")
@@ -180,7 +208,7 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     _refuse_existing_corpus(out, n, fmt, overwrite)
     check_room(out, n, min_seconds, max_seconds, durations, fmt)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    work = ((out, seed, i, min_seconds, max_seconds, durations, fmt, captions) for i in range(n))
+    work = ((out, seed, i, min_seconds, max_seconds, durations, fmt, captions, lead, bpm_range) for i in range(n))
     lines = []
     with contextlib.ExitStack() as stack:
         if jobs > 1:
