@@ -32,7 +32,6 @@ from salong.errors import SalongError
 from salong.timing import audio_samples
 
 if TYPE_CHECKING:
-    from salong.pipeline import GeneratorConfig
     from salong.request import SongRequest
 
 CROSSFADE_SECONDS = 0.05  # each seam's equal-power crossfade, on the kept side
@@ -90,15 +89,15 @@ def source_seconds(request: SongRequest) -> float:
     return audio.shape[1] / rate
 
 
-def check_edit(request: SongRequest, model: GeneratorConfig | None = None) -> None:
+def check_edit(request: SongRequest, max_seconds: float | None = None) -> None:
     """The checks of an edit that read its source (readable, the region inside it, a longer
-    total for extend) and, given the `model`, those of its window (the region and its
-    crossfades inside the window). Each failure is one line; none needs a loaded model."""
+    total for extend) and, given the model's window `max_seconds`, those of the window (the
+    region and its crossfades inside it). Each failure is one line; none needs a loaded model."""
     mode = edit_mode(request)
     if mode in (None, "loop"):
-        if mode == "loop" and model is not None and request.seconds > model.max_seconds + 1e-9:
+        if mode == "loop" and max_seconds is not None and request.seconds > max_seconds + 1e-9:
             raise SalongError(f"--loop of {request.seconds:g} s is longer than this model's window; the "
-                              f"maximum is {model.max_seconds:.2f}")
+                              f"maximum is {max_seconds:.2f}")
         return
     have = source_seconds(request)
     name = (request.inpaint if mode == "inpaint" else request.extend).path or "the source audio"
@@ -114,12 +113,12 @@ def check_edit(request: SongRequest, model: GeneratorConfig | None = None) -> No
             raise SalongError(f"--extend makes {name!r} ({have:.2f} s) longer: give -s TOTAL above {have:.2f}, "
                               f"got {request.seconds:g}")
         new = request.seconds - have
-    if model is not None:
-        room = model.max_seconds - (2 if mode == "inpaint" else 1) * CROSSFADE_SECONDS
+    if max_seconds is not None:
+        room = max_seconds - (2 if mode == "inpaint" else 1) * CROSSFADE_SECONDS
         if new > room + 1e-9:
             what = "region" if mode == "inpaint" else "extension"
             raise SalongError(f"the {what} of {new:.2f} s is longer than this model's window allows; the most is "
-                              f"{room:.2f} s (window {model.max_seconds:.2f} s less the crossfades)")
+                              f"{room:.2f} s (window {max_seconds:.2f} s less the crossfades)")
 
 
 def loop_seconds(seconds: float, bpm: float | None, beats_per_bar: int | None, max_seconds: float) -> float:

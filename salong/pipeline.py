@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,6 +517,23 @@ def _counted(progress: Progress | None, before: int, total: int) -> Progress | N
 def generator_config(path: str | Path) -> GeneratorConfig:
     """The config of a generator checkpoint, read without building its models."""
     return config_from_dict(GeneratorConfig, load_checkpoint(path, KIND).config)
+
+
+def window_seconds(path: Path) -> float | None:
+    """The longest song the generator file or Stable Audio Open folder at `path` samples, read
+    from its config alone (no weights), so that an edit's region is checked before the model
+    loads; None where `path` is not a model, which loading it then reports in one line."""
+    from salong.checkpoint import FORMAT_KEY, VERSION_KEY, FileConfig, Origin, read_metadata
+    from salong.sao import read_config
+
+    if path.is_dir():
+        sao = read_config(path)
+        return sao.dit.window * sao.autoencoder.samples_per_latent / sao.autoencoder.sample_rate
+    meta = read_metadata(path)
+    if meta.get("kind") != KIND or not meta.get(FORMAT_KEY, "").isdigit() or "config" not in meta:
+        return None
+    origin = Origin(repr(str(path)), int(meta[FORMAT_KEY]), meta.get(VERSION_KEY))
+    return config_from_dict(GeneratorConfig, FileConfig(json.loads(meta["config"]), origin)).max_seconds
 
 
 def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder,

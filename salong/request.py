@@ -366,7 +366,7 @@ class SongRequest:
         whole bars (`salong.edit.loop_seconds`)."""
         from salong.edit import check_edit, loop_seconds, source_audio
 
-        check_edit(self, model)
+        check_edit(self, model.max_seconds)
         rate = model.autoencoder.sample_rate
         if self.inpaint is not None:
             return source_audio(self, rate, model.autoencoder.audio_channels).shape[1] / rate
