@@ -375,8 +375,11 @@ class Generator:
             denoiser = cfg_denoiser(adapted, cond, uncond, r.cfg)
             if known is not None:
                 denoiser = keep_known(denoiser, known[0], known[1], noise, self.config.objective)
-            return sample(denoiser, x, sigmas, callback=callback,
-                          generator=torch.Generator(device=self.device).manual_seed(seed + 1))
+            latents = sample(denoiser, x, sigmas, callback=callback,
+                             generator=torch.Generator(device=self.device).manual_seed(seed + 1))
+        if known is not None:  # Euler's last step lands on the kept latents only to float rounding
+            latents = torch.where(known[1].to(self.device), latents, known[0])
+        return latents
 
     # --- edits (salong.edit) ---------------------------------------------------------
 
