@@ -171,12 +171,19 @@ def source_fill(request: SongRequest, sample_rate: int, channels: int) -> Fill:
     return Fill(np.concatenate([audio, pad], axis=1), have, total, fade)
 
 
-def loop_fill(song: np.ndarray, sample_rate: int) -> tuple[Fill, int]:
+def loop_fill(song: np.ndarray, sample_rate: int, bar_seconds: float | None = None,
+              beat_seconds: float | None = None) -> tuple[Fill, int]:
     """The seam pass of a loop: `song` rotated left by `shift` samples so that its end meets
-    its start in the middle, with the span around that meeting point to regenerate.
-    Returns (fill, shift); rotate the result right by `shift` to get the loop."""
+    its start in the middle, with the span around that meeting point to regenerate. With a
+    tempo the shift is whole bars (whole beats in a one-bar loop), so the rotated song still
+    starts on the beat grid a beat conditioner lays from 0 s. Returns (fill, shift); rotate
+    the result right by `shift` to get the loop."""
     samples = song.shape[1]
     shift = samples // 2
+    for unit in (bar_seconds, beat_seconds):
+        if unit is not None and round(samples / 2 / (unit * sample_rate)) >= 1:
+            shift = round(round(samples / 2 / (unit * sample_rate)) * unit * sample_rate)
+            break
     seam = samples - shift  # where the song's last sample meets its first
     half = min(round(LOOP_SEAM_SECONDS * sample_rate), samples // 4)
     fade = min(fade_samples(sample_rate), samples // 8)

@@ -305,7 +305,9 @@ class Generator:
             audio = self._song(r, progress)
         elif mode == "loop":  # the song, then its wrap-around regenerated: twice the steps
             song = self._song(r, _counted(progress, 0, 2 * r.steps))
-            fill, shift = loop_fill(song, self.sample_rate)
+            bpm, beats = r.controls.bpm, r.controls.beats_per_bar or 4
+            fill, shift = loop_fill(song, self.sample_rate, None if bpm is None else beats * 60 / bpm,
+                                    None if bpm is None else 60 / bpm)
             seam = self._fill(r, fill, r.seed + 3, _counted(progress, r.steps, 2 * r.steps))
             audio = np.roll(seam, shift, axis=1)  # back: the regenerated seam is the wrap-around
         else:
