@@ -3,6 +3,7 @@ crossfades, for v and rectified-flow models; bad regions fail in one line before
 loads; the recipe records the edit and remakes it."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -234,6 +235,9 @@ def test_recipe_records_the_edit_and_remakes_it(tmp_path, capsys, generator_path
     assert (recipe.request.start, recipe.request.end) == (0.5, 1.0)
     assert recipe.source_sha256 == model_sha256(song_file) and recipe.request.seconds == 2.0
     assert "--inpaint" in recipe.command(take) and "--from 0.5 --to 1.0" in recipe.command(take)
+    from salong.plots import _inpainted
+
+    assert _inpainted(take) == (0.5, 1.0)  # what `salong plot` shades
     written, original = sf.read(take, dtype="float32")[0], sf.read(song_file, dtype="float32")[0]
     assert np.array_equal(written[: RATE // 2 - FADE], original[: RATE // 2 - FADE])  # 24-bit in, 24-bit out
 
@@ -265,3 +269,24 @@ def test_recipe_of_extend_and_loop(tmp_path, capsys, generator_path, song_file, 
     again = tmp_path / "again.wav"
     assert run_cli(capsys, "generate", "--like", take, "-o", again, "--no-progress")[0] == 0
     assert np.array_equal(sf.read(again)[0], sf.read(take)[0])
+
+
+@pytest.mark.parametrize("objective", ["v", "rf"])
+def test_stable_audio_open_folders_edit_too(tmp_path, objective):
+    """Their default frames are the whole window: frames past the song's end are sampled freely."""
+    from conftest import write_tiny_sao
+    from salong.sao import load_folder
+
+    folder = write_tiny_sao(tmp_path / "sao", objective)
+    config = json.loads((folder / "model_config.json").read_text())
+    config["sample_size"] = 32 * 2048  # a 1.49 s window at hop 32: room for a region and its crossfades
+    (folder / "model_config.json").write_text(json.dumps(config))
+    gen = load_folder(folder)
+    assert gen.config.sampling.frames == "window"
+    source = noise_song(0.5)
+    song = gen.inpaint("calm piano", (source, RATE), 0.2, 0.3, seed=1, steps=2)
+    cut, end = round(0.2 * RATE) - FADE, round(0.3 * RATE) + FADE
+    assert np.array_equal(song.audio[:, :cut], source[:, :cut]) and np.array_equal(song.audio[:, end:], source[:, end:])
+    longer = gen.extend("calm piano", (source, RATE), 1.0, seed=1, steps=2)
+    assert longer.audio.shape == (2, RATE) and np.array_equal(longer.audio[:, : RATE // 2 - FADE],
+                                                              source[:, : RATE // 2 - FADE])
