@@ -355,6 +355,8 @@ def generate(
     if (prompt is None) == (prompts is None):
         raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
     frames = "window" if full_window else getattr(frames, "value", frames)  # an enum, or a str from --like
+    if inpaint is not None and _given(ctx, "seconds"):
+        warnings.warn("--inpaint keeps the song's own length; -s is not used")
     # bad settings fail here, before the model loads
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,

@@ -227,9 +227,9 @@ def test_recipe_records_the_edit_and_remakes_it(tmp_path, capsys, generator_path
     from salong.recipe import model_sha256, read_recipe
 
     take = tmp_path / "take.wav"
-    code, out, err = run_cli(capsys, "generate", "brass", "--inpaint", song_file, "--from", "0.5", "--to", "1",
+    code, out, err = run_cli(capsys, "generate", "brass", "--inpaint", song_file, "--from", "0.5", "--to", "1", "-s", 9,
                              "--seed", "2", "--steps", "2", "--model", generator_path, "-o", take, "--no-progress")
-    assert code == 0, err
+    assert code == 0 and err.strip() == "warning: --inpaint keeps the song's own length; -s is not used", err
     recipe = read_recipe(take)
     assert recipe.request.inpaint.path == str(song_file.resolve())
     assert (recipe.request.start, recipe.request.end) == (0.5, 1.0)
@@ -243,7 +243,7 @@ def test_recipe_records_the_edit_and_remakes_it(tmp_path, capsys, generator_path
 
     again = tmp_path / "again.wav"
     code, out, err = run_cli(capsys, "generate", "--like", take, "-o", again, "--no-progress")
-    assert code == 0 and "warning" not in err
+    assert code == 0 and "warning" not in err  # the recipe's seconds are the song's own
     assert np.array_equal(sf.read(again)[0], sf.read(take)[0])
 
     sf.write(song_file, noise_song(2.0, seed=9).T, RATE, subtype="PCM_24")  # the source changed since
