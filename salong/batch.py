@@ -339,7 +339,7 @@ def render(
     file carries its recipe (`salong.recipe`) in its tags, with `text_encoder`, a T5
     folder given apart from the model."""
     from salong.audio import output_format, write_audio
-    from salong.recipe import Recipe, lora_fields, model_fields
+    from salong.recipe import Recipe, lora_fields, model_fields, source_fields
 
     made_by = dict(model_fields(generator.source),
                    text_encoder=str(text_encoder.resolve()) if text_encoder is not None else None)
@@ -361,7 +361,8 @@ def render(
         start = time.perf_counter()
         try:
             request = as_written(job.request, output_format(job.output, fmt))
-            tags = Recipe(request, **made_by, **lora_fields(request)).tags(output_format(job.output, fmt))
+            tags = Recipe(request, **made_by, **lora_fields(request),
+                          **source_fields(request)).tags(output_format(job.output, fmt))
             report(job, "encoding the prompt", 0, 0)
             song = generator.sample(job.request, progress=sampling)
             report(job, "writing", 0, 0)
@@ -441,6 +442,7 @@ def generate_songs(
     progress: bool = True,
     take: Path | None = None,
     lora_take: Path | None = None,
+    source_take: Path | None = None,
 ) -> None:
     """`salong generate`: the songs of `base`, or of each line of a `prompts` file over
     `base`'s settings (`plan_jobs`), `variations` each, rendered with one model (`model`,
@@ -451,18 +453,23 @@ def generate_songs(
     songs, the `Tally` (its summary line); failures follow the `Tally` policy. `take` is
     the song whose model this is (`--like` without `--model`): a model changed since is a
     warning, a missing one an error; `lora_take` likewise the song whose `--lora` adapters
-    these are (`--like` without `--lora`). Under `torchrun --nproc_per_node=K` the songs are
+    these are (`--like` without `--lora`), and `source_take` the song remade with `--like`, whose
+    edit's source file changed since is a warning. Under `torchrun --nproc_per_node=K` the songs are
     shared out over K processes, one model each (`render_shared`); rank 0 shows them."""
     from salong.audio import output_format
     from salong.bundled import default_generator
     from salong.distributed import process_group, resolve_device, wants_cuda
     from salong.lora import check_adapter_file
-    from salong.recipe import check_take_adapters, check_take_model
+    from salong.edit import check_edit
+    from salong.pipeline import window_seconds
+    from salong.recipe import check_take_adapters, check_take_model, check_take_source
     from salong.sao import load_generator
 
     start = time.perf_counter()
     if base.init_audio is not None:
         _ = base.init_audio.samples  # read once, now: an unreadable file fails before the model loads
+    if source_take is not None:
+        check_take_source(source_take, base)
     if lora_take is not None:
         check_take_adapters(lora_take)
     for adapter in base.lora or ():
@@ -474,6 +481,8 @@ def generate_songs(
                Path(base.init_audio.path) if base.init_audio is not None and base.init_audio.path else None]
     refuse_inputs([job.output for job in jobs if isinstance(job, Job)], [s for s in sources if s is not None])
     model = model if model is not None else default_generator()
+    # an edit's source read once and its region checked, in the model's window, before the model loads
+    check_edit(base, window_seconds(model) if model.exists() else None)
     if take is not None:
         check_take_model(take, model)
     resolve_device(device, 0)  # a missing GPU is named before torchrun's ranks try to join

@@ -353,6 +353,19 @@ def generate(
     init_noise_level: Optional[float] = typer.Option(None, help="Noise level of --init-audio: a sigma above "
                                                      "sigma_min for v-objective models (about 1 stays close to the "
                                                      "input, 50+ follows the prompt), t in (0, 1] for rectified flow."),
+    inpaint: Optional[Path] = typer.Option(None, "--inpaint", metavar="SONG", help="Regenerate seconds --from to "
+                                           "--to of SONG for the prompt and keep the rest, sample for sample "
+                                           "outside a 50 ms crossfade at each side; the song keeps its length."),
+    start: Optional[float] = typer.Option(None, "--from", metavar="S", help="Start of the --inpaint region, "
+                                          "seconds into SONG, 0 or more."),
+    end: Optional[float] = typer.Option(None, "--to", metavar="E", help="End of the --inpaint region, seconds: "
+                                        "after --from, at most SONG's length; the region fits the model's window."),
+    extend: Optional[Path] = typer.Option(None, "--extend", metavar="SONG", help="Continue SONG to -s TOTAL seconds, "
+                                          "from its last window-minus-new seconds; SONG's own samples are kept."),
+    extend_before: bool = typer.Option(False, "--extend-before/--extend-after", help="With --extend: add the new "
+                                       "part before SONG's start (an intro) instead of after its end."),
+    loop: bool = typer.Option(False, "--loop/--no-loop", help="A seamless loop: the song's end flows into its "
+                              "start. With a tempo (--bpm or stated) its length snaps to whole bars."),
     lora: Optional[List[str]] = typer.Option(None, "--lora", metavar="FILE[:STRENGTH]", help="A LoRA adapter made "
                                              "by `salong train export` for this model, with its strength, -10 to 10 "
                                              "(1 = as trained, 0 = the base model, negative = away from the style); "
@@ -382,16 +395,19 @@ def generate(
     if (prompt is None) == (prompts is None):
         raise SalongError("give a PROMPT or --prompts FILE (one of the two)")
     frames = "window" if full_window else getattr(frames, "value", frames)  # an enum, or a str from --like
+    if inpaint is not None and _given(ctx, "seconds"):
+        warnings.warn("--inpaint keeps the song's own length; -s is not used")
     # bad settings fail here, before the model loads
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
                        bpm=bpm, key=key, meter=meter, drums=drums, lora=lora or None, lora_merge=lora_merge,
-                       bit_depth=bit_depth, loudness=loudness, peak_db=peak_db, limit=limit)
+                       bit_depth=bit_depth, loudness=loudness, peak_db=peak_db, limit=limit, inpaint=inpaint,
+                       start=start, end=end, extend=extend, extend_before=extend_before, loop=loop)
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,
                    model=model, text_encoder=text_encoder, device=device, skip_existing=skip_existing,
                    overwrite=overwrite, progress=progress,
                    take=like if like is not None and not _given(ctx, "model") else None,
-                   lora_take=like if like is not None and not _given(ctx, "lora") else None)
+                   lora_take=like if like is not None and not _given(ctx, "lora") else None, source_take=like)
 
 
 import salong.cli_train  # noqa: E402,F401  `salong train ...`, registered on `app`

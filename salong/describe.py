@@ -107,6 +107,7 @@ def describe_audio(path: str | Path) -> str:
          if request.bit_depth else None),
         ("loudness", f"{request.loudness:g} LUFS, true peak at most {request.peak_db:g} dBTP"
          + (", peaks limited" if request.limit else "") if request.loudness is not None else None),
+        ("edit", _edit(recipe)),
         ("model", f"{model} (sha256 {recipe.model_sha256})" if recipe.model_sha256 else model),
         *_adapters(recipe),
         ("text encoder", recipe.text_encoder),
@@ -114,6 +115,21 @@ def describe_audio(path: str | Path) -> str:
     ]
     lines += [f"{name}: {visible(str(value))}" for name, value in settings if value is not None]  # one line each
     return "\n".join([*lines, "make it again with:", recipe.command(path)])
+
+
+def _edit(recipe: Recipe) -> str | None:
+    """What an edited song was made from (`salong.edit`): the mode, the source and its sha256, the region."""
+    r = recipe.request
+    source = r.inpaint if r.inpaint is not None else r.extend
+    of = ""
+    if source is not None:
+        of = f" of {source.record() or 'audio given in memory'}"
+        of += f" (sha256 {recipe.source_sha256})" if recipe.source_sha256 else ""
+    if r.inpaint is not None:
+        return f"inpainted {r.start:g} s to {r.end:g} s{of}"
+    if r.extend is not None:
+        return f"extended {'before its start' if r.extend_before else 'past its end'}{of}"
+    return "a seamless loop" if r.loop else None
 
 
 def _adapters(recipe: Recipe) -> list[tuple[str, str]]:

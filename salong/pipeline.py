@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,11 +28,13 @@ from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, 
                               start_from_init_rf)
 from salong.controls import Controls, beat_features, drum_features, key_features, prompt_with_controls
 from salong.dit import DiT, DiTConfig
+from salong.edit import (Fill, edit_mode, keep_known, limit_made, loop_fill, place_window, regenerated_frames,
+                         source_fill, source_seconds, splice)
 from salong.errors import SalongError
 from salong.lora import Adapter, attach, load_adapter, merge
 from salong.request import Lora, SongRequest, check_cfg, check_frames, check_sampler, check_steps
 from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder, check_text_layer
-from salong.timing import audio_samples, latent_frames, request_timing
+from salong.timing import audio_samples, latent_frames, timing_condition
 
 KIND = "generator"
 FADE_SECONDS = 0.01  # the cut at the requested length is faded so it does not click
@@ -284,6 +287,10 @@ class Generator:
         running from that level down, as the reference does: a low level keeps the input, a
         high one follows the prompt.
 
+        Edits (`salong.edit`): `inpaint` regenerates a region of a song and `extend` continues
+        one, keeping its latents where it is kept at every step and its samples bit for bit
+        outside the crossfades; `loop` samples the song, then regenerates its wrap-around.
+
         Controls (`salong.controls`): a model with control conditioners reads the request's
         tempo, key and meter as beat and key features, its grid on a downbeat at 0 s; any
         other model reads them as words in its prompt (`prompt_with_controls`, with a
@@ -294,13 +301,64 @@ class Generator:
         """
         r = request
         assert r.resolved, "sample() takes a request resolved against the model (SongRequest.resolve)"
-        defaults = self.config.sampling
+        mode = edit_mode(r)
+        if mode is None:
+            audio = self._song(r, progress)
+        elif mode == "loop":  # the song, then its wrap-around regenerated: twice the steps
+            song = self._song(r, _counted(progress, 0, 2 * r.steps))
+            bpm, beats = r.controls.bpm, r.controls.beats_per_bar or 4
+            fill, shift = loop_fill(song, self.sample_rate, None if bpm is None else beats * 60 / bpm,
+                                    None if bpm is None else 60 / bpm)
+            seam = self._fill(r, fill, r.seed + 3, _counted(progress, r.steps, 2 * r.steps))
+            audio = np.roll(seam, shift, axis=1)  # back: the regenerated seam is the wrap-around
+        else:
+            fill = source_fill(r, self.sample_rate, self.config.autoencoder.audio_channels)
+            audio = self._fill(r, fill, r.seed, progress)
+            if fill.end == fill.samples:  # the song now ends in new audio: fade its cut, as a new song's
+                audio = fade_end(audio, self.sample_rate)
+        return Song(audio=audio, sample_rate=self.sample_rate, request=r)
+
+    def _song(self, r: SongRequest, progress: Progress | None) -> np.ndarray:
+        """A new song of `r.seconds`, (channels, samples)."""
         needed = self.frames_for(r.seconds)
         length = self.config.dit.window if r.frames == "window" else needed
+        latents = self._latents(r, length, 0.0, r.seconds, r.seed, progress=progress)
+        # Decode what the song keeps, plus the decoder's receptive field so that part decodes as
+        # it would within the whole window: a 30 s song from the full window is not 285 s of decoding.
+        keep = min(length, needed + self.config.autoencoder.decoder_context_frames)
+        audio = self.autoencoder.decode_long(latents[..., :keep].float())[0]  # (C, keep * hop)
+        return finish(audio.float().cpu().numpy(), audio_samples(r.seconds, self.sample_rate), self.sample_rate)
+
+    def _fill(self, r: SongRequest, fill: Fill, seed: int, progress: Progress | None) -> np.ndarray:
+        """One edit pass (`salong.edit`): the window around `fill`'s span encoded (posterior
+        mean), sampled with the kept frames held to it (`keep_known`), decoded and spliced into
+        the known audio (`splice`). Returns (channels, fill.samples)."""
+        from salong.audio import PEAK_CEILING
+
+        hop = self.config.autoencoder.samples_per_latent
+        offset, length = place_window(fill, self.config.dit.window * hop)
+        frames = self.frames_to_sample(length / self.sample_rate, r.frames)
+        piece = fill.known[:, offset : offset + frames * hop]  # shorter at the song's end: padded with silence
+        piece = np.pad(piece, ((0, 0), (0, frames * hop - piece.shape[1])))
+        known = self.autoencoder.encode_long(torch.from_numpy(np.ascontiguousarray(piece))[None])  # (1, D, frames)
+        known = known.float().to(self.device)
+        regenerate = regenerated_frames(fill, offset, frames, hop)  # (frames,)
+        latents = self._latents(r, frames, offset / self.sample_rate, fill.samples / self.sample_rate, seed,
+                                (known, regenerate), progress)
+        made = self.autoencoder.decode_long(latents.float())[0].float().cpu().numpy()  # (C, frames * hop)
+        return splice(fill, limit_made(made, PEAK_CEILING), offset)
+
+    def _latents(self, r: SongRequest, length: int, start: float, total: float, seed: int,
+                 known: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 progress: Progress | None = None) -> torch.Tensor:
+        """(1, latent_dim, length) latents sampled for `r`, timed as `start` seconds into a piece
+        of `total`; with `known` (latents (1, latent_dim, length), regenerate (length,) bool) the
+        frames not regenerated keep those latents (`keep_known`)."""
+        defaults = self.config.sampling
         # Noise drawn on the CPU from the seed, so a seed means the same song on any device.
-        noise = torch.randn((1, self.config.dit.latent_dim, length), generator=torch.Generator().manual_seed(r.seed))
+        noise = torch.randn((1, self.config.dit.latent_dim, length), generator=torch.Generator().manual_seed(seed))
         noise = noise.to(self.device)
-        x_init = None if r.init_audio is None else self.init_latents(*r.init_audio.samples, length, r.seed)
+        x_init = None if r.init_audio is None else self.init_latents(*r.init_audio.samples, length, seed)
         if self.config.objective == "v":
             top = defaults.sigma_max if x_init is None else r.init_noise_level
             sigmas = get_sigmas_loglinear(r.steps, defaults.sigma_min, top).to(self.device)
@@ -309,7 +367,7 @@ class Generator:
             sigmas = get_ts_logsnr(r.steps, 1.0 if x_init is None else r.init_noise_level).to(self.device)
             x = noise if x_init is None else start_from_init_rf(x_init, noise, float(sigmas[0]))
 
-        cond, uncond = self._conditioning(r.prompt, r.negative, r.seconds, r.controls, length)
+        cond, uncond = self._conditioning(r.prompt, r.negative, total, r.controls, length, start)
 
         def callback(info: Mapping) -> None:
             if progress is not None:
@@ -317,14 +375,39 @@ class Generator:
 
         sample = get_sampler(r.sampler, self.config.objective)
         with self._adapted(r) as adapted:
-            latents = sample(cfg_denoiser(adapted, cond, uncond, r.cfg), x, sigmas, callback=callback,
-                             generator=torch.Generator(device=self.device).manual_seed(r.seed + 1))
-        # Decode what the song keeps, plus the decoder's receptive field so that part decodes as
-        # it would within the whole window: a 30 s song from the full window is not 285 s of decoding.
-        keep = min(length, needed + self.config.autoencoder.decoder_context_frames)
-        audio = self.autoencoder.decode_long(latents[..., :keep].float())[0]  # (C, keep * hop)
-        audio = finish(audio.float().cpu().numpy(), audio_samples(r.seconds, self.sample_rate), self.sample_rate)
-        return Song(audio=audio, sample_rate=self.sample_rate, request=r)
+            denoiser = cfg_denoiser(adapted, cond, uncond, r.cfg)
+            if known is not None:
+                denoiser = keep_known(denoiser, known[0], known[1], noise, self.config.objective)
+            latents = sample(denoiser, x, sigmas, callback=callback,
+                             generator=torch.Generator(device=self.device).manual_seed(seed + 1))
+        if known is not None:  # Euler's last step lands on the kept latents only to float rounding
+            latents = torch.where(known[1].to(self.device), latents, known[0])
+        return latents
+
+    # --- edits (salong.edit) ---------------------------------------------------------
+
+    def inpaint(self, prompt: str, source: str | Path | tuple[np.ndarray, int], start: float, end: float,
+                progress: Progress | None = None, **settings: Any) -> Song:
+        """`source` (a file, or (audio (channels, samples), sample rate)) with seconds `start`
+        to `end` regenerated for `prompt`; every other sample kept, bit for bit, outside a
+        `CROSSFADE_SECONDS` crossfade on each side. `settings` are `SongRequest`'s."""
+        seconds = SongRequest(prompt, 1.0, inpaint=source, start=start, end=end)
+        request = SongRequest(prompt, source_seconds(seconds), inpaint=source, start=start, end=end, **settings)
+        return self.sample(request.resolve(self.config), progress)
+
+    def extend(self, prompt: str, source: str | Path | tuple[np.ndarray, int], seconds: float,
+               before: bool = False, progress: Progress | None = None, **settings: Any) -> Song:
+        """`source` continued for `prompt` to `seconds` in all, past its end (or, `before`,
+        before its start), from its last (first) window-minus-new seconds; its own samples
+        kept bit for bit outside one crossfade. `settings` are `SongRequest`'s."""
+        request = SongRequest(prompt, seconds, extend=source, extend_before=before, **settings)
+        return self.sample(request.resolve(self.config), progress)
+
+    def loop(self, prompt: str, seconds: float, progress: Progress | None = None, **settings: Any) -> Song:
+        """A song of `seconds` (whole bars where a tempo is given or stated) whose end flows into
+        its start. `settings` are `SongRequest`'s."""
+        request = SongRequest(prompt, seconds, loop=True, **settings)
+        return self.sample(request.resolve(self.config), progress)
 
     def adapters(self, lora: Sequence[Lora] | None) -> list[tuple[Adapter, float]]:
         """A request's adapters for this DiT with their strengths, each file read once while it
@@ -390,14 +473,14 @@ class Generator:
         return written
 
     def _conditioning(self, prompt: str, negative_prompt: str | None, seconds: float,
-                      controls: Controls = Controls(), frames: int = 0) -> tuple[dict, dict]:
-        """DiT keyword arguments for the conditional and unconditional halves of CFG. The
-        conditional half reads the controls; the unconditional one has none, so guidance
-        pushes towards them as it pushes towards the prompt."""
+                      controls: Controls = Controls(), frames: int = 0, start: float = 0.0) -> tuple[dict, dict]:
+        """DiT keyword arguments for the conditional and unconditional halves of CFG, timed as
+        `start` seconds into a piece of `seconds`. The conditional half reads the controls; the
+        unconditional one has none, so guidance pushes towards them as it pushes towards the prompt."""
         prompt = self.text_with_controls(prompt, controls)
         prompts = [prompt] if negative_prompt is None else [prompt, negative_prompt]
         tokens, _ = self.text_encoder.encode(prompts)  # (1 or 2, L, W), padding zero
-        start, total = request_timing(seconds)
+        start, total = timing_condition(start, seconds)
         timing = {
             "seconds_start": torch.full((1,), start, device=self.device),
             "seconds_total": torch.full((1,), total, device=self.device),
@@ -427,16 +510,44 @@ def finish(audio: np.ndarray, samples: int, sample_rate: int) -> np.ndarray:
     """Trim to exactly `samples` and fade the last few milliseconds so the cut does not click."""
     if audio.shape[1] < samples:
         raise AssertionError(f"decoded {audio.shape[1]} samples, fewer than the {samples} requested")
-    audio = np.ascontiguousarray(audio[:, :samples], dtype=np.float32)
+    return fade_end(np.ascontiguousarray(audio[:, :samples], dtype=np.float32), sample_rate)
+
+
+def fade_end(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A copy of `audio` with its last `FADE_SECONDS` faded out (raised cosine), so the cut does not click."""
+    audio = np.array(audio, dtype=np.float32)
+    samples = audio.shape[1]
     fade = min(samples, max(1, round(FADE_SECONDS * sample_rate)))
     ramp = 0.5 * (1 + np.cos(np.linspace(0, np.pi, fade, dtype=np.float64)))  # 1 -> 0, raised cosine
     audio[:, samples - fade:] *= ramp.astype(np.float32)
     return audio
 
 
+def _counted(progress: Progress | None, before: int, total: int) -> Progress | None:
+    """`progress` for a pass that comes after `before` of `total` steps."""
+    return None if progress is None else (lambda done, _steps: progress(before + done, total))
+
+
 def generator_config(path: str | Path) -> GeneratorConfig:
     """The config of a generator checkpoint, read without building its models."""
     return config_from_dict(GeneratorConfig, load_checkpoint(path, KIND).config)
+
+
+def window_seconds(path: Path) -> float | None:
+    """The longest song the generator file or Stable Audio Open folder at `path` samples, read
+    from its config alone (no weights), so that an edit's region is checked before the model
+    loads; None where `path` is not a model, which loading it then reports in one line."""
+    from salong.checkpoint import FORMAT_KEY, VERSION_KEY, FileConfig, Origin, read_metadata
+    from salong.sao import read_config
+
+    if path.is_dir():
+        sao = read_config(path)
+        return sao.dit.window * sao.autoencoder.samples_per_latent / sao.autoencoder.sample_rate
+    meta = read_metadata(path)
+    if meta.get("kind") != KIND or not meta.get(FORMAT_KEY, "").isdigit() or "config" not in meta:
+        return None
+    origin = Origin(repr(str(path)), int(meta[FORMAT_KEY]), meta.get(VERSION_KEY))
+    return config_from_dict(GeneratorConfig, FileConfig(json.loads(meta["config"]), origin)).max_seconds
 
 
 def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder,

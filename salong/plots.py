@@ -76,7 +76,8 @@ def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: 
     """Waveform over a log-mel spectrogram, both against time in seconds; the title is
     `title`, else the prompt the file carries (its title tag), else the file name. A song
     salong made to a tempo (its recipe's --bpm, or one its prompt states) gets its bar
-    lines marked on the waveform: the grid the song was asked to keep."""
+    lines marked on the waveform: the grid the song was asked to keep; an inpainted song gets
+    the region it regenerated shaded on both panels."""
     from salong.audio import probe, read_audio
 
     path = Path(path)
@@ -105,6 +106,12 @@ def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: 
         for t in bars:
             wave_ax.axvline(t, color="0.35", linewidth=0.6, linestyle=":")
 
+    region = _inpainted(path)
+    if region is not None:
+        for ax in (wave_ax, spec_ax):
+            ax.axvspan(*region, color="cyan", alpha=0.15, linewidth=0, zorder=3)
+        wave_ax.text(sum(region) / 2, 0.9, "regenerated", ha="center", va="top", fontsize="small")
+
     db, frame_seconds = log_mel(audio, rate)
     image = spec_ax.imshow(db, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
                            extent=(-frame_seconds / 2, db.shape[1] * frame_seconds - frame_seconds / 2, 0, N_MELS))
@@ -118,6 +125,17 @@ def plot_audio(path: str | Path, out: str | Path, width: int = SIZE[0], height: 
     spec_ax.set_xlim(0, seconds)
     fig.colorbar(image, ax=[wave_ax, spec_ax], label="level (dB re full scale)", shrink=0.6, location="right")
     return _save(fig, out, fmt, overwrite)
+
+
+def _inpainted(path: Path) -> tuple[float, float] | None:
+    """The region (from, to) seconds an inpainted salong song regenerated, or None."""
+    from salong.recipe import read_recipe
+
+    try:
+        request = read_recipe(path).request
+    except SalongError:
+        return None
+    return None if request.inpaint is None else (request.start, request.end)
 
 
 def _bar_lines(path: Path, seconds: float) -> np.ndarray | None:

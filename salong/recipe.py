@@ -21,7 +21,10 @@ apart from a Stable Audio Open model), `bpm`, `key`, `meter`, `drums` (what the 
 read from it again, so a new prompt given with `--like` states its own), `bit_depth` (a
 WAV's or FLAC's: "16", "24" or "32f"; none in ogg and mp3), `loudness` and `peak_db` (the
 LUFS and dBTP ceiling it was normalised to), `limit` (true: its peaks were limited under the
-ceiling) and `model` for the bundled model.
+ceiling), `model` for the bundled model, and an edit's
+settings (`salong.edit`): `inpaint` (the source song, absolute) with `start` and `end` (its
+`--from` and `--to`), or `extend` (the source) with `extend_before` (true: before its start),
+or `loop` (true); an edited song's `source_sha256` is its source file's, as the model's.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Recipe:
     text_encoder: str | None = None  # a T5 folder given apart from the model (its absolute path)
     salong: str = __version__  # the salong version that made the song
     lora_sha256: tuple[str, ...] | None = None  # each adapter file's `model_sha256`, in the request's order
+    source_sha256: str | None = None  # an edit's source file's `model_sha256`
 
     def __post_init__(self) -> None:
         assert self.lora_sha256 is None or len(self.lora_sha256) == len(self.request.lora or ()), "a sha256 each"
@@ -75,7 +79,8 @@ class Recipe:
                                 for a, sha in zip(settings["lora"], self.lora_sha256)]
         controls = {name: settings.pop(name) for name in CONTROL_FIELDS}
         model = {name: getattr(self, name) for name in MODEL_FIELDS}
-        return {k: v for k, v in {**settings, **model, **controls}.items() if v is not None}
+        return {k: v for k, v in {**settings, "source_sha256": self.source_sha256, **model, **controls}.items()
+                if v is not None}
 
     def to_json(self) -> str:
         """The compact JSON the comment tag holds."""
@@ -107,7 +112,9 @@ class Recipe:
         record.setdefault("frames", "needed")  # what songs were sampled with before recipes said
         if "init_noise_level" in record:  # a song started from audio given in memory has no init_audio
             record["init_audio"] = InitAudio(record.get("init_audio"))
-        made = {name: record.pop(name) for name in (*MODEL_FIELDS, "salong") if name in record}
+        if ("start" in record or "end" in record) and "inpaint" not in record:  # a source given in memory
+            record["inpaint"] = InitAudio()
+        made = {name: record.pop(name) for name in (*MODEL_FIELDS, "salong", "source_sha256") if name in record}
         if "lora" in record:
             adapters = record["lora"]
             if not adapters or not all(_is_adapter(a) for a in adapters):
@@ -135,7 +142,7 @@ class Recipe:
     def options(self) -> dict[str, Any]:
         """`salong generate`'s parameters (by their Python names, the recipe's keys) that make this
         song, as the command line gives them: `lora` as its `--lora FILE:STRENGTH` values."""
-        options = {k: v for k, v in self.items().items() if k != "model_sha256"}
+        options = {k: v for k, v in self.items().items() if k not in ("model_sha256", "source_sha256")}
         if "lora" in options:
             options["lora"] = [adapter.text() for adapter in self.request.lora]
         return options
@@ -175,6 +182,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "lora": (list,), "lora_merge": (bool,),
     "salong": (str,), "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
     "limit": (bool,),
+    "inpaint": (str,), "start": (int, float), "end": (int, float), "extend": (str,), "extend_before": (bool,),
+    "loop": (bool,), "source_sha256": (str,),
 }
 _REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "salong")
 
@@ -243,6 +252,28 @@ def model_fields(path: str | Path | None) -> dict[str, str | None]:
     bundled = bundled_generator_path()
     return {"model": None if bundled is not None and bundled.resolve() == path else str(path),
             "model_sha256": model_sha256(path)}
+
+
+def source_fields(request: SongRequest) -> dict[str, str]:
+    """A recipe's `source_sha256` for an edit's source file (nothing for a new song or a source in memory)."""
+    source = request.inpaint if request.inpaint is not None else request.extend
+    return {} if source is None or source.path is None else {"source_sha256": model_sha256(source.path)}
+
+
+def check_take_source(take: Path, request: SongRequest) -> None:
+    """`--like` of an edit: a source file changed since the take was made is a one-line warning
+    (the kept samples are the file's as it is now)."""
+    recipe = read_recipe(take)
+    was = recipe.request.inpaint if recipe.request.inpaint is not None else recipe.request.extend
+    now = request.inpaint if request.inpaint is not None else request.extend
+    if recipe.source_sha256 is None or was is None or now is None or now.record() != was.record():
+        return
+    if not Path(now.path).is_file():
+        return  # reading it fails in one line, before the model loads
+    sha = model_sha256(now.path)
+    if sha != recipe.source_sha256:
+        warnings.warn(f"{str(take)!r} was made from {now.path!r} of sha256 {recipe.source_sha256}, but it now has "
+                      f"sha256 {sha}; the song will differ")
 
 
 def lora_fields(request: SongRequest) -> dict[str, tuple[str, ...]]:

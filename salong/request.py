@@ -233,6 +233,12 @@ class SongRequest:
     loudness: float | None = None
     peak_db: float | None = None
     limit: bool | None = None
+    inpaint: InitAudio | None = None
+    start: float | None = field(default=None, metadata={"flag": "--from"})
+    end: float | None = field(default=None, metadata={"flag": "--to"})
+    extend: InitAudio | None = None
+    extend_before: bool | None = None
+    loop: bool | None = None
     controls: Controls = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -250,6 +256,7 @@ class SongRequest:
             checked["negative"] = from_command_line(self.negative, "the negative prompt")
         checked.update(self._check_init())
         checked.update(self._check_output())
+        checked.update(self._check_edit())
         checked["lora"] = check_lora(self.lora)
         if self.lora_merge not in (None, True, False):
             raise SalongError(f"lora_merge must be True or False, got {self.lora_merge!r}")
@@ -280,6 +287,41 @@ class SongRequest:
         elif not isinstance(audio, InitAudio):
             raise SalongError(f"init audio must be a file or (audio, sample rate), got {type(audio).__name__}")
         return {"init_audio": audio, "init_noise_level": float(level)}
+
+    def _check_edit(self) -> dict[str, Any]:
+        """One edit at most (`salong.edit`): its source as an `InitAudio`, its region, its flags.
+        What needs the source's samples or the model is checked later (`salong.edit.check_edit`)."""
+        from salong.edit import check_region
+
+        given = [flag for flag, value in (("--inpaint", self.inpaint), ("--extend", self.extend),
+                                          ("--loop", self.loop or None)) if value is not None]
+        if len(given) > 1:
+            raise SalongError(f"{' and '.join(given)} are different edits; give one of them")
+        if given and self.init_audio is not None:
+            raise SalongError(f"{given[0]} keeps its source as it is; it does not take --init-audio")
+        checked: dict[str, Any] = {"loop": self.loop or None}  # False is the default: None, left out
+        if self.loop not in (None, True, False):
+            raise SalongError(f"loop must be True or False, got {self.loop!r}")
+        if self.extend_before not in (None, True, False):
+            raise SalongError(f"extend_before must be True or False, got {self.extend_before!r}")
+        checked["extend_before"] = self.extend_before or None
+        if checked["extend_before"] and self.extend is None:
+            raise SalongError("--extend-before extends a song before its start; give --extend SONG too")
+        if self.inpaint is None and (self.start is not None or self.end is not None):
+            raise SalongError("--from and --to give the region --inpaint regenerates; give --inpaint SONG too")
+        if self.inpaint is not None:
+            checked["start"], checked["end"] = check_region(self.start, self.end)
+        for name in ("inpaint", "extend"):
+            source = getattr(self, name)
+            if source is None or isinstance(source, InitAudio):
+                continue
+            if isinstance(source, (str, Path)):
+                checked[name] = InitAudio(str(source))
+            elif isinstance(source, tuple):
+                checked[name] = InitAudio(given=(np.asarray(source[0], dtype=np.float32), int(source[1])))
+            else:
+                raise SalongError(f"--{name} takes an audio file or (audio, sample rate), got {type(source).__name__}")
+        return checked
 
     def _check_output(self) -> dict[str, Any]:
         """The bit depth, and the loudness with its ceiling (given together: -1 dBTP by default)."""
@@ -313,11 +355,12 @@ class SongRequest:
         of its objective, an init noise level its schedule starts from), with its sampling
         defaults filled in and a random seed if none was given."""
         rate = model.autoencoder.sample_rate
-        if self.seconds > model.max_seconds + 1e-9:
-            raise SalongError(f"seconds={self.seconds:g} is longer than this model's window; the maximum is "
-                              f"{model.max_seconds:.2f}")
         if audio_samples(self.seconds, rate) < 1:
             raise SalongError(f"seconds={self.seconds} is shorter than one sample; ask for at least {1 / rate:.6f}")
+        seconds = self._edited_seconds(model)
+        if seconds > model.max_seconds + 1e-9 and self.inpaint is None and self.extend is None:
+            raise SalongError(f"seconds={self.seconds:g} is longer than this model's window; the maximum is "
+                              f"{model.max_seconds:.2f}")
         defaults = model.sampling
         sampler = self.sampler if self.sampler is not None else defaults.sampler
         get_sampler(sampler, model.objective)
@@ -326,12 +369,27 @@ class SongRequest:
         filled = dict(seed=random_seed() if self.seed is None else self.seed,
                       steps=self.steps if self.steps is not None else defaults.steps,
                       cfg=self.cfg if self.cfg is not None else float(defaults.cfg_scale),
-                      sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames)
+                      sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames,
+                      seconds=seconds)
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
         resolved = copy.copy(self)
         for name, value in filled.items():
             object.__setattr__(resolved, name, value)
         return resolved
+
+    def _edited_seconds(self, model: GeneratorConfig) -> float:
+        """The song's length for `model`, with an edit's checks (`salong.edit.check_edit`): an
+        inpainted song is as long as its source at the model's rate; a loop with a tempo is
+        whole bars (`salong.edit.loop_seconds`)."""
+        from salong.edit import check_edit, loop_seconds, source_audio
+
+        check_edit(self, model.max_seconds)
+        rate = model.autoencoder.sample_rate
+        if self.inpaint is not None:
+            return source_audio(self, rate, model.autoencoder.audio_channels).shape[1] / rate
+        if self.loop:
+            return loop_seconds(self.seconds, self.controls.bpm, self.controls.beats_per_bar, model.max_seconds)
+        return self.seconds
 
     def with_seed(self, seed: int) -> SongRequest:
         """The same song with another seed (a variation); only the seed is checked."""
@@ -346,6 +404,9 @@ class SongRequest:
             record["init_audio"] = self.init_audio.record()
         if self.lora is not None:
             record["lora"] = [adapter.record() for adapter in self.lora]
+        for name in ("inpaint", "extend"):
+            if getattr(self, name) is not None:
+                record[name] = getattr(self, name).record()
         return record
 
 

@@ -1,0 +1,182 @@
+"""Seams of edits: are the boundaries of inpainted, extended and looped songs outliers?
+
+    python benchmarks/edit_seams.py [--model MODEL] [--songs 12] [--seconds 10] [--steps 15]
+
+For each of `--songs` prompts it makes a song, then inpaints seconds 40%-60% of it, extends
+it by half its length, and makes a loop of the same prompt (`salong.edit`). Each song is
+measured in log-mel frames (2048-point FFT, hop 512, 64 bands, dB): the distance between
+neighbouring frames (mean absolute dB change) is the song's own frame-to-frame change.
+
+- seam: the largest frame distance across a boundary (the frames that touch its crossfade),
+  against the 95th percentile of the song's own frame distances (the kept part) and of the
+  regenerated part's, and its percentile among the song's own. A seam no larger than its
+  song's 95th percentile is no more of an outlier than the song's own changes. A seam on a
+  beat is a drum hit's onset as much as a seam, so the plain song's wrap is shown too.
+- level jump: the RMS level (dB) of the 50 ms after a boundary minus that of the 50 ms before,
+  against the same jump at every other 50 ms step of the song (95th percentile of |jump|).
+- loop wrap: the frame distance where the loop, played twice, wraps from its end to its
+  start, against its own 95th percentile; the plain song of the same seed wrapped the same
+  way is the baseline.
+- kept: whether the kept samples are the source's bit for bit outside the crossfades.
+- continuation: tempo and key of the extension against the source (`salong.evaluation`).
+
+Prints one line per song and edit, then the medians and the share of seams under p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from salong.bundled import default_generator
+from salong.edit import CROSSFADE_SECONDS, LOOP_SEAM_SECONDS
+from salong.evaluation import estimate_key, estimate_tempo
+from salong.sao import load_generator
+
+PROMPTS = [
+    "calm piano ballad at 70 BPM in C major",
+    "energetic breakbeat at 132 BPM in D minor with a synth lead",
+    "melancholic strings in A minor, slow and soft",
+    "happy four-on-the-floor dance tune with brass at 124 BPM in G major",
+    "shuffle groove with organ and bass at 96 BPM in E minor",
+    "ambient pad drone in F major",
+    "funky bass and drums at 110 BPM in A minor",
+    "acoustic guitar folk song at 90 BPM in D major",
+    "dark techno at 128 BPM in F minor",
+    "jazz trio with brushed drums at 120 BPM in Bb major",
+    "lo-fi hip hop beat at 85 BPM in C minor",
+    "bright marimba melody at 100 BPM in E major",
+]
+HOP = 512
+BLOCK = 0.05  # seconds per level block
+
+
+def log_mel(audio: np.ndarray, rate: int) -> np.ndarray:
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=audio.mean(axis=0), sr=rate, n_fft=2048, hop_length=HOP, n_mels=64)
+    return 10 * np.log10(mel + 1e-10)  # (64, frames)
+
+
+def frame_distances(audio: np.ndarray, rate: int) -> np.ndarray:
+    """(frames - 1,) mean |dB change| between neighbouring log-mel frames; entry i is frames i -> i + 1."""
+    return np.abs(np.diff(log_mel(audio, rate), axis=1)).mean(axis=0)
+
+
+def near(distances: np.ndarray, sample: int, rate: int) -> np.ndarray:
+    """Indices of the frame distances that touch the crossfade around a boundary at `sample`."""
+    reach = round(CROSSFADE_SECONDS * rate) + HOP
+    first, last = max(0, (sample - reach) // HOP), min(len(distances), (sample + reach) // HOP + 1)
+    return np.arange(first, last)
+
+
+def seam(distances: np.ndarray, sample: int, rate: int) -> float:
+    return float(distances[near(distances, sample, rate)].max())
+
+
+def levels(audio: np.ndarray, rate: int) -> np.ndarray:
+    n = round(BLOCK * rate)
+    blocks = audio[:, : audio.shape[1] // n * n].reshape(audio.shape[0], -1, n)  # (C, blocks, n)
+    return 10 * np.log10(np.mean(blocks ** 2, axis=(0, 2)) + 1e-10)
+
+
+def level_jump(audio: np.ndarray, rate: int, sample: int) -> float:
+    n = round(BLOCK * rate)
+    before, after = audio[:, max(0, sample - n) : sample], audio[:, sample : sample + n]
+    return float(10 * np.log10(np.mean(after ** 2) + 1e-10) - 10 * np.log10(np.mean(before ** 2) + 1e-10))
+
+
+def p95(values: np.ndarray) -> float:
+    return float(np.percentile(values, 95))
+
+
+def rank(value: float, values: np.ndarray) -> float:
+    """The percentile of `value` among `values` (100: larger than every one)."""
+    return float(np.mean(values < value) * 100)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path)
+    p.add_argument("--songs", type=int, default=12)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    gen = load_generator(args.model or default_generator(), None, args.device)
+    rate, fade = gen.sample_rate, round(CROSSFADE_SECONDS * gen.sample_rate)
+    start = time.perf_counter()
+    rows: dict[str, list[tuple[float, float, float]]] = {"inpaint": [], "extend": [], "loop": [], "plain wrap": []}
+    jumps: list[tuple[float, float]] = []
+    kept_all, tempo_close, key_same = True, [], []
+    print(f"model {args.model or 'bundled'}, {args.songs} songs of {args.seconds:g} s, steps {args.steps or 'default'}")
+    print(f"{'song':<5} {'edit':<10} {'seam dB':>8} {'own p95':>8} {'new p95':>8} {'jump dB':>8} {'|jump| p95':>10}")
+    for i, prompt in enumerate(PROMPTS[: args.songs]):
+        song = gen.generate(prompt, args.seconds, seed=i, steps=args.steps).audio
+        own = frame_distances(song, rate)
+        own_jumps = np.abs(np.diff(levels(song, rate)))
+
+        a, b = 0.4 * args.seconds, 0.6 * args.seconds
+        edit = gen.inpaint(prompt, (song, rate), a, b, seed=100 + i, steps=args.steps).audio
+        sa, sb = round(a * rate), round(b * rate)
+        kept = np.array_equal(edit[:, : sa - fade], song[:, : sa - fade]) and np.array_equal(
+            edit[:, sb + fade :], song[:, sb + fade :])
+        d = frame_distances(edit, rate)
+        new = d[sa // HOP + 2 : sb // HOP - 2]
+        for boundary in (sa - fade // 2, sb + fade // 2):  # the middle of each crossfade
+            rows["inpaint"].append((seam(d, boundary, rate), p95(own), rank(seam(d, boundary, rate), own)))
+            jumps.append((abs(level_jump(edit, rate, boundary)), p95(own_jumps)))
+        print(f"{i:<5} {'inpaint':<10} {max(r[0] for r in rows['inpaint'][-2:]):>8.2f} {p95(own):>8.2f} "
+              f"{p95(new):>8.2f} {level_jump(edit, rate, sa):>8.2f} {p95(own_jumps):>10.2f}  kept {kept}")
+
+        total = 1.5 * args.seconds
+        longer = gen.extend(prompt, (song, rate), total, seed=200 + i, steps=args.steps).audio
+        have = song.shape[1]
+        kept_ext = np.array_equal(longer[:, : have - fade], song[:, : have - fade])
+        d = frame_distances(longer, rate)
+        new = d[have // HOP + 2 :]
+        rows["extend"].append((seam(d, have - fade // 2, rate), p95(own), rank(seam(d, have - fade // 2, rate), own)))
+        jumps.append((abs(level_jump(longer, rate, have)), p95(own_jumps)))
+        tail = longer[:, have:]
+        tempo_close.append(abs(estimate_tempo(tail, rate) - estimate_tempo(song, rate)))
+        key_same.append(estimate_key(tail, rate) == estimate_key(song, rate))
+        print(f"{i:<5} {'extend':<10} {rows['extend'][-1][0]:>8.2f} {p95(own):>8.2f} {p95(new):>8.2f} "
+              f"{level_jump(longer, rate, have):>8.2f} {p95(own_jumps):>10.2f}  kept {kept_ext}  "
+              f"tempo {estimate_tempo(song, rate):.0f}->{estimate_tempo(tail, rate):.0f} "
+              f"key {' '.join(estimate_key(song, rate))}->{' '.join(estimate_key(tail, rate))}")
+        kept_all &= kept and kept_ext
+
+        loop = gen.loop(prompt, args.seconds, seed=i, steps=args.steps)
+        audio, n = loop.audio, loop.audio.shape[1]
+        twice = np.concatenate([audio, audio], axis=1)
+        d = frame_distances(twice, rate)
+        own_loop = frame_distances(audio, rate)
+        rows["loop"].append((seam(d, n, rate), p95(own_loop), rank(seam(d, n, rate), own_loop)))
+        plain = gen.generate(prompt, loop.request.seconds, seed=i, steps=args.steps).audio
+        d_plain = frame_distances(np.concatenate([plain, plain], axis=1), rate)
+        own_plain = frame_distances(plain, rate)
+        rows["plain wrap"].append((seam(d_plain, n, rate), p95(own_plain), rank(seam(d_plain, n, rate), own_plain)))
+        print(f"{i:<5} {'loop':<10} {rows['loop'][-1][0]:>8.2f} {p95(own_loop):>8.2f} {'':>8} "
+              f"{level_jump(twice, rate, n):>8.2f} {p95(np.abs(np.diff(levels(audio, rate)))):>10.2f}  "
+              f"{loop.request.seconds:.2f} s; plain song wrapped: {rows['plain wrap'][-1][0]:.2f}")
+
+    print(f"\nmedians over {args.songs} songs ({time.perf_counter() - start:.0f} s; crossfade "
+          f"{CROSSFADE_SECONDS * 1000:.0f} ms, loop seam +-{LOOP_SEAM_SECONDS:g} s):")
+    for name, values in rows.items():
+        seams, refs = np.array([v[0] for v in values]), np.array([v[1] for v in values])
+        ranks = np.array([v[2] for v in values])
+        print(f"  {name:<10} seam {np.median(seams):6.2f} dB, own p95 {np.median(refs):6.2f} dB, "
+              f"seams under their song's p95: {np.mean(seams <= refs):.0%} of {len(seams)}, "
+              f"median percentile of a seam among its song's own changes: {np.median(ranks):.0f}")
+    jump, ref = np.array([j[0] for j in jumps]), np.array([j[1] for j in jumps])
+    print(f"  level     |jump| at boundaries {np.median(jump):.2f} dB, own p95 {np.median(ref):.2f} dB, "
+          f"under p95: {np.mean(jump <= ref):.0%} of {len(jump)}")
+    print(f"  continuation: median |tempo change| {np.median(tempo_close):.1f} BPM, same key {np.mean(key_same):.0%}")
+    print(f"  kept samples bit-identical outside the crossfades: {kept_all}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Edits (salong.edit): inpaint, extend and loop keep the source bit for bit outside the
+crossfades, for v and rectified-flow models; bad regions fail in one line before the model
+loads; the recipe records the edit and remakes it."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import run_cli, tiny_generator
+from salong.diffusion import get_sampler, get_sigmas_loglinear, get_ts_logsnr
+from salong.edit import CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, Fill, keep_known, splice
+from salong.errors import SalongError
+from salong.request import SongRequest
+
+RATE = 44100
+FADE = round(CROSSFADE_SECONDS * RATE)
+
+
+@pytest.fixture(scope="module", params=["v", "rf"])
+def gen(request):
+    generator = tiny_generator()
+    if request.param == "rf":  # the same tiny networks, sampled as a rectified-flow model
+        from salong.pipeline import Generator
+
+        config = dataclasses.replace(generator.config, objective="rf",
+                                     sampling=dataclasses.replace(generator.config.sampling, sampler="pingpong"))
+        generator = Generator(config, generator.dit, generator.autoencoder, generator.text_encoder.clap)
+    return generator
+
+
+@pytest.fixture(scope="module")
+def source(gen):
+    return gen.generate("calm piano", 2.0, seed=3, steps=3).audio
+
+
+def noise_song(seconds, rate=RATE, seed=0):
+    """A song-like stand-in longer than the tiny window (2.97 s), at a level a song has."""
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal((2, round(seconds * rate)))).astype(np.float32)
+
+
+def test_inpaint_keeps_the_rest_bit_for_bit(gen, source):
+    song = gen.inpaint("happy brass", (source, RATE), 0.8, 1.3, seed=1, steps=3)
+    start, end = round(0.8 * RATE), round(1.3 * RATE)
+    assert song.audio.shape == source.shape and song.request.seconds == 2.0
+    assert np.array_equal(song.audio[:, : start - FADE], source[:, : start - FADE])
+    assert np.array_equal(song.audio[:, end + FADE :], source[:, end + FADE :])
+    assert not np.allclose(song.audio[:, start:end], source[:, start:end])
+    again = gen.inpaint("happy brass", (source, RATE), 0.8, 1.3, seed=1, steps=3)
+    assert np.array_equal(song.audio, again.audio)
+
+
+def test_inpaint_in_a_song_longer_than_the_window(gen):
+    long = noise_song(5.0)
+    song = gen.inpaint("calm piano", (long, RATE), 3.0, 3.5, seed=1, steps=2)
+    start, end = 3 * RATE, round(3.5 * RATE)
+    assert song.audio.shape == long.shape
+    assert np.array_equal(song.audio[:, : start - FADE], long[:, : start - FADE])
+    assert np.array_equal(song.audio[:, end + FADE :], long[:, end + FADE :])
+
+
+def test_a_source_at_another_rate_is_kept_as_resampled(gen, tmp_path):
+    from salong.audio import resample
+
+    path = tmp_path / "48k.wav"
+    sf.write(path, noise_song(1.5, 48000).T, 48000, subtype="FLOAT")
+    song = gen.inpaint("calm piano", str(path), 0.5, 1.0, seed=1, steps=2)
+    kept = resample(sf.read(path, dtype="float32", always_2d=True)[0].T, 48000, RATE)
+    assert song.audio.shape == kept.shape and song.request.seconds == kept.shape[1] / RATE
+    assert np.array_equal(song.audio[:, : RATE // 2 - FADE], kept[:, : RATE // 2 - FADE])
+    assert np.array_equal(song.audio[:, RATE + FADE :], kept[:, RATE + FADE :])
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_extend_keeps_the_song_and_adds_to_it(gen, source, before):
+    song = gen.extend("calm piano", (source, RATE), 2.6, before=before, seed=1, steps=3)
+    have, total = source.shape[1], round(2.6 * RATE)
+    assert song.audio.shape == (2, total)
+    if before:
+        new = total - have
+        assert np.array_equal(song.audio[:, new + FADE :], source[:, FADE:])
+        assert np.abs(song.audio[:, :new]).max() > 0
+    else:
+        assert np.array_equal(song.audio[:, : have - FADE], source[:, : have - FADE])
+        assert song.audio[:, -1].tolist() == [0.0, 0.0]  # the new end is faded, as a new song's
+
+
+def test_extend_a_song_longer_than_the_window_from_its_last_part(gen, monkeypatch):
+    long = noise_song(4.0)
+    seen = []
+    forward = gen.dit.forward
+    monkeypatch.setattr(gen.dit, "forward", lambda x, *a, **kw: (seen.append(x.shape[-1]), forward(x, *a, **kw))[1])
+    song = gen.extend("calm piano", (long, RATE), 5.0, seed=1, steps=2)
+    assert song.audio.shape == (2, 5 * RATE)
+    assert np.array_equal(song.audio[:, : 4 * RATE - FADE], long[:, : 4 * RATE - FADE])
+    assert set(seen) == {gen.config.dit.window}  # one window: the song's last part and the new second
+
+
+def test_loop_is_the_song_with_its_wrap_around_regenerated(gen):
+    loop = gen.loop("drums at 120 BPM", 2.5, seed=4, steps=3)
+    assert loop.request.seconds == 2.0 and loop.audio.shape == (2, 2 * RATE)  # one 4/4 bar at 120 BPM
+    plain = gen.generate("drums at 120 BPM", 2.0, seed=4, steps=3)
+    half = min(round(LOOP_SEAM_SECONDS * RATE), loop.audio.shape[1] // 4)
+    body = slice(half + FADE, loop.audio.shape[1] - half - FADE)
+    assert np.array_equal(loop.audio[:, body], plain.audio[:, body])
+    assert not np.array_equal(loop.audio[:, :half], plain.audio[:, :half])
+
+
+def test_loop_wrap_is_no_jump(gen):
+    """Played twice in a row, the step from the last sample to the first is like the song's
+    own steps; a plain song's end (faded to silence) against its start is not."""
+    loop = gen.loop("calm piano", 2.0, seed=5, steps=3).audio
+    steps = np.abs(np.diff(loop, axis=1))
+    assert np.abs(loop[:, 0] - loop[:, -1]).max() <= np.percentile(steps, 99.9)
+    assert np.abs(loop[:, -1]).max() > 0  # no fade to silence at the wrap
+
+
+@pytest.mark.parametrize("objective,sampler", [("v", "dpmpp-2m"), ("v", "dpmpp-2m-sde"), ("v", "euler"),
+                                               ("rf", "pingpong")])
+def test_kept_latents_come_out_exactly(objective, sampler):
+    torch.manual_seed(0)
+    known, noise = torch.randn(1, 4, 10), torch.randn(1, 4, 10)
+    regenerate = torch.zeros(10, dtype=torch.bool)
+    regenerate[3:6] = True
+    seen = []
+
+    def denoiser(x, sigma):
+        seen.append(x.clone())
+        return 0.5 * x  # anything; the kept frames must not follow it
+
+    sigmas = get_sigmas_loglinear(4, 0.3, 80.0) if objective == "v" else get_ts_logsnr(4)
+    x = noise * sigmas[0] if objective == "v" else noise
+    out = get_sampler(sampler, objective)(keep_known(denoiser, known, regenerate, noise, objective), x, sigmas,
+                                          generator=torch.Generator().manual_seed(1))
+    if sampler == "euler":  # its last step, x + (denoised - x), lands there to float rounding
+        assert torch.allclose(out[..., ~regenerate], known[..., ~regenerate], atol=1e-5)
+    else:
+        assert torch.equal(out[..., ~regenerate], known[..., ~regenerate])
+    assert not torch.equal(out[..., regenerate], known[..., regenerate])
+    level = float(sigmas[1])
+    expected = known + level * noise if objective == "v" else (1 - level) * known + level * noise
+    assert torch.allclose(seen[1][..., ~regenerate], expected[..., ~regenerate])  # the DiT sees them noised
+
+
+def test_splice_is_equal_power_and_exact_outside():
+    known, made = np.ones((1, 100), np.float32), -np.ones((1, 100), np.float32)
+    out = splice(Fill(known, 40, 60, 10), made, 0)
+    assert np.array_equal(out[:, :30], known[:, :30]) and np.array_equal(out[:, 70:], known[:, 70:])
+    assert np.array_equal(out[:, 40:60], made[:, 40:60])
+    gain_in = (1 - out[0, 30:40]) / 2  # out = cos * 1 + sin * -1 over the fade; cos^2 + sin^2 = 1
+    assert np.all(np.diff(out[0, 30:40]) < 0) and np.all(np.diff(out[0, 60:70]) > 0)
+    assert 0 < gain_in[0] and gain_in[-1] < 1
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings,pattern", [
+    (dict(inpaint="a.wav", start=2.0, end=1.0), "--to must be after --from"),
+    (dict(inpaint="a.wav", start=1.0, end=1.0), "--to must be after --from"),
+    (dict(inpaint="a.wav", start=-1.0, end=1.0), "--from must be 0 or more"),
+    (dict(inpaint="a.wav", start=0.0), "--inpaint needs --to"),
+    (dict(start=0.0, end=1.0), "give --inpaint SONG too"),
+    (dict(extend_before=True), "give --extend SONG too"),
+    (dict(extend="a.wav", loop=True), "--extend and --loop are different edits"),
+    (dict(inpaint="a.wav", start=0.0, end=1.0, init_audio="a.wav", init_noise_level=2.0), "not take --init-audio"),
+])
+def test_bad_edits_are_refused_when_asked(settings, pattern):
+    with pytest.raises(SalongError, match=pattern):
+        SongRequest("calm", 2.0, **settings)
+
+
+def one_line_error(code, out, err, pattern):
+    import re
+
+    assert code != 0 and out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
+
+
+@pytest.fixture
+def song_file(tmp_path):
+    path = tmp_path / "song.wav"
+    sf.write(path, noise_song(2.0).T, RATE, subtype="PCM_24")
+    return path
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--inpaint", "{song}", "--from", "1", "--to", "0.5"], "--to must be after --from"),
+    (["--inpaint", "{song}", "--from", "2.5", "--to", "3"], r"--from 2.5 is past the end of .* \(2.00 s\)"),
+    (["--inpaint", "{song}", "--from", "1", "--to", "2.5"], r"--to 2.5 is past the end"),
+    (["--inpaint", "{song}", "--from", "-1", "--to", "1"], "--from must be 0 or more"),
+    (["--inpaint", "{dir}/missing.wav", "--from", "0", "--to", "1"], "not found"),
+    (["--inpaint", "{dir}", "--from", "0", "--to", "1"], "is a directory"),
+    (["--extend", "{song}", "-s", "1.5"], r"give -s TOTAL above 2.00"),
+])
+def test_bad_regions_fail_in_one_line_before_the_model_loads(tmp_path, capsys, song_file, args, pattern):
+    args = [a.format(song=song_file, dir=tmp_path) for a in args]
+    code, out, err = run_cli(capsys, "generate", "calm", *args, "--model", tmp_path / "missing.safetensors",
+                             "-o", tmp_path / "x.wav")
+    one_line_error(code, out, err, pattern)
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_region_longer_than_the_window_fails_before_the_model_loads(tmp_path, capsys, generator_path, monkeypatch):
+    from salong import sao
+
+    monkeypatch.setattr(sao, "load_generator", lambda *a, **k: pytest.fail("the model loaded"))
+    path = tmp_path / "long.wav"
+    sf.write(path, noise_song(5.0).T, RATE, subtype="PCM_24")
+    code, out, err = run_cli(capsys, "generate", "calm", "--inpaint", path, "--from", "0.5", "--to", "4",
+                             "--model", generator_path, "-o", tmp_path / "x.wav")
+    one_line_error(code, out, err, r"region of 3.50 s is longer than this model's window allows; the most is 2.87 s")
+    code, out, err = run_cli(capsys, "generate", "calm", "--extend", path, "-s", "9",
+                             "--model", generator_path, "-o", tmp_path / "x.wav")
+    one_line_error(code, out, err, r"extension of 4.00 s is longer than this model's window allows")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
+
+
+# --- recipe ----------------------------------------------------------------------------------
+
+
+def test_recipe_records_the_edit_and_remakes_it(tmp_path, capsys, generator_path, song_file):
+    from salong.recipe import model_sha256, read_recipe
+
+    take = tmp_path / "take.wav"
+    code, out, err = run_cli(capsys, "generate", "brass", "--inpaint", song_file, "--from", "0.5", "--to", "1", "-s", 9,
+                             "--seed", "2", "--steps", "2", "--model", generator_path, "-o", take, "--no-progress")
+    assert code == 0 and err.strip() == "warning: --inpaint keeps the song's own length; -s is not used", err
+    recipe = read_recipe(take)
+    assert recipe.request.inpaint.path == str(song_file.resolve())
+    assert (recipe.request.start, recipe.request.end) == (0.5, 1.0)
+    assert recipe.source_sha256 == model_sha256(song_file) and recipe.request.seconds == 2.0
+    assert "--inpaint" in recipe.command(take) and "--from 0.5 --to 1.0" in recipe.command(take)
+    from salong.plots import _inpainted
+
+    assert _inpainted(take) == (0.5, 1.0)  # what `salong plot` shades
+    written, original = sf.read(take, dtype="float32")[0], sf.read(song_file, dtype="float32")[0]
+    assert np.array_equal(written[: RATE // 2 - FADE], original[: RATE // 2 - FADE])  # 24-bit in, 24-bit out
+
+    again = tmp_path / "again.wav"
+    code, out, err = run_cli(capsys, "generate", "--like", take, "-o", again, "--no-progress")
+    assert code == 0 and "warning" not in err  # the recipe's seconds are the song's own
+    assert np.array_equal(sf.read(again)[0], sf.read(take)[0])
+
+    sf.write(song_file, noise_song(2.0, seed=9).T, RATE, subtype="PCM_24")  # the source changed since
+    code, out, err = run_cli(capsys, "generate", "--like", take, "-o", tmp_path / "third.wav", "--no-progress")
+    assert code == 0 and len(err.strip().splitlines()) == 1
+    assert "was made from" in err and "the song will differ" in err
+
+
+@pytest.mark.parametrize("args,fields", [
+    (["--extend", "{song}", "-s", "2.5", "--extend-before"], {"extend_before": True}),
+    (["--loop", "-s", "2.5", "--bpm", "120"], {"loop": True, "seconds": 2.0}),
+])
+def test_recipe_of_extend_and_loop(tmp_path, capsys, generator_path, song_file, args, fields):
+    from salong.recipe import read_recipe
+
+    take = tmp_path / "take.wav"
+    args = [a.format(song=song_file) for a in args]
+    code, out, err = run_cli(capsys, "generate", "calm", *args, "--seed", "1", "--steps", "2",
+                             "--model", generator_path, "-o", take, "--no-progress")
+    assert code == 0, err
+    request = read_recipe(take).request
+    assert {name: getattr(request, name) for name in fields} == fields
+    again = tmp_path / "again.wav"
+    assert run_cli(capsys, "generate", "--like", take, "-o", again, "--no-progress")[0] == 0
+    assert np.array_equal(sf.read(again)[0], sf.read(take)[0])
+
+
+@pytest.mark.parametrize("objective", ["v", "rf"])
+def test_stable_audio_open_folders_edit_too(tmp_path, objective):
+    """Their default frames are the whole window: frames past the song's end are sampled freely."""
+    from conftest import write_tiny_sao
+    from salong.sao import load_folder
+
+    folder = write_tiny_sao(tmp_path / "sao", objective)
+    config = json.loads((folder / "model_config.json").read_text())
+    config["sample_size"] = 32 * 2048  # a 1.49 s window at hop 32: room for a region and its crossfades
+    (folder / "model_config.json").write_text(json.dumps(config))
+    gen = load_folder(folder)
+    assert gen.config.sampling.frames == "window"
+    source = noise_song(0.5)
+    song = gen.inpaint("calm piano", (source, RATE), 0.2, 0.3, seed=1, steps=2)
+    cut, end = round(0.2 * RATE) - FADE, round(0.3 * RATE) + FADE
+    assert np.array_equal(song.audio[:, :cut], source[:, :cut]) and np.array_equal(song.audio[:, end:], source[:, end:])
+    longer = gen.extend("calm piano", (source, RATE), 1.0, seed=1, steps=2)
+    assert longer.audio.shape == (2, RATE) and np.array_equal(longer.audio[:, : RATE // 2 - FADE],
+                                                              source[:, : RATE // 2 - FADE])
