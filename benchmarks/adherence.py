@@ -18,9 +18,9 @@ Sections (each runs when its flag asks for it):
   drums and lead it asks for) at each --seconds and each --frames mode ("needed": only
   the latent frames the request needs; "full": the whole window, then cut), seed = --seed
   plus the prompt's index (run a second --seed to see how much the shares move with
-  the seeds alone). With --flags each prompt's bpm and key ("A minor") also go to
-  `Generator.generate` as its bpm and key controls; without it the prompt text alone
-  asks for them. Each song is scored by `salong.evaluation.score`; one line per run.
+  the seeds alone). With --flags each prompt's bpm, key ("A minor") and drums ("none" or
+  a groove) also go to `Generator.generate` as its controls; without it the prompt text
+  alone asks for them. Each song is scored by `salong.evaluation.score`; one line per run.
 - Autoencoder (--autoencoder PATH, an autoencoder or generator file): --heldout synth
   pieces of 20 s from a seed stream no corpus uses, round-tripped through
   `encode_long` (mean, not sampled) and `decode_long`: STFT distance, mel distance and
@@ -104,7 +104,7 @@ def parse() -> argparse.Namespace:
                    help="first generation seed; prompt i uses seed + i (default: 0)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--flags", action="store_true",
-                   help="also pass each prompt's bpm and key to the generator as controls (runs named 'flags')")
+                   help="also pass each prompt's bpm, key and drums to the generator as controls (runs named 'flags')")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when there is one)")
     p.add_argument("--ceiling", type=int, default=24, help="synth pieces to measure the estimators on (0: skip)")
     p.add_argument("--ceiling-seconds", type=float, default=CEILING_SECONDS,
@@ -230,12 +230,13 @@ def ceiling_name(figures: dict[str, Any]) -> str:
 
 
 def check_flags() -> None:
-    """Refuse --flags before any work when this salong's generator takes no bpm/key controls."""
+    """Refuse --flags before any work when this salong's generator takes no bpm/key/drums controls."""
     from salong.pipeline import Generator
 
-    missing = [k for k in ("bpm", "key") if k not in inspect.signature(Generator.generate).parameters]
+    missing = [k for k in ("bpm", "key", "drums") if k not in inspect.signature(Generator.generate).parameters]
     if missing:
-        raise SalongError(f"--flags passes bpm and key to Generator.generate, which takes no {' or '.join(missing)} "
+        raise SalongError(f"--flags passes bpm, key and drums to Generator.generate, which takes no "
+                          f"{' or '.join(missing)} "
                           "in this salong; update salong or leave out --flags")
 
 
@@ -258,7 +259,7 @@ def load_generator(args: argparse.Namespace, prompts: list[dict[str, Any]]) -> t
     controls = "flags" if args.flags else "text"
     print(f"generator {path} on {device}: {steps} steps, CFG {cfg_scale:g}, {sampler}, window "
           f"{gen.max_seconds:.1f} s; {len(prompts)} prompts, seed = {args.seed} + prompt index; "
-          f"{'bpm and key as controls too' if args.flags else 'the prompt text alone'} ({controls})", flush=True)
+          f"{'bpm, key and drums as controls too' if args.flags else 'the prompt text alone'} ({controls})", flush=True)
     return gen, {"model": str(path), "device": device, "steps": steps, "cfg_scale": cfg_scale, "sampler": sampler,
                  "seed": args.seed, "controls": controls, "seconds": seconds_list}
 
@@ -275,7 +276,8 @@ def generation(args: argparse.Namespace, prompts: list[dict[str, Any]], gen: Any
             scores, wall = [], 0.0
             for seed, prompt in enumerate(prompts, start=args.seed):
                 # Controls only with --flags: without it the call is the text-only one it always was.
-                controls = {"bpm": prompt["bpm"], "key": f'{prompt["tonic"]} {prompt["mode"]}'} if args.flags else {}
+                key = f'{prompt["tonic"]} {prompt["mode"]}'
+                controls = {"bpm": prompt["bpm"], "key": key, "drums": prompt["drums"]} if args.flags else {}
                 start = time.perf_counter()
                 song = gen.generate(prompt["prompt"], seconds, steps=info["steps"], cfg_scale=info["cfg_scale"],
                                     seed=seed, full_window=frames == "full", **controls)
