@@ -548,8 +548,12 @@ def window_seconds(path: Path) -> float | None:
     meta = read_metadata(path)
     if meta.get("kind") != KIND or not meta.get(FORMAT_KEY, "").isdigit() or "config" not in meta:
         return None
+    try:
+        config = json.loads(meta["config"])
+    except (ValueError, RecursionError):
+        return None  # a damaged config: loading the model names it
     origin = Origin(repr(str(path)), int(meta[FORMAT_KEY]), meta.get(VERSION_KEY))
-    return config_from_dict(GeneratorConfig, FileConfig(json.loads(meta["config"]), origin)).max_seconds
+    return config_from_dict(GeneratorConfig, FileConfig(config, origin)).max_seconds
 
 
 def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder,
