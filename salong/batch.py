@@ -496,7 +496,7 @@ def generate_songs(
     from salong.bundled import default_generator
     from salong.distributed import process_group, resolve_device, wants_cuda
     from salong.lora import check_adapter_file
-    from salong.edit import check_edit
+    from salong.edit import check_edit, edit_mode
     from salong.pipeline import window_seconds
     from salong.recipe import check_take_adapters, check_take_model, check_take_source
     from salong.sao import load_generator
@@ -519,7 +519,9 @@ def generate_songs(
     refuse_inputs([job.output for job in jobs if isinstance(job, Job)], [s for s in sources if s is not None])
     model = model if model is not None else default_generator()
     # each edit's source read once and its region checked, in the model's window, before the model loads
-    window = window_seconds(model) if model.exists() else None
+    # the window is read only for an edit, so that a bad model file is named as a model when it loads
+    edits = any(edit_mode(r) is not None for r in (base, *(j.request for j in jobs if isinstance(j, Job))))
+    window = window_seconds(model) if edits and model.exists() else None
     check_edit(base, window)  # the command line's own edit fails the command
     jobs = [_checked_edit(job, window) for job in jobs]
     if take is not None:
