@@ -1,16 +1,15 @@
 """Seams of edits: are the boundaries of inpainted, extended and looped songs outliers?
 
     python benchmarks/edit_seams.py [--model MODEL] [--songs 12] [--seconds 10] [--steps 15]
-        [--resample PASSES] [--resample-steps N] [--ramp FRAMES] [--crossfade SECONDS]
+        [--crossfade SECONDS]
 
 For each of `--songs` prompts it makes a song, then inpaints seconds 40%-60% of it, extends
 it by half its length, extends its first 60% back to its length ("extend cut": a source
 that does not end, as a song the model was asked for does, often into silence), and makes
 a loop of the same prompt (`salong.edit`). Each song is measured in log-mel frames
 (2048-point FFT, hop 512, 64 bands, dB): the distance between neighbouring frames (mean
-absolute dB change) is the song's own frame-to-frame change. `--resample`,
-`--resample-steps`, `--ramp` and `--crossfade` set `salong.edit`'s RESAMPLE_PASSES,
-RESAMPLE_STEPS, RAMP_FRAMES and CROSSFADE_SECONDS for the run (default: the library's).
+absolute dB change) is the song's own frame-to-frame change. `--crossfade` sets
+`salong.edit.CROSSFADE_SECONDS` for the run (default: the library's, 50 ms).
 
 - seam: the largest frame distance across a boundary (the frames that touch its crossfade),
   against the 95th percentile of the song's own frame distances (the kept part) and of the
@@ -125,13 +124,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--steps", type=int)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--resample", type=int, default=salong.edit.RESAMPLE_PASSES)
-    p.add_argument("--resample-steps", type=int, default=salong.edit.RESAMPLE_STEPS)
-    p.add_argument("--ramp", type=int, default=salong.edit.RAMP_FRAMES)
     p.add_argument("--crossfade", type=float, default=CROSSFADE_SECONDS)
     args = p.parse_args()
-    salong.edit.RESAMPLE_PASSES, salong.edit.RESAMPLE_STEPS = args.resample, args.resample_steps
-    salong.edit.RAMP_FRAMES = args.ramp
     CROSSFADE_SECONDS = salong.edit.CROSSFADE_SECONDS = args.crossfade
     gen = load_generator(args.model or default_generator(), None, args.device)
     rate, fade = gen.sample_rate, round(CROSSFADE_SECONDS * gen.sample_rate)
@@ -144,8 +138,7 @@ def main() -> None:
     tempo_close: dict[str, list[float]] = {"extend": [], "extend cut": []}  # |BPM change| of the new part
     key_same: dict[str, list[bool]] = {"extend": [], "extend cut": []}
     print(f"model {args.model or 'bundled'}, {args.songs} songs of {args.seconds:g} s, "
-          f"steps {args.steps or 'default'}, resample {args.resample} x {args.resample_steps} steps, "
-          f"ramp {args.ramp} frames")
+          f"steps {args.steps or 'default'}, crossfade {CROSSFADE_SECONDS * 1000:g} ms")
     print(f"{'song':<5} {'edit':<10} {'seam dB':>8} {'own p95':>8} {'new p95':>8} {'jump dB':>8} {'|jump| p95':>10}")
     for i, prompt in enumerate(PROMPTS[: args.songs]):
         song = gen.generate(prompt, args.seconds, seed=i, steps=args.steps).audio

@@ -35,9 +35,6 @@ if TYPE_CHECKING:
     from salong.request import SongRequest
 
 CROSSFADE_SECONDS = 0.05  # each seam's equal-power crossfade, on the kept side
-RESAMPLE_PASSES = 0  # RePaint resampling passes per step (`sample_resampled`) ...
-RESAMPLE_STEPS = 0  # ... over the first this many steps of the schedule
-RAMP_FRAMES = 0  # latent frames of soft mask inside each boundary (`ramp_weights`)
 LOOP_SEAM_SECONDS = 2.0  # regenerated on each side of a loop's wrap-around (at most a quarter of the loop)
 MIN_LOOP_SECONDS = 1.0
 EDIT_MODES = ("inpaint", "extend", "loop")
@@ -56,12 +53,6 @@ class Fill:
     @property
     def samples(self) -> int:
         return self.known.shape[1]
-
-    @property
-    def span_known(self) -> bool:
-        """Whether the span holds source audio (an inpainted region, a loop's seam), not an
-        extension's silence."""
-        return bool(np.any(self.known[:, self.start : self.end]))
 
     def needs(self) -> tuple[int, int]:
         """The stretch the sampled window must cover: the span and its crossfades."""
@@ -225,76 +216,23 @@ def regenerated_frames(fill: Fill, offset: int, frames: int, hop: int) -> torch.
 
 def keep_known(denoiser: Denoiser, known: torch.Tensor, regenerate: torch.Tensor, noise: torch.Tensor,
                objective: str) -> Denoiser:
-    """A denoiser that keeps `known` latents where `regenerate` is 0 (RePaint's replacement).
+    """A denoiser that keeps `known` latents where `regenerate` is False (RePaint's replacement).
 
     Its input there is `known` noised to the step's level with `noise` (x = x0 + sigma eps for
     v-objective sigmas, x = (1 - t) x0 + t eps for rectified-flow times), so the DiT sees the
     kept frames as a clean sample would look at that level; its output there is `known`
     itself, so each sampler's update moves the kept frames along their noised path and its
-    last step returns them exactly. Between 0 and 1 (`ramp_weights`) input and output are
-    mixed, so the frames next to a boundary lean towards the source. known, noise (B, C, L);
-    regenerate (L,) bool or float weights in [0, 1].
+    last step returns them exactly. known, noise (B, C, L); regenerate (L,) bool.
     """
-    weight = regenerate.to(device=known.device, dtype=known.dtype)[None, None, :]  # (1, 1, L)
+    keep = ~regenerate.to(known.device)[None, None, :]  # (1, 1, L)
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
         level = append_dims(sigma, x.ndim)  # (B, 1, 1)
         noised = known + level * noise if objective == "v" else (1 - level) * known + level * noise
-        x = torch.where(weight == 0, noised, weight * x + (1 - weight) * noised)
-        out = denoiser(x, sigma, **cond)
-        return torch.where(weight == 0, known, weight * out + (1 - weight) * known)
+        x = torch.where(keep, noised, x)
+        return torch.where(keep, known, denoiser(x, sigma, **cond))
 
     return denoise
-
-
-def ramp_weights(regenerate: torch.Tensor, ramp: int) -> torch.Tensor:
-    """(L,) float: 1 on regenerated frames, 0 on kept ones, rising over the `ramp` regenerated
-    frames next to each kept one (1/(ramp+1), 2/(ramp+1), ...), so the model blends the
-    boundary itself instead of meeting a hard edge ("soft mask")."""
-    weight = regenerate.float()
-    kept = torch.nonzero(~regenerate).flatten()
-    if ramp < 1 or kept.numel() == 0:
-        return weight
-    frames = torch.arange(len(regenerate))
-    distance = (frames[:, None] - kept[None, :]).abs().min(dim=1).values  # (L,) frames to the nearest kept one
-    return torch.where(regenerate, torch.clamp(distance.float() / (ramp + 1), max=1.0), weight)
-
-
-def renoise(x: torch.Tensor, level: torch.Tensor, back_to: torch.Tensor, objective: str,
-            noise: torch.Tensor) -> torch.Tensor:
-    """`x` at noise `level` taken back up to `back_to` with fresh `noise`: the forward process
-    between the two levels (x0 + sigma eps for sigmas; (1 - t) x0 + t eps for times)."""
-    if objective == "v":
-        return x + torch.sqrt(back_to ** 2 - level ** 2) * noise
-    scale = (1 - back_to) / (1 - level)
-    return scale * x + torch.sqrt(torch.clamp(back_to ** 2 - (scale * level) ** 2, min=0)) * noise
-
-
-def sample_resampled(sample: Any, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, passes: int,
-                     steps: int, objective: str, generator: torch.Generator, renoise_generator: torch.Generator,
-                     callback: Any = None) -> torch.Tensor:
-    """RePaint's resampling (Lugmayr et al. 2022, Alg. 1): each of the first `steps` sampler
-    steps is taken `passes` + 1 times, its result noised back to the step's start in between,
-    so the regenerated frames get more than one chance to agree with the kept ones; then the
-    rest of the schedule as usual. `generator` is the sampler's; the noise that goes back up is
-    drawn on the CPU from `renoise_generator`, so a seed means the same edit on any device."""
-    steps = min(steps, len(sigmas) - 2) if passes > 0 else 0  # never the last step, which lands on clean latents
-    for i in range(steps):
-        for p in range(passes + 1):
-            step = sample(denoiser, x, sigmas[i : i + 2], callback=_shifted(callback, i) if p == passes else None,
-                          generator=generator)
-            if p < passes:
-                fresh = torch.randn(x.shape, generator=renoise_generator, dtype=x.dtype).to(x.device)
-                x = renoise(step, sigmas[i + 1], sigmas[i], objective, fresh)
-        x = step
-    return sample(denoiser, x, sigmas[steps:], callback=_shifted(callback, steps), generator=generator)
-
-
-def _shifted(callback: Any, before: int) -> Any:
-    """`callback` for a sampler run over the schedule from step `before` on."""
-    if callback is None:
-        return None
-    return lambda info: callback({**info, "i": int(info["i"]) + before})
 
 
 def splice(fill: Fill, made: np.ndarray, offset: int) -> np.ndarray:

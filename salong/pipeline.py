@@ -28,9 +28,8 @@ from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, 
                               start_from_init_rf)
 from salong.controls import Controls, beat_features, drum_features, key_features, prompt_with_controls
 from salong.dit import DiT, DiTConfig
-from salong import edit
-from salong.edit import (Fill, edit_mode, keep_known, limit_made, loop_fill, place_window, ramp_weights,
-                         regenerated_frames, sample_resampled, source_fill, source_seconds, splice)
+from salong.edit import (Fill, edit_mode, keep_known, limit_made, loop_fill, place_window, regenerated_frames,
+                         source_fill, source_seconds, splice)
 from salong.errors import SalongError
 from salong.lora import Adapter, attach, load_adapter, merge
 from salong.request import Lora, SongRequest, check_cfg, check_frames, check_sampler, check_steps
@@ -344,10 +343,8 @@ class Generator:
         known = self.autoencoder.encode_long(torch.from_numpy(np.ascontiguousarray(piece))[None])  # (1, D, frames)
         known = known.float().to(self.device)
         regenerate = regenerated_frames(fill, offset, frames, hop)  # (frames,)
-        # a soft edge where the span holds the source (an extension's span holds nothing to lean on)
-        weights = ramp_weights(regenerate, edit.RAMP_FRAMES if fill.span_known else 0)  # (frames,)
         latents = self._latents(r, frames, offset / self.sample_rate, fill.samples / self.sample_rate, seed,
-                                (known, weights), progress)
+                                (known, regenerate), progress)
         made = self.autoencoder.decode_long(latents.float())[0].float().cpu().numpy()  # (C, frames * hop)
         return splice(fill, limit_made(made, PEAK_CEILING), offset)
 
@@ -355,9 +352,8 @@ class Generator:
                  known: tuple[torch.Tensor, torch.Tensor] | None = None,
                  progress: Progress | None = None) -> torch.Tensor:
         """(1, latent_dim, length) latents sampled for `r`, timed as `start` seconds into a piece
-        of `total`; with `known` (latents (1, latent_dim, length), regenerate (length,) weights in
-        [0, 1]) the frames of weight 0 keep those latents (`keep_known`), with RePaint's resampling
-        passes (`sample_resampled`, `salong.edit.RESAMPLE_PASSES`)."""
+        of `total`; with `known` (latents (1, latent_dim, length), regenerate (length,) bool) the
+        frames not regenerated keep those latents (`keep_known`)."""
         defaults = self.config.sampling
         # Noise drawn on the CPU from the seed, so a seed means the same song on any device.
         noise = torch.randn((1, self.config.dit.latent_dim, length), generator=torch.Generator().manual_seed(seed))
@@ -380,16 +376,12 @@ class Generator:
         sample = get_sampler(r.sampler, self.config.objective)
         with self._adapted(r) as adapted:
             denoiser = cfg_denoiser(adapted, cond, uncond, r.cfg)
-            generator = torch.Generator(device=self.device).manual_seed(seed + 1)
-            if known is None:
-                latents = sample(denoiser, x, sigmas, callback=callback, generator=generator)
-            else:
+            if known is not None:
                 denoiser = keep_known(denoiser, known[0], known[1], noise, self.config.objective)
-                latents = sample_resampled(sample, denoiser, x, sigmas, edit.RESAMPLE_PASSES, edit.RESAMPLE_STEPS,
-                                           self.config.objective, generator, torch.Generator().manual_seed(seed + 4),
-                                           callback)
+            latents = sample(denoiser, x, sigmas, callback=callback,
+                             generator=torch.Generator(device=self.device).manual_seed(seed + 1))
         if known is not None:  # Euler's last step lands on the kept latents only to float rounding
-            latents = torch.where(known[1].to(self.device) > 0, latents, known[0])
+            latents = torch.where(known[1].to(self.device), latents, known[0])
         return latents
 
     # --- edits (salong.edit) ---------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 
 from conftest import run_cli, tiny_generator
 from salong.diffusion import get_sampler, get_sigmas_loglinear, get_ts_logsnr
-from salong.edit import CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, Fill, keep_known, ramp_weights, splice
+from salong.edit import CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, Fill, keep_known, splice
 from salong.errors import SalongError
 from salong.request import SongRequest
 
@@ -145,54 +145,6 @@ def test_kept_latents_come_out_exactly(objective, sampler):
     level = float(sigmas[1])
     expected = known + level * noise if objective == "v" else (1 - level) * known + level * noise
     assert torch.allclose(seen[1][..., ~regenerate], expected[..., ~regenerate])  # the DiT sees them noised
-
-
-def test_ramp_weights_rise_inside_the_region_only():
-    regenerate = torch.zeros(12, dtype=torch.bool)
-    regenerate[3:9] = True
-    weights = ramp_weights(regenerate, 2)
-    assert torch.equal(weights[~regenerate], torch.zeros(6))  # kept frames stay kept
-    assert torch.allclose(weights[3:9], torch.tensor([1, 2, 3, 3, 2, 1]) / 3)  # capped at 1 in the middle
-    assert torch.equal(ramp_weights(regenerate, 0), regenerate.float())
-
-
-@pytest.mark.parametrize("objective,sampler", [("v", "dpmpp-2m"), ("v", "dpmpp-2m-sde"), ("rf", "pingpong")])
-def test_soft_mask_and_resampling_keep_the_kept_latents(objective, sampler):
-    """A ramp (`ramp_weights`) and RePaint's resampling passes (`sample_resampled`) change the
-    regenerated frames only; the kept ones come out exactly, and a seed gives the same result."""
-    from salong.edit import sample_resampled
-
-    torch.manual_seed(0)
-    known, noise = torch.randn(1, 4, 12), torch.randn(1, 4, 12)
-    regenerate = torch.zeros(12, dtype=torch.bool)
-    regenerate[3:9] = True
-    calls = []
-
-    def denoiser(x, sigma):
-        calls.append(float(sigma[0]))
-        return 0.5 * x
-
-    sigmas = get_sigmas_loglinear(5, 0.3, 80.0) if objective == "v" else get_ts_logsnr(5)
-    x = noise * sigmas[0] if objective == "v" else noise
-    sample = get_sampler(sampler, objective)
-    denoise = keep_known(denoiser, known, ramp_weights(regenerate, 2), noise, objective)
-
-    def run(passes):
-        calls.clear()
-        return sample_resampled(sample, denoise, x, sigmas, passes, 2, objective, torch.Generator().manual_seed(1),
-                                torch.Generator().manual_seed(2))
-
-    plain, resampled = run(0), run(2)
-    assert len(calls) == 5 + 2 * 2  # two extra passes on each of the first two steps
-    assert calls[:3] == [float(sigmas[0])] * 3 and calls[3:6] == [float(sigmas[1])] * 3
-    for out in (plain, resampled):
-        assert torch.equal(out[..., ~regenerate], known[..., ~regenerate])
-    assert not torch.allclose(plain[..., regenerate], resampled[..., regenerate])
-    assert torch.equal(run(2), resampled)
-    bare = sample(keep_known(denoiser, known, regenerate, noise, objective), x, sigmas,
-                  generator=torch.Generator().manual_seed(1))
-    assert not torch.allclose(plain[..., 3:4], bare[..., 3:4])  # the ramp leans the edge frames to the source
-    assert torch.allclose(plain[..., 5:7], bare[..., 5:7])  # and leaves the middle alone
 
 
 def test_splice_is_equal_power_and_exact_outside():
