@@ -39,10 +39,13 @@ if TYPE_CHECKING:
 # "sampling" has a count (its steps), the others report 0 of 0.
 STAGES = ("encoding the prompt", "sampling", "decoding", "writing")
 RenderProgress = Callable[["Job", str, int, int], None]
-LINE_KEYS = ("prompt", "seconds", "seed", "negative", *CONTROL_FIELDS)  # a prompts-file line's request fields
+EDIT_KEYS = ("inpaint", "start", "end", "extend", "extend_before", "loop")  # `salong.edit`; "from", "to" too
+LINE_KEYS = ("prompt", "seconds", "seed", "negative", *CONTROL_FIELDS, *EDIT_KEYS)  # a line's request fields
+FLAG_KEYS = {"from": "start", "to": "end"}  # a line may name the region as the flags do
 MAX_VARIATIONS = 10_000  # -n
 MAX_SONGS = 100_000  # songs of one run: prompts x -n (each planned job is kept in memory)
 RECORD_FIELDS = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "negative")  # `--json`, with the controls
+# and the edit (`EDIT_KEYS`)
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,10 @@ def slug(text: str, limit: int = 40) -> str:
 def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
     """Entries of a prompts file: plain lines are prompts; lines starting with `{` are JSON
     objects with `prompt` and optionally `seconds`, `seed`, `output`, `negative`, `bpm`, `key`
-    `meter` and `drums` (their values are checked as the song's request, `plan_jobs`).
-    Blank lines and lines starting with `#` are skipped."""
+    `meter` and `drums`, and an edit (`salong.edit`): `inpaint` (a file) with `from` and `to`
+    (or `start` and `end`), `extend` (a file) with `extend_before`, or `loop` (their values are
+    checked as the song's request, `plan_jobs`). Blank lines and lines starting with `#` are
+    skipped."""
     refuse_special(path, "prompts file")
     if not path.is_file():
         raise SalongError(f"prompts file {str(path)!r} not found; give a text file with one prompt per line")
@@ -103,9 +108,16 @@ def _check_entry(entry: Any) -> str | None:
     """The shape of a JSON line (its values are the request's to check)."""
     if not isinstance(entry, dict):
         return "a JSON line must be an object like {\"prompt\": \"...\", \"seconds\": 30}"
-    unknown = sorted(set(entry) - {*LINE_KEYS, "output"})
+    unknown = sorted(set(entry) - {*LINE_KEYS, *FLAG_KEYS, "output"})
     if unknown:
-        return f"unknown keys {unknown}; use prompt, seconds, seed, output, negative, bpm, key, meter, drums"
+        return (f"unknown keys {unknown}; use prompt, seconds, seed, output, negative, bpm, key, meter, drums, "
+                "inpaint, from, to, extend, extend_before, loop")
+    for flag, name in FLAG_KEYS.items():
+        if flag in entry and name in entry:
+            return f"give the region's {flag!r} or {name!r}, not both"
+    for name in ("inpaint", "extend"):
+        if name in entry and not isinstance(entry[name], str):
+            return f"{name} must be an audio file name string, got {entry[name]!r}"
     if not isinstance(entry.get("prompt"), str):
         return "needs a \"prompt\" string"
     if "output" in entry and not isinstance(entry["output"], str):
@@ -144,7 +156,7 @@ def plan_jobs(entries: list[dict[str, Any] | BadLine], base: SongRequest, variat
         try:
             if not entry["prompt"].strip():
                 raise SalongError("the prompt is empty; describe the music, e.g. \"calm piano at 70 BPM\"")
-            own = {k: entry[k] for k in LINE_KEYS if k in entry}
+            own = {FLAG_KEYS.get(k, k): v for k, v in entry.items() if k in LINE_KEYS or k in FLAG_KEYS}
             request = base if own == {"prompt": base.prompt} else dataclasses.replace(base, **own)
         except SalongError as exc:
             if source == "prompt":
@@ -198,12 +210,14 @@ class Rendered:
     def record(self) -> dict[str, Any]:
         """The song's request as one JSON-ready record (what `salong generate --json` prints):
         its settings, the tempo, key, meter and drums it asked for (options over the prompt), the model
-        and its adapters (absolute path and strength each, or None)."""
+        and its adapters (absolute path and strength each, or None), and its edit (the source file
+        absolute; None where not an edit)."""
         request = self.song.request
         controls = request.controls.record()
+        fields = request.record()
         return dict(path=str(self.path), **{name: getattr(request, name) for name in RECORD_FIELDS},
                     **{name: controls.get(name) for name in CONTROL_FIELDS}, model=self.model,
-                    lora=request.record()["lora"], elapsed=round(self.elapsed, 3))
+                    lora=fields["lora"], **{name: fields[name] for name in EDIT_KEYS}, elapsed=round(self.elapsed, 3))
 
 
 @dataclass(frozen=True)
@@ -425,6 +439,28 @@ def _without_audio(result: Rendered | Skipped | Failed) -> Rendered | Skipped | 
     return dataclasses.replace(result, song=dataclasses.replace(result.song, audio=result.song.audio[:, :0]))
 
 
+def edit_source(request: SongRequest) -> Path | None:
+    """The file an inpaint or extend request edits, if it is one given by file."""
+    source = request.inpaint if request.inpaint is not None else request.extend
+    return Path(source.path) if source is not None and source.path is not None else None
+
+
+def _checked_edit(job: Job | BadLine, window: float | None) -> Job | BadLine:
+    """`job` with its edit checked (`salong.edit.check_edit`): a bad one fails the command
+    for the command line's prompt, else becomes its line's BadLine."""
+    from salong.edit import check_edit
+
+    if isinstance(job, BadLine):
+        return job
+    try:
+        check_edit(job.request, window)
+    except SalongError as exc:
+        if job.source == "prompt":
+            raise
+        return BadLine(job.source, str(exc))
+    return job
+
+
 def generate_songs(
     base: SongRequest,
     show: Callable[[Result | Tally], None],
@@ -460,7 +496,7 @@ def generate_songs(
     from salong.bundled import default_generator
     from salong.distributed import process_group, resolve_device, wants_cuda
     from salong.lora import check_adapter_file
-    from salong.edit import check_edit
+    from salong.edit import check_edit, edit_mode
     from salong.pipeline import window_seconds
     from salong.recipe import check_take_adapters, check_take_model, check_take_source
     from salong.sao import load_generator
@@ -478,15 +514,26 @@ def generate_songs(
     entries = read_prompts(prompts) if prompts is not None else [{"prompt": base.prompt, "source": "prompt"}]
     jobs = check_formats(plan_jobs(entries, base, variations, out, name, ext), fmt)
     sources = [prompts, take, lora_take, model, text_encoder, *(Path(a.path) for a in base.lora or ()),
-               Path(base.init_audio.path) if base.init_audio is not None and base.init_audio.path else None]
+               Path(base.init_audio.path) if base.init_audio is not None and base.init_audio.path else None,
+               *(edit_source(job.request) for job in jobs if isinstance(job, Job))]
     refuse_inputs([job.output for job in jobs if isinstance(job, Job)], [s for s in sources if s is not None])
     model = model if model is not None else default_generator()
-    # an edit's source read once and its region checked, in the model's window, before the model loads
-    check_edit(base, window_seconds(model) if model.exists() else None)
+    # each edit's source read once and its region checked, in the model's window, before the model loads
+    # the window is read only for an edit, so that a bad model file is named as a model when it loads
+    edits = any(edit_mode(r) is not None for r in (base, *(j.request for j in jobs if isinstance(j, Job))))
+    window = window_seconds(model) if edits and model.exists() else None
+    check_edit(base, window)  # the command line's own edit fails the command
+    jobs = [_checked_edit(job, window) for job in jobs]
     if take is not None:
         check_take_model(take, model)
     resolve_device(device, 0)  # a missing GPU is named before torchrun's ranks try to join
     tally = Tally(len(jobs), "songs", start)
+    if not any(isinstance(job, Job) for job in jobs):  # every line is bad: no model needed to say so
+        for job in jobs:
+            tally.add(Failed(job.source, job.message))
+            show(Failed(job.source, job.message))
+        show(tally)
+        tally.check()
     with (process_group(wants_cuda(device)) as d,
           status_bar("loading the model", progress and d.main, unit="steps") as bar):
         generator = load_generator(model, text_encoder, resolve_device(device, d.local_rank))

@@ -4,6 +4,7 @@ loads; the recipe records the edit and remakes it."""
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -175,8 +176,6 @@ def test_bad_edits_are_refused_when_asked(settings, pattern):
 
 
 def one_line_error(code, out, err, pattern):
-    import re
-
     assert code != 0 and out == "" and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
 
@@ -290,3 +289,64 @@ def test_stable_audio_open_folders_edit_too(tmp_path, objective):
     longer = gen.extend("calm piano", (source, RATE), 1.0, seed=1, steps=2)
     assert longer.audio.shape == (2, RATE) and np.array_equal(longer.audio[:, : RATE // 2 - FADE],
                                                               source[:, : RATE // 2 - FADE])
+
+
+# --- prompts files and --json ------------------------------------------------------------------
+
+
+def test_prompts_file_lines_edit_and_json_records_the_edit(tmp_path, capsys, generator_path, song_file):
+    prompts = tmp_path / "edits.jsonl"
+    lines = [{"prompt": "brass", "inpaint": str(song_file), "from": 0.5, "to": 1.0, "seed": 2, "output": "a.wav"},
+             {"prompt": "brass", "inpaint": str(song_file), "start": 0.5, "end": 1.0, "seed": 2},
+             {"prompt": "calm", "extend": str(song_file), "seconds": 2.5, "extend_before": True, "seed": 1},
+             {"prompt": "drums", "loop": True, "seconds": 2.5, "bpm": 120, "seed": 1}]
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "songs"
+    code, stdout, err = run_cli(capsys, "generate", "--prompts", prompts, "--steps", "2", "--model", generator_path,
+                                "-o", out, "--json", "--no-progress")
+    assert code == 0, err
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert [(r["inpaint"], r["start"], r["end"]) for r in records[:2]] == [(str(song_file.resolve()), 0.5, 1.0)] * 2
+    assert records[0]["seconds"] == 2.0 and records[0]["extend"] is None and records[0]["loop"] is None
+    assert records[2]["extend"] == str(song_file.resolve()) and records[2]["extend_before"] is True
+    assert records[2]["seconds"] == 2.5 and records[2]["inpaint"] is None
+    assert records[3]["loop"] is True and records[3]["seconds"] == 2.0  # whole bars at 120 BPM
+    first, second = (sf.read(r["path"], dtype="float32")[0] for r in records[:2])
+    assert np.array_equal(first, second)  # "from"/"to" and "start"/"end" are the same region
+    original = sf.read(song_file, dtype="float32")[0]
+    assert np.array_equal(first[: RATE // 2 - FADE], original[: RATE // 2 - FADE])
+    extended = sf.read(records[2]["path"], dtype="float32")[0]
+    assert np.array_equal(extended[RATE // 2 + FADE :], original[FADE:])  # the new half second comes first
+
+
+@pytest.mark.parametrize("line,pattern", [
+    ({"prompt": "a", "inpaint": "{song}", "from": 1.5, "to": 3}, r"line 2: --to 3 is past the end of .*\(2.00 s\)"),
+    ({"prompt": "a", "inpaint": "{song}", "from": 1, "to": 0.5}, r"line 2: --to must be after --from"),
+    ({"prompt": "a", "inpaint": "{song}", "from": 1}, r"line 2: --inpaint needs --to SECONDS"),
+    ({"prompt": "a", "from": 0, "to": 1}, r"line 2: .*give --inpaint SONG too"),
+    ({"prompt": "a", "inpaint": "{song}", "from": 0, "start": 0, "to": 1}, r"line 2: give the region's 'from' or"),
+    ({"prompt": "a", "inpaint": 3, "from": 0, "to": 1}, r"line 2: inpaint must be an audio file name"),
+    ({"prompt": "a", "inpaint": "{dir}/missing.wav", "from": 0, "to": 1}, r"line 2: .*not found"),
+    ({"prompt": "a", "extend": "{song}", "seconds": 1.5}, r"line 2: --extend makes .* give -s TOTAL above 2.00"),
+    ({"prompt": "a", "extend": "{song}", "loop": True}, r"line 2: --extend and --loop are different edits"),
+])
+def test_a_bad_edit_line_is_named_before_the_model_loads(tmp_path, capsys, generator_path, song_file, monkeypatch,
+                                                         line, pattern):
+    from salong import sao
+
+    monkeypatch.setattr(sao, "load_generator", lambda *a, **k: pytest.fail("the model loaded"))
+    prompts = tmp_path / "edits.jsonl"
+    line = {k: v.format(song=song_file, dir=tmp_path) if isinstance(v, str) else v for k, v in line.items()}
+    prompts.write_text("# a bad edit\n" + json.dumps(line) + "\n")
+    code, out, err = run_cli(capsys, "generate", "--prompts", prompts, "--model", generator_path,
+                             "-o", tmp_path / "x.wav", "--no-progress")
+    one_line_error(code, out, err, pattern)
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_an_edit_never_writes_over_its_source(tmp_path, capsys, generator_path, song_file):
+    before = song_file.read_bytes()
+    code, out, err = run_cli(capsys, "generate", "calm", "--inpaint", song_file, "--from", "0.5", "--to", "1",
+                             "--model", generator_path, "-o", song_file, "--overwrite", "--no-progress")
+    one_line_error(code, out, err, r"is the input .*song.wav'; salong never writes over its own input")
+    assert song_file.read_bytes() == before
