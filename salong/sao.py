@@ -33,7 +33,7 @@ from salong.checkpoint import build_strict
 from salong.dit import DiT, DiTConfig
 from salong.checks import refuse_special
 from salong.errors import SalongError, short_reason
-from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream
+from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream, staged
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 from salong.textfile import parse_json
 
@@ -470,7 +470,7 @@ def load_folder(folder: str | Path, text_encoder: str | Path | None = None,
 
 def convert_folder(folder: Path, out: Path, text_encoder: Path | None = None, overwrite: bool = False) -> Path:
     """`salong convert`: a Stable Audio Open folder and its T5 saved as one salong generator file
-    (an existing `out` replaced only with `overwrite`)."""
+    (an existing `out`, also one that appears while this runs, replaced only with `overwrite`)."""
     if not folder.is_dir():
         raise SalongError(f"{str(folder)!r} is not a folder; give a Stable Audio Open folder (model_config.json + "
                           "model.safetensors)")
@@ -479,7 +479,10 @@ def convert_folder(folder: Path, out: Path, text_encoder: Path | None = None, ov
     check_writable(out)
     refuse_existing(out, overwrite, "")
     refuse_inputs([out], [folder] if text_encoder is None else [folder, text_encoder])
-    return load_folder(folder, text_encoder).save(out)
+    generator = load_folder(folder, text_encoder)
+    with staged(out, ".safetensors", overwrite) as tmp:  # a file another run wrote meanwhile is kept
+        generator.save(tmp)
+    return out
 
 
 def load_generator(path: Path, text_encoder: Path | None = None, device: str | torch.device = "cpu") -> Generator:

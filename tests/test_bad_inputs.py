@@ -4,6 +4,7 @@ non-zero exit, exactly one line on stderr, no traceback, and leaves every file a
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -491,3 +492,34 @@ def test_skip_existing_writes_into_a_stream(tmp_path, generator_path):
     done = _salong("generate", "calm", "-s", "0.2", "--seed", "5", "--model", generator_path, "--no-progress",
                    "-o", "/dev/stdout", "--skip-existing", cwd=tmp_path, capture_output=True)
     assert done.returncode == 0 and done.stdout[:4] == b"RIFF" and b"skipped" not in done.stderr
+
+
+def test_convert_and_export_keep_a_file_another_run_wrote_meanwhile(files, tmp_path, capsys, monkeypatch):
+    """Two runs writing one model file: the one that finishes second fails and the first's file
+    is kept (the final rename is an exclusive create); with --overwrite it replaces it."""
+    import types
+
+    import salong.sao
+    import salong.train.tasks
+
+    target = tmp_path / "model.safetensors"
+
+    def write(path):  # this run's file, while another run finishes the same target
+        target.write_bytes(b"theirs")
+        Path(path).write_bytes(b"mine")
+        return Path(path)
+
+    class Slow:
+        def save(self, path):
+            return write(path)
+
+    monkeypatch.setattr(salong.sao, "load_folder", lambda *_: Slow())
+    monkeypatch.setattr(salong.train.tasks, "task_for_run", lambda _: types.SimpleNamespace(kind="dit", config=None))
+    monkeypatch.setattr(salong.train.tasks, "export_run", lambda run, out, task: write(out))
+    for command in (["convert", files["sao_dir"]], ["train", "export", files["fake_run"]]):
+        target.unlink(missing_ok=True)
+        code, out, err = run_cli(capsys, *command, "-o", target)
+        assert code == 1 and "was created by someone else (another run?)" in err and out == "", command
+        assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["model.safetensors"], command
+        code, out, _ = run_cli(capsys, *command, "-o", target, "--overwrite")
+        assert code == 0 and out.strip() == str(target) and target.read_bytes() == b"mine", command
