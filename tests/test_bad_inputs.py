@@ -523,3 +523,26 @@ def test_convert_and_export_keep_a_file_another_run_wrote_meanwhile(files, tmp_p
         assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["model.safetensors"], command
         code, out, _ = run_cli(capsys, *command, "-o", target, "--overwrite")
         assert code == 0 and out.strip() == str(target) and target.read_bytes() == b"mine", command
+
+
+def test_a_second_synth_into_one_folder_is_refused(tmp_path, capsys):
+    """Two `salong synth` into one folder at once: the second is refused before it writes a
+    piece (the folder's lock), also under another spelling of the folder; --recaption too."""
+    from salong.outputs import folder_lock
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    os.symlink("corpus", tmp_path / "alias")
+    with folder_lock(corpus, "a corpus being written"):  # what the first synth holds while it writes
+        for args in (["synth", "1", tmp_path / "alias", "--min-seconds", "1", "--max-seconds", "1"],
+                     ["synth", "1", corpus, "--overwrite", "--min-seconds", "1", "--max-seconds", "1"]):
+            code, _, err = run_cli(capsys, *args)
+            assert code == 1 and "another salong process is using" in err and len(err.strip().splitlines()) == 1
+            assert not list(corpus.rglob("*.wav")) and not (corpus / "metadata.jsonl").exists()
+    code, _, _ = run_cli(capsys, "synth", "1", corpus, "--min-seconds", "1", "--max-seconds", "1")
+    assert code == 0 and (corpus / "metadata.jsonl").exists()  # released when a synth ends
+    before = (corpus / "metadata.jsonl").read_bytes()
+    with folder_lock(corpus, "a corpus being written"):
+        code, _, err = run_cli(capsys, "synth", "1", corpus, "--recaption", "--captions", "3")
+        assert code == 1 and "another salong process is using" in err
+    assert (corpus / "metadata.jsonl").read_bytes() == before
