@@ -17,6 +17,7 @@ its model file is the adapter.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -37,6 +38,7 @@ from salong.diffusion import rf_loss, shifted_time, v_loss
 from salong.dit import CONTROL_EMBEDS, DiT, DiTConfig
 from salong.errors import SalongError, short_reason
 from salong.lora import LoraConfig, LoraDiT, dit_digest, save_adapter, target_names
+from salong.outputs import folder_lock
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 from salong.text_encoder import TextEncoder
 from salong.textfile import parse_json
@@ -400,10 +402,8 @@ def train_dit(
     DiT stays frozen and adapters train on it. `compile` runs the autoencoder's Snake through
     `torch.compile` while the dataset is encoded (`salong.autoencoder.compile_snake`): about
     1.5x faster on CPU."""
-    from salong.distributed import init_distributed, wants_cuda
-    from salong.progress import CONSOLE
-    from salong.train.runtime import seed_everything
-    from salong.train.trainer import check_run_dir, train
+    from salong.distributed import process_group, wants_cuda
+    from salong.train.trainer import check_run_dir
 
     if compile:
         from salong.autoencoder import compile_snake
@@ -416,6 +416,22 @@ def train_dit(
         if not run_dir.parent.is_dir():
             raise SalongError(f"folder {str(run_dir.parent)!r} does not exist; create it first")
         run_dir.mkdir(exist_ok=True)
+    with contextlib.ExitStack() as held:
+        # a second run in this folder is refused now, not after minutes of preparing the same files
+        if held.enter_context(process_group(wants_cuda(train_config.device))).main:
+            held.enter_context(folder_lock(run_dir, "a training run"))
+        return _prepare_and_train(run_dir, created, data, train_config, task_config, autoencoder, text_encoder,
+                                  resume, quiet, progress, init)
+
+
+def _prepare_and_train(run_dir: Path, created: bool, data, train_config, task_config: DiTTaskConfig, autoencoder,
+                       text_encoder, resume: bool, quiet: bool, progress, init):
+    """`train_dit` once the run folder is there and locked."""
+    from salong.distributed import init_distributed, wants_cuda
+    from salong.progress import CONSOLE
+    from salong.train.runtime import seed_everything
+    from salong.train.trainer import train
+
     try:
         ae, text, items, cache, initial = _prepare(run_dir, data, train_config, task_config, autoencoder,
                                                    text_encoder, init, progress)
@@ -438,7 +454,8 @@ def train_dit(
     if d.main and not quiet:
         CONSOLE.print(task.trainable(), markup=False, highlight=False, soft_wrap=True)
     try:
-        return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)
+        return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet,
+                     locked=True)
     finally:
         if d.owns_group:
             torch.distributed.destroy_process_group()
