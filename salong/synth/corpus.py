@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from salong.checks import refuse_special
 from salong.errors import SalongError
 from salong.outputs import folder_lock, write_atomic
 from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, _TEMPO_STREAM, LEADS,
@@ -240,6 +241,7 @@ def recaption_corpus(out_dir: str | Path, captions: int, count: int | None = Non
     """
     _check_captions(captions)
     path = Path(out_dir) / "metadata.jsonl"
+    refuse_special(path, "metadata file")
     if not path.is_file():
         raise SalongError(f"{str(out_dir)!r} holds no corpus (metadata.jsonl); write one with `salong synth`")
     with folder_lock(Path(out_dir), "a corpus being written or recaptioned"):
