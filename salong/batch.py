@@ -481,6 +481,7 @@ def generate_songs(
                Path(base.init_audio.path) if base.init_audio is not None and base.init_audio.path else None]
     refuse_inputs([job.output for job in jobs if isinstance(job, Job)], [s for s in sources if s is not None])
     model = model if model is not None else default_generator()
+    refuse_special(model, "model")  # named as the model, before anything reads it
     # an edit's source read once and its region checked, in the model's window, before the model loads
     check_edit(base, window_seconds(model) if model.exists() else None)
     if take is not None:

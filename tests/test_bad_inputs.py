@@ -72,6 +72,13 @@ def outputs_and_special_files(root, audio, generator_path):
                                             + json.dumps({"prompt": "b", "output": "sub/../a.wav"}) + "\n")
     (root / "eleven.txt").write_text("calm\n" * 11)
     (root / "garbage.mp3").write_bytes(os.urandom(3000))
+    for name, special in (("pipemeta", "metadata.jsonl"), ("pipecaption", "a.txt"), ("dirmeta", None)):
+        (root / name).mkdir()
+        write_audio(root / name / "a.wav", audio, 44100)
+        if special is None:
+            (root / name / "metadata.jsonl").mkdir()
+        else:
+            os.mkfifo(root / name / special)
     # a take made with a model that has since become a named pipe
     model = root / "piped_model.safetensors"
     shutil.copyfile(generator_path, model)
@@ -274,6 +281,12 @@ CASES = [
     (["info", "{pipe_wav}"], r"is a named pipe"),
     (["info", "{sao_pipe}"], r"model config .* is a named pipe"),
     (["plot", "{pipe_wav}", "-o", "p.png"], r"is a named pipe"),
+    (["train", "autoencoder", "--data", "{pipemeta}", "--out", "r"], r"metadata file .* is a named pipe"),
+    (["train", "clap", "--data", "{pipecaption}", "--out", "r"], r"caption file .*a\.txt' is a named pipe"),
+    (["train", "dit", "--data", "{pipemeta}", "--out", "r", "--init", "{gen}"], r"metadata file .* is a named pipe"),
+    (["train", "autoencoder", "--data", "{dirmeta}", "--out", "r"], r"metadata.jsonl' is not a file \(a folder"),
+    (["synth", "1", "{pipemeta}", "--recaption"], r"metadata file .* is a named pipe"),
+    (["generate", "--prompts", "{root}", *G], r"prompts file|directory"),
     (["synth", "1000000000000", "c"], r"use an integer from 1 to 1,000,000"),
     (["synth", "50000000", "c"], r"use an integer from 1 to 1,000,000"),
     (["synth", "1000000", "c", "--min-seconds", "285", "--max-seconds", "285"],
