@@ -333,6 +333,26 @@ def check_state_fits(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]
             )
 
 
+def check_folder_weights(folder: str | Path, model: torch.nn.Module, what: str) -> None:
+    """The weights of a Hugging Face folder (its *.safetensors) are of the kind `model` holds,
+    floating point or whole numbers, else a one-line error: `from_pretrained` casts int8 or
+    bool weights to float silently, and the model would then steer every song with noise."""
+    own = model.state_dict()
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                stored = {key: f.get_slice(key).get_dtype() for key in f.keys()}  # "F32", "I8", "BOOL", ...
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise SalongError(f"{what} weights {str(file)!r} are not a readable safetensors file "
+                              f"({short_reason(exc)}); download them again") from None
+        for key, dtype in stored.items():
+            mine = own.get(key, own.get(key.split(".", 1)[-1]))  # a file of the full model: its prefix dropped
+            if mine is not None and dtype.startswith(("F", "BF")) != mine.dtype.is_floating_point:
+                raise SalongError(f"{what} weights {str(file)!r} are damaged: {key} holds {dtype} values, the model "
+                                  f"expects {'floating point' if mine.dtype.is_floating_point else 'whole numbers'}; "
+                                  "download them again")
+
+
 def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load every tensor into `model`; missing, unexpected or mis-shaped tensors are errors."""
     check_state_fits(model, tensors, source)

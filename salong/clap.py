@@ -50,7 +50,8 @@ from transformers import (
     ClapTextConfig,
 )
 
-from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
+from salong.checkpoint import (build_strict, check_folder_weights, config_from_dict, load_checkpoint,
+                               save_checkpoint)
 from salong.clap_inputs import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, tokenize, wrap_tokenizer
 from salong.errors import SalongError, short_reason
 from salong.textfile import parse_json
@@ -443,6 +444,7 @@ def _load_hf_folder(folder: Path) -> Clap:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SalongError(f"cannot load the CLAP folder {str(folder)!r} ({short_reason(exc)}); it needs config.json, "
                           "model weights and tokenizer files") from None
+    check_folder_weights(folder, model, "CLAP")
     if (folder / "preprocessor_config.json").is_file():
         extractor = ClapFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
     else:

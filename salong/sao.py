@@ -391,7 +391,8 @@ def load_parts(folder: str | Path, config: SaoConfig | None = None) -> tuple[Sao
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
                 _, part, name = want[key]
-                parts[part][name] = f.get_tensor(key).float()
+                tensor = f.get_tensor(key)  # whole numbers kept as they are: `build_strict` refuses them for weights
+                parts[part][name] = tensor.float() if tensor.is_floating_point() else tensor
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise SalongError(f"{str(path)!r} is corrupt ({short_reason(exc)}); download it again") from None
     dit = build_strict(DiT, config.dit, parts["dit"], source=f"{str(path)!r} (DiT)")

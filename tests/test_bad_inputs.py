@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, write_tiny_sao
 from salong.audio import write_audio
 from salong.cli import main
 from salong.autoencoder import PRESETS, Autoencoder, save_autoencoder
@@ -117,6 +117,12 @@ def _hard_inputs(root, audio, generator_path):
     for dtype in (torch.int8, torch.bool):
         cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(cast, str(root / f"gen_{str(dtype)[6:]}.safetensors"), metadata=meta)
+    for name, file in (("sao_boolw", "model.safetensors"), ("sao_t5int8", "t5-base/model.safetensors")):
+        write_tiny_sao(root / name)
+        with safe_open(str(root / name / file), "pt") as f:
+            kept, weights = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        damaged = {k: (v > 0 if "boolw" in name else v.to(torch.int8)) for k, v in weights.items()}
+        save_file(damaged, str(root / name / file), metadata=kept)
     save_file({"w": torch.zeros(2)}, str(root / "bombconfig.safetensors"),
               metadata={**{k: meta[k] for k in ("salong_format", "kind")}, "config": BOMB})
     for name, line in (("latin1", '{"path": "a.wav", "caption": "caf\xe9"}\n'.encode("latin-1")),
@@ -127,7 +133,7 @@ def _hard_inputs(root, audio, generator_path):
     return {name.replace(".", "_"): root / name for name in (
         "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao", "bombrun",
         "surrogate.jsonl", "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1",
-        "metabomb")}
+        "metabomb", "sao_boolw", "sao_t5int8")}
 
 
 G = ["--model", "{gen}"]
@@ -316,6 +322,11 @@ CASES = [
     (["generate", "calm", "-s", "0.5", "--model", "{gen_int8_safetensors}"],
      r"does not fit the model: .* holds int8 values, the model expects floating point"),
     (["generate", "calm", "-s", "0.5", "--model", "{gen_bool_safetensors}"], r"holds bool values"),
+    (["generate", "calm", "-s", "0.04", "--model", "{sao_boolw}"], r"\(DiT\) does not fit .* holds bool values"),
+    (["generate", "calm", "-s", "0.04", "--model", "{sao_t5int8}"],
+     r"T5 encoder weights .* are damaged: .* holds I8 values, the model expects floating point"),
+    (["convert", "{sao_t5int8}", "-o", "c.safetensors"], r"T5 encoder weights .* are damaged"),
+    (["encode", "{wav}", "--model", "{sao_boolw}", "-o", "b.latents.safetensors"], r"holds bool values"),
     (["generate", "calm", "-s", "0.5", "-o", "\udcff\udcfe.wav", *G], r"is not valid UTF-8; give a UTF-8 file name"),
     (["encode", "{wav}", "--model", "{ae}", "-o", "\udcff.latents.safetensors"], r"is not valid UTF-8"),
     (["generate", "caf\udce9", "-s", "0.5", *G], r"the prompt 'caf\\udce9' is not valid UTF-8 text"),
