@@ -26,6 +26,9 @@ def files(tmp_path_factory, generator_path):
     audio = np.random.default_rng(0).normal(0, 0.1, (2, 22050)).astype(np.float32)
     write_audio(root / "song.wav", audio, 44100)
     lat = save_latents(root / "song.latents.safetensors", Latents(torch.zeros(64, 11), 44100, 44100 / 2048, 22050, 2))
+    for name, meta in (("lat_channels", {"channels": str(10**9)}), ("lat_rate", {"latent_rate": "nan"}),
+                       ("lat_samples", {"samples": str(10**18)}), ("lat_sr", {"sample_rate": str(10**30)})):
+        damaged_latents(lat, root / f"{name}.latents.safetensors", meta)
     nan = save_latents(root / "nan.latents.safetensors",
                        Latents(torch.full((64, 11), float("nan")), 44100, 44100 / 2048, 22050, 2))
     (root / "garbage.wav").write_bytes(b"RIFF" + os.urandom(300))
@@ -50,6 +53,15 @@ def files(tmp_path_factory, generator_path):
             "empty": root / "empty.txt", "comments": root / "comments.txt", "notjson": root / "notjson.jsonl",
             "badkey": root / "badkey.jsonl", "corpus": root / "corpus", "nocorpus": root / "nocorpus",
             "folder": root / "folder", "missing": root / "missing.safetensors"}
+
+
+def damaged_latents(good, path, changes):
+    """A copy of the latents file `good` with metadata entries changed (a crafted file)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(good), "pt") as f:
+        save_file({"latents": f.get_tensor("latents")}, str(path), metadata={**f.metadata(), **changes})
 
 
 def outputs_and_special_files(root, audio, generator_path):
@@ -210,6 +222,12 @@ CASES = [
     (["decode", "{lat}", "--model", "{ae}", "-o", "x.aac"], r"unknown output extension"),
     (["decode", "{lat}", "--model", "{ae}", "-o", "{wav}"], r"exists; pass --overwrite"),
     (["decode", "{missing}", "--model", "{ae}", "-o", "m.wav"], r"not found"),
+    (["decode", "{lat_channels_latents_safetensors}", "--model", "{ae}", "-o", "m.wav"],
+     r"is damaged: it records 1000000000 channels, more than 64; encode the audio again"),
+    (["info", "{lat_rate_latents_safetensors}"], r"is damaged: its latent rate nan Hz is not above 0"),
+    (["decode", "{lat_samples_latents_safetensors}", "--model", "{ae}", "-o", "m.wav"],
+     r"it records 1000000000000000000 samples, more than its 11 frames hold"),
+    (["info", "{lat_sr_latents_safetensors}"], r"its sample rate 1000000000000000000000000000000 Hz is not from 1"),
     # info
     (["info", "{missing}"], r"not found"),
     (["info", "{garbage_model}"], r"not a readable safetensors checkpoint"),
