@@ -75,6 +75,18 @@ def target_names(dit: nn.Module, targets: Sequence[str]) -> list[str]:
     return names
 
 
+def adapted_layers(dit: nn.Module, config: LoraConfig) -> list[str]:
+    """`target_names` of `config`'s targets, none narrower than its rank (a larger rank adds
+    nothing, and a typo such as 10**9 would take all memory); else a one-line error."""
+    names = target_names(dit, config.targets)
+    modules = dict(dit.named_modules())
+    narrowest = min(min(modules[n].in_features, modules[n].out_features) for n in names)
+    if config.rank > narrowest:
+        raise SalongError(f"--lora rank {config.rank} is more than the narrowest target layer's width "
+                          f"({narrowest}); use a rank from 1 to {narrowest}")
+    return names
+
+
 def _key(name: str) -> str:
     return name.replace(".", "/")  # module names may not hold dots
 
@@ -86,7 +98,7 @@ class Adapter(nn.Module):
         super().__init__()
         self.config = config
         modules = dict(dit.named_modules())
-        self.names = target_names(dit, config.targets)
+        self.names = adapted_layers(dit, config)
         self.a = nn.ParameterDict()
         self.b = nn.ParameterDict()
         for name in self.names:

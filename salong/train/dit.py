@@ -34,10 +34,11 @@ from salong.autoencoder import Autoencoder, load_autoencoder
 from salong.checkpoint import (config_from_dict, content_digest, load_checkpoint, load_state_strict,
                                write_atomic)
 from salong.clap import Clap, load_clap
+from salong.data import MAX_WINDOW_SECONDS
 from salong.diffusion import rf_loss, shifted_time, v_loss
 from salong.dit import CONTROL_EMBEDS, DiT, DiTConfig
 from salong.errors import SalongError, short_reason
-from salong.lora import LoraConfig, LoraDiT, dit_digest, save_adapter, target_names
+from salong.lora import LoraConfig, LoraDiT, adapted_layers, dit_digest, save_adapter
 from salong.outputs import folder_lock
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 from salong.text_encoder import TextEncoder
@@ -108,10 +109,12 @@ class DiTTaskConfig:
             raise SalongError(f"crops must be one of {', '.join(CROP_MODES)}, got {self.crops!r}")
         if self.crop_law not in CROP_LAWS:
             raise SalongError(f"crop law must be one of {', '.join(CROP_LAWS)}, got {self.crop_law!r}")
-        if not (math.isfinite(self.window_seconds) and self.window_seconds >= 0):
-            raise SalongError(f"window_seconds must be >= 0 (0 = the model's window), got {self.window_seconds}")
-        if not (math.isfinite(self.min_crop_seconds) and self.min_crop_seconds > 0):
-            raise SalongError(f"min_crop_seconds must be > 0, got {self.min_crop_seconds}")
+        if not 0 <= self.window_seconds <= MAX_WINDOW_SECONDS:  # NaN too
+            raise SalongError(f"window_seconds must be >= 0 (0 = the model's window) and at most "
+                              f"{MAX_WINDOW_SECONDS}, got {self.window_seconds}")
+        if not 0 < self.min_crop_seconds <= MAX_WINDOW_SECONDS:
+            raise SalongError(f"min_crop_seconds must be > 0 and at most {MAX_WINDOW_SECONDS}, "
+                              f"got {self.min_crop_seconds}")
         if isinstance(self.text_layer, bool) or not isinstance(self.text_layer, int) or self.text_layer >= 0:
             raise SalongError(f"text layer must be -1 (the CLAP's last) or lower, got {self.text_layer!r}")
         if not (math.isfinite(self.timestep_shift) and self.timestep_shift > 0):
@@ -356,7 +359,7 @@ def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, auto
             raise SalongError(f"--lora trains adapters on the DiT of --init {init} as it is; drop --controls and "
                               "--preset, which would change it")
         if task_config.lora is not None:
-            target_names(initial.dit, task_config.lora.targets)  # targets it lacks are named before any work
+            adapted_layers(initial.dit, task_config.lora)  # targets it lacks, or a rank too large, before any work
     elif task_config.lora is not None and not (run_dir / PREPARED_DIR / BASE_FILE).exists():
         raise SalongError("--lora trains adapters on a generator's DiT; give the generator with --init MODEL")
     d = init_distributed(wants_cuda(train_config.device))

@@ -98,7 +98,7 @@ class TrainConfig:
                      f"{_name(name)} must be an integer from 0 to {COUNT_LIMITS[name]:,}, got {value!r}")
         check_seed(self.seed, "--seed")
         reals: dict[str, tuple[Callable[[float], bool], str]] = {
-            "lr": (lambda v: v > 0, "a positive number"),
+            "lr": (lambda v: 0 < v <= 1, "a positive number, at most 1"),  # AdamW cannot step by more
             "weight_decay": (lambda v: v >= 0, ">= 0"),
             "warmup": (lambda v: 0 <= v < 1, "in [0, 1)"),
             "inv_gamma": (lambda v: v > 0, "> 0"),
