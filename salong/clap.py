@@ -136,8 +136,8 @@ class ClapModelConfig:
                 raise SalongError(f"HTSAT stage {stage} is {side} patches wide, not a multiple of window_size "
                                   f"{self.window_size}; use spec_size/patch_size divisible by "
                                   f"window_size * 2^{len(self.audio_depths) - 1}")
-        if not self.clip_seconds > 0:
-            raise SalongError(f"ClapModelConfig.clip_seconds must be > 0, got {self.clip_seconds!r}")
+        if not 0 < self.clip_seconds <= 3600:  # NaN too; an hour is far beyond any CLAP's window
+            raise SalongError(f"ClapModelConfig.clip_seconds must be > 0 and at most 3600, got {self.clip_seconds!r}")
         if self.mel_frames > self.spec_size * self.freq_ratio:
             raise SalongError(f"{self.clip_seconds} s at hop {self.hop_length} gives {self.mel_frames} mel frames, "
                               f"more than the {self.spec_size * self.freq_ratio} the HTSAT input holds; "
@@ -147,7 +147,7 @@ class ClapModelConfig:
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
             raise SalongError(f"ClapModelConfig mel range {self.f_min}-{self.f_max} Hz must lie within "
                               f"0-{self.sample_rate / 2} Hz")
-        if self.logit_scale_init <= 0:
+        if not 0 < self.logit_scale_init < math.inf:
             raise SalongError(f"ClapModelConfig.logit_scale_init must be > 0, got {self.logit_scale_init!r}")
 
     @property

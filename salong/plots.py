@@ -237,7 +237,7 @@ def plot_file(path: str | Path, out: str | Path | None = None, width: int = SIZE
     ROW_HEIGHT per row of panels."""
     path = Path(path)
     [out] = plan_outputs([path], Path(out) if out is not None else None, ".png", overwrite)
-    check_size(width, height or SIZE[1])
+    check_size(width, SIZE[1] if height is None else height)
     picture_format(out)
     if path.is_dir() or path.name == METRICS_FILE:
         return plot_run(path, out, width, height, overwrite)

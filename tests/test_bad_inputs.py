@@ -207,6 +207,9 @@ CASES = [
     (["plot", "{wav}", "-o", "p"], r"unknown picture extension '\(none\)'"),
     (["plot", "{wav}", "-o", "{wav}"], r"exists; pass --overwrite"),
     (["plot", "{wav}", "-o", "p.png", "--width", "10"], r"--width must be 200 to 8000 pixels, got 10"),
+    (["plot", "{wav}", "-o", "p.png", "--height", "0"], r"--height must be 200 to 8000 pixels, got 0"),
+    (["train", "clap", "--data", "{corpus}", "--out", "r", "--clip-seconds", "1e308"],
+     r"clip_seconds must be > 0 and at most 3600, got 1e\+308"),
     # encode
     (["encode", "{missing}", "--model", "{ae}"], r"not found|does not exist"),
     (["encode", "{garbage_wav}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"cannot decode .* as audio"),
