@@ -121,6 +121,10 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any], origin: Origin | Non
     defaults to that of a `FileConfig` (what `load_checkpoint` returns).
     """
     origin = origin or getattr(data, "origin", None)
+    if not isinstance(data, Mapping):  # a damaged or crafted file: a list, a number, a string
+        where = origin.source if origin else "the config"
+        raise SalongError(f"{where} holds its {cls.__name__} as {type(data).__name__} {str(data)[:40]!r}, not as "
+                          "a JSON object of fields; the file is damaged or not salong's")
     data = migrate_config(cls, data, origin.format_version if origin else None)
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(names))
@@ -166,8 +170,8 @@ def _release(version: str) -> tuple[int, ...]:
 def _restore(hint: Any, value: Any, origin: Origin | None) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Config | None`
         hint = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
-    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        return config_from_dict(hint, value, origin)
+    if dataclasses.is_dataclass(hint) and value is not None:
+        return config_from_dict(hint, value, origin)  # a value that is no mapping is an error there
     if isinstance(value, list):
         return tuple(_restore(None, v, origin) for v in value)
     return value

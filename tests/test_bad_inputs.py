@@ -121,6 +121,9 @@ def _hard_inputs(root, audio, generator_path):
     (root / "bombrun").mkdir()
     (root / "bombrun" / "config.json").write_text(BOMB)
     (root / "bombrun" / "metrics.jsonl").write_text('{"step": ' + BOMB + "}\n")
+    for name, task in (("hugerun", {"model": {"channels": 10**7}}), ("listrun", [1])):
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(json.dumps({"task_kind": "autoencoder", "train": {}, "task": task}))
     (root / "bombsao").mkdir()
     (root / "bombsao" / "model_config.json").write_text(BOMB)
     (root / "bombsao" / "model.safetensors").write_bytes(b"")
@@ -145,7 +148,7 @@ def _hard_inputs(root, audio, generator_path):
     return {name.replace(".", "_"): root / name for name in (
         "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao", "bombrun",
         "surrogate.jsonl", "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1",
-        "metabomb", "sao_boolw", "sao_t5int8")}
+        "metabomb", "sao_boolw", "sao_t5int8", "hugerun", "listrun")}
 
 
 G = ["--model", "{gen}"]
@@ -375,6 +378,9 @@ CASES = [
     (["train", "autoencoder", "--data", "{corpus}", "--out", "{bombrun}", "--resume"],
      r"config.json' is damaged \(nested too deeply"),
     (["plot", "{bombrun}", "-o", "p.png"], r"holds no metrics yet"),
+    (["train", "export", "{hugerun}", "-o", "m.safetensors"],
+     r"config.json' is damaged: task.model.channels is 10,000,000, more than 1,048,576, beyond any model"),
+    (["train", "export", "{listrun}", "-o", "m.safetensors"], r"is damaged \(its train and task entries must be"),
     (["generate", "--prompts", "{surrogate_jsonl}", "-s", "0.5", *G], r"line 1: the prompt .* is not valid UTF-8 text"),
     (["generate", "calm", "-s", "0.5", "--init-audio", "{wav}", "--init-noise-level", "1e308", "-o", "i.wav", *G],
      r"at most its sigma_max 80"),
