@@ -70,6 +70,9 @@ class SaoConfig:
                                objective=self.objective)
 
 
+MAX_LAYERS = 1024  # blocks or stages a model config may ask for (the reference's have 24 and 5)
+
+
 class _Fields:
     """One JSON object read field by field; `done()` refuses any field nobody read."""
 
@@ -94,10 +97,15 @@ class _Fields:
             return default
         return self.data[key]
 
-    def number(self, key: str, default: Any = _MISSING, positive: bool = True) -> int:
+    def number(self, key: str, default: Any = _MISSING, positive: bool = True, most: int | None = None) -> int:
+        """A whole number (above 0 if `positive`), at most `most` where given (a count of layers:
+        the model is built, on the meta device, before its weights are checked)."""
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or (positive and value < 1):
             raise SalongError(f"{self.source}: {self.name(key)} must be a positive whole number, got {value!r}")
+        if most is not None and value > most:
+            raise SalongError(f"{self.source}: {self.name(key)} is {value:,}, more than {most:,}; the file is "
+                              "damaged or not a Stable Audio Open model config")
         return value
 
     def ints(self, key: str) -> tuple[int, ...]:
@@ -106,6 +114,9 @@ class _Fields:
                                                                and v > 0 for v in value):
             raise SalongError(f"{self.source}: {self.name(key)} must be a list of positive whole numbers, "
                               f"got {value!r}")
+        if len(value) > MAX_LAYERS:
+            raise SalongError(f"{self.source}: {self.name(key)} lists {len(value):,} stages, more than {MAX_LAYERS}; "
+                              "the file is damaged or not a Stable Audio Open model config")
         return tuple(value)
 
     def expect(self, key: str, allowed: tuple, default: Any, why: str) -> Any:
@@ -303,7 +314,7 @@ def _dit(diff: _Fields, cond: dict[str, Any], ae: AutoencoderConfig, sample_size
     if context % head_dim:
         raise SalongError(f"{diff.source}: cross-attention width {context} "
                           f"is not a whole number of heads of {head_dim}")
-    patch, depth = c.number("patch_size", 1), c.number("depth")
+    patch, depth = c.number("patch_size", 1), c.number("depth", most=MAX_LAYERS)
     hop = ae.samples_per_latent
     if sample_size % (hop * patch):
         raise SalongError(f"{diff.source}: sample_size {sample_size} is not a whole number of latent patches "

@@ -132,6 +132,10 @@ def _hard_inputs(root, audio, generator_path):
     for dtype in (torch.int8, torch.bool):
         cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(cast, str(root / f"gen_{str(dtype)[6:]}.safetensors"), metadata=meta)
+    write_tiny_sao(root / "sao_deep", t5=False)
+    config = json.loads((root / "sao_deep" / "model_config.json").read_text())
+    config["model"]["diffusion"]["config"]["depth"] = 10**6  # building it, even on the meta device, takes hours
+    (root / "sao_deep" / "model_config.json").write_text(json.dumps(config))
     for name, file in (("sao_boolw", "model.safetensors"), ("sao_t5int8", "t5-base/model.safetensors")):
         write_tiny_sao(root / name)
         with safe_open(str(root / name / file), "pt") as f:
@@ -148,7 +152,7 @@ def _hard_inputs(root, audio, generator_path):
     return {name.replace(".", "_"): root / name for name in (
         "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao", "bombrun",
         "surrogate.jsonl", "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1",
-        "metabomb", "sao_boolw", "sao_t5int8", "hugerun", "listrun")}
+        "metabomb", "sao_boolw", "sao_t5int8", "hugerun", "listrun", "sao_deep")}
 
 
 G = ["--model", "{gen}"]
@@ -350,6 +354,7 @@ CASES = [
     (["generate", "calm", "-s", "0.04", "--model", "{sao_t5int8}"],
      r"T5 encoder weights .* are damaged: .* holds I8 values, the model expects floating point"),
     (["convert", "{sao_t5int8}", "-o", "c.safetensors"], r"T5 encoder weights .* are damaged"),
+    (["info", "{sao_deep}"], r"model.diffusion.config.depth is 1,000,000, more than 1,024; the file is damaged"),
     (["encode", "{wav}", "--model", "{sao_boolw}", "-o", "b.latents.safetensors"], r"holds bool values"),
     (["generate", "calm", "-s", "0.5", "-o", "\udcff\udcfe.wav", *G], r"is not valid UTF-8; give a UTF-8 file name"),
     (["encode", "{wav}", "--model", "{ae}", "-o", "\udcff.latents.safetensors"], r"is not valid UTF-8"),
