@@ -84,6 +84,7 @@ def outputs_and_special_files(root, audio, generator_path):
                                             + json.dumps({"prompt": "b", "output": "sub/../a.wav"}) + "\n")
     (root / "eleven.txt").write_text("calm\n" * 11)
     (root / "garbage.mp3").write_bytes(os.urandom(3000))
+    (root / "emptyaudio.wav").write_bytes(b"")
     for name, special in (("pipemeta", "metadata.jsonl"), ("pipecaption", "a.txt"), ("dirmeta", None)):
         (root / name).mkdir()
         write_audio(root / name / "a.wav", audio, 44100)
@@ -333,6 +334,8 @@ CASES = [
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--num-workers", "100000"], r"--num-workers"),
     # messages that are true (class 6)
     (["info", "{garbage_mp3}"], r"cannot decode .* \(its contents are in no format libsndfile reads"),
+    (["info", "{emptyaudio_wav}"], r"audio file .*emptyaudio.wav' is empty \(0 bytes\); give a file that holds audio"),
+    (["encode", "{emptyaudio_wav}", "--model", "{ae}", "-o", "e.latents.safetensors"], r"is empty \(0 bytes\)"),
     (["encode", "{garbage_mp3}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"in no format libsndfile"),
     # hardening (issue 30), class 2: numbers too large, JSON nesting bombs, text in the wrong encoding,
     # weights of the wrong type, --name format bombs, huge counts
