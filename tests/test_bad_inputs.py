@@ -257,6 +257,10 @@ CASES = [
     # train
     (["train", "autoencoder", "--data", "{nocorpus}", "--out", "r", "--preset", "tiny"], r"no readable audio files"),
     (["train", "autoencoder", "--data", "{missing}", "--out", "r"], r"does not exist"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "{corpus}/run", "--preset", "tiny"],
+     r"--out .* and --data .* overlap \(one is inside the other\): the run's demos and checkpoints would become"),
+    (["train", "clap", "--data", "{root}/./corpus/..", "--out", "{root}", "--preset", "tiny"], r"overlap"),
+    (["train", "dit", "--data", "{corpus}", "--out", "{corpus}/../corpus/r", "--init", "{gen}"], r"overlap"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--preset", "huge"], r"unknown preset 'huge'"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--lr", "-1"], r"learning rate|lr"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--steps", "0"], r"steps"),
