@@ -192,6 +192,9 @@ def plot_run(path: str | Path, out: str | Path, width: int = SIZE[0], height: in
         *[(f"evaluation: {k.removeprefix('eval/')}", [k], _unit(k)) for k in evals if k not in recalls],
     ]
     panels = [panel for panel in panels if panel[1]]
+    if not panels:
+        raise SalongError(f"{str(path)!r} holds no metric salong plots (losses, gradient norms, learning rates or "
+                          "evaluations, named like 'dit/loss'); plot a run salong trained")
     columns = 1 if len(panels) <= 2 else 2
     rows = math.ceil(len(panels) / columns)
     fig = _figure(width, height or ROW_HEIGHT * rows + 40)

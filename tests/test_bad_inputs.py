@@ -122,6 +122,10 @@ def _hard_inputs(root, audio, generator_path):
     (root / "bombrun").mkdir()
     (root / "bombrun" / "config.json").write_text(BOMB)
     (root / "bombrun" / "metrics.jsonl").write_text('{"step": ' + BOMB + "}\n")
+    (root / "oddmetrics").mkdir()
+    (root / "oddmetrics" / "metrics.jsonl").write_text('{"step": 1, "loss": NaN}\n{"step": 2, "lr": -1e308}\n')
+    (root / "pipemetrics").mkdir()
+    os.mkfifo(root / "pipemetrics" / "metrics.jsonl")
     for name, task in (("hugerun", {"model": {"channels": 10**7}}), ("listrun", [1])):
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps({"task_kind": "autoencoder", "train": {}, "task": task}))
@@ -153,7 +157,8 @@ def _hard_inputs(root, audio, generator_path):
     return {name.replace(".", "_"): root / name for name in (
         "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao", "bombrun",
         "surrogate.jsonl", "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1",
-        "metabomb", "sao_boolw", "sao_t5int8", "hugerun", "listrun", "sao_deep")}
+        "metabomb", "sao_boolw", "sao_t5int8", "hugerun", "listrun", "sao_deep", "oddmetrics",
+        "pipemetrics")}
 
 
 G = ["--model", "{gen}"]
@@ -390,6 +395,8 @@ CASES = [
     (["train", "autoencoder", "--data", "{corpus}", "--out", "{bombrun}", "--resume"],
      r"config.json' is damaged \(nested too deeply"),
     (["plot", "{bombrun}", "-o", "p.png"], r"holds no metrics yet"),
+    (["plot", "{oddmetrics}", "-o", "p.png"], r"holds no metric salong plots \(losses, gradient norms"),
+    (["plot", "{pipemetrics}", "-o", "p.png"], r"metrics file .* is a named pipe \(FIFO\)"),
     (["train", "export", "{hugerun}", "-o", "m.safetensors"],
      r"config.json' is damaged: task.model.channels is 10,000,000, more than 1,048,576, beyond any model"),
     (["train", "export", "{listrun}", "-o", "m.safetensors"], r"is damaged \(its train and task entries must be"),
