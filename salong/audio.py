@@ -101,6 +101,12 @@ def _readable(path: str | Path) -> Path:
 
 def _undecodable(path: Path, exc: Exception) -> SalongError:
     reason = str(exc).strip() or type(exc).__name__
+    try:
+        empty = path.is_file() and path.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        return SalongError(f"audio file {str(path)!r} is empty (0 bytes); give a file that holds audio")
     if "not a regular file" in reason or "does not exist" in reason:
         # libsndfile's words for any file it cannot open, though this one exists and is regular
         reason = "its contents are in no format libsndfile reads: damaged, or not audio"

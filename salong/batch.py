@@ -518,8 +518,8 @@ def generate_songs(
                *(edit_source(job.request) for job in jobs if isinstance(job, Job))]
     refuse_inputs([job.output for job in jobs if isinstance(job, Job)], [s for s in sources if s is not None])
     model = model if model is not None else default_generator()
+    refuse_special(model, "model")  # named as the model, before anything reads it
     # each edit's source read once and its region checked, in the model's window, before the model loads
-    # the window is read only for an edit, so that a bad model file is named as a model when it loads
     edits = any(edit_mode(r) is not None for r in (base, *(j.request for j in jobs if isinstance(j, Job))))
     window = window_seconds(model) if edits and model.exists() else None
     check_edit(base, window)  # the command line's own edit fails the command

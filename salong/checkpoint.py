@@ -121,6 +121,10 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any], origin: Origin | Non
     defaults to that of a `FileConfig` (what `load_checkpoint` returns).
     """
     origin = origin or getattr(data, "origin", None)
+    if not isinstance(data, Mapping):  # a damaged or crafted file: a list, a number, a string
+        where = origin.source if origin else "the config"
+        raise SalongError(f"{where} holds its {cls.__name__} as {type(data).__name__} {str(data)[:40]!r}, not as "
+                          "a JSON object of fields; the file is damaged or not salong's")
     data = migrate_config(cls, data, origin.format_version if origin else None)
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(names))
@@ -166,8 +170,8 @@ def _release(version: str) -> tuple[int, ...]:
 def _restore(hint: Any, value: Any, origin: Origin | None) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Config | None`
         hint = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
-    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        return config_from_dict(hint, value, origin)
+    if dataclasses.is_dataclass(hint) and value is not None:
+        return config_from_dict(hint, value, origin)  # a value that is no mapping is an error there
     if isinstance(value, list):
         return tuple(_restore(None, v, origin) for v in value)
     return value
@@ -331,6 +335,26 @@ def check_state_fits(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]
                 f"model expects {'floating point' if own[key].dtype.is_floating_point else 'whole numbers'}; "
                 "the file is damaged or not a salong model"
             )
+
+
+def check_folder_weights(folder: str | Path, model: torch.nn.Module, what: str) -> None:
+    """The weights of a Hugging Face folder (its *.safetensors) are of the kind `model` holds,
+    floating point or whole numbers, else a one-line error: `from_pretrained` casts int8 or
+    bool weights to float silently, and the model would then steer every song with noise."""
+    own = model.state_dict()
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                stored = {key: f.get_slice(key).get_dtype() for key in f.keys()}  # "F32", "I8", "BOOL", ...
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise SalongError(f"{what} weights {str(file)!r} are not a readable safetensors file "
+                              f"({short_reason(exc)}); download them again") from None
+        for key, dtype in stored.items():
+            mine = own.get(key, own.get(key.split(".", 1)[-1]))  # a file of the full model: its prefix dropped
+            if mine is not None and dtype.startswith(("F", "BF")) != mine.dtype.is_floating_point:
+                raise SalongError(f"{what} weights {str(file)!r} are damaged: {key} holds {dtype} values, the model "
+                                  f"expects {'floating point' if mine.dtype.is_floating_point else 'whole numbers'}; "
+                                  "download them again")
 
 
 def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -42,12 +42,19 @@ def refuse_special(path: str | Path, what: str) -> None:
         mode = Path(path).stat().st_mode
     except (OSError, ValueError):
         return
+    kind = special_kind(mode)
+    if kind is not None:
+        raise SalongError(f"{what} {str(path)!r} is {kind}, not a regular file; salong reads inputs only from files, "
+                          "so save it to a file and give that")
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file of `st_mode` `mode` is, if neither a regular file nor a folder (a named pipe,
+    a device, a socket): salong reads none of these."""
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return
-    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+        return None
+    return ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
             else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
-    raise SalongError(f"{what} {str(path)!r} is {kind}, not a regular file; salong reads inputs only from files, "
-                      "so save it to a file and give that")
 
 
 def random_seed() -> int:

@@ -50,7 +50,8 @@ from transformers import (
     ClapTextConfig,
 )
 
-from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
+from salong.checkpoint import (build_strict, check_folder_weights, config_from_dict, load_checkpoint,
+                               save_checkpoint)
 from salong.clap_inputs import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, tokenize, wrap_tokenizer
 from salong.errors import SalongError, short_reason
 from salong.textfile import parse_json
@@ -135,8 +136,8 @@ class ClapModelConfig:
                 raise SalongError(f"HTSAT stage {stage} is {side} patches wide, not a multiple of window_size "
                                   f"{self.window_size}; use spec_size/patch_size divisible by "
                                   f"window_size * 2^{len(self.audio_depths) - 1}")
-        if not self.clip_seconds > 0:
-            raise SalongError(f"ClapModelConfig.clip_seconds must be > 0, got {self.clip_seconds!r}")
+        if not 0 < self.clip_seconds <= 3600:  # NaN too; an hour is far beyond any CLAP's window
+            raise SalongError(f"ClapModelConfig.clip_seconds must be > 0 and at most 3600, got {self.clip_seconds!r}")
         if self.mel_frames > self.spec_size * self.freq_ratio:
             raise SalongError(f"{self.clip_seconds} s at hop {self.hop_length} gives {self.mel_frames} mel frames, "
                               f"more than the {self.spec_size * self.freq_ratio} the HTSAT input holds; "
@@ -146,7 +147,7 @@ class ClapModelConfig:
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
             raise SalongError(f"ClapModelConfig mel range {self.f_min}-{self.f_max} Hz must lie within "
                               f"0-{self.sample_rate / 2} Hz")
-        if self.logit_scale_init <= 0:
+        if not 0 < self.logit_scale_init < math.inf:
             raise SalongError(f"ClapModelConfig.logit_scale_init must be > 0, got {self.logit_scale_init!r}")
 
     @property
@@ -443,6 +444,7 @@ def _load_hf_folder(folder: Path) -> Clap:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SalongError(f"cannot load the CLAP folder {str(folder)!r} ({short_reason(exc)}); it needs config.json, "
                           "model weights and tokenizer files") from None
+    check_folder_weights(folder, model, "CLAP")
     if (folder / "preprocessor_config.json").is_file():
         extractor = ClapFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
     else:

@@ -69,8 +69,14 @@ class _Run:
         """(TrainConfig, task config) of the run (`salong.train.runs`): the model from --preset
         or --init, the task's defaults for a new run or the saved settings on --resume, with
         the options given on top."""
+        from salong.outputs import resolved
         from salong.train.runs import DEFAULT_PRESET, choose_model, run_settings
 
+        data, out = resolved(self.data), resolved(self.out)
+        if data == out or data in out.parents or out in data.parents:  # compared after links and `..`
+            raise SalongError(f"--out {str(self.out)!r} and --data {str(self.data)!r} overlap (one is inside the "
+                              "other): the run's demos and checkpoints would become training data; give a run "
+                              "folder outside the data folder")
         model = choose_model(presets, self.preset, self.init, self.resume, init_model)
         common = {f: getattr(self, f) for f in ("steps", "batch_size", "lr", "seed", "checkpoint_every", "log_every",
                                                "precision", "device", "num_workers")}

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from salong.audio import native_path, resample, to_channels
+from salong.checks import refuse_special, special_kind
 from salong.controls import Controls, parse_bpm, parse_drums, parse_key, parse_meter
 from salong.errors import SalongError
 from salong.textfile import parse_json, read_lines, read_text
@@ -131,6 +132,10 @@ def file_downbeat(entry: Mapping[str, Any], where: str) -> float:
 def read_metadata(root: Path) -> dict[str, dict[str, Any]]:
     """Entries of `root/metadata.jsonl` keyed by normalised relative path ({} if absent)."""
     path = root / METADATA_FILE
+    refuse_special(path, "metadata file")
+    if os.path.lexists(path) and not path.is_file():
+        raise SalongError(f"{str(path)!r} is not a file (a folder, or a link that leads nowhere); "
+                          f"make it the data's {METADATA_FILE}, or remove it")
     if not path.is_file():
         return {}
     entries: dict[str, dict[str, Any]] = {}
@@ -201,9 +206,14 @@ def _audio_paths(root: Path) -> list[Path]:
                 continue
             path = Path(folder) / name
             try:
-                file = key(str(path))
-            except OSError:  # a dangling link: index_audio names it
+                info = os.stat(path)
+            except OSError:  # a dangling link or a loop: index_audio names it
                 found.append(path)
+                continue
+            file = info.st_dev, info.st_ino
+            kind = special_kind(info.st_mode)
+            if kind is not None:  # opening a named pipe waits for a writer for ever; a device may never end
+                _warn_skip(path.relative_to(root).as_posix(), f"it is {kind}, not a regular file")
                 continue
             if file in seen_files or (path.is_symlink() and file in inside_files):
                 _warn_skip(path.relative_to(root).as_posix(), "it is a second name for audio already indexed")
@@ -226,6 +236,10 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
     for path in _audio_paths(root):
         relpath = path.relative_to(root).as_posix()
         seen.add(relpath)
+        if not path.exists():
+            _warn_skip(relpath, f"it is a symlink to {os.readlink(path)!r}, which does not exist (or loops)")
+            skipped += 1
+            continue
         try:
             info = sf.info(native_path(path))
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
@@ -247,6 +261,7 @@ def index_audio(root: Path) -> tuple[list[AudioFile], int]:
             downbeat = file_downbeat(entry, relpath)
         else:
             sidecar = path.with_suffix(".txt")
+            refuse_special(sidecar, "caption file")
             caption = read_text(sidecar, "caption file").strip() if sidecar.is_file() else ""
             attributes = {}
             controls = Controls()

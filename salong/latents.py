@@ -10,6 +10,7 @@ latents and one chunk of audio, not the file.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -67,6 +68,10 @@ def save_latents(path: str | Path, item: Latents, overwrite: bool = True) -> Pat
                         overwrite)
 
 
+MAX_SAMPLE_RATE = 768_000  # the highest audio rate in use
+MAX_CHANNELS = 64  # a latents file restores at most the autoencoder's channels; more is damage
+
+
 def load_latents(path: str | Path) -> Latents:
     """Read a latents file written by `save_latents`, with clear errors otherwise."""
     meta = read_metadata(path)
@@ -89,11 +94,23 @@ def load_latents(path: str | Path) -> Latents:
     except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as exc:
         raise SalongError(f"latents file {str(path)!r} is incomplete or corrupt ({short_reason(exc)}); "
                           "encode the audio again") from None
-    if latents.ndim != 2 or item.samples < 1 or item.channels < 1:
+    if latents.ndim != 2 or latents.shape[1] < 1 or item.samples < 1 or item.channels < 1:
         raise SalongError(f"latents file {str(path)!r} has inconsistent shapes; encode the audio again")
     if not latents.is_floating_point() or not bool(torch.isfinite(latents).all()):
         raise SalongError(f"latents file {str(path)!r} holds NaN, infinite or non-float values; encode the audio again")
-    return item
+    # what `info` prints and `decode` allocates: rates, channels and no more samples than the frames hold
+    frames = latents.shape[1]
+    if not 1 <= item.sample_rate <= MAX_SAMPLE_RATE:
+        problem = f"its sample rate {item.sample_rate} Hz is not from 1 to {MAX_SAMPLE_RATE}"
+    elif not 0 < item.latent_rate <= item.sample_rate:  # NaN too
+        problem = f"its latent rate {item.latent_rate!r} Hz is not above 0 and at most the sample rate"
+    elif item.channels > MAX_CHANNELS:
+        problem = f"it records {item.channels} channels, more than {MAX_CHANNELS}"
+    elif item.samples > math.ceil(frames * item.sample_rate / item.latent_rate):
+        problem = f"it records {item.samples} samples, more than its {frames} frames hold"
+    else:
+        return item
+    raise SalongError(f"latents file {str(path)!r} is damaged: {problem}; encode the audio again")
 
 
 def encode_audio(

@@ -75,6 +75,18 @@ def target_names(dit: nn.Module, targets: Sequence[str]) -> list[str]:
     return names
 
 
+def adapted_layers(dit: nn.Module, config: LoraConfig) -> list[str]:
+    """`target_names` of `config`'s targets, none narrower than its rank (a larger rank adds
+    nothing, and a typo such as 10**9 would take all memory); else a one-line error."""
+    names = target_names(dit, config.targets)
+    modules = dict(dit.named_modules())
+    narrowest = min(min(modules[n].in_features, modules[n].out_features) for n in names)
+    if config.rank > narrowest:
+        raise SalongError(f"--lora rank {config.rank} is more than the narrowest target layer's width "
+                          f"({narrowest}); use a rank from 1 to {narrowest}")
+    return names
+
+
 def _key(name: str) -> str:
     return name.replace(".", "/")  # module names may not hold dots
 
@@ -86,7 +98,7 @@ class Adapter(nn.Module):
         super().__init__()
         self.config = config
         modules = dict(dit.named_modules())
-        self.names = target_names(dit, config.targets)
+        self.names = adapted_layers(dit, config)
         self.a = nn.ParameterDict()
         self.b = nn.ParameterDict()
         for name in self.names:
@@ -209,7 +221,18 @@ def check_adapter_file(path: str | Path) -> None:
 
 
 def read_adapter(path: str | Path) -> AdapterFile:
+    """An adapter file's config, base digest, facts and A and B in float32. Tensors stored as
+    anything but floating point (int8, bool: a damaged or crafted file would otherwise be cast
+    silently and steer every song), or holding NaN or infinities, are a one-line error."""
     ckpt = load_checkpoint(path, KIND)
+    for name, tensor in ckpt.tensors.items():
+        dtype = str(tensor.dtype).replace("torch.", "")
+        if not tensor.is_floating_point():
+            raise SalongError(f"--lora file {str(path)!r} is damaged: {name} holds {dtype} values, an adapter holds "
+                              "floating point; export the adapter again with `salong train export`")
+        if not bool(torch.isfinite(tensor).all()):
+            raise SalongError(f"--lora file {str(path)!r} is damaged: {name} holds NaN or infinite values; "
+                              "export the adapter again with `salong train export`")
     config = config_from_dict(LoraConfig, ckpt.config)
     try:
         facts = parse_json(ckpt.metadata.get("facts", "{}"))
@@ -227,10 +250,16 @@ def load_adapter(path: str | Path, dit: nn.Module, base: str | None = None) -> A
     if file.base != base:
         raise SalongError(f"{str(path)!r} adapts a model with weights digest {file.base}, but this model's is {base}; "
                           "use it with the model it was trained on")
-    adapter = Adapter(dit, file.config)
-    names = {f"{n}.lora_{p}" for n in adapter.names for p in "ab"}
-    if set(file.tensors) != names:
+    # the file's tensors must be the shapes its config promises (checked before A and B are
+    # allocated: a crafted rank of 10**9 would take all memory)
+    modules, rank = dict(dit.named_modules()), file.config.rank
+    shapes = {}
+    for name in target_names(dit, file.config.targets):
+        shapes[f"{name}.lora_a"] = (rank, modules[name].in_features)
+        shapes[f"{name}.lora_b"] = (modules[name].out_features, rank)
+    if set(file.tensors) != set(shapes) or any(tuple(file.tensors[k].shape) != shapes[k] for k in shapes):
         raise SalongError(f"{str(path)!r} does not fit this model's layers; use an adapter trained on this model")
+    adapter = Adapter(dit, file.config)
     with torch.no_grad():
         for name in adapter.names:
             adapter.a[_key(name)].copy_(file.tensors[f"{name}.lora_a"])

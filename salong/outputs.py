@@ -404,17 +404,19 @@ def commit_atomic(tmp: Path, path: Path, overwrite: bool = True) -> None:
     tmp.unlink()
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None], suffix: str | None = None,
-                 overwrite: bool = True) -> Path:
-    """Run `write(tmp_path)` then rename onto `path` (`commit_atomic`: exclusively without
-    `overwrite`); on any failure remove the temp file. A symlink `path` is followed: the file
-    it names is replaced, the link kept.
+@contextmanager
+def staged(path: str | Path, suffix: str | None = None, overwrite: bool = True) -> Iterator[Path]:
+    """A temporary path beside `path` for the block to write (in as many steps as it likes, also
+    through functions that write files themselves), renamed onto `path` when the block ends
+    (`commit_atomic`: exclusively without `overwrite`, so of two runs writing one file the
+    second fails and the first's file is kept); on any failure the temp file is removed. A
+    symlink `path` is followed: the file it names is replaced, the link kept.
 
     A full disk or an interrupted run therefore never leaves a truncated file behind.
     """
     real, tmp = atomic_target(path, suffix)
     try:
-        write(tmp)
+        yield tmp
         commit_atomic(tmp, real, overwrite)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -422,4 +424,11 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], suffix: str | 
         if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc):
             raise SalongError(f"disk full while writing {str(path)!r}; free some space and retry") from None
         raise
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None], suffix: str | None = None,
+                 overwrite: bool = True) -> Path:
+    """Run `write(tmp_path)` on a `staged` temp file that then becomes `path`."""
+    with staged(path, suffix, overwrite) as tmp:
+        write(tmp)
     return Path(path)

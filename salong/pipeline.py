@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from salong.errors import SalongError
 from salong.lora import Adapter, attach, load_adapter, merge
 from salong.request import Lora, SongRequest, check_cfg, check_frames, check_sampler, check_steps
 from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder, check_text_layer
+from salong.textfile import parse_json
 from salong.timing import audio_samples, latent_frames, timing_condition
 
 KIND = "generator"
@@ -549,9 +549,11 @@ def window_seconds(path: Path) -> float | None:
     if meta.get("kind") != KIND or not meta.get(FORMAT_KEY, "").isdigit() or "config" not in meta:
         return None
     try:
-        config = json.loads(meta["config"])
-    except (ValueError, RecursionError):
-        return None  # a damaged config: loading the model names it
+        config = parse_json(meta["config"])
+    except ValueError:  # a nesting bomb, or not JSON: loading the model says so
+        return None
+    if not isinstance(config, dict):
+        return None
     origin = Origin(repr(str(path)), int(meta[FORMAT_KEY]), meta.get(VERSION_KEY))
     return config_from_dict(GeneratorConfig, FileConfig(config, origin)).max_seconds
 

@@ -192,6 +192,9 @@ def plot_run(path: str | Path, out: str | Path, width: int = SIZE[0], height: in
         *[(f"evaluation: {k.removeprefix('eval/')}", [k], _unit(k)) for k in evals if k not in recalls],
     ]
     panels = [panel for panel in panels if panel[1]]
+    if not panels:
+        raise SalongError(f"{str(path)!r} holds no metric salong plots (losses, gradient norms, learning rates or "
+                          "evaluations, named like 'dit/loss'); plot a run salong trained")
     columns = 1 if len(panels) <= 2 else 2
     rows = math.ceil(len(panels) / columns)
     fig = _figure(width, height or ROW_HEIGHT * rows + 40)
@@ -237,7 +240,7 @@ def plot_file(path: str | Path, out: str | Path | None = None, width: int = SIZE
     ROW_HEIGHT per row of panels."""
     path = Path(path)
     [out] = plan_outputs([path], Path(out) if out is not None else None, ".png", overwrite)
-    check_size(width, height or SIZE[1])
+    check_size(width, SIZE[1] if height is None else height)
     picture_format(out)
     if path.is_dir() or path.name == METRICS_FILE:
         return plot_run(path, out, width, height, overwrite)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from salong.checks import refuse_special
 from salong.errors import SalongError
 from salong.textfile import parse_json, split_lines
 
@@ -37,6 +38,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a run's metrics.jsonl (a run folder or the file itself)."""
     path = Path(path)
     file = path / METRICS_FILE if path.is_dir() else path
+    refuse_special(file, "metrics file")  # a named pipe would be waited on for ever, and is no missing file
     if not file.is_file():
         raise SalongError(f"{str(path)!r} is not a training run folder (no {METRICS_FILE}); give a run folder "
                           "or an audio file")

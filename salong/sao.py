@@ -33,7 +33,7 @@ from salong.checkpoint import build_strict
 from salong.dit import DiT, DiTConfig
 from salong.checks import refuse_special
 from salong.errors import SalongError, short_reason
-from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream
+from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream, staged
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 from salong.textfile import parse_json
 
@@ -70,6 +70,9 @@ class SaoConfig:
                                objective=self.objective)
 
 
+MAX_LAYERS = 1024  # blocks or stages a model config may ask for (the reference's have 24 and 5)
+
+
 class _Fields:
     """One JSON object read field by field; `done()` refuses any field nobody read."""
 
@@ -94,10 +97,15 @@ class _Fields:
             return default
         return self.data[key]
 
-    def number(self, key: str, default: Any = _MISSING, positive: bool = True) -> int:
+    def number(self, key: str, default: Any = _MISSING, positive: bool = True, most: int | None = None) -> int:
+        """A whole number (above 0 if `positive`), at most `most` where given (a count of layers:
+        the model is built, on the meta device, before its weights are checked)."""
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or (positive and value < 1):
             raise SalongError(f"{self.source}: {self.name(key)} must be a positive whole number, got {value!r}")
+        if most is not None and value > most:
+            raise SalongError(f"{self.source}: {self.name(key)} is {value:,}, more than {most:,}; the file is "
+                              "damaged or not a Stable Audio Open model config")
         return value
 
     def ints(self, key: str) -> tuple[int, ...]:
@@ -106,6 +114,9 @@ class _Fields:
                                                                and v > 0 for v in value):
             raise SalongError(f"{self.source}: {self.name(key)} must be a list of positive whole numbers, "
                               f"got {value!r}")
+        if len(value) > MAX_LAYERS:
+            raise SalongError(f"{self.source}: {self.name(key)} lists {len(value):,} stages, more than {MAX_LAYERS}; "
+                              "the file is damaged or not a Stable Audio Open model config")
         return tuple(value)
 
     def expect(self, key: str, allowed: tuple, default: Any, why: str) -> Any:
@@ -303,7 +314,7 @@ def _dit(diff: _Fields, cond: dict[str, Any], ae: AutoencoderConfig, sample_size
     if context % head_dim:
         raise SalongError(f"{diff.source}: cross-attention width {context} "
                           f"is not a whole number of heads of {head_dim}")
-    patch, depth = c.number("patch_size", 1), c.number("depth")
+    patch, depth = c.number("patch_size", 1), c.number("depth", most=MAX_LAYERS)
     hop = ae.samples_per_latent
     if sample_size % (hop * patch):
         raise SalongError(f"{diff.source}: sample_size {sample_size} is not a whole number of latent patches "
@@ -391,7 +402,8 @@ def load_parts(folder: str | Path, config: SaoConfig | None = None) -> tuple[Sao
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
                 _, part, name = want[key]
-                parts[part][name] = f.get_tensor(key).float()
+                tensor = f.get_tensor(key)  # whole numbers kept as they are: `build_strict` refuses them for weights
+                parts[part][name] = tensor.float() if tensor.is_floating_point() else tensor
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise SalongError(f"{str(path)!r} is corrupt ({short_reason(exc)}); download it again") from None
     dit = build_strict(DiT, config.dit, parts["dit"], source=f"{str(path)!r} (DiT)")
@@ -470,7 +482,7 @@ def load_folder(folder: str | Path, text_encoder: str | Path | None = None,
 
 def convert_folder(folder: Path, out: Path, text_encoder: Path | None = None, overwrite: bool = False) -> Path:
     """`salong convert`: a Stable Audio Open folder and its T5 saved as one salong generator file
-    (an existing `out` replaced only with `overwrite`)."""
+    (an existing `out`, also one that appears while this runs, replaced only with `overwrite`)."""
     if not folder.is_dir():
         raise SalongError(f"{str(folder)!r} is not a folder; give a Stable Audio Open folder (model_config.json + "
                           "model.safetensors)")
@@ -479,7 +491,10 @@ def convert_folder(folder: Path, out: Path, text_encoder: Path | None = None, ov
     check_writable(out)
     refuse_existing(out, overwrite, "")
     refuse_inputs([out], [folder] if text_encoder is None else [folder, text_encoder])
-    return load_folder(folder, text_encoder).save(out)
+    generator = load_folder(folder, text_encoder)
+    with staged(out, ".safetensors", overwrite) as tmp:  # a file another run wrote meanwhile is kept
+        generator.save(tmp)
+    return out
 
 
 def load_generator(path: Path, text_encoder: Path | None = None, device: str | torch.device = "cpu") -> Generator:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, T5EncoderModel
 
+from salong.checkpoint import check_folder_weights
 from salong.clap import Clap, hf_model_type
 from salong.errors import SalongError, short_reason
 
@@ -244,10 +245,12 @@ def _from_pretrained(cls: Any, folder: Path, what: str) -> nn.Module:
 
     hf_logging.disable_progress_bar()  # stderr is for salong's own progress and errors
     try:
-        return cls.from_pretrained(str(folder), local_files_only=True)
+        model = cls.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SalongError(f"cannot load the {what} in {str(folder)!r} ({short_reason(exc)}); "
                           "the folder needs config.json and model weights") from None
+    check_folder_weights(folder, model, what)
+    return model
 
 
 def _tokenizer(folder: Path) -> Any:

@@ -38,9 +38,12 @@ def split_lines(text: str) -> list[str]:
 
 
 def read_text(path: str | Path, what: str) -> str:
-    """A UTF-8 text file (a BOM in front dropped); a file in another encoding is a one-line
-    error naming its first bad byte's line and the fix. `what` names the file in messages
-    ("prompts file", "metadata file")."""
+    """A UTF-8 text file (a BOM in front dropped); a file in another encoding, or a named pipe
+    or device (`refuse_special`), is a one-line error naming the problem and the fix. `what`
+    names the file in messages ("prompts file", "metadata file")."""
+    from salong.checks import refuse_special  # here: salong.checks needs numpy, text does not
+
+    refuse_special(path, what)
     data = Path(path).read_bytes()
     try:
         return data.decode("utf-8").removeprefix("\ufeff")

@@ -4,12 +4,13 @@ non-zero exit, exactly one line on stderr, no traceback, and leaves every file a
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, write_tiny_sao
 from salong.audio import write_audio
 from salong.cli import main
 from salong.autoencoder import PRESETS, Autoencoder, save_autoencoder
@@ -25,6 +26,9 @@ def files(tmp_path_factory, generator_path):
     audio = np.random.default_rng(0).normal(0, 0.1, (2, 22050)).astype(np.float32)
     write_audio(root / "song.wav", audio, 44100)
     lat = save_latents(root / "song.latents.safetensors", Latents(torch.zeros(64, 11), 44100, 44100 / 2048, 22050, 2))
+    for name, meta in (("lat_channels", {"channels": str(10**9)}), ("lat_rate", {"latent_rate": "nan"}),
+                       ("lat_samples", {"samples": str(10**18)}), ("lat_sr", {"sample_rate": str(10**30)})):
+        damaged_latents(lat, root / f"{name}.latents.safetensors", meta)
     nan = save_latents(root / "nan.latents.safetensors",
                        Latents(torch.full((64, 11), float("nan")), 44100, 44100 / 2048, 22050, 2))
     (root / "garbage.wav").write_bytes(b"RIFF" + os.urandom(300))
@@ -51,6 +55,15 @@ def files(tmp_path_factory, generator_path):
             "folder": root / "folder", "missing": root / "missing.safetensors"}
 
 
+def damaged_latents(good, path, changes):
+    """A copy of the latents file `good` with metadata entries changed (a crafted file)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(good), "pt") as f:
+        save_file({"latents": f.get_tensor("latents")}, str(path), metadata={**f.metadata(), **changes})
+
+
 def outputs_and_special_files(root, audio, generator_path):
     """Inputs of the output and special-file rows: links that lead nowhere, named pipes, a
     take whose model became a pipe, an audio file named like latents, run and model folders."""
@@ -71,6 +84,14 @@ def outputs_and_special_files(root, audio, generator_path):
                                             + json.dumps({"prompt": "b", "output": "sub/../a.wav"}) + "\n")
     (root / "eleven.txt").write_text("calm\n" * 11)
     (root / "garbage.mp3").write_bytes(os.urandom(3000))
+    (root / "emptyaudio.wav").write_bytes(b"")
+    for name, special in (("pipemeta", "metadata.jsonl"), ("pipecaption", "a.txt"), ("dirmeta", None)):
+        (root / name).mkdir()
+        write_audio(root / name / "a.wav", audio, 44100)
+        if special is None:
+            (root / name / "metadata.jsonl").mkdir()
+        else:
+            os.mkfifo(root / name / special)
     # a take made with a model that has since become a named pipe
     model = root / "piped_model.safetensors"
     shutil.copyfile(generator_path, model)
@@ -101,6 +122,13 @@ def _hard_inputs(root, audio, generator_path):
     (root / "bombrun").mkdir()
     (root / "bombrun" / "config.json").write_text(BOMB)
     (root / "bombrun" / "metrics.jsonl").write_text('{"step": ' + BOMB + "}\n")
+    (root / "oddmetrics").mkdir()
+    (root / "oddmetrics" / "metrics.jsonl").write_text('{"step": 1, "loss": NaN}\n{"step": 2, "lr": -1e308}\n')
+    (root / "pipemetrics").mkdir()
+    os.mkfifo(root / "pipemetrics" / "metrics.jsonl")
+    for name, task in (("hugerun", {"model": {"channels": 10**7}}), ("listrun", [1])):
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(json.dumps({"task_kind": "autoencoder", "train": {}, "task": task}))
     (root / "bombsao").mkdir()
     (root / "bombsao" / "model_config.json").write_text(BOMB)
     (root / "bombsao" / "model.safetensors").write_bytes(b"")
@@ -109,6 +137,16 @@ def _hard_inputs(root, audio, generator_path):
     for dtype in (torch.int8, torch.bool):
         cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(cast, str(root / f"gen_{str(dtype)[6:]}.safetensors"), metadata=meta)
+    write_tiny_sao(root / "sao_deep", t5=False)
+    config = json.loads((root / "sao_deep" / "model_config.json").read_text())
+    config["model"]["diffusion"]["config"]["depth"] = 10**6  # building it, even on the meta device, takes hours
+    (root / "sao_deep" / "model_config.json").write_text(json.dumps(config))
+    for name, file in (("sao_boolw", "model.safetensors"), ("sao_t5int8", "t5-base/model.safetensors")):
+        write_tiny_sao(root / name)
+        with safe_open(str(root / name / file), "pt") as f:
+            kept, weights = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        damaged = {k: (v > 0 if "boolw" in name else v.to(torch.int8)) for k, v in weights.items()}
+        save_file(damaged, str(root / name / file), metadata=kept)
     save_file({"w": torch.zeros(2)}, str(root / "bombconfig.safetensors"),
               metadata={**{k: meta[k] for k in ("salong_format", "kind")}, "config": BOMB})
     for name, line in (("latin1", '{"path": "a.wav", "caption": "caf\xe9"}\n'.encode("latin-1")),
@@ -119,7 +157,8 @@ def _hard_inputs(root, audio, generator_path):
     return {name.replace(".", "_"): root / name for name in (
         "huge.flac", "bomb.flac", "bomb.jsonl", "hugesec.jsonl", "emptyout.jsonl", "dotout.jsonl", "bombsao", "bombrun",
         "surrogate.jsonl", "gen_int8.safetensors", "gen_bool.safetensors", "bombconfig.safetensors", "latin1",
-        "metabomb")}
+        "metabomb", "sao_boolw", "sao_t5int8", "hugerun", "listrun", "sao_deep", "oddmetrics",
+        "pipemetrics")}
 
 
 G = ["--model", "{gen}"]
@@ -181,6 +220,9 @@ CASES = [
     (["plot", "{wav}", "-o", "p"], r"unknown picture extension '\(none\)'"),
     (["plot", "{wav}", "-o", "{wav}"], r"exists; pass --overwrite"),
     (["plot", "{wav}", "-o", "p.png", "--width", "10"], r"--width must be 200 to 8000 pixels, got 10"),
+    (["plot", "{wav}", "-o", "p.png", "--height", "0"], r"--height must be 200 to 8000 pixels, got 0"),
+    (["train", "clap", "--data", "{corpus}", "--out", "r", "--clip-seconds", "1e308"],
+     r"clip_seconds must be > 0 and at most 3600, got 1e\+308"),
     # encode
     (["encode", "{missing}", "--model", "{ae}"], r"not found|does not exist"),
     (["encode", "{garbage_wav}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"cannot decode .* as audio"),
@@ -196,6 +238,12 @@ CASES = [
     (["decode", "{lat}", "--model", "{ae}", "-o", "x.aac"], r"unknown output extension"),
     (["decode", "{lat}", "--model", "{ae}", "-o", "{wav}"], r"exists; pass --overwrite"),
     (["decode", "{missing}", "--model", "{ae}", "-o", "m.wav"], r"not found"),
+    (["decode", "{lat_channels_latents_safetensors}", "--model", "{ae}", "-o", "m.wav"],
+     r"is damaged: it records 1000000000 channels, more than 64; encode the audio again"),
+    (["info", "{lat_rate_latents_safetensors}"], r"is damaged: its latent rate nan Hz is not above 0"),
+    (["decode", "{lat_samples_latents_safetensors}", "--model", "{ae}", "-o", "m.wav"],
+     r"it records 1000000000000000000 samples, more than its 11 frames hold"),
+    (["info", "{lat_sr_latents_safetensors}"], r"its sample rate 1000000000000000000000000000000 Hz is not from 1"),
     # info
     (["info", "{missing}"], r"not found"),
     (["info", "{garbage_model}"], r"not a readable safetensors checkpoint"),
@@ -214,6 +262,10 @@ CASES = [
     # train
     (["train", "autoencoder", "--data", "{nocorpus}", "--out", "r", "--preset", "tiny"], r"no readable audio files"),
     (["train", "autoencoder", "--data", "{missing}", "--out", "r"], r"does not exist"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "{corpus}/run", "--preset", "tiny"],
+     r"--out .* and --data .* overlap \(one is inside the other\): the run's demos and checkpoints would become"),
+    (["train", "clap", "--data", "{root}/./corpus/..", "--out", "{root}", "--preset", "tiny"], r"overlap"),
+    (["train", "dit", "--data", "{corpus}", "--out", "{corpus}/../corpus/r", "--init", "{gen}"], r"overlap"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--preset", "huge"], r"unknown preset 'huge'"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--lr", "-1"], r"learning rate|lr"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--steps", "0"], r"steps"),
@@ -273,6 +325,12 @@ CASES = [
     (["info", "{pipe_wav}"], r"is a named pipe"),
     (["info", "{sao_pipe}"], r"model config .* is a named pipe"),
     (["plot", "{pipe_wav}", "-o", "p.png"], r"is a named pipe"),
+    (["train", "autoencoder", "--data", "{pipemeta}", "--out", "r"], r"metadata file .* is a named pipe"),
+    (["train", "clap", "--data", "{pipecaption}", "--out", "r"], r"caption file .*a\.txt' is a named pipe"),
+    (["train", "dit", "--data", "{pipemeta}", "--out", "r", "--init", "{gen}"], r"metadata file .* is a named pipe"),
+    (["train", "autoencoder", "--data", "{dirmeta}", "--out", "r"], r"metadata.jsonl' is not a file \(a folder"),
+    (["synth", "1", "{pipemeta}", "--recaption"], r"metadata file .* is a named pipe"),
+    (["generate", "--prompts", "{root}", *G], r"prompts file|directory"),
     (["synth", "1000000000000", "c"], r"use an integer from 1 to 1,000,000"),
     (["synth", "50000000", "c"], r"use an integer from 1 to 1,000,000"),
     (["synth", "1000000", "c", "--min-seconds", "285", "--max-seconds", "285"],
@@ -285,6 +343,8 @@ CASES = [
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--num-workers", "100000"], r"--num-workers"),
     # messages that are true (class 6)
     (["info", "{garbage_mp3}"], r"cannot decode .* \(its contents are in no format libsndfile reads"),
+    (["info", "{emptyaudio_wav}"], r"audio file .*emptyaudio.wav' is empty \(0 bytes\); give a file that holds audio"),
+    (["encode", "{emptyaudio_wav}", "--model", "{ae}", "-o", "e.latents.safetensors"], r"is empty \(0 bytes\)"),
     (["encode", "{garbage_mp3}", "--model", "{ae}", "-o", "g.latents.safetensors"], r"in no format libsndfile"),
     # hardening (issue 30), class 2: numbers too large, JSON nesting bombs, text in the wrong encoding,
     # weights of the wrong type, --name format bombs, huge counts
@@ -302,6 +362,12 @@ CASES = [
     (["generate", "calm", "-s", "0.5", "--model", "{gen_int8_safetensors}"],
      r"does not fit the model: .* holds int8 values, the model expects floating point"),
     (["generate", "calm", "-s", "0.5", "--model", "{gen_bool_safetensors}"], r"holds bool values"),
+    (["generate", "calm", "-s", "0.04", "--model", "{sao_boolw}"], r"\(DiT\) does not fit .* holds bool values"),
+    (["generate", "calm", "-s", "0.04", "--model", "{sao_t5int8}"],
+     r"T5 encoder weights .* are damaged: .* holds I8 values, the model expects floating point"),
+    (["convert", "{sao_t5int8}", "-o", "c.safetensors"], r"T5 encoder weights .* are damaged"),
+    (["info", "{sao_deep}"], r"model.diffusion.config.depth is 1,000,000, more than 1,024; the file is damaged"),
+    (["encode", "{wav}", "--model", "{sao_boolw}", "-o", "b.latents.safetensors"], r"holds bool values"),
     (["generate", "calm", "-s", "0.5", "-o", "\udcff\udcfe.wav", *G], r"is not valid UTF-8; give a UTF-8 file name"),
     (["encode", "{wav}", "--model", "{ae}", "-o", "\udcff.latents.safetensors"], r"is not valid UTF-8"),
     (["generate", "caf\udce9", "-s", "0.5", *G], r"the prompt 'caf\\udce9' is not valid UTF-8 text"),
@@ -315,11 +381,25 @@ CASES = [
     (["generate", "calm", "--steps", "99999999999999999999", *G], r"steps must be a whole number >= 1 and at most"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--window-seconds", "1e308"],
      r"window_seconds=1e\+308 is longer than 3600 s"),
+    (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--lr", "1e308"],
+     r"--lr must be a positive number, at most 1, got 1e\+308"),
+    (["train", "dit", "--data", "{corpus}", "--out", "r", "--lr", "inf"], r"--lr must be a positive number"),
+    (["train", "dit", "--data", "{corpus}", "--out", "r", "--init", "{gen}", "--window-seconds", "1e308"],
+     r"window_seconds must be >= 0 .* and at most 3600, got 1e\+308"),
+    (["train", "dit", "--data", "{corpus}", "--out", "r", "--init", "{gen}", "--min-crop-seconds", "1e308"],
+     r"min_crop_seconds must be > 0 and at most 3600"),
+    (["train", "dit", "--data", "{corpus}", "--out", "r", "--init", "{gen}", "--lora", "1000000000"],
+     r"--lora rank 1000000000 is more than the narrowest target layer's width \(\d+\); use a rank from 1 to"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "r", "--batch-size", "99999999999999"],
      r"--batch-size must be an integer from 1 to 65,536"),
     (["train", "autoencoder", "--data", "{corpus}", "--out", "{bombrun}", "--resume"],
      r"config.json' is damaged \(nested too deeply"),
     (["plot", "{bombrun}", "-o", "p.png"], r"holds no metrics yet"),
+    (["plot", "{oddmetrics}", "-o", "p.png"], r"holds no metric salong plots \(losses, gradient norms"),
+    (["plot", "{pipemetrics}", "-o", "p.png"], r"metrics file .* is a named pipe \(FIFO\)"),
+    (["train", "export", "{hugerun}", "-o", "m.safetensors"],
+     r"config.json' is damaged: task.model.channels is 10,000,000, more than 1,048,576, beyond any model"),
+    (["train", "export", "{listrun}", "-o", "m.safetensors"], r"is damaged \(its train and task entries must be"),
     (["generate", "--prompts", "{surrogate_jsonl}", "-s", "0.5", *G], r"line 1: the prompt .* is not valid UTF-8 text"),
     (["generate", "calm", "-s", "0.5", "--init-audio", "{wav}", "--init-noise-level", "1e308", "-o", "i.wav", *G],
      r"at most its sigma_max 80"),
@@ -491,3 +571,57 @@ def test_skip_existing_writes_into_a_stream(tmp_path, generator_path):
     done = _salong("generate", "calm", "-s", "0.2", "--seed", "5", "--model", generator_path, "--no-progress",
                    "-o", "/dev/stdout", "--skip-existing", cwd=tmp_path, capture_output=True)
     assert done.returncode == 0 and done.stdout[:4] == b"RIFF" and b"skipped" not in done.stderr
+
+
+def test_convert_and_export_keep_a_file_another_run_wrote_meanwhile(files, tmp_path, capsys, monkeypatch):
+    """Two runs writing one model file: the one that finishes second fails and the first's file
+    is kept (the final rename is an exclusive create); with --overwrite it replaces it."""
+    import types
+
+    import salong.sao
+    import salong.train.tasks
+
+    target = tmp_path / "model.safetensors"
+
+    def write(path):  # this run's file, while another run finishes the same target
+        target.write_bytes(b"theirs")
+        Path(path).write_bytes(b"mine")
+        return Path(path)
+
+    class Slow:
+        def save(self, path):
+            return write(path)
+
+    monkeypatch.setattr(salong.sao, "load_folder", lambda *_: Slow())
+    monkeypatch.setattr(salong.train.tasks, "task_for_run", lambda _: types.SimpleNamespace(kind="dit", config=None))
+    monkeypatch.setattr(salong.train.tasks, "export_run", lambda run, out, task: write(out))
+    for command in (["convert", files["sao_dir"]], ["train", "export", files["fake_run"]]):
+        target.unlink(missing_ok=True)
+        code, out, err = run_cli(capsys, *command, "-o", target)
+        assert code == 1 and "was created by someone else (another run?)" in err and out == "", command
+        assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["model.safetensors"], command
+        code, out, _ = run_cli(capsys, *command, "-o", target, "--overwrite")
+        assert code == 0 and out.strip() == str(target) and target.read_bytes() == b"mine", command
+
+
+def test_a_second_synth_into_one_folder_is_refused(tmp_path, capsys):
+    """Two `salong synth` into one folder at once: the second is refused before it writes a
+    piece (the folder's lock), also under another spelling of the folder; --recaption too."""
+    from salong.outputs import folder_lock
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    os.symlink("corpus", tmp_path / "alias")
+    with folder_lock(corpus, "a corpus being written"):  # what the first synth holds while it writes
+        for args in (["synth", "1", tmp_path / "alias", "--min-seconds", "1", "--max-seconds", "1"],
+                     ["synth", "1", corpus, "--overwrite", "--min-seconds", "1", "--max-seconds", "1"]):
+            code, _, err = run_cli(capsys, *args)
+            assert code == 1 and "another salong process is using" in err and len(err.strip().splitlines()) == 1
+            assert not list(corpus.rglob("*.wav")) and not (corpus / "metadata.jsonl").exists()
+    code, _, _ = run_cli(capsys, "synth", "1", corpus, "--min-seconds", "1", "--max-seconds", "1")
+    assert code == 0 and (corpus / "metadata.jsonl").exists()  # released when a synth ends
+    before = (corpus / "metadata.jsonl").read_bytes()
+    with folder_lock(corpus, "a corpus being written"):
+        code, _, err = run_cli(capsys, "synth", "1", corpus, "--recaption", "--captions", "3")
+        assert code == 1 and "another salong process is using" in err
+    assert (corpus / "metadata.jsonl").read_bytes() == before

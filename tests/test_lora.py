@@ -271,6 +271,29 @@ def test_an_adapter_for_another_base_is_refused_in_one_line(tmp_path, capsys, ad
     assert f"weights digest {read_adapter(adapters[0]).base}, but this model's is {dit_digest(other.dit)}" in err
 
 
+@pytest.mark.parametrize("damage,message", [
+    (lambda t: t.to(torch.int8), r"is damaged: .*lora_a holds int8 values, an adapter holds floating point"),
+    (lambda t: t > 0, r"is damaged: .*lora_a holds bool values"),
+    (lambda t: torch.full_like(t, float("nan")), r"is damaged: .*lora_a holds NaN or infinite values"),
+    (lambda t: t[:, :1].contiguous(), r"does not fit this model's layers"),
+])
+def test_a_damaged_adapter_is_one_line_before_any_song(tmp_path, capsys, adapters, generator_path, damage, message):
+    """Adapter files whose A or B are not floating point, not finite or not the promised shape."""
+    import re
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(adapters[0]), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    first = next(k for k in tensors if k.endswith("lora_a"))
+    save_file({**tensors, first: damage(tensors[first])}, str(tmp_path / "bad.safetensors"), metadata=meta)
+    code, out, err = run_cli(capsys, "generate", "calm piano", "-s", 0.5, "--steps", 1, "--model", generator_path,
+                             "--lora", tmp_path / "bad.safetensors", "-o", tmp_path / "x.wav", "--no-progress")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(message, err) and not (tmp_path / "x.wav").exists(), err
+
+
 @pytest.mark.parametrize("lora,message", [
     (["--lora", "{one}:strong"], r"--lora strength must be a number after the file's colon .* got 'strong'"),
     (["--lora", "{one}:11"], r"--lora strength must be a number from -10 to 10 .* got 11.0"),

@@ -159,6 +159,31 @@ def test_a_link_loop_in_a_data_folder_indexes_each_file_once(tmp_path):
     assert len(skips) == 3 and any("loop" in m for m in skips)
 
 
+def test_special_files_in_a_data_folder_are_skipped_never_read(tmp_path):
+    """Named pipes, devices, sockets and links that loop inside a data folder: each skipped with
+    one warning that says what it is, never opened (a pipe would wait for a writer for ever)."""
+    import os
+    import socket
+
+    from salong.data import AudioSkipWarning, index_audio
+
+    write_audio(tmp_path / "a.wav", _audio(0.1), 44100)
+    os.mkfifo(tmp_path / "pipe.wav")
+    (tmp_path / "zero.wav").symlink_to("/dev/zero")
+    (tmp_path / "self.wav").symlink_to("self.wav")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock.flac"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            files, skipped = index_audio(tmp_path)
+    assert [f.relpath for f in files] == ["a.wav"] and skipped == 1  # the loop: a file that cannot be read
+    skips = sorted(str(w.message) for w in caught if issubclass(w.category, AudioSkipWarning))
+    assert skips == ["skipping pipe.wav: it is a named pipe (FIFO), not a regular file",
+                     "skipping self.wav: it is a symlink to 'self.wav', which does not exist (or loops)",
+                     "skipping sock.flac: it is a socket, not a regular file",
+                     "skipping zero.wav: it is a character device, not a regular file"]
+
+
 @pytest.fixture(scope="module")
 def two_autoencoders(tmp_path_factory):
     root = tmp_path_factory.mktemp("aes")

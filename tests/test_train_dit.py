@@ -354,3 +354,23 @@ def test_every_caption_is_encoded_and_a_crop_reads_the_one_its_seed_draws(setup,
         drawn.add(k)
     assert drawn == {0, 1, 2}
     assert dataset[(0, 5, 0)]["text"].shape == (77, 128)  # a file with one caption
+
+
+def test_a_second_run_in_one_folder_is_refused_before_preparing(setup, tmp_path, monkeypatch):
+    """Two `train dit` on one run folder: the second is refused at once, before minutes of
+    encoding the data (the folder's lock is taken before the preparation, and kept to the end)."""
+    import salong.train.dit
+    from salong.outputs import folder_lock
+
+    root, data, ae, clap = setup
+    run = tmp_path / "run"
+    run.mkdir()
+    prepared = []
+    real = salong.train.dit._prepare
+    monkeypatch.setattr(salong.train.dit, "_prepare", lambda *a, **k: prepared.append(1) or real(*a, **k))
+    with folder_lock(run, "a training run"):  # what the first run holds while it prepares and trains
+        with pytest.raises(SalongError, match=r"another salong process is using .*run' \(a training run\)"):
+            train_dit(data, run, config(steps=2), task_config(), ae, clap, quiet=True)
+    assert prepared == [] and list(run.iterdir()) == []
+    assert train_dit(data, run, config(steps=2), task_config(), ae, clap, quiet=True).step == 2
+    assert prepared == [1]

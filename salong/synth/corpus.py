@@ -15,8 +15,9 @@ from typing import Callable
 
 import numpy as np
 
+from salong.checks import refuse_special
 from salong.errors import SalongError
-from salong.outputs import write_atomic
+from salong.outputs import folder_lock, write_atomic
 from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, _TEMPO_STREAM, LEADS,
                                      MAX_BPM, MAX_SECONDS, MIN_BPM, SAMPLE_RATE, PieceAttributes, _check_choice,
                                      _check_seed, random_attributes)
@@ -211,6 +212,9 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     work = ((out, seed, i, min_seconds, max_seconds, durations, fmt, captions, lead, bpm_range) for i in range(n))
     lines = []
     with contextlib.ExitStack() as stack:
+        # a second salong writing into this folder is refused at once, not after both wrote pieces
+        stack.enter_context(folder_lock(out, "a corpus being written"))
+        _refuse_existing_corpus(out, n, fmt, overwrite)  # again: one finished meanwhile?
         if jobs > 1:
             import multiprocessing
 
@@ -222,8 +226,8 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
             lines.append(line)
             if progress is not None:
                 progress(len(lines), n)
-    text = "\n".join(lines) + "\n"
-    write_atomic(out / "metadata.jsonl", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        text = "\n".join(lines) + "\n"
+        write_atomic(out / "metadata.jsonl", lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
     return out
 
 
@@ -237,8 +241,14 @@ def recaption_corpus(out_dir: str | Path, captions: int, count: int | None = Non
     """
     _check_captions(captions)
     path = Path(out_dir) / "metadata.jsonl"
+    refuse_special(path, "metadata file")
     if not path.is_file():
         raise SalongError(f"{str(out_dir)!r} holds no corpus (metadata.jsonl); write one with `salong synth`")
+    with folder_lock(Path(out_dir), "a corpus being written or recaptioned"):
+        return _recaption(out_dir, path, captions, count)
+
+
+def _recaption(out_dir: str | Path, path: Path, captions: int, count: int | None) -> Path:
     names = [f.name for f in fields(PieceAttributes)]
     lines = []
     for lineno, line in enumerate(read_lines(path, "metadata file"), 1):

@@ -17,6 +17,7 @@ its model file is the adapter.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -33,10 +34,12 @@ from salong.autoencoder import Autoencoder, load_autoencoder
 from salong.checkpoint import (config_from_dict, content_digest, load_checkpoint, load_state_strict,
                                write_atomic)
 from salong.clap import Clap, load_clap
+from salong.data import MAX_WINDOW_SECONDS
 from salong.diffusion import rf_loss, shifted_time, v_loss
 from salong.dit import CONTROL_EMBEDS, DiT, DiTConfig
 from salong.errors import SalongError, short_reason
-from salong.lora import LoraConfig, LoraDiT, dit_digest, save_adapter, target_names
+from salong.lora import LoraConfig, LoraDiT, adapted_layers, dit_digest, save_adapter
+from salong.outputs import folder_lock
 from salong.pipeline import Generator, GeneratorConfig, SamplingConfig, T5Spec
 from salong.text_encoder import TextEncoder
 from salong.textfile import parse_json
@@ -106,10 +109,12 @@ class DiTTaskConfig:
             raise SalongError(f"crops must be one of {', '.join(CROP_MODES)}, got {self.crops!r}")
         if self.crop_law not in CROP_LAWS:
             raise SalongError(f"crop law must be one of {', '.join(CROP_LAWS)}, got {self.crop_law!r}")
-        if not (math.isfinite(self.window_seconds) and self.window_seconds >= 0):
-            raise SalongError(f"window_seconds must be >= 0 (0 = the model's window), got {self.window_seconds}")
-        if not (math.isfinite(self.min_crop_seconds) and self.min_crop_seconds > 0):
-            raise SalongError(f"min_crop_seconds must be > 0, got {self.min_crop_seconds}")
+        if not 0 <= self.window_seconds <= MAX_WINDOW_SECONDS:  # NaN too
+            raise SalongError(f"window_seconds must be >= 0 (0 = the model's window) and at most "
+                              f"{MAX_WINDOW_SECONDS}, got {self.window_seconds}")
+        if not 0 < self.min_crop_seconds <= MAX_WINDOW_SECONDS:
+            raise SalongError(f"min_crop_seconds must be > 0 and at most {MAX_WINDOW_SECONDS}, "
+                              f"got {self.min_crop_seconds}")
         if isinstance(self.text_layer, bool) or not isinstance(self.text_layer, int) or self.text_layer >= 0:
             raise SalongError(f"text layer must be -1 (the CLAP's last) or lower, got {self.text_layer!r}")
         if not (math.isfinite(self.timestep_shift) and self.timestep_shift > 0):
@@ -354,7 +359,7 @@ def _prepare(run_dir: Path, data, train_config, task_config: DiTTaskConfig, auto
             raise SalongError(f"--lora trains adapters on the DiT of --init {init} as it is; drop --controls and "
                               "--preset, which would change it")
         if task_config.lora is not None:
-            target_names(initial.dit, task_config.lora.targets)  # targets it lacks are named before any work
+            adapted_layers(initial.dit, task_config.lora)  # targets it lacks, or a rank too large, before any work
     elif task_config.lora is not None and not (run_dir / PREPARED_DIR / BASE_FILE).exists():
         raise SalongError("--lora trains adapters on a generator's DiT; give the generator with --init MODEL")
     d = init_distributed(wants_cuda(train_config.device))
@@ -400,10 +405,8 @@ def train_dit(
     DiT stays frozen and adapters train on it. `compile` runs the autoencoder's Snake through
     `torch.compile` while the dataset is encoded (`salong.autoencoder.compile_snake`): about
     1.5x faster on CPU."""
-    from salong.distributed import init_distributed, wants_cuda
-    from salong.progress import CONSOLE
-    from salong.train.runtime import seed_everything
-    from salong.train.trainer import check_run_dir, train
+    from salong.distributed import process_group, wants_cuda
+    from salong.train.trainer import check_run_dir
 
     if compile:
         from salong.autoencoder import compile_snake
@@ -416,6 +419,22 @@ def train_dit(
         if not run_dir.parent.is_dir():
             raise SalongError(f"folder {str(run_dir.parent)!r} does not exist; create it first")
         run_dir.mkdir(exist_ok=True)
+    with contextlib.ExitStack() as held:
+        # a second run in this folder is refused now, not after minutes of preparing the same files
+        if held.enter_context(process_group(wants_cuda(train_config.device))).main:
+            held.enter_context(folder_lock(run_dir, "a training run"))
+        return _prepare_and_train(run_dir, created, data, train_config, task_config, autoencoder, text_encoder,
+                                  resume, quiet, progress, init)
+
+
+def _prepare_and_train(run_dir: Path, created: bool, data, train_config, task_config: DiTTaskConfig, autoencoder,
+                       text_encoder, resume: bool, quiet: bool, progress, init):
+    """`train_dit` once the run folder is there and locked."""
+    from salong.distributed import init_distributed, wants_cuda
+    from salong.progress import CONSOLE
+    from salong.train.runtime import seed_everything
+    from salong.train.trainer import train
+
     try:
         ae, text, items, cache, initial = _prepare(run_dir, data, train_config, task_config, autoencoder,
                                                    text_encoder, init, progress)
@@ -438,7 +457,8 @@ def train_dit(
     if d.main and not quiet:
         CONSOLE.print(task.trainable(), markup=False, highlight=False, soft_wrap=True)
     try:
-        return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)
+        return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet,
+                     locked=True)
     finally:
         if d.owns_group:
             torch.distributed.destroy_process_group()

@@ -98,7 +98,7 @@ class TrainConfig:
                      f"{_name(name)} must be an integer from 0 to {COUNT_LIMITS[name]:,}, got {value!r}")
         check_seed(self.seed, "--seed")
         reals: dict[str, tuple[Callable[[float], bool], str]] = {
-            "lr": (lambda v: v > 0, "a positive number"),
+            "lr": (lambda v: 0 < v <= 1, "a positive number, at most 1"),  # AdamW cannot step by more
             "weight_decay": (lambda v: v >= 0, ">= 0"),
             "warmup": (lambda v: 0 <= v < 1, "in [0, 1)"),
             "inv_gamma": (lambda v: v > 0, "> 0"),
@@ -200,9 +200,37 @@ def read_run_config(run_dir: str | Path) -> tuple[str, TrainConfig, dict[str, An
     try:
         data = parse_json(path.read_text(encoding="utf-8", errors="replace"))
         kind, train_dict, task_dict = data["task_kind"], data["train"], data["task"]
+        if not (isinstance(train_dict, dict) and isinstance(task_dict, dict)):
+            raise TypeError("its train and task entries must be JSON objects")
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SalongError(f"{str(path)!r} is damaged ({exc}); restore it or start another run") from None
+    for name, value, limit in _model_numbers(task_dict):
+        if value > limit:  # a crafted or damaged config would take all memory to build
+            raise SalongError(f"{str(path)!r} is damaged: task.{name} is {value:,}, more than {limit:,}, beyond any "
+                              "model salong builds; restore it or start another run")
     return kind, config_from_dict(TrainConfig, train_dict), task_dict
+
+
+MAX_SIZE = 2**20  # any width, rate or window of a model in a run's config (`checkpoint.build_strict`'s bound)
+MAX_LAYERS = 1024  # any count of layers, stages or list items
+LAYER_COUNTS = ("depth", "text_layers", "audio_depths")
+
+
+def _model_numbers(data: Any, prefix: str = "") -> list[tuple[str, int, int]]:
+    """(dotted name, value, its limit) of every whole number in the model configs (the nested
+    objects) of a run's task config; a list gives its length and its items."""
+    found: list[tuple[str, int, int]] = []
+    for key, value in data.items() if isinstance(data, dict) else ():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += _model_numbers(value, f"{name}.")
+        elif prefix and isinstance(value, int) and not isinstance(value, bool):
+            found.append((name, value, MAX_LAYERS if key in LAYER_COUNTS else MAX_SIZE))
+        elif prefix and isinstance(value, list):
+            found.append((f"{name} length", len(value), MAX_LAYERS))
+            found += [(f"{name} item", v, MAX_LAYERS if key in LAYER_COUNTS else MAX_SIZE) for v in value
+                      if isinstance(v, int) and not isinstance(v, bool)]
+    return found
 
 
 # --- a new or resumed run's settings --------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 
 from salong.checkpoint import config_from_dict, load_state_strict, rewrite_checkpoint
 from salong.errors import SalongError
-from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream
+from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream, staged
 from salong.train import state as st
 from salong.train.runs import read_run_config
 from salong.train.trainer import Task
@@ -68,7 +68,8 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
                  sampler: str | None = None, overwrite: bool = False) -> Path:
     """A run's EMA weights (`run`: its folder, or one of its checkpoints) as a model file that
     --model accepts: in float16 storage with `half`, and for a generator with the sampling
-    defaults given (checked as a song's settings are, before any file is written)."""
+    defaults given (checked as a song's settings are, before any file is written). An existing
+    `out`, also one that appears while this runs, is replaced only with `overwrite`."""
     if not run.exists():
         raise SalongError(f"{str(run)!r} not found; give a run folder or one of its checkpoints/step_*.safetensors")
     refuse_stream(out, "train export")
@@ -89,7 +90,10 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
                           "--cfg-scale and --sampler")
     if sampling:
         dataclasses.replace(task.config.sampling, **sampling)
-    path = export_run(run, out, task)
-    if half or sampling:
-        rewrite_checkpoint(path, half=half, config_changes={"sampling": sampling} if sampling else None)
-    return path
+    # written whole beside `out`, then renamed onto it: exclusively without `overwrite`, so a file
+    # another run wrote meanwhile is kept
+    with staged(out, ".safetensors", overwrite) as tmp:
+        export_run(run, tmp, task)
+        if half or sampling:
+            rewrite_checkpoint(tmp, half=half, config_changes={"sampling": sampling} if sampling else None)
+    return out

@@ -269,6 +269,7 @@ def train(
     resume: bool = False,
     task_config: Mapping[str, Any] | Any = None,
     quiet: bool = False,
+    locked: bool = False,
 ) -> TrainResult:
     """Train `task` on `dataset` into `run_dir`; see the module docstring.
 
@@ -276,14 +277,15 @@ def train(
     saved with the run, and a resumed run must present the same one. Raises
     `TrainingInterrupted` after saving a checkpoint on Ctrl-C/SIGTERM, and
     `TrainingDiverged` on a NaN/inf loss. Under `torchrun` every rank calls this;
-    only rank 0 writes files. `quiet` turns the progress display off.
+    only rank 0 writes files. `quiet` turns the progress display off. `locked`: the caller
+    holds the run folder's lock already (`salong.train.dit` takes it before its preparation).
     """
     run_dir = Path(run_dir)
     assert task.kind, "a task needs a kind"
     d = init_distributed(wants_cuda(config.device))
     try:
         with contextlib.ExitStack() as held:  # the run folder's lock, from its creation to the end
-            return _train(task, dataset, config, run_dir, resume, task_config, quiet, d, held)
+            return _train(task, dataset, config, run_dir, resume, task_config, quiet, d, None if locked else held)
     finally:
         if d.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -298,7 +300,7 @@ def _train(
     task_config: Any,
     quiet: bool,
     d: Dist,
-    held: contextlib.ExitStack,
+    held: contextlib.ExitStack | None,
 ) -> TrainResult:
     device = resolve_device(config.device, d.local_rank)
     precision = resolve_precision(config.precision, device)
