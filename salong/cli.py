@@ -198,7 +198,7 @@ def encode(
     progress: bool = _PROGRESS,
 ) -> None:
     """Encode audio to latents (.safetensors) with the autoencoder."""
-    from salong.batch import encode_files
+    from salong.codec_files import encode_files
 
     encode_files(inputs, out, _reporter(), model=model, mean=mean, overwrite=overwrite, progress=progress)
 
@@ -215,7 +215,7 @@ def decode(
     progress: bool = _PROGRESS,
 ) -> None:
     """Decode latents back to audio with the original length and channel count."""
-    from salong.batch import decode_files
+    from salong.codec_files import decode_files
     from salong.mastering import check_bit_depth
 
     bit_depth = check_bit_depth(bit_depth) if bit_depth is not None else None
