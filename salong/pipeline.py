@@ -21,7 +21,6 @@ import torch
 
 from salong.autoencoder import Autoencoder, AutoencoderConfig
 from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
-from salong.checks import refuse_special
 from salong.clap import (Clap, ClapModelConfig, holds_text_tower_only, text_tower_state,
                          tokenizer_from_metadata, tokenizer_metadata)
 from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear, get_ts_logsnr,
@@ -541,7 +540,6 @@ def window_seconds(path: Path) -> float | None:
     from salong.checkpoint import FORMAT_KEY, VERSION_KEY, FileConfig, Origin, read_metadata
     from salong.sao import read_config
 
-    refuse_special(path, "model")
     if path.is_dir():
         sao = read_config(path)
         return sao.dit.window * sao.autoencoder.samples_per_latent / sao.autoencoder.sample_rate
