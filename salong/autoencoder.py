@@ -250,18 +250,19 @@ class Autoencoder(nn.Module):
         return self.decoder(latents)
 
     def forward(
-        self, audio: torch.Tensor, generator: torch.Generator | None = None
+        self, audio: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: (reconstruction trimmed to N samples, sampled latents, KL term).
 
         Spectral: (predicted log-magnitudes (B, C, F, T), their targets |STFT| of mid/side,
-        KL term), for `salong.audio_losses.magnitude_loss`; `decode` makes audio."""
+        KL term), for `salong.audio_losses.magnitude_loss`; `decode` makes audio.
+        `sample=False` decodes the posterior mean, the latents `encode` gives (and a DiT learns)."""
         self._check_audio(audio)
         if self.config.architecture == "spectral":
             magnitudes = mid_side_magnitudes(self._pad_to_hop(audio), self.config)  # (B, C, F, T)
-            z, kl = self.bottleneck(self.encoder(audio, magnitudes), sample=True, generator=generator)
+            z, kl = self.bottleneck(self.encoder(audio, magnitudes), sample=sample, generator=generator)
             return self.decoder.log_magnitudes(z), magnitudes, kl
-        z, kl = self.bottleneck(self.encoder(self._pad_to_hop(audio)), sample=True, generator=generator)
+        z, kl = self.bottleneck(self.encoder(self._pad_to_hop(audio)), sample=sample, generator=generator)
         return self.decoder(z)[..., : audio.shape[-1]], z, kl
 
     # -- chunked API for long audio --

@@ -149,6 +149,9 @@ def train_autoencoder_cmd(
     compile: bool = typer.Option(False, "--compile", help="Compile the Snake activations with torch.compile: about "
                                  "1.5x faster steps on CPU after a minute of compiling (needs a C++ compiler; falls "
                                  "back with a warning)."),
+    decoder_only: bool = typer.Option(False, "--decoder-only", help="Train the decoder alone on the mean latents of "
+                                      "the --init model's frozen encoder: the latents stay as they are, so a "
+                                      "generator's DiT works with the new decoder."),
 ) -> None:
     """Train the autoencoder: Oobleck (STFT + adversarial + KL losses) or spectral (STFT magnitudes + KL). \
 Works under torchrun."""
@@ -160,8 +163,11 @@ Works under torchrun."""
         "autoencoder", PRESETS, lambda path: init_weights(path).config, AutoencoderTaskConfig, TRAIN_DEFAULTS,
         dict(demo_every=demo_every, eval_every=eval_every),
         dict(window_seconds=window_seconds, adversarial_start=adversarial_start,
-             discriminator=critic_for(run.preset, discriminator)),
+             discriminator=critic_for(run.preset, discriminator), train_encoder=False if decoder_only else None),
     )
+    if not task_config.train_encoder and run.init is None and not run.resume:
+        raise SalongError("--decoder-only keeps a trained encoder: give the model to start from with --init "
+                          "(an autoencoder or generator file)")
     run.report(train_autoencoder(run.data, run.out, train_config, task_config, resume=run.resume, quiet=run.quiet,
                                  init=run.init, compile=compile))
 
@@ -320,10 +326,13 @@ def train_export_cmd(
         None, help="Generators: default CFG scale stored in the file, >= 0 (at most 100). \\[default: the run's]"),
     sampler: Optional[str] = typer.Option(
         None, help="Generators: default sampler stored in the file. \\[default: the run's]"),
+    generator: Optional[Path] = typer.Option(
+        None, help="Autoencoder runs: write this generator file with the run's autoencoder in place of its own "
+                   "(a `--decoder-only` run of its autoencoder, so its DiT fits)."),
     overwrite: bool = _OVERWRITE,
 ) -> None:
     """Write a run's EMA weights as a model file that --model accepts."""
     from salong.train.tasks import export_model
 
-    path = export_model(run, out, half, steps, cfg_scale, sampler, overwrite)
+    path = export_model(run, out, half, steps, cfg_scale, sampler, overwrite, generator)
     say(path, path)

@@ -140,3 +140,76 @@ def test_cli_bad_training_input(corpus, tmp_path, capsys):
     assert code == 1 and "not a salong run folder" in err
     with pytest.raises(SalongError, match="shorter than one latent frame"):
         AutoencoderTaskConfig(model=PRESETS["tiny"], window_seconds=0.001)
+
+
+@pytest.mark.parametrize("preset", ["tiny-spectral", "tiny"])
+def test_decoder_only_keeps_the_encoder_and_its_latents(corpus, tmp_path, capsys, preset):
+    """--decoder-only from a trained model: the encoder (and so every latent a DiT learned) stays
+    bit for bit, the decoder learns, and the run resumes as a decoder-only run."""
+    first = tmp_path / "first"
+    config = AutoencoderTaskConfig(model=PRESETS[preset], discriminator=DISCRIMINATOR_PRESETS["tiny"],
+                                   window_seconds=0.5, adversarial_start=10)
+    train_autoencoder(corpus, first, train_config(steps=2), config, quiet=True, demo_count=0)
+    init = first / "model.safetensors"
+    run = tmp_path / "decoder"
+    code, out, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", run, "--init", init,
+                             "--decoder-only", "--steps", 3, "--batch-size", 1, "--lr", 1e-2, "--window-seconds",
+                             0.5, "--adversarial-start", 10, "--demo-every", 0, "--eval-every", 0, "--quiet")
+    assert code == 0, err
+    before, after = load_file(init), load_file(run / "model.safetensors")
+    encoder = [k for k in before if ".encoder." in f".{k}" or "bottleneck" in k]
+    decoder = [k for k in before if ".decoder." in f".{k}"]
+    assert encoder and decoder
+    assert all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    audio = torch.from_numpy(make_piece(seed=7, seconds=1.0).audio)[None]
+    old, new = load_autoencoder(init)[0], load_autoencoder(run / "model.safetensors")[0]
+    assert torch.equal(old.encode(audio), new.encode(audio))
+    assert json.loads((run / "config.json").read_text())["task"]["train_encoder"] is False
+    code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", run, "--resume",
+                           "--steps", 4, "--quiet")
+    assert code == 0, err
+    assert all(torch.equal(before[k], load_file(run / "model.safetensors")[k]) for k in encoder)
+
+
+def test_decoder_only_needs_a_trained_encoder(corpus, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", tmp_path / "run",
+                             "--preset", "tiny", "--decoder-only", "--steps", 1)
+    assert code != 0 and out == ""
+    assert err.strip().splitlines()[-1].startswith("error: --decoder-only keeps a trained encoder")
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_puts_a_new_decoder_into_its_generator(corpus, generator_path, tmp_path, capsys):
+    """A --decoder-only run of a generator's autoencoder exports into that generator (DiT and
+    text encoder kept, the new decoder in); a generator with another encoder is refused."""
+    from conftest import tiny_generator
+    from salong.pipeline import Generator
+
+    run = tmp_path / "decoder"
+    code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", run, "--init", generator_path,
+                           "--decoder-only", "--steps", 2, "--batch-size", 1, "--lr", 1e-2, "--window-seconds", 0.25,
+                           "--adversarial-start", 10, "--demo-every", 0, "--eval-every", 0, "--quiet")
+    assert code == 0, err
+    out = tmp_path / "new.safetensors"
+    code, stdout, err = run_cli(capsys, "train", "export", run, "-o", out, "--generator", generator_path)
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    old, new, decoder = load_file(generator_path), load_file(out), load_file(run / "model.safetensors")
+    assert old.keys() == new.keys()
+    assert all(torch.equal(old[k], new[k]) for k in old if not k.startswith("autoencoder.decoder."))
+    assert all(torch.equal(new[f"autoencoder.{k}"], v) for k, v in decoder.items())
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("autoencoder.decoder."))
+    song = Generator.load(out).generate("calm piano", 0.5, steps=2, seed=0)
+    assert song.audio.shape[-1] == 22050 and np.isfinite(song.audio).all()
+
+    other = tiny_generator(seed=1).save(tmp_path / "other.safetensors")
+    refused = tmp_path / "refused.safetensors"
+    code, stdout, err = run_cli(capsys, "train", "export", run, "-o", refused, "--generator", other)
+    assert code != 0 and stdout == ""
+    assert "encodes differently" in err and len(err.strip().splitlines()) == 1
+    assert not refused.exists()
+    code, _, err = run_cli(capsys, "train", "export", run, "-o", generator_path, "--generator", generator_path,
+                           "--overwrite")
+    assert code != 0 and torch.equal(load_file(generator_path)["dit.preprocess_conv.weight"],
+                                     old["dit.preprocess_conv.weight"])

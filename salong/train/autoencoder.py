@@ -62,6 +62,9 @@ class AutoencoderTaskConfig:
     window_seconds: float = 1.5  # training crops; stable-audio-tools uses 65536 samples (1.49 s)
     discriminator_lr: float = 3e-4  # the autoencoder's lr is the run's --lr (paper: 1.5e-4)
     adversarial_start: int = 0  # updates on reconstruction + KL alone before the GAN losses join
+    # False: the encoder is frozen and the decoder learns to draw the posterior mean, the
+    # latents `encode` gives; a generator's DiT keeps working with the new decoder.
+    train_encoder: bool = True
 
     def __post_init__(self) -> None:
         if not self.window_seconds * self.model.sample_rate >= self.model.samples_per_latent:
@@ -83,6 +86,9 @@ class AutoencoderTask(Task):
     def __init__(self, config: AutoencoderTaskConfig, demo_audio: list[np.ndarray] | None = None) -> None:
         self.config = config
         self.model = Autoencoder(config.model)
+        if not config.train_encoder:  # the trainer optimises only parameters that need a gradient
+            self.model.encoder.requires_grad_(False)
+            self.model.bottleneck.requires_grad_(False)
         self.discriminator = MultiScaleSTFTDiscriminator(config.discriminator)
         self.demo_audio = list(demo_audio or [])
         self._fake: torch.Tensor | None = None  # this update's reconstruction, for the discriminator
@@ -106,13 +112,15 @@ class AutoencoderTask(Task):
 
     def loss(self, part: str, batch: Any, modules: Mapping[str, nn.Module], step: int):
         real = batch["audio"]  # (B, C, T)
+        # A frozen encoder: the decoder reads the mean latents, and the KL term is a constant.
+        sample = self.config.train_encoder
         if part == AUTOENCODER_PART and self.config.model.architecture == "spectral":
-            log_magnitudes, magnitudes, kl = modules[AUTOENCODER_PART](real)  # 2 x (B, C, F, frames), scalar
+            log_magnitudes, magnitudes, kl = modules[AUTOENCODER_PART](real, sample=sample)  # 2 x (B, C, F, T), scalar
             stft = magnitude_loss(log_magnitudes, magnitudes)
             losses = self.config.losses
             return losses.stft_weight * stft + losses.kl_weight * kl, {"stft": stft, "kl": kl}
         if part == AUTOENCODER_PART:
-            fake, _, kl = modules[AUTOENCODER_PART](real)  # (B, C, T), latents, scalar
+            fake, _, kl = modules[AUTOENCODER_PART](real, sample=sample)  # (B, C, T), latents, scalar
             self._fake = fake.detach()
             adversarial = step >= self.config.adversarial_start
             disc = modules[DISCRIMINATOR_PART] if adversarial else None

@@ -7,13 +7,17 @@ import dataclasses
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from salong.checkpoint import config_from_dict, load_state_strict, rewrite_checkpoint
+from salong.checkpoint import config_from_dict, load_checkpoint, load_state_strict, rewrite_checkpoint
 from salong.errors import SalongError
-from salong.outputs import check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream, staged
+from salong.outputs import (check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream, staged,
+                            write_atomic)
 from salong.train import state as st
 from salong.train.runs import read_run_config
 from salong.train.trainer import Task
+
+AE_PREFIX = "autoencoder."  # a generator file's autoencoder weights
 
 
 def task_for_run(run_dir: str | Path) -> Task:
@@ -65,11 +69,14 @@ def export_run(source: str | Path, out_path: str | Path, task: Task) -> Path:
 
 
 def export_model(run: Path, out: Path, half: bool = False, steps: int | None = None, cfg_scale: float | None = None,
-                 sampler: str | None = None, overwrite: bool = False) -> Path:
+                 sampler: str | None = None, overwrite: bool = False, generator: Path | None = None) -> Path:
     """A run's EMA weights (`run`: its folder, or one of its checkpoints) as a model file that
     --model accepts: in float16 storage with `half`, and for a generator with the sampling
     defaults given (checked as a song's settings are, before any file is written). An existing
-    `out`, also one that appears while this runs, is replaced only with `overwrite`."""
+    `out`, also one that appears while this runs, is replaced only with `overwrite`.
+
+    `generator`: an autoencoder run's weights go into a copy of that generator file, in place
+    of its autoencoder, when the two encode alike (`with_autoencoder`)."""
     if not run.exists():
         raise SalongError(f"{str(run)!r} not found; give a run folder or one of its checkpoints/step_*.safetensors")
     refuse_stream(out, "train export")
@@ -90,10 +97,42 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
                           "--cfg-scale and --sampler")
     if sampling:
         dataclasses.replace(task.config.sampling, **sampling)
+    if generator is not None:
+        if task.kind != "autoencoder":
+            raise SalongError(f"--generator takes an autoencoder run's decoder into a generator; {run} is a "
+                              f"{task.kind} run")
+        refuse_inputs([out], [generator])
+        load_checkpoint(generator, "generator")  # before any work: a generator file, readable
     # written whole beside `out`, then renamed onto it: exclusively without `overwrite`, so a file
     # another run wrote meanwhile is kept
     with staged(out, ".safetensors", overwrite) as tmp:
         export_run(run, tmp, task)
+        if generator is not None:
+            with_autoencoder(generator, tmp, tmp)
         if half or sampling:
             rewrite_checkpoint(tmp, half=half, config_changes={"sampling": sampling} if sampling else None)
     return out
+
+
+def with_autoencoder(generator: Path, autoencoder: Path, out: Path) -> Path:
+    """Write `generator` with the autoencoder of the file `autoencoder` in place of its own.
+
+    Only a decoder may differ: the autoencoder's config and its encoder's weights must be the
+    generator's (as stored, float16 or not), so every latent the generator's DiT learned
+    decodes through the new decoder (`train autoencoder --decoder-only`)."""
+    gen, ae = load_checkpoint(generator, "generator"), load_checkpoint(autoencoder, "autoencoder")
+    from salong.autoencoder import AutoencoderConfig
+
+    if config_from_dict(AutoencoderConfig, gen.config["autoencoder"]) != config_from_dict(AutoencoderConfig, ae.config):
+        raise SalongError(f"{str(autoencoder)!r} is not an autoencoder of {str(generator)!r}'s kind (their configs "
+                          "differ); train one with `salong train autoencoder --init GENERATOR --decoder-only`")
+    own = {k[len(AE_PREFIX):]: v for k, v in gen.tensors.items() if k.startswith(AE_PREFIX)}
+    if own.keys() != ae.tensors.keys() or not all(
+            torch.equal(v.float(), ae.tensors[k].to(v.dtype).float())
+            for k, v in own.items() if not k.startswith("decoder.")):
+        raise SalongError(f"{str(autoencoder)!r} encodes differently from {str(generator)!r}'s autoencoder, so its "
+                          "DiT would not fit it; train the decoder alone with `salong train autoencoder --init "
+                          "GENERATOR --decoder-only`")
+    tensors = {k: v for k, v in gen.tensors.items() if not k.startswith(AE_PREFIX)}
+    tensors.update({AE_PREFIX + k: v.contiguous() for k, v in ae.tensors.items()})
+    return write_atomic(Path(out), lambda tmp: save_file(tensors, str(tmp), metadata=gen.metadata), ".safetensors")
