@@ -154,23 +154,27 @@ def stitch(
 
 class Pieces:
     """A signal that arrives as consecutive pieces (..., n) from an iterator, read forward by
-    ranges: `read(start, end)` holds only what lies from `start` on (a piece or so)."""
+    ranges: `read(start, end)` holds only the pieces that reach from `start` on, and joins
+    them once a read (not once a piece: growing copies would fragment memory)."""
 
     def __init__(self, pieces: Iterator[torch.Tensor]) -> None:
         self._pieces = pieces
-        self._buffer: torch.Tensor | None = None  # samples from _start on
-        self._start = 0
+        self._held: list[torch.Tensor] = []
+        self._start = 0  # where the first held piece starts
 
     def read(self, start: int, end: int) -> torch.Tensor:
         """Samples [start, end) (fewer past the end); `start` never goes back before an
         earlier call's `start`."""
+        while self._held and self._start + self._held[0].shape[-1] <= start:
+            self._start += self._held.pop(0).shape[-1]
         assert start >= self._start, "read forward only"
-        while self._buffer is None or self._start + self._buffer.shape[-1] < end:
+        held_end = self._start + sum(piece.shape[-1] for piece in self._held)
+        while held_end < end:
             piece = next(self._pieces, None)
             if piece is None:
                 break
-            self._buffer = piece if self._buffer is None else torch.cat([self._buffer, piece], dim=-1)
-        assert self._buffer is not None, "no pieces"
-        self._buffer = self._buffer[..., start - self._start :]
-        self._start = start
-        return self._buffer[..., : end - start]
+            self._held.append(piece)
+            held_end += piece.shape[-1]
+        assert self._held, "no pieces"
+        joined = self._held[0] if len(self._held) == 1 else torch.cat(self._held, dim=-1)
+        return joined[..., start - self._start : end - self._start]
