@@ -8,15 +8,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from salong.outputs import is_stream, write_atomic
+from salong.outputs import is_stream, staged, write_atomic
 from salong.checks import refuse_special
 from salong.errors import SalongError
 from salong.mastering import DEFAULT_PEAK_DB, normalise_loudness, subtype
@@ -210,7 +211,7 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
     appears at `path` meanwhile is kept and this fails (`salong.outputs.commit_atomic`).
     """
     name = output_format(path, fmt)
-    major, kind = WRITE_FORMATS[name][0], subtype(name, bit_depth)
+    subtype(name, bit_depth)  # a bad bit depth fails before any work
     if audio.ndim != 2 or audio.shape[1] == 0:
         raise SalongError(f"refusing to write {str(path)!r}: audio must be (channels, samples) and non-empty")
     audio = np.asarray(audio, dtype=np.float32)
@@ -218,19 +219,68 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
     if bad:
         raise SalongError(f"refusing to write {str(path)!r}: its audio holds {bad} NaN or infinite samples "
                           "(try another seed or a lower --cfg-scale)")
-    assert set(tags or {}) <= set(TAGS), f"unknown tags {sorted(set(tags or {}) - set(TAGS))}"
     if loudness is not None:
         peak = DEFAULT_PEAK_DB if peak_db is None else peak_db
         audio = normalise_loudness(audio, sample_rate, loudness, peak, name=repr(str(path)), limit=limit)
     data = np.ascontiguousarray(peak_limit(audio).T)  # (samples, channels)
+    return write_atomic(path, lambda tmp: _write_sound(tmp, path, name, sample_rate, data.shape[1], bit_depth, tags,
+                                                       [data]),
+                        suffix=f".{name}.part", overwrite=overwrite)
 
-    def write(tmp: Path) -> None:
-        try:
-            with sf.SoundFile(native_path(tmp), "w", sample_rate, data.shape[1], kind, format=major) as f:
-                for key, value in (tags or {}).items():
-                    setattr(f, key, value)  # before the samples: some formats write tags in the header
+
+SPILL_BLOCK = 1 << 18  # samples a channel read back at a time by `write_audio_blocks`
+
+
+def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_rate: int, fmt: str | None = None,
+                       tags: Mapping[str, str] | None = None, *, bit_depth: str | None = None,
+                       overwrite: bool = True) -> Path:
+    """`write_audio` of audio that arrives as consecutive (channels, n) blocks, holding one block at a
+    time: the same file, byte for byte, without loudness normalisation.
+
+    The peak limit needs the whole signal's peak before the first sample is written, so the
+    blocks go first to an anonymous float32 spill file beside the temporary output (on disk,
+    4 bytes a sample, gone when this returns), then are read back, scaled and written. NaN or
+    infinite samples are refused and nothing is written, as by `write_audio`.
+    """
+    name = output_format(path, fmt)
+    subtype(name, bit_depth)
+    with staged(path, f".{name}.part", overwrite) as tmp, tempfile.TemporaryFile(dir=tmp.parent) as spill:
+        channels, samples, bad, peak = 0, 0, 0, 0.0
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)  # (C, n)
+            assert block.ndim == 2 and channels in (0, block.shape[0]), (block.shape, channels)
+            channels, samples = block.shape[0], samples + block.shape[1]
+            bad += int(np.size(block) - np.count_nonzero(np.isfinite(block)))
+            if block.size and not bad:
+                peak = max(peak, float(np.max(np.abs(block))))
+            spill.write(np.ascontiguousarray(block.T).tobytes())  # (n, C) interleaved
+        if not samples:
+            raise SalongError(f"refusing to write {str(path)!r}: audio must be (channels, samples) and non-empty")
+        if bad:
+            raise SalongError(f"refusing to write {str(path)!r}: its audio holds {bad} NaN or infinite samples "
+                              "(try another seed or a lower --cfg-scale)")
+        spill.seek(0)
+        gain = PEAK_CEILING / peak if peak > PEAK_CEILING else None  # `peak_limit`'s one gain
+
+        def read_back() -> Iterator[np.ndarray]:
+            while data := spill.read(SPILL_BLOCK * channels * 4):
+                data = np.frombuffer(data, dtype=np.float32).reshape(-1, channels)  # (n, C)
+                yield data if gain is None else (data * gain).astype(np.float32)
+
+        _write_sound(tmp, path, name, sample_rate, channels, bit_depth, tags, read_back())
+    return Path(path)
+
+
+def _write_sound(tmp: Path, path: str | Path, name: str, sample_rate: int, channels: int, bit_depth: str | None,
+                 tags: Mapping[str, str] | None, blocks: Iterable[np.ndarray]) -> None:
+    """Write (samples, channels) `blocks` into the temporary file `tmp` of output `path` as format `name`."""
+    assert set(tags or {}) <= set(TAGS), f"unknown tags {sorted(set(tags or {}) - set(TAGS))}"
+    try:
+        with sf.SoundFile(native_path(tmp), "w", sample_rate, channels, subtype(name, bit_depth),
+                          format=WRITE_FORMATS[name][0]) as f:
+            for key, value in (tags or {}).items():
+                setattr(f, key, value)  # before the samples: some formats write tags in the header
+            for data in blocks:
                 f.write(data)
-        except (sf.LibsndfileError, sf.SoundFileError) as exc:
-            raise SalongError(f"could not write {str(path)!r} ({str(exc).strip()}); is the disk full?") from None
-
-    return write_atomic(path, write, suffix=f".{name}.part", overwrite=overwrite)
+    except (sf.LibsndfileError, sf.SoundFileError) as exc:
+        raise SalongError(f"could not write {str(path)!r} ({str(exc).strip()}); is the disk full?") from None

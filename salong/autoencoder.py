@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +26,11 @@ from torch import nn
 
 from salong import oobleck, spectral
 from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, load_model, save_checkpoint
-from salong.chunking import FAR, Layer, Progress, input_range, resolve_overlap, stitch
+from salong.chunking import FAR, Layer, Progress, input_range, resolve_overlap, stitch, stitched
 from salong.errors import SalongError
 from salong.layers import compile_snake  # noqa: F401 - public: the autoencoder's switch to compiled Snake
 from salong.oobleck import OobleckDecoder, OobleckEncoder
-from salong.spectral import SpectralDecoder, SpectralEncoder, mid_side_magnitudes, synthesize
+from salong.spectral import SpectralDecoder, SpectralEncoder, mid_side_magnitudes, synthesize_blocks
 from salong.timing import SAMPLE_RATE
 
 KIND = "autoencoder"
@@ -342,19 +342,56 @@ class Autoencoder(nn.Module):
     ) -> torch.Tensor:
         """`decode` in overlapping chunks of `chunk_frames` latent frames; output on `latents`' device.
 
-        The output (B, audio_channels, L * hop) is preallocated; each chunk is decoded, weighted
-        by its crossfade window and added in, so activation memory does not grow with L.
-        Spectral: the chunks give log-magnitudes, and `spectral.griffin_lim_long` finds phases in
-        blocks that carry their phases over, so no seam falls between independent solutions.
-        Runs under `torch.inference_mode()`.
+        The output (B, audio_channels, L * hop) is preallocated and filled by `decode_stream`,
+        so activation memory does not grow with L. Runs under `torch.inference_mode()`.
         """
         self._check_latents(latents)
         cfg = self.config
-        if cfg.architecture == "spectral":  # log-magnitudes in chunks, then phases for the whole
-            log_magnitudes = self.log_magnitudes_long(latents, chunk_frames, overlap_frames, progress)
-            return synthesize(log_magnitudes, cfg).to(log_magnitudes.dtype)
-        return self._decode_chunks(latents, self.decoder, cfg.audio_channels, cfg.samples_per_latent,
-                                   chunk_frames, overlap_frames, progress)
+        out_dtype = torch.promote_types(latents.dtype, torch.float32)
+        out = torch.zeros(latents.shape[0], cfg.audio_channels, latents.shape[-1] * cfg.samples_per_latent,
+                          dtype=out_dtype, device=latents.device)  # (B, C, L * hop)
+        position = 0
+        for piece in self.decode_stream(latents, chunk_frames, overlap_frames, progress):
+            out[..., position : position + piece.shape[-1]] = piece
+            position += piece.shape[-1]
+        return out
+
+    def decode_stream(
+        self,
+        latents: torch.Tensor,
+        chunk_frames: int = 128,
+        overlap_frames: int | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """`decode_long` as consecutive pieces of audio (B, audio_channels, n) on `latents`' device,
+        each yielded as soon as it is final: memory holds about one chunk (Oobleck) or one
+        Griffin-Lim block (spectral), whatever L, so `salong decode` writes long latents to a
+        file as they decode. The pieces joined equal `decode_long`'s output.
+
+        Oobleck: each chunk is decoded, weighted by its crossfade window and added in
+        (`salong.chunking.stitched`). Spectral: the chunks give log-magnitudes, and
+        `spectral.synthesize_blocks` finds phases in Griffin-Lim blocks that carry their phases
+        over, so no seam falls between independent solutions. Runs under `torch.inference_mode()`.
+        """
+        self._check_latents(latents)
+        resolve_overlap(chunk_frames, overlap_frames, self.config.decoder_context_frames)  # fail now, not later
+        return self._decode_stream(latents, chunk_frames, overlap_frames, progress)
+
+    @torch.inference_mode()
+    def _decode_stream(self, latents: torch.Tensor, chunk_frames: int, overlap_frames: int | None,
+                       progress: Progress | None) -> Iterator[torch.Tensor]:
+        cfg = self.config
+        if cfg.architecture != "spectral":
+            yield from self._decode_pieces(latents, self.decoder, cfg.samples_per_latent, chunk_frames,
+                                           overlap_frames, progress)
+            return
+        bins = cfg.n_fft // 2 + 1
+        pieces = self._decode_pieces(latents, lambda piece: self.decoder.log_magnitudes(piece).flatten(1, 2),
+                                     cfg.frame_stride, chunk_frames, overlap_frames, progress)  # (B, C*F, n)
+        log_magnitudes = (p.reshape(p.shape[0], cfg.audio_channels, bins, -1) for p in pieces)  # (B, C, F, n)
+        out_dtype = torch.promote_types(latents.dtype, torch.float32)
+        for audio in synthesize_blocks(log_magnitudes, latents.shape[-1] * cfg.frame_stride, cfg):
+            yield audio.to(out_dtype)
 
     @torch.inference_mode()
     def log_magnitudes_long(
@@ -371,27 +408,24 @@ class Autoencoder(nn.Module):
         if cfg.architecture != "spectral":
             raise SalongError("log-magnitudes come from a spectral autoencoder; this one is an Oobleck")
         bins = cfg.n_fft // 2 + 1
-        out = self._decode_chunks(latents, lambda piece: self.decoder.log_magnitudes(piece).flatten(1, 2),
-                                  cfg.audio_channels * bins, cfg.frame_stride, chunk_frames, overlap_frames, progress)
-        return out.reshape(latents.shape[0], cfg.audio_channels, bins, -1)  # (B, C, F, L * frame_stride)
+        pieces = self._decode_pieces(latents, lambda piece: self.decoder.log_magnitudes(piece).flatten(1, 2),
+                                     cfg.frame_stride, chunk_frames, overlap_frames, progress)  # (B, C*F, n)
+        return torch.cat(list(pieces), dim=-1).reshape(latents.shape[0], cfg.audio_channels, bins, -1)
 
-    def _decode_chunks(self, latents: torch.Tensor, part: Callable[[torch.Tensor], torch.Tensor], rows: int,
-                       scale: int, chunk_frames: int, overlap_frames: int | None,
-                       progress: Progress | None) -> torch.Tensor:
+    def _decode_pieces(self, latents: torch.Tensor, part: Callable[[torch.Tensor], torch.Tensor], scale: int,
+                       chunk_frames: int, overlap_frames: int | None,
+                       progress: Progress | None) -> Iterator[torch.Tensor]:
         """`part` (latents (B, latent_dim, n) -> (B, rows, n * scale)) over overlapping chunks of
-        `latents`, stitched into a preallocated (B, rows, L * scale) on `latents`' device."""
-        cfg = self.config
-        frames = latents.shape[-1]
-        overlap = resolve_overlap(chunk_frames, overlap_frames, cfg.decoder_context_frames)
+        `latents`, stitched (`salong.chunking.stitched`) into consecutive pieces on `latents`' device."""
+        overlap = resolve_overlap(chunk_frames, overlap_frames, self.config.decoder_context_frames)
         device, dtype = self._run_device()
         out_dtype = torch.promote_types(latents.dtype, torch.float32)
-        out = torch.zeros(latents.shape[0], rows, frames * scale, dtype=out_dtype, device=latents.device)
 
         def run(start: int, end: int) -> torch.Tensor:
-            return part(latents[..., start:end].to(device, dtype)).to(out.device, out_dtype)
+            return part(latents[..., start:end].to(device, dtype)).to(latents.device, out_dtype)
 
-        stitch(run, out, frames, scale, chunk_frames, overlap, cfg.decoder_context_frames, progress)
-        return out
+        return stitched(run, latents.shape[-1], scale, chunk_frames, overlap, self.config.decoder_context_frames,
+                        progress)
 
 
 # --- files -------------------------------------------------------------------------

@@ -374,18 +374,12 @@ def build_strict(build: Callable[[C], M], config: C, tensors: Mapping[str, torch
     """`build(config)` with `tensors` loaded strictly, checked before any memory is spent.
 
     A config is only a promise about the tensors, and a crafted one (`"depth": 10**9`)
-    would take all memory to build. So: no layer count may exceed the file's number of
-    tensors and no other whole number the larger of its number of values and 2**20; then
-    the model is built on the meta device (no storage) and its tensor names and shapes are
-    checked against the file's; only then is it built for real and loaded.
+    would take all memory to build. So its numbers are first held to the file's
+    (`check_config_numbers`); then the model is built on the meta device (no storage) and
+    its tensor names and shapes are checked against the file's; only then is it built for
+    real and loaded.
     """
-    values = sum(t.numel() for t in tensors.values())
-    for name, number in _whole_numbers(config):
-        field = name.rsplit(".", 1)[-1]
-        limit, what = (len(tensors), "tensors") if field in _LAYER_COUNTS else (max(values, _PLAUSIBLE), "values")
-        if number > limit:
-            raise SalongError(f"{source} does not fit its config: {name}={number} is more than the {limit} {what} "
-                              "the file holds; the file is damaged or not a salong model")
+    check_config_numbers(config, len(tensors), sum(t.numel() for t in tensors.values()), source)
     with torch.device("meta"):
         probe = build(config)
     check_state_fits(probe, tensors, source)
@@ -393,6 +387,19 @@ def build_strict(build: Callable[[C], M], config: C, tensors: Mapping[str, torch
     model = build(config)
     load_state_strict(model, tensors, source)
     return model
+
+
+def check_config_numbers(config: Any, tensors: int, values: int, source: str) -> None:
+    """No layer count of `config` may exceed the number of `tensors` its file holds, and no other
+    whole number (a width, a window) the larger of the file's number of `values` and 2**20;
+    else a one-line error naming `source`. What `build_strict` checks first, and what
+    `salong info` checks before it shows a model's window."""
+    for name, number in _whole_numbers(config):
+        field = name.rsplit(".", 1)[-1]
+        limit, what = (tensors, "tensors") if field in _LAYER_COUNTS else (max(values, _PLAUSIBLE), "values")
+        if number > limit:
+            raise SalongError(f"{source} does not fit its config: {name}={number} is more than the {limit} {what} "
+                              "the file holds; the file is damaged or not a salong model")
 
 
 def _whole_numbers(config: Any, prefix: str = "") -> list[tuple[str, int]]:

@@ -9,7 +9,7 @@ architecture's layer geometry (`salong.oobleck.geometry`, `salong.spectral.geome
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -67,17 +67,18 @@ def chunk_plan(total: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
     return [(s, s + chunk) for s in starts]
 
 
-def stitch(
+def stitched(
     run: Callable[[int, int], torch.Tensor],
-    out: torch.Tensor,
     total: int,
     scale: int,
     chunk: int,
     overlap: int,
     context: int,
     progress: Progress | None,
-) -> None:
-    """Fill `out` (..., total * scale) from chunks `run(start, end)` -> (..., (end - start) * scale).
+) -> Iterator[torch.Tensor]:
+    """Chunks `run(start, end)` -> (..., (end - start) * scale) crossfaded into one signal
+    (..., total * scale), yielded piece by piece in order as soon as no later chunk reaches
+    back into it: memory holds about one chunk, whatever `total`.
 
     Near its cut edges a chunk sees zero padding instead of the neighbouring signal, so
     its output is only exact `context` frames (the receptive field) away from a cut. In
@@ -89,7 +90,8 @@ def stitch(
 
     Weights: chunk k gets `r[k-1](x) - r[k](x)`, where r[k] rises 0 -> 1 over the k-th
     crossfade (r[-1] = 1, r[n-1] = 0). Crossfades are ordered, so each weight lies in
-    [0, 1] and they telescope to exactly 1 everywhere.
+    [0, 1] and they telescope to exactly 1 everywhere. Each sample is the sum, from zero,
+    of its chunks' weighted outputs in chunk order, however the pieces are cut.
     """
     assert 1 <= overlap < chunk, (overlap, chunk)
     plan = chunk_plan(total, chunk, overlap)
@@ -106,16 +108,73 @@ def stitch(
         t = ((x - start * scale) / (length * scale)).clamp(0.0, 1.0)
         return torch.sin(0.5 * math.pi * t).pow(2)
 
+    done = 0  # frames yielded so far; `pending` holds frames done ... the furthest chunk end
+    pending: torch.Tensor | None = None
     for k, (start, end) in enumerate(plan):
         y = run(start, end)
         assert y.shape[-1] == (end - start) * scale, (y.shape, start, end, scale)
+        if progress is not None:
+            progress(k + 1, len(plan))
         if len(plan) == 1:
-            out[..., start * scale : end * scale] = y
+            yield y
         else:
+            if pending is None:
+                pending = y.new_zeros(*y.shape[:-1], 0)
+            grow = end * scale - done * scale - pending.shape[-1]
+            if grow > 0:
+                pending = torch.cat([pending, y.new_zeros(*y.shape[:-1], grow)], dim=-1)  # (..., (end - done) * scale)
             x = torch.arange(start * scale, end * scale, dtype=torch.float64) + 0.5  # sample centres
             w = (rise(x, fades[k - 1]) if k > 0 else torch.ones_like(x)) - (
                 rise(x, fades[k]) if k < len(fades) else torch.zeros_like(x)
             )
-            out[..., start * scale : end * scale] += y * w.to(out.device, out.dtype)
-        if progress is not None:
-            progress(k + 1, len(plan))
+            pending[..., (start - done) * scale : (end - done) * scale] += y * w.to(y.device, y.dtype)
+            final = plan[k + 1][0] if k + 1 < len(plan) else total  # no later chunk reaches before its start
+            yield pending[..., : (final - done) * scale]
+            pending, done = pending[..., (final - done) * scale :], final
+
+
+def stitch(
+    run: Callable[[int, int], torch.Tensor],
+    out: torch.Tensor,
+    total: int,
+    scale: int,
+    chunk: int,
+    overlap: int,
+    context: int,
+    progress: Progress | None,
+) -> None:
+    """Fill `out` (..., total * scale) with `stitched` chunks (`run` gives them on `out`'s
+    device and dtype)."""
+    position = 0
+    for piece in stitched(run, total, scale, chunk, overlap, context, progress):
+        out[..., position : position + piece.shape[-1]] = piece
+        position += piece.shape[-1]
+    assert position == total * scale, (position, total, scale)
+
+
+class Pieces:
+    """A signal that arrives as consecutive pieces (..., n) from an iterator, read forward by
+    ranges: `read(start, end)` holds only the pieces that reach from `start` on, and joins
+    them once a read (not once a piece: growing copies would fragment memory)."""
+
+    def __init__(self, pieces: Iterator[torch.Tensor]) -> None:
+        self._pieces = pieces
+        self._held: list[torch.Tensor] = []
+        self._start = 0  # where the first held piece starts
+
+    def read(self, start: int, end: int) -> torch.Tensor:
+        """Samples [start, end) (fewer past the end); `start` never goes back before an
+        earlier call's `start`."""
+        while self._held and self._start + self._held[0].shape[-1] <= start:
+            self._start += self._held.pop(0).shape[-1]
+        assert start >= self._start, "read forward only"
+        held_end = self._start + sum(piece.shape[-1] for piece in self._held)
+        while held_end < end:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._held.append(piece)
+            held_end += piece.shape[-1]
+        assert self._held, "no pieces"
+        joined = self._held[0] if len(self._held) == 1 else torch.cat(self._held, dim=-1)
+        return joined[..., start - self._start : end - self._start]

@@ -60,8 +60,8 @@ def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
     """`salong decode`: each latents file back to audio of its original length and channels,
     written as NAME.wav (or `fmt`; WAV and FLAC at `bit_depth`) by the output rule, checked
     before the model loads."""
-    from salong.audio import output_format, write_audio
-    from salong.latents import autoencoder_change, decode_latents, load_latents
+    from salong.audio import output_format, write_audio_blocks
+    from salong.latents import autoencoder_change, decode_blocks, load_latents
     from salong.mastering import subtype
 
     suffix = "." + (fmt or "wav")
@@ -79,9 +79,10 @@ def decode_files(inputs: list[Path], out: Path | None, show: Callable[[Result], 
         change = autoencoder_change(item, autoencoder, repr(str(path)))
         if change:
             warnings.warn(change)
-        with status_bar(f"decoding {path.name}", progress) as bar:
-            audio = decode_latents(autoencoder, item, progress=bar)
-        return write_audio(target, audio, item.sample_rate, fmt, bit_depth=bit_depth, overwrite=overwrite)
+        with status_bar(f"decoding {path.name}", progress) as bar:  # written block by block as it decodes
+            blocks = decode_blocks(autoencoder, item, progress=bar)
+            return write_audio_blocks(target, blocks, item.sample_rate, fmt, bit_depth=bit_depth,
+                                      overwrite=overwrite)
 
     each_file(inputs, targets, decode, show)
 

@@ -51,7 +51,7 @@ def describe_file(path: str | Path) -> str:
         for key, tensor in ckpt.tensors.items():
             parts.setdefault(key.split(".", 1)[0], []).append(tensor)
         lines.append("parts: " + ", ".join(f"{name} {_millions(ts)}" for name, ts in parts.items()))
-        lines.append(_generator_summary(ckpt.config))
+        lines.append(_generator_summary(ckpt.config, parts, path))
     lines.append(json.dumps(ckpt.config, indent=2))
     return "\n".join(lines)
 
@@ -170,11 +170,14 @@ def describe_bundled() -> str:
     return "\n".join(lines)
 
 
-def _generator_summary(config: dict) -> str:
-    from salong.checkpoint import config_from_dict
+def _generator_summary(config: dict, parts: dict[str, list], path: Path) -> str:
+    from salong.checkpoint import check_config_numbers, config_from_dict
     from salong.pipeline import GeneratorConfig
 
     c = config_from_dict(GeneratorConfig, config)  # the window and rate as the generator derives them
+    for name, part in (("dit", c.dit), ("autoencoder", c.autoencoder)):  # held to the file, as loading holds them
+        tensors = parts.get(name, [])
+        check_config_numbers(part, len(tensors), sum(t.numel() for t in tensors), f"{str(path)!r} ({name})")
     ae, sampling = c.autoencoder, c.sampling
     return (f"window {c.dit.window} latent frames = {c.max_seconds:.2f} s at {ae.latent_rate:.2f} Hz; "
             f"{ae.sample_rate} Hz, {ae.audio_channels} channels; sampler {sampling.sampler}, "

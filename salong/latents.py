@@ -15,7 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -232,6 +232,14 @@ def autoencoder_change(item: Latents, model: torch.nn.Module, source: str) -> st
 
 def decode_latents(model: torch.nn.Module, item: Latents, progress: Progress | None = None) -> np.ndarray:
     """Decode to (channels, samples) audio with the original length and channel count."""
+    return np.concatenate(list(decode_blocks(model, item, progress)), axis=1)
+
+
+def decode_blocks(model: torch.nn.Module, item: Latents, progress: Progress | None = None) -> Iterator[np.ndarray]:
+    """`decode_latents` as consecutive blocks of (channels, n) audio, yielded as they decode
+    (`Autoencoder.decode_stream`): memory holds a block, not the audio, so `salong decode`
+    writes long latents to a file as it goes (`salong.audio.write_audio_blocks`). The
+    latents are checked against the model before the first block."""
     cfg = model.config
     if item.latent_dim != cfg.latent_dim:
         raise SalongError(
@@ -244,10 +252,20 @@ def decode_latents(model: torch.nn.Module, item: Latents, progress: Progress | N
             f"{cfg.latent_rate:.3f} Hz for {cfg.sample_rate} Hz; "
             "decode with the autoencoder that encoded them (--model)"
         )
-    with torch.inference_mode():
-        audio = model.decode_long(item.latents[None].to(torch.float32), progress=progress)[0]  # (C, frames*hop)
-    audio = audio[:, : item.samples].float().cpu().numpy()
-    if audio.shape[1] < item.samples:  # frames removed by hand: refuse rather than pad with silence
-        raise SalongError(f"latents decode to {audio.shape[1]} samples but {item.samples} were recorded; encode again")
-    return to_channels(audio, item.channels)
+    decodable = item.latents.shape[1] * cfg.samples_per_latent
+    if decodable < item.samples:  # frames removed by hand: refuse rather than pad with silence
+        raise SalongError(f"latents decode to {decodable} samples but {item.samples} were recorded; encode again")
+    pieces = model.decode_stream(item.latents[None].to(torch.float32), progress=progress)  # (1, C, n) each
+    return _trimmed(pieces, item.samples, item.channels)
 
+
+def _trimmed(pieces: Iterator[torch.Tensor], samples: int, channels: int) -> Iterator[np.ndarray]:
+    """The first `samples` of audio pieces (1, C, n), as (channels, n) float32 arrays."""
+    left = samples
+    for piece in pieces:
+        audio = piece[0, :, :left].float().cpu().numpy()  # (C, n)
+        left -= audio.shape[1]
+        if audio.shape[1]:
+            yield to_channels(audio, channels)
+        if not left:
+            return

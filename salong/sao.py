@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from salong.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder_from
-from salong.checkpoint import build_strict
+from salong.checkpoint import build_strict, check_config_numbers
 from salong.dit import DiT, DiTConfig
 from salong.checks import refuse_special
 from salong.errors import SalongError, short_reason
@@ -363,7 +363,8 @@ def weights_file(folder: Path) -> Path:
 
 
 def check_weights(folder: Path, config: SaoConfig) -> Path:
-    """The weights file, its tensor names and shapes checked against the config from its header."""
+    """The weights file, its tensor names and shapes checked against the config from its header,
+    and the config's other numbers (the window) held to the file as loading holds them."""
     path = weights_file(folder)
     want = expected_shapes(config)
     try:
@@ -388,6 +389,10 @@ def check_weights(folder: Path, config: SaoConfig) -> Path:
         if have[key] != shape:
             raise SalongError(f"{str(path)!r} does not fit {CONFIG_FILE}: {key} has shape {have[key]}, "
                               f"the config implies {shape}")
+    # numbers that shape no tensor: the DiT's window (from sample_size), refused here for `info` as for `generate`
+    for part, config_part, name in (("dit", config.dit, "DiT"), ("autoencoder", config.autoencoder, "autoencoder")):
+        shapes = [shape for shape, of, _ in want.values() if of == part]
+        check_config_numbers(config_part, len(shapes), sum(math.prod(s) for s in shapes), f"{str(path)!r} ({name})")
     return path
 
 

@@ -10,12 +10,12 @@ losses' (`salong.audio_losses`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from torch import nn
 
-from salong.chunking import Layer
+from salong.chunking import Layer, Pieces
 from salong.layers import CONVNEXT_KERNEL, ConvNeXtBlock
 
 if TYPE_CHECKING:
@@ -157,11 +157,21 @@ def geometry(config: AutoencoderConfig, decoder: bool) -> list[Layer]:
 
 def synthesize(log_magnitudes: torch.Tensor, config: AutoencoderConfig) -> torch.Tensor:
     """Log-magnitudes of mid/side (B, C, F, T) -> audio (B, C, T * stft_hop) by `griffin_lim_long`."""
-    b, channels, bins, frames = log_magnitudes.shape
-    magnitude = log_magnitudes.float().clamp(max=MAX_LOG_MAGNITUDE).exp()
-    magnitude = magnitude.reshape(b * channels, bins, frames)  # (B*C, F, T)
-    audio = griffin_lim_long(magnitude, config.n_fft, config.stft_hop, config.griffin_lim_iterations)
-    return from_mid_side(audio.reshape(b, channels, -1))  # (B, C, T * stft_hop)
+    pieces = synthesize_blocks(iter([log_magnitudes]), log_magnitudes.shape[-1], config)
+    return torch.cat(list(pieces), dim=-1)
+
+
+def synthesize_blocks(log_magnitudes: Iterator[torch.Tensor], frames: int,
+                      config: AutoencoderConfig) -> Iterator[torch.Tensor]:
+    """`synthesize` of `frames` log-magnitude frames that arrive as consecutive pieces (B, C, F, n):
+    audio (B, C, n' * stft_hop) piece by piece (`griffin_lim_blocks`), holding about one
+    Griffin-Lim block whatever the length."""
+    magnitudes = (piece.float().clamp(max=MAX_LOG_MAGNITUDE).exp().flatten(0, 1)  # (B*C, F, n)
+                  for piece in log_magnitudes)
+    blocks = griffin_lim_blocks(Pieces(magnitudes).read, frames, config.n_fft, config.stft_hop,
+                                config.griffin_lim_iterations)
+    for audio in blocks:  # (B*C, n' * stft_hop)
+        yield from_mid_side(audio.reshape(-1, config.audio_channels, audio.shape[-1]))  # (B, C, n' * stft_hop)
 
 
 def bin_centre_phases(bins: int, start: int, frames: int, n_fft: int, hop: int, like: torch.Tensor) -> torch.Tensor:
@@ -203,37 +213,54 @@ GL_OVERLAP_FRAMES = 64  # frames two blocks share: the later starts from the ear
 
 def griffin_lim_long(magnitude: torch.Tensor, n_fft: int, hop: int, iterations: int,
                      block_frames: int = GL_BLOCK_FRAMES, overlap_frames: int = GL_OVERLAP_FRAMES) -> torch.Tensor:
-    """`griffin_lim` of magnitudes (R, F, T) -> signals (R, T * hop) in blocks of `block_frames`.
+    """`griffin_lim` of magnitudes (R, F, T) -> signals (R, T * hop) in blocks: `griffin_lim_blocks`
+    of the whole tensor, joined."""
+    pieces = griffin_lim_blocks(lambda start, end: magnitude[..., start:end], magnitude.shape[-1], n_fft, hop,
+                                iterations, block_frames, overlap_frames)
+    return torch.cat(list(pieces), dim=-1)
+
+
+def griffin_lim_blocks(read: Callable[[int, int], torch.Tensor], frames: int, n_fft: int, hop: int,
+                       iterations: int, block_frames: int = GL_BLOCK_FRAMES,
+                       overlap_frames: int = GL_OVERLAP_FRAMES) -> Iterator[torch.Tensor]:
+    """`griffin_lim` of `frames` magnitude frames, which `read(start, end)` gives as (R, F, end - start)
+    in increasing order of `start`, in blocks of `block_frames` -> signals (R, T * hop), yielded
+    piece by piece in order as each becomes final.
 
     Memory stays flat with length. A block starts from the phases its predecessor found in
     the frames they share, so both agree there, and their signals are crossfaded across
     the middle half of the shared frames. The frame past the end repeats the last one.
     """
-    rows, bins, frames = magnitude.shape
     period = n_fft // math.gcd(n_fft, hop)
     overlap = min(overlap_frames, block_frames // 2) // period * period
     step = max(block_frames - overlap, period) // period * period
-    out = torch.zeros(rows, frames * hop, dtype=magnitude.dtype, device=magnitude.device)
     previous: tuple[int, torch.Tensor] | None = None  # (start frame, last phases) of the block before
+    pending: torch.Tensor | None = None  # the signal from frame `start` on that the next block crossfades into
     start = 0
     while True:
         end = min(start + block_frames, frames)
-        block = torch.cat([magnitude[..., start:end], magnitude[..., end - 1 : end]], dim=-1)  # (R, F, n + 1)
+        block = read(start, end)  # (R, F, n)
+        block = torch.cat([block, block[..., -1:]], dim=-1)  # (R, F, n + 1)
+        rows, bins, _ = block.shape
         phases = bin_centre_phases(bins, start, end - start + 1, n_fft, hop, block).expand(rows, -1, -1).clone()
         if previous is not None:
             shared = previous[1][..., start - previous[0] : -1]  # its phases for frames start ... its end
             phases[..., : shared.shape[-1]] = shared
-        signal, angles = griffin_lim(block, n_fft, hop, iterations, phases)
-        if previous is None:
-            out[:, : signal.shape[-1]] = signal
+        signal, angles = griffin_lim(block, n_fft, hop, iterations, phases)  # (R, (end - start) * hop)
+        if pending is None:
+            out = signal
         else:
             fade_start, fade_length = (start + overlap // 4) * hop, (overlap // 2) * hop
-            t = torch.arange(signal.shape[-1], device=out.device, dtype=out.dtype)
+            t = torch.arange(signal.shape[-1], device=signal.device, dtype=signal.dtype)
             rise = ((t - (fade_start - start * hop)) / fade_length).clamp(0, 1)
             rise = torch.sin(0.5 * math.pi * rise).square()
-            region = slice(start * hop, start * hop + signal.shape[-1])
-            out[:, region] = out[:, region] * (1 - rise) + signal * rise
+            before = torch.zeros_like(signal)
+            before[:, : pending.shape[-1]] = pending
+            out = before * (1 - rise) + signal * rise
         if end == frames:
-            return out
+            yield out
+            return
+        yield out[:, : step * hop]
+        pending = out[:, step * hop :]
         previous = (start, angles)
         start += step

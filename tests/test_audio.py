@@ -126,3 +126,31 @@ def test_write_errors(tmp_path):
     # /proc refuses new files even for root, like a read-only mount would
     with pytest.raises(SalongError, match="(not writable|cannot write in output folder '/proc')"):
         A.write_audio("/proc/a.wav", tone(), 44100)
+
+
+@pytest.mark.parametrize("ext, bit_depth", [("wav", "16"), ("flac", None), ("wav", "32f")])
+@pytest.mark.parametrize("amp", [0.5, 3.0], ids=["quiet", "loud"])
+def test_blocks_write_the_same_file_as_the_whole_audio(tmp_path, ext, bit_depth, amp):
+    """Blocks of any sizes (the peak limit of a loud signal included) give `write_audio`'s bytes,
+    and the spill file is gone afterwards."""
+    x = tone(amp=amp)
+    whole = A.write_audio(tmp_path / f"whole.{ext}", x, 44100, bit_depth=bit_depth)
+    cuts = [0, 1, 1, 1000, 7919, x.shape[1]]  # an empty block too
+    blocks = (x[:, a:b] for a, b in zip(cuts, cuts[1:]))
+    parts = A.write_audio_blocks(tmp_path / f"parts.{ext}", blocks, 44100, bit_depth=bit_depth)
+    assert parts.read_bytes() == whole.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == [f"parts.{ext}", f"whole.{ext}"]
+
+
+def test_blocks_with_bad_samples_write_nothing(tmp_path):
+    old = A.write_audio(tmp_path / "out.wav", tone(freq=220.0), 44100)
+    before = old.read_bytes()
+    bad = tone()
+    bad[1, 123] = np.nan
+    with pytest.raises(SalongError, match="holds 1 NaN or infinite samples"):
+        A.write_audio_blocks(tmp_path / "out.wav", iter([tone(), bad]), 44100)
+    with pytest.raises(SalongError, match="non-empty"):
+        A.write_audio_blocks(tmp_path / "new.wav", iter([]), 44100)
+    with pytest.raises(SalongError, match="it is kept: pass --overwrite"):  # the final rename is exclusive
+        A.write_audio_blocks(tmp_path / "out.wav", iter([tone()]), 44100, overwrite=False)
+    assert os.listdir(tmp_path) == ["out.wav"] and old.read_bytes() == before

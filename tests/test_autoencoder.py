@@ -22,7 +22,7 @@ from salong.autoencoder import (
 from salong.chunking import chunk_plan
 from salong.errors import SalongError
 from salong.layers import SnakeBeta, WNConv1d, WNConvTranspose1d
-from salong.spectral import griffin_lim_long
+from salong.spectral import griffin_lim_blocks, griffin_lim_long
 
 TINY = PRESETS["tiny"]  # hop 2048, C = 4
 # Strides (2, 4): hop 8, so receptive-field and chunking checks see many frames cheaply.
@@ -442,6 +442,54 @@ def test_chunk_arguments_are_checked() -> None:
         model.decode_long(z, chunk_frames=0)
     with pytest.raises(SalongError, match="too short for this model"):
         model.decode_long(z, chunk_frames=30)  # default overlap 2 * 19 + 4 = 42
+
+
+@pytest.mark.parametrize("config, frames, chunk", [(TINY, 80, 32), (MINI, 400, 64), (MINI_SPECTRAL, 1200, 32)],
+                         ids=["oobleck-hop2048", "oobleck-hop8", "spectral-hop8"])
+def test_decode_stream_is_the_whole_decode_in_pieces(config: AutoencoderConfig, frames: int, chunk: int) -> None:
+    """Pieces come out while later chunks (or Griffin-Lim blocks: 1200 latent frames of the
+    spectral kind are 4800 STFT frames, three blocks) are still to run, and joined they equal
+    `decode_long` exactly and the unchunked one-call `decode` (float64) to rounding."""
+    torch.manual_seed(8)
+    model = perturb(Autoencoder(config), 4).double()
+    z = torch.randn(1, config.latent_dim, frames, dtype=torch.float64)
+    chunks: list[int] = []
+    pieces = []
+    for piece in model.decode_stream(z, chunk_frames=chunk, progress=lambda k, total: chunks.append(k)):
+        pieces.append((len(chunks), piece))
+    assert len(pieces) >= 3 and pieces[0][0] < len(chunks)  # the first piece before the last chunk ran
+    assert max(p.shape[-1] for _, p in pieces) < frames * config.samples_per_latent / 2
+    streamed = torch.cat([p for _, p in pieces], dim=-1)
+    assert torch.equal(streamed, model.decode_long(z, chunk_frames=chunk))
+    assert relative_error(streamed, model.decode(z)) < 1e-9
+
+
+def test_stream_arguments_are_checked_before_the_first_piece() -> None:
+    model = Autoencoder(MINI)
+    with pytest.raises(SalongError, match="overlap_frames"):
+        model.decode_stream(torch.zeros(1, 4, 40), chunk_frames=16, overlap_frames=16)
+    with pytest.raises(SalongError, match="latents must be a tensor"):
+        model.decode_stream(torch.zeros(1, 3, 40))
+
+
+def test_griffin_lim_blocks_read_forward_and_yield_before_the_end() -> None:
+    """Each block is read once, forward, and its final part is out before the next block is
+    read; the pieces join to `griffin_lim_long`."""
+    magnitude = torch.rand(2, 33, 157, generator=torch.Generator().manual_seed(3))  # (R, F, T)
+    reads: list[tuple[int, int]] = []
+
+    def read(start: int, end: int) -> torch.Tensor:
+        reads.append((start, end))
+        return magnitude[..., start:end]
+
+    pieces = []
+    for piece in griffin_lim_blocks(read, 157, 64, 16, 5, block_frames=40, overlap_frames=12):
+        pieces.append((len(reads), piece))
+    starts = [start for start, _ in reads]
+    assert starts == sorted(starts) and len(reads) == len(pieces) > 3
+    assert [n for n, _ in pieces] == list(range(1, len(reads) + 1))
+    joined = torch.cat([p for _, p in pieces], dim=-1)
+    assert torch.equal(joined, griffin_lim_long(magnitude, 64, 16, 5, block_frames=40, overlap_frames=12))
 
 
 # --- checkpoints -------------------------------------------------------------------

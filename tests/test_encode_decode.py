@@ -155,3 +155,29 @@ def test_outputs_are_planned_before_work_and_never_replaced_silently(tmp_path, c
     code, out, err = run_cli(capsys, "decode", tmp_path / "z" / "take.1.latents.safetensors", "--model", model_path,
                              "-o", tmp_path / "take.1.wav", "--overwrite")
     assert code == 0 and out.strip() == str(tmp_path / "take.1.wav")
+
+
+def test_decode_writes_block_by_block_the_file_of_the_whole_audio(tmp_path, capsys, model_path, monkeypatch):
+    """14 s of latents decode in several blocks straight to the file, and the file is the one
+    the whole decoded audio gives (trimmed to the recorded length, mixed to the recorded mono)."""
+    import salong.audio
+    from salong.autoencoder import load_autoencoder
+    from salong.latents import Latents, save_latents
+
+    model, cfg = load_autoencoder(model_path)
+    z = torch.randn(64, 300, generator=torch.Generator().manual_seed(5))  # (latent_dim, frames)
+    samples = 300 * cfg.samples_per_latent - 777
+    save_latents(tmp_path / "z.latents.safetensors",
+                 Latents(z, cfg.sample_rate, cfg.latent_rate, samples, 1, "z", ""))
+    blocks = []
+    real = salong.audio.write_audio_blocks
+    monkeypatch.setattr(salong.audio, "write_audio_blocks",
+                        lambda path, pieces, *a, **kw: real(path, (blocks.append(p.shape) or p for p in pieces),
+                                                            *a, **kw))
+    code, out, err = run_cli(capsys, "decode", tmp_path / "z.latents.safetensors", "-o", tmp_path / "z.flac",
+                             "--model", model_path, "--no-progress")
+    assert code == 0, err
+    assert len(blocks) >= 3 and sum(n for _, n in blocks) == samples and {c for c, _ in blocks} == {1}
+    with torch.inference_mode():
+        whole = model.decode_long(z[None])[0, :, :samples].numpy().mean(axis=0, keepdims=True)  # (1, samples)
+    assert (tmp_path / "z.flac").read_bytes() == write_audio(tmp_path / "whole.flac", whole, 44100).read_bytes()

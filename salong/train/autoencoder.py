@@ -78,6 +78,12 @@ class AutoencoderTaskConfig:
             raise SalongError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
 
 
+def part_modules(config: AutoencoderTaskConfig) -> dict[str, nn.Module]:
+    """The modules a run of `config` trains, by the part names its checkpoints use."""
+    return {AUTOENCODER_PART: Autoencoder(config.model),
+            DISCRIMINATOR_PART: MultiScaleSTFTDiscriminator(config.discriminator)}
+
+
 class AutoencoderTask(Task):
     """The GAN task; `demo_audio` are fixed clips (channels, samples) reconstructed in demos."""
 
@@ -85,11 +91,11 @@ class AutoencoderTask(Task):
 
     def __init__(self, config: AutoencoderTaskConfig, demo_audio: list[np.ndarray] | None = None) -> None:
         self.config = config
-        self.model = Autoencoder(config.model)
+        modules = part_modules(config)
+        self.model, self.discriminator = modules[AUTOENCODER_PART], modules[DISCRIMINATOR_PART]
         if not config.train_encoder:  # the trainer optimises only parameters that need a gradient
             self.model.encoder.requires_grad_(False)
             self.model.bottleneck.requires_grad_(False)
-        self.discriminator = MultiScaleSTFTDiscriminator(config.discriminator)
         self.demo_audio = list(demo_audio or [])
         self._fake: torch.Tensor | None = None  # this update's reconstruction, for the discriminator
 

@@ -217,6 +217,12 @@ def evaluate_clap(clap: Clap, files: Sequence[AudioFile], crops: int = 3,
 # --- the task ----------------------------------------------------------------------------
 
 
+def part_modules(config: ClapTaskConfig) -> dict[str, nn.Module]:
+    """The module a run of `config` trains, by the part name its checkpoints use (the
+    tokenizer does not change its tensors)."""
+    return {"clap": Clap(config.model)}
+
+
 class ClapTask(Task):
     """Contrastive training of one `Clap`; `held_out` files are evaluated, and the
     tokenizer is written to `tokenizer_path` (rank 0) once the run folder exists."""

@@ -160,6 +160,13 @@ def generator_config_for(config: DiTTaskConfig, autoencoder: Autoencoder, text: 
                            objective=config.objective)
 
 
+def part_modules(config: DiTTaskConfig) -> dict[str, nn.Module]:
+    """The module a run of `config` trains, by the part name its checkpoints use: the DiT,
+    or the adapters of a LoRA run (with the DiT they wrap, whose weights they do not hold)."""
+    dit = DiT(config.model)
+    return {"dit": LoraDiT(dit, config.lora) if config.lora is not None else dit}
+
+
 class DiTTask(Task):
     """v-objective or rectified-flow training of the DiT, or of LoRA adapters on a frozen one;
     demos and export go through the full generator (a LoRA run exports its adapter)."""

@@ -193,7 +193,8 @@ def check_resume(ckpt: Checkpoint, run_config: Mapping[str, Any], config: TrainC
 
 def read_run_config(run_dir: str | Path) -> tuple[str, TrainConfig, dict[str, Any]]:
     """(task kind, TrainConfig, task config) a run folder was last started with, so that
-    `--resume` can continue a run without its options being repeated."""
+    `--resume` can continue a run without its options being repeated. Its models are checked
+    first against the run's newest checkpoint (`salong.train.tasks.check_run_models`)."""
     path = Path(run_dir) / st.CONFIG_FILE
     if not path.is_file():
         raise SalongError(f"{str(run_dir)!r} is not a salong run folder (no {st.CONFIG_FILE}); check --out")
@@ -208,7 +209,11 @@ def read_run_config(run_dir: str | Path) -> tuple[str, TrainConfig, dict[str, An
         if value > limit:  # a crafted or damaged config would take all memory to build
             raise SalongError(f"{str(path)!r} is damaged: task.{name} is {value:,}, more than {limit:,}, beyond any "
                               "model salong builds; restore it or start another run")
-    return kind, config_from_dict(TrainConfig, train_dict), task_dict
+    train_config = config_from_dict(TrainConfig, train_dict)
+    from salong.train.tasks import check_run_models  # which imports this module
+
+    check_run_models(run_dir, kind, task_dict)  # width times depth, and the checkpoints' shapes
+    return kind, train_config, task_dict
 
 
 MAX_SIZE = 2**20  # any width, rate or window of a model in a run's config (`checkpoint.build_strict`'s bound)

@@ -26,9 +26,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from salong.checkpoint import Checkpoint, load_checkpoint, load_state_strict, save_checkpoint
+from safetensors import SafetensorError, safe_open
+
+from salong.checkpoint import Checkpoint, load_checkpoint, load_state_strict, read_metadata, save_checkpoint
 from salong.outputs import write_atomic
-from salong.errors import SalongError
+from salong.errors import SalongError, short_reason
 from salong.run_metrics import METRICS_FILE, metrics_lines
 
 STATE_KIND = "train-state"
@@ -228,6 +230,17 @@ def read_latest_state(run_dir: str | Path) -> Checkpoint:
         return ckpt
     assert first_error is not None
     raise SalongError(f"no checkpoint in {str(run_dir)!r} reads intact ({first_error}); start the run again")
+
+
+def stored_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of a training checkpoint's tensors, from its header alone (no
+    tensor is read)."""
+    read_metadata(path)  # a missing, special or foreign file is a one-line error here
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise SalongError(f"{str(path)!r} is not a readable training checkpoint ({short_reason(exc)})") from None
 
 
 def part_tensors(ckpt: Checkpoint, group: str, part: str) -> dict[str, torch.Tensor]:

@@ -1,13 +1,16 @@
 """A run's model file (`salong train export`): the task behind a run folder, rebuilt from
-its saved config, and the export of a run's EMA weights through that task."""
+its saved config, and the export of a run's EMA weights through that task; and the check
+that a run's config.json describes the models its checkpoints hold (`check_run_models`)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from salong.checkpoint import config_from_dict, load_checkpoint, load_state_strict, rewrite_checkpoint
 from salong.errors import SalongError
@@ -36,6 +39,85 @@ def task_for_run(run_dir: str | Path) -> Task:
 
         return dit_task(Path(run_dir), config_from_dict(DiTTaskConfig, task_dict))
     raise SalongError(f"{str(run_dir)!r} is a {kind!r} run, which this salong cannot export")
+
+
+# The most values (parameters and buffers) of the models a run's config may describe: far
+# past any model salong trains (Stable Audio Open's DiT: 1.1e9), far short of what a crafted
+# width times depth would ask for.
+MAX_MODEL_VALUES = 10**10
+
+
+def _part_modules(kind: Any) -> tuple[type, Callable[[Any], Mapping[str, nn.Module]]] | None:
+    """(task config class, its `part_modules`) of a run kind; None for a kind this salong lacks."""
+    if kind == "autoencoder":
+        from salong.train import autoencoder
+
+        return autoencoder.AutoencoderTaskConfig, autoencoder.part_modules
+    if kind == "clap":
+        from salong.train import clap
+
+        return clap.ClapTaskConfig, clap.part_modules
+    if kind == "dit":
+        from salong.train import dit
+
+        return dit.DiTTaskConfig, dit.part_modules
+    return None
+
+
+def check_run_models(run_dir: str | Path, kind: Any, task_dict: Mapping[str, Any]) -> None:
+    """The models a run folder's config.json describes, checked before any is built for real
+    (on resume and export): built on the meta device (no storage), they may hold at most
+    MAX_MODEL_VALUES values (`read_run_config` bounds each width and depth, not their
+    product), and where the run has a checkpoint, exactly its tensors with its shapes. A
+    config.json damaged or edited apart from its checkpoints is a one-line error, not all
+    memory taken or a failure after minutes."""
+    found = _part_modules(kind)
+    if found is None:
+        return  # the caller names the unknown kind
+    config_cls, part_modules = found
+    where = repr(str(Path(run_dir) / st.CONFIG_FILE))
+    with torch.device("meta"):
+        parts = part_modules(config_from_dict(config_cls, task_dict))
+    values = sum(t.numel() for module in parts.values() for t in module.state_dict().values())
+    if values > MAX_MODEL_VALUES:
+        raise SalongError(f"{where} is damaged: its models would hold {values:,} values, more than "
+                          f"{MAX_MODEL_VALUES:,}, beyond any model salong trains; restore it or start another run")
+    newest = _newest_shapes(Path(run_dir))
+    if newest is None:
+        return
+    path, stored = newest
+    for part, module in parts.items():
+        prefix = f"model/{part}/"
+        theirs = {key[len(prefix):]: shape for key, shape in stored.items() if key.startswith(prefix)}
+        if not theirs:
+            continue  # a checkpoint of another task: resume and export name that
+        problem = _shape_difference({key: tuple(t.shape) for key, t in module.state_dict().items()}, theirs)
+        if problem:
+            raise SalongError(f"{where} does not fit the run's checkpoint {path.name}: {part} {problem}; restore "
+                              "config.json (the checkpoint's metadata holds the config it was saved with) or start "
+                              "another run")
+
+
+def _newest_shapes(run_dir: Path) -> tuple[Path, dict[str, tuple[int, ...]]] | None:
+    """The newest training checkpoint whose header reads, with its tensor shapes; None if none."""
+    for _, path in reversed(st.list_checkpoints(run_dir)):
+        try:
+            return path, st.stored_shapes(path)
+        except SalongError:
+            continue  # a damaged newest one: resume falls back past it, and so does this
+    return None
+
+
+def _shape_difference(ours: Mapping[str, tuple[int, ...]], theirs: Mapping[str, tuple[int, ...]]) -> str | None:
+    missing, unexpected = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    if missing:
+        return f"tensor {missing[0]} is not in the checkpoint ({len(missing)} missing)"
+    if unexpected:
+        return f"tensor {unexpected[0]} of the checkpoint has no place in the model ({len(unexpected)} such)"
+    for key, shape in ours.items():
+        if theirs[key] != shape:
+            return f"tensor {key} has shape {theirs[key]} in the checkpoint, {shape} by config.json"
+    return None
 
 
 def export_run(source: str | Path, out_path: str | Path, task: Task) -> Path:
