@@ -13,7 +13,8 @@ import torch
 
 from conftest import run_cli, tiny_generator
 from salong.diffusion import get_sampler, get_sigmas_loglinear, get_ts_logsnr
-from salong.edit import CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, Fill, keep_known, splice
+from salong.edit import (CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, SPLICE_SEARCH_SECONDS, Fill, keep_known, splice,
+                         splice_points)
 from salong.errors import SalongError
 from salong.request import SongRequest
 
@@ -155,6 +156,26 @@ def test_splice_is_equal_power_and_exact_outside():
     gain_in = (1 - out[0, 30:40]) / 2  # out = cos * 1 + sin * -1 over the fade; cos^2 + sin^2 = 1
     assert np.all(np.diff(out[0, 30:40]) < 0) and np.all(np.diff(out[0, 60:70]) > 0)
     assert 0 < gain_in[0] and gain_in[-1] < 1
+
+
+def test_splice_moves_into_the_region_to_where_the_two_match():
+    """Known audio is one tone; the made audio another, except a stretch early in the region
+    where it is the known tone itself: the start seam moves there, where the splice changes
+    nothing, within the search and with the kept part exact."""
+    t = np.arange(3 * RATE) / RATE
+    known = np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (2, 1)).astype(np.float32)
+    made = np.tile(0.3 * np.sin(2 * np.pi * 3000 * t), (2, 1)).astype(np.float32)
+    start, end, search = RATE, 2 * RATE, round(SPLICE_SEARCH_SECONDS * RATE)
+    same = slice(start + RATE // 20, start + 3 * RATE // 10)  # 50 ms to 300 ms into the region
+    made[:, same] = known[:, same]
+    fill = Fill(known, start, end, FADE, search)
+    moved, back = splice_points(fill, made[:, start - FADE : end + FADE])
+    assert same.start + FADE <= moved <= min(same.stop - FADE, start + search)  # the crossfade lies in the match
+    out = splice(fill, made, 0)
+    assert np.array_equal(out[:, : moved - FADE], known[:, : moved - FADE])
+    assert np.array_equal(out[:, moved:back], made[:, moved:back]) and end - search <= back <= end
+    assert np.array_equal(out[:, back + FADE :], known[:, back + FADE :])
+    assert splice_points(dataclasses.replace(fill, search=0), made[:, start - FADE : end + FADE]) == (start, end)
 
 
 # --- checks --------------------------------------------------------------------------------
