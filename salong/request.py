@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -370,7 +371,7 @@ class SongRequest:
                       steps=self.steps if self.steps is not None else defaults.steps,
                       cfg=self.cfg if self.cfg is not None else float(defaults.cfg_scale),
                       sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames,
-                      seconds=seconds)
+                      seconds=seconds, **self._source_key(model))
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
         resolved = copy.copy(self)
         for name, value in filled.items():
@@ -390,6 +391,21 @@ class SongRequest:
         if self.loop:
             return loop_seconds(self.seconds, self.controls.bpm, self.controls.beats_per_bar, model.max_seconds)
         return self.seconds
+
+    def _source_key(self, model: GeneratorConfig) -> dict[str, Any]:
+        """An extension asked for in no key (no `key`, none in the prompt) continues in its
+        source's: the key `salong.evaluation.estimate_key` hears in the part of the source the
+        window sees, with a one-line note, kept as `key` so that the recipe remakes it."""
+        if self.extend is None or self.controls.key is not None:
+            return {}
+        from salong.evaluation import estimate_key
+
+        audio, rate = self.extend.samples
+        part = max(1, round(model.max_seconds * rate))
+        audio = np.asarray(audio)[:, :part] if self.extend_before else np.asarray(audio)[:, -part:]
+        key = " ".join(estimate_key(audio, rate))
+        warnings.warn(f"no key given: the extension is asked for in {key}, the key estimated from its source")
+        return {"key": key, "controls": resolve_controls(self.prompt, self.bpm, key, self.meter, self.drums)}
 
     def with_seed(self, seed: int) -> SongRequest:
         """The same song with another seed (a variation); only the seed is checked."""

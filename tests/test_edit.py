@@ -91,6 +91,20 @@ def test_extend_keeps_the_song_and_adds_to_it(gen, source, before):
         assert song.audio[:, -1].tolist() == [0.0, 0.0]  # the new end is faded, as a new song's
 
 
+def test_an_extension_asked_for_in_no_key_continues_in_its_sources(gen, source):
+    from salong.controls import parse_key
+    from salong.evaluation import estimate_key
+
+    with pytest.warns(UserWarning, match="the key estimated from its source"):
+        song = gen.extend("calm piano", (source, RATE), 2.6, seed=1, steps=2)
+    heard = " ".join(estimate_key(source, RATE))
+    assert song.request.key == heard and song.request.controls.key == parse_key(heard)
+    stated = gen.extend("calm piano in A minor", (source, RATE), 2.6, seed=1, steps=2)
+    assert stated.request.key is None and str(stated.request.controls.key) == "A minor"
+    given = gen.extend("calm piano", (source, RATE), 2.6, seed=1, steps=2, key="F# major")
+    assert given.request.key == "F# major"
+
+
 def test_extend_a_song_longer_than_the_window_from_its_last_part(gen, monkeypatch):
     long = noise_song(4.0)
     seen = []
