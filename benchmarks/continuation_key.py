@@ -1,16 +1,17 @@
-"""Continuations in key: does an extension asked for in no key stay in its source's?
+"""Continuations in key and tempo: does an extension asked for in neither keep its source's?
 
     python benchmarks/continuation_key.py [--model MODEL] [--songs 12] [--seconds 10] [--steps 15]
 
 For each of `--songs` prompts of `edit_seams.py` it makes a song of `--seconds` (seed i),
 then extends it by half with the prompt's key and tempo words taken out (seed 200 + i),
-twice: as the library does (the key estimated from the source becomes the request's key,
-`SongRequest._source_key`) and with that turned off ("no key": the extension is asked for
-in no key at all). Each extension's new part is set against its source with the adherence
-estimators (`salong.evaluation.estimate_key`, `estimate_tempo`).
+twice: as the library does (the key and tempo estimated from the source become the
+request's, `SongRequest._source_controls`) and with that turned off ("none": the extension
+is asked for in no key and at no tempo). Each extension's new part is set against its
+source with the adherence estimators (`salong.evaluation.estimate_key`, `estimate_tempo`).
 
 Prints one line per song and arm, then the share of extensions in the source's key and
-the median |tempo change| per arm.
+the median |tempo change| per arm. The same estimators choose the controls and measure
+them: a tempo estimated at twice the beat asks for, and then finds, twice the beat.
 """
 
 from __future__ import annotations
@@ -42,24 +43,25 @@ def main() -> None:
     args = p.parse_args()
     gen = load_generator(args.model or default_generator(), None, args.device)
     rate, start = gen.sample_rate, time.perf_counter()
-    estimated = SongRequest._source_key
-    same: dict[str, list[bool]] = {"no key": [], "source key": []}
-    tempo: dict[str, list[float]] = {"no key": [], "source key": []}
-    warnings.simplefilter("ignore")  # the note on the estimated key, and on a model reading controls as words
+    estimated = SongRequest._source_controls
+    same: dict[str, list[bool]] = {"none": [], "source's": []}
+    tempo: dict[str, list[float]] = {"none": [], "source's": []}
+    warnings.simplefilter("ignore")  # the note on the estimates, and on a model reading controls as words
     for i, prompt in enumerate(PROMPTS[: args.songs]):
         bare = STATED.sub("", prompt).replace(" ,", ",").strip(" ,")
         song = gen.generate(prompt, args.seconds, seed=i, steps=args.steps).audio
         key, bpm = estimate_key(song, rate), estimate_tempo(song, rate)
         for arm in same:
-            SongRequest._source_key = estimated if arm == "source key" else (lambda self, model: {})
+            SongRequest._source_controls = estimated if arm == "source's" else (lambda self, model: {})
             longer = gen.extend(bare, (song, rate), 1.5 * args.seconds, seed=200 + i, steps=args.steps)
             tail = longer.audio[:, song.shape[1] :]
             same[arm].append(estimate_key(tail, rate) == key)
             tempo[arm].append(abs(estimate_tempo(tail, rate) - bpm))
-            print(f"{i:<3} {bare!r:<50} {arm:<10} asked {longer.request.key or '-':<9} key {' '.join(key)} -> "
+            asked = f"{longer.request.key or '-'} {longer.request.bpm or '-'}"
+            print(f"{i:<3} {bare!r:<50} {arm:<8} asked {asked:<15} key {' '.join(key)} -> "
                   f"{' '.join(estimate_key(tail, rate))}, tempo {bpm:.0f} -> {estimate_tempo(tail, rate):.0f}",
                   flush=True)
-    SongRequest._source_key = estimated
+    SongRequest._source_controls = estimated
     print(f"\n{args.songs} songs ({time.perf_counter() - start:.0f} s):")
     for arm in same:
         print(f"  {arm:<10} extension in the source's key {np.mean(same[arm]):.0%} of {len(same[arm])}, median |tempo "

@@ -363,7 +363,7 @@ def generate(
                                         "after --from, at most SONG's length; the region fits the model's window."),
     extend: Optional[Path] = typer.Option(None, "--extend", metavar="SONG", help="Continue SONG to -s TOTAL seconds, "
                                           "from its last window-minus-new seconds; SONG's own samples are kept. With "
-                                          "no --key given or stated, in the key estimated from SONG."),
+                                          "no --key (--bpm) given or stated, in the key (tempo) estimated from SONG."),
     extend_before: bool = typer.Option(False, "--extend-before/--extend-after", help="With --extend: add the new "
                                        "part before SONG's start (an intro) instead of after its end."),
     loop: bool = typer.Option(False, "--loop/--no-loop", help="A seamless loop: the song's end flows into its "

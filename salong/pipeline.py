@@ -401,8 +401,8 @@ class Generator:
                before: bool = False, progress: Progress | None = None, **settings: Any) -> Song:
         """`source` continued for `prompt` to `seconds` in all, past its end (or, `before`,
         before its start), from its last (first) window-minus-new seconds; its own samples
-        kept bit for bit outside one crossfade; with no key given or stated, in the key
-        estimated from `source` (`SongRequest.resolve`). `settings` are `SongRequest`'s."""
+        kept bit for bit outside one crossfade; with no key (tempo) given or stated, in the
+        key (tempo) estimated from `source` (`SongRequest.resolve`). `settings` are `SongRequest`'s."""
         request = SongRequest(prompt, seconds, extend=source, extend_before=before, **settings)
         return self.sample(request.resolve(self.config), progress)
 

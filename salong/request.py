@@ -371,7 +371,7 @@ class SongRequest:
                       steps=self.steps if self.steps is not None else defaults.steps,
                       cfg=self.cfg if self.cfg is not None else float(defaults.cfg_scale),
                       sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames,
-                      seconds=seconds, **self._source_key(model))
+                      seconds=seconds, **self._source_controls(model))
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
         resolved = copy.copy(self)
         for name, value in filled.items():
@@ -392,20 +392,33 @@ class SongRequest:
             return loop_seconds(self.seconds, self.controls.bpm, self.controls.beats_per_bar, model.max_seconds)
         return self.seconds
 
-    def _source_key(self, model: GeneratorConfig) -> dict[str, Any]:
-        """An extension asked for in no key (no `key`, none in the prompt) continues in its
-        source's: the key `salong.evaluation.estimate_key` hears in the part of the source the
-        window sees, with a one-line note, kept as `key` so that the recipe remakes it."""
-        if self.extend is None or self.controls.key is not None:
+    def _source_controls(self, model: GeneratorConfig) -> dict[str, Any]:
+        """An extension asked for in no key, or no tempo (none given, none in the prompt),
+        continues in its source's: those `salong.evaluation` hears in the part of the source
+        the window sees, with a one-line note, kept as `key` and `bpm` so that the recipe
+        remakes the song. The tempo only for a model that reads it as words: a beat
+        conditioner lays its grid from 0 s, where the source's beats need not fall."""
+        want_key = self.extend is not None and self.controls.key is None
+        want_bpm = self.extend is not None and self.controls.bpm is None and "beat" not in model.dit.controls
+        if not (want_key or want_bpm):
             return {}
-        from salong.evaluation import estimate_key
+        from salong.controls import MAX_BPM, MIN_BPM
+        from salong.evaluation import estimate_key, estimate_tempo
 
         audio, rate = self.extend.samples
         part = max(1, round(model.max_seconds * rate))
         audio = np.asarray(audio)[:, :part] if self.extend_before else np.asarray(audio)[:, -part:]
-        key = " ".join(estimate_key(audio, rate))
-        warnings.warn(f"no key given: the extension is asked for in {key}, the key estimated from its source")
-        return {"key": key, "controls": resolve_controls(self.prompt, self.bpm, key, self.meter, self.drums)}
+        found: dict[str, Any] = {}
+        if want_key:
+            found["key"] = " ".join(estimate_key(audio, rate))
+        if want_bpm:
+            found["bpm"] = float(min(MAX_BPM, max(MIN_BPM, round(estimate_tempo(audio, rate)))))
+        heard = " at ".join(([found["key"]] if want_key else []) + ([f"{found['bpm']:g} BPM"] if want_bpm else []))
+        warnings.warn(f"no {' or '.join(n for n, w in (('key', want_key), ('tempo', want_bpm)) if w)} given: the "
+                      f"extension is asked for {'in ' if want_key else 'at '}{heard}, as estimated from its source")
+        found["controls"] = resolve_controls(self.prompt, found.get("bpm", self.bpm), found.get("key", self.key),
+                                             self.meter, self.drums)
+        return found
 
     def with_seed(self, seed: int) -> SongRequest:
         """The same song with another seed (a variation); only the seed is checked."""

@@ -91,18 +91,24 @@ def test_extend_keeps_the_song_and_adds_to_it(gen, source, before):
         assert song.audio[:, -1].tolist() == [0.0, 0.0]  # the new end is faded, as a new song's
 
 
-def test_an_extension_asked_for_in_no_key_continues_in_its_sources(gen, source):
+def test_an_extension_asked_for_in_no_key_or_tempo_continues_in_its_sources(gen, source):
     from salong.controls import parse_key
-    from salong.evaluation import estimate_key
+    from salong.evaluation import estimate_key, estimate_tempo
 
-    with pytest.warns(UserWarning, match="the key estimated from its source"):
+    with pytest.warns(UserWarning, match="no key or tempo given: the extension is asked for in .* BPM, as estimated"):
         song = gen.extend("calm piano", (source, RATE), 2.6, seed=1, steps=2)
     heard = " ".join(estimate_key(source, RATE))
     assert song.request.key == heard and song.request.controls.key == parse_key(heard)
-    stated = gen.extend("calm piano in A minor", (source, RATE), 2.6, seed=1, steps=2)
+    assert song.request.bpm == song.request.controls.bpm == round(estimate_tempo(source, RATE))
+    stated = gen.extend("calm piano in A minor at 90 BPM", (source, RATE), 2.6, seed=1, steps=2)
     assert stated.request.key is None and str(stated.request.controls.key) == "A minor"
-    given = gen.extend("calm piano", (source, RATE), 2.6, seed=1, steps=2, key="F# major")
-    assert given.request.key == "F# major"
+    assert stated.request.bpm is None and stated.request.controls.bpm == 90
+    given = gen.extend("calm piano", (source, RATE), 2.6, seed=1, steps=2, key="F# major", bpm=100)
+    assert (given.request.key, given.request.bpm) == ("F# major", 100)
+    beat = dataclasses.replace(gen.config, dit=dataclasses.replace(gen.config.dit, controls=("beat",)))
+    with pytest.warns(UserWarning, match="no key given: the extension is asked for in [^,]*, as estimated"):
+        request = SongRequest("calm piano", 2.6, extend=(source, RATE)).resolve(beat)
+    assert request.key == heard and request.bpm is None  # a beat grid from 0 s need not fit the source's beats
 
 
 def test_extend_a_song_longer_than_the_window_from_its_last_part(gen, monkeypatch):
