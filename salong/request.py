@@ -396,26 +396,33 @@ class SongRequest:
         """An extension asked for in no key, or no tempo (none given, none in the prompt),
         continues in its source's: those `salong.evaluation` hears in the part of the source
         the window sees, with a one-line note, kept as `key` and `bpm` so that the recipe
-        remakes the song. The tempo only for a model that reads it as words: a beat
-        conditioner lays its grid from 0 s, where the source's beats need not fall."""
-        want_key = self.extend is not None and self.controls.key is None
-        want_bpm = self.extend is not None and self.controls.bpm is None and "beat" not in model.dit.controls
-        if not (want_key or want_bpm):
+        remakes the song. For a model with a beat conditioner, whose grid starts at 0 s of the
+        song, the tempo only where the source's beats fall on that grid (`_beats_on_grid`)."""
+        if self.extend is None or None not in (self.controls.key, self.controls.bpm):
             return {}
         from salong.controls import MAX_BPM, MIN_BPM
         from salong.evaluation import estimate_key, estimate_tempo
 
         audio, rate = self.extend.samples
-        part = max(1, round(model.max_seconds * rate))
-        audio = np.asarray(audio)[:, :part] if self.extend_before else np.asarray(audio)[:, -part:]
+        audio = np.asarray(audio)
+        part = min(audio.shape[1], max(1, round(model.max_seconds * rate)))
+        # The part next to the new audio, and where it starts in the song, in seconds.
+        at = self.seconds - audio.shape[1] / rate if self.extend_before else (audio.shape[1] - part) / rate
+        audio = audio[:, :part] if self.extend_before else audio[:, audio.shape[1] - part :]
         found: dict[str, Any] = {}
-        if want_key:
+        if self.controls.key is None:
             found["key"] = " ".join(estimate_key(audio, rate))
-        if want_bpm:
-            found["bpm"] = float(min(MAX_BPM, max(MIN_BPM, round(estimate_tempo(audio, rate)))))
-        heard = " at ".join(([found["key"]] if want_key else []) + ([f"{found['bpm']:g} BPM"] if want_bpm else []))
-        warnings.warn(f"no {' or '.join(n for n, w in (('key', want_key), ('tempo', want_bpm)) if w)} given: the "
-                      f"extension is asked for {'in ' if want_key else 'at '}{heard}, as estimated from its source")
+        if self.controls.bpm is None:
+            bpm = float(min(MAX_BPM, max(MIN_BPM, round(estimate_tempo(audio, rate)))))
+            if "beat" not in model.dit.controls or _beats_on_grid(audio, rate, bpm, at):
+                found["bpm"] = bpm
+        if not found:
+            return {}
+        heard = " at ".join(([found["key"]] if "key" in found else []) + ([f"{found['bpm']:g} BPM"] if "bpm" in found
+                                                                            else []))
+        missing = " or ".join(name for name, field_name in (("key", "key"), ("tempo", "bpm")) if field_name in found)
+        warnings.warn(f"no {missing} given: the extension is asked for {'in' if 'key' in found else 'at'} {heard}, "
+                      "as estimated from its source")
         found["controls"] = resolve_controls(self.prompt, found.get("bpm", self.bpm), found.get("key", self.key),
                                              self.meter, self.drums)
         return found
@@ -437,6 +444,19 @@ class SongRequest:
             if getattr(self, name) is not None:
                 record[name] = getattr(self, name).record()
         return record
+
+
+def _beats_on_grid(audio: np.ndarray, rate: int, bpm: float, at: float) -> bool:
+    """Whether the beats of `audio`, which starts `at` seconds into a song, fall within a
+    tenth of a beat of the grid a beat conditioner lays at `bpm` from the song's 0 s (as
+    they do in a song salong made at that tempo)."""
+    from salong.evaluation import estimate_beat_grid
+
+    grid = estimate_beat_grid(audio, rate)
+    if grid is None:
+        return False
+    phase = ((at + grid[1]) * bpm / 60.0) % 1.0  # of the first grid beat, in beats
+    return min(phase, 1.0 - phase) < 0.1
 
 
 @functools.lru_cache(maxsize=None)
