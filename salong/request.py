@@ -418,11 +418,10 @@ class SongRequest:
                 found["bpm"] = bpm
         if not found:
             return {}
-        heard = " at ".join(([found["key"]] if "key" in found else []) + ([f"{found['bpm']:g} BPM"] if "bpm" in found
-                                                                            else []))
-        missing = " or ".join(name for name, field_name in (("key", "key"), ("tempo", "bpm")) if field_name in found)
-        warnings.warn(f"no {missing} given: the extension is asked for {'in' if 'key' in found else 'at'} {heard}, "
-                      "as estimated from its source")
+        said = ([found["key"]] if "key" in found else []) + ([f"{found['bpm']:g} BPM"] if "bpm" in found else [])
+        names = " or ".join(name for name, key in (("key", "key"), ("tempo", "bpm")) if key in found)
+        warnings.warn(f"no {names} given: the extension is asked for {'in' if 'key' in found else 'at'} "
+                      f"{' at '.join(said)}, as estimated from its source")
         found["controls"] = resolve_controls(self.prompt, found.get("bpm", self.bpm), found.get("key", self.key),
                                              self.meter, self.drums)
         return found
