@@ -11,7 +11,9 @@ a loop of the same prompt (`salong.edit`). Each song is measured in log-mel fram
 absolute dB change) is the song's own frame-to-frame change. `--crossfade` sets
 `salong.edit.CROSSFADE_SECONDS` for the run (default: the library's, 50 ms).
 
-- seam: the largest frame distance across a boundary (the frames that touch its crossfade),
+- seam: the largest frame distance across a boundary (the frames that touch its crossfade,
+  found where the edit first and last differs from the source: an inpaint's crossfades may
+  move into the region, `salong.edit.splice_points`),
   against the 95th percentile of the song's own frame distances (the kept part) and of the
   regenerated part's, and its percentile among the song's own. A seam no larger than its
   song's 95th percentile is no more of an outlier than the song's own changes. A seam on a
@@ -152,13 +154,16 @@ def main() -> None:
         kept = np.array_equal(edit[:, : sa - fade], song[:, : sa - fade]) and np.array_equal(
             edit[:, sb + fade :], song[:, sb + fade :])
         d = frame_distances(edit, rate)
-        new = d[sa // HOP + 2 : sb // HOP - 2]
-        for boundary in (sa - fade // 2, sb + fade // 2):  # the middle of each crossfade
+        changed = np.flatnonzero(np.any(edit != song, axis=0))  # the crossfades may move into the region
+        ea, eb = changed[0] + fade, changed[-1] + 1 - fade  # where the new audio starts and ends
+        new = d[ea // HOP + 2 : eb // HOP - 2]
+        for boundary in (ea - fade // 2, eb + fade // 2):  # the middle of each crossfade
             rows["inpaint"].append((seam(d, boundary, rate), p95(own), rank(seam(d, boundary, rate), own), own_w))
             rows["untouched"].append((seam(own, boundary, rate), p95(own), rank(seam(own, boundary, rate), own), own_w))
             jumps.append((abs(level_jump(edit, rate, boundary)), p95(own_jumps)))
         print(f"{i:<5} {'inpaint':<10} {max(r[0] for r in rows['inpaint'][-2:]):>8.2f} {p95(own):>8.2f} "
-              f"{p95(new):>8.2f} {level_jump(edit, rate, sa):>8.2f} {p95(own_jumps):>10.2f}  kept {kept}")
+              f"{p95(new):>8.2f} {level_jump(edit, rate, ea):>8.2f} {p95(own_jumps):>10.2f}  kept {kept}  "
+              f"splices moved {(ea - sa) / rate * 1000:.0f} and {(sb - eb) / rate * 1000:.0f} ms into the region")
 
         total = 1.5 * args.seconds
         longer = gen.extend(prompt, (song, rate), total, seed=200 + i, steps=args.steps).audio

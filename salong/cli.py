@@ -355,13 +355,15 @@ def generate(
                                                      "input, 50+ follows the prompt), t in (0, 1] for rectified flow."),
     inpaint: Optional[Path] = typer.Option(None, "--inpaint", metavar="SONG", help="Regenerate seconds --from to "
                                            "--to of SONG for the prompt and keep the rest, sample for sample "
-                                           "outside a 50 ms crossfade at each side; the song keeps its length."),
+                                           "outside a 50 ms crossfade at each side (moved up to 0.25 s into the "
+                                           "region, where the splice changes least); the song keeps its length."),
     start: Optional[float] = typer.Option(None, "--from", metavar="S", help="Start of the --inpaint region, "
                                           "seconds into SONG, 0 or more."),
     end: Optional[float] = typer.Option(None, "--to", metavar="E", help="End of the --inpaint region, seconds: "
                                         "after --from, at most SONG's length; the region fits the model's window."),
     extend: Optional[Path] = typer.Option(None, "--extend", metavar="SONG", help="Continue SONG to -s TOTAL seconds, "
-                                          "from its last window-minus-new seconds; SONG's own samples are kept."),
+                                          "from its last window-minus-new seconds; SONG's own samples are kept. With "
+                                          "no --key (--bpm) given or stated, in the key (tempo) estimated from SONG."),
     extend_before: bool = typer.Option(False, "--extend-before/--extend-after", help="With --extend: add the new "
                                        "part before SONG's start (an intro) instead of after its end."),
     loop: bool = typer.Option(False, "--loop/--no-loop", help="A seamless loop: the song's end flows into its "

@@ -7,7 +7,9 @@ and at every sampler step the latent frames to keep are set to the source's, noi
 step's level, while the DiT sees the whole window and fills the rest to fit (`keep_known`).
 The decoder cannot give back the source exactly, so the source audio is spliced back at the
 end (`splice`): every kept sample is the source's, bit for bit, except the `CROSSFADE_SECONDS`
-just outside each regenerated span, where an equal-power crossfade hands over.
+just outside each regenerated span, where an equal-power crossfade hands over. An inpainted
+region's crossfades may move up to `SPLICE_SEARCH_SECONDS` into it, to where the spliced
+audio changes least (`splice_points`); the source then goes on up to there.
 
 A loop is a song whose wrap-around is regenerated: the song is rotated by half its length,
 so its end meets its start in the middle, and that seam is inpainted (`loop_fill`); rotated
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from salong.request import SongRequest
 
 CROSSFADE_SECONDS = 0.05  # each seam's equal-power crossfade, on the kept side
+SPLICE_SEARCH_SECONDS = 0.25  # how far into an inpainted region a crossfade may move (`splice_points`)
+SPLICE_FFT, SPLICE_HOP = 1024, 256  # the frames in which a splice's changes are measured
+SPLICE_REACH = 2048  # and how far on each side of its crossfade they count
 LOOP_SEAM_SECONDS = 2.0  # regenerated on each side of a loop's wrap-around (at most a quarter of the loop)
 MIN_LOOP_SECONDS = 1.0
 EDIT_MODES = ("inpaint", "extend", "loop")
@@ -49,6 +54,7 @@ class Fill:
     start: int
     end: int
     fade: int  # crossfade samples at each seam, on the kept side
+    search: int = 0  # how far into the span a crossfade may move (`splice_points`); 0 where nothing is known there
 
     @property
     def samples(self) -> int:
@@ -162,7 +168,7 @@ def source_fill(request: SongRequest, sample_rate: int, channels: int) -> Fill:
     if request.inpaint is not None:
         start = min(have - 1, audio_samples(request.start, sample_rate))
         end = min(have, max(start + 1, audio_samples(request.end, sample_rate)))
-        return Fill(audio, start, end, fade)
+        return Fill(audio, start, end, fade, round(SPLICE_SEARCH_SECONDS * sample_rate))
     total = audio_samples(request.seconds, sample_rate)
     assert total > have, "check_edit: an extension adds samples"
     pad = np.zeros((audio.shape[0], total - have), dtype=np.float32)
@@ -237,24 +243,85 @@ def keep_known(denoiser: Denoiser, known: torch.Tensor, regenerate: torch.Tensor
 
 def splice(fill: Fill, made: np.ndarray, offset: int) -> np.ndarray:
     """The output of an edit pass: `fill.known` with the span taken from `made`, the audio the
-    decoder made for samples [offset, offset + made's length). Outside the span the known
-    samples are kept bit for bit, except `fill.fade` samples on each side, where the known
-    audio fades out and the made audio in with equal power (cos / sin of a quarter turn)."""
+    decoder made for samples [offset, offset + made's length). Each seam is an equal-power
+    crossfade of `fill.fade` samples (cos / sin of a quarter turn) where the known audio hands
+    over to the made audio: just outside the span, or moved up to `fill.search` samples into
+    it (`splice_points`), with the known audio kept up to it. Outside the span and its
+    crossfades' documented places the known samples are kept bit for bit."""
     out = fill.known.copy()
     first, last = fill.needs()
     assert offset <= first and last <= offset + made.shape[1], "the made audio covers the span and its crossfades"
     made = made[:, first - offset : last - offset]  # (C, last - first), now at `first`
-    out[:, fill.start : fill.end] = made[:, fill.start - first : fill.end - first]
-    if fill.start > first:  # the known audio hands over to the new
-        n = fill.start - first
+    start, end = splice_points(fill, made)
+    out[:, start:end] = made[:, start - first : end - first]
+    if start > first:  # the known audio hands over to the new
+        n = min(fill.fade, start - first)
         fade_in = _quarter_sine(n)
-        out[:, first : fill.start] = fill.known[:, first : fill.start] * fade_in[::-1] + made[:, :n] * fade_in
+        out[:, start - n : start] = (fill.known[:, start - n : start] * fade_in[::-1]
+                                     + made[:, start - n - first : start - first] * fade_in)
     if last > fill.end:  # and back
-        n = last - fill.end
+        n = min(fill.fade, last - fill.end)
         fade_in = _quarter_sine(n)
-        out[:, fill.end : last] = (made[:, fill.end - first :] * fade_in[::-1]
-                                   + fill.known[:, fill.end : last] * fade_in)
+        out[:, end : end + n] = (made[:, end - first : end + n - first] * fade_in[::-1]
+                                 + fill.known[:, end : end + n] * fade_in)
     return out
+
+
+def splice_points(fill: Fill, made: np.ndarray) -> tuple[int, int]:
+    """Where the made audio starts and ends in an edit pass's output: `fill.start` and
+    `fill.end`, or, where a whole crossfade fits on the kept side and the known audio goes on
+    inside the span, up to `fill.search` samples into the span, wherever the spliced audio
+    changes least across the crossfade (`_crossfade_shift`), so the seam falls where the known
+    and made audio already match. made (C, samples) from the start of `fill.needs()`."""
+    first, last = fill.needs()
+    search = min(fill.search, (fill.end - fill.start) // 4)
+    start, end = fill.start, fill.end
+    if search > 0 and fill.start - first == fill.fade:
+        a, b = fill.start - fill.fade, fill.start + search  # the crossfade and the stretch it may move over
+        before, after = min(SPLICE_REACH, a), min(SPLICE_REACH, last - b)  # context for the frames at its ends
+        known = fill.known[:, a - before : b + after]
+        made_part = np.concatenate([known[:, :before], made[:, a - first : b + after - first]], axis=1)
+        start += _crossfade_shift(known, made_part, before, fill.fade, search)
+    if search > 0 and last - fill.end == fill.fade:  # the same, read backwards from the end seam
+        a, b = fill.end - search, fill.end + fill.fade
+        before, after = min(SPLICE_REACH, fill.samples - b), min(SPLICE_REACH, a - first)
+        known = fill.known[:, a - after : b + before]
+        made_part = np.concatenate([made[:, a - after - first : b - first], known[:, b - a + after :]], axis=1)
+        end -= _crossfade_shift(known[:, ::-1], made_part[:, ::-1], before, fill.fade, search)
+    return start, end
+
+
+def _crossfade_shift(known: np.ndarray, made: np.ndarray, at: int, fade: int, search: int) -> int:
+    """How many samples (0 to `search`, a multiple of SPLICE_HOP) to move a crossfade of `fade`
+    samples that starts at sample `at` of `known` and `made` (C, samples) towards their end:
+    the shift whose splice (known, the crossfade, then made) has the smallest largest change
+    between neighbouring frames touching the crossfade or within SPLICE_REACH of it (mean |dB|
+    over log-spaced bands, `_log_bands`); the first of equals, so 0 where nothing is better."""
+    if known.shape[1] < at + fade + SPLICE_FFT:
+        return 0
+    fade_in = _quarter_sine(fade)
+    starts = np.arange((known.shape[1] - SPLICE_FFT) // SPLICE_HOP + 1) * SPLICE_HOP  # each frame's first sample
+    best, shift = math.inf, 0
+    for moved in range(0, search + 1, SPLICE_HOP):
+        x = at + moved  # the crossfade is [x, x + fade)
+        mixed = known[:, x : x + fade] * fade_in[::-1] + made[:, x : x + fade] * fade_in
+        spliced = np.concatenate([known[:, :x], mixed, made[:, x + fade :]], axis=1)
+        touching = np.flatnonzero((starts + SPLICE_FFT > x - SPLICE_REACH) & (starts < x + fade + SPLICE_REACH))
+        bands = _log_bands(spliced[:, starts[touching[0]] : starts[touching[-1]] + SPLICE_FFT])  # (frames, bands)
+        cost = float(np.abs(np.diff(bands, axis=0)).mean(axis=1).max()) if len(bands) > 1 else math.inf
+        if cost < best:
+            best, shift = cost, moved
+    return shift
+
+
+def _log_bands(audio: np.ndarray) -> np.ndarray:
+    """(frames, bands) dB of the mono mix's energy in log-spaced bands (whole FFT bins at the
+    low end), Hann frames of SPLICE_FFT samples every SPLICE_HOP."""
+    mono = np.asarray(audio, dtype=np.float64).mean(axis=0)
+    frames = np.lib.stride_tricks.sliding_window_view(mono, SPLICE_FFT)[::SPLICE_HOP]  # (F, FFT)
+    power = np.abs(np.fft.rfft(frames * np.hanning(SPLICE_FFT), axis=1)) ** 2  # (F, FFT / 2 + 1)
+    edges = np.unique(np.geomspace(1, SPLICE_FFT // 2, 33).astype(int))  # low bins are whole bands
+    return 10 * np.log10(np.add.reduceat(power, edges, axis=1) + 1e-10)  # (F, bands)
 
 
 def _quarter_sine(n: int) -> np.ndarray:

@@ -390,7 +390,9 @@ class Generator:
                 progress: Progress | None = None, **settings: Any) -> Song:
         """`source` (a file, or (audio (channels, samples), sample rate)) with seconds `start`
         to `end` regenerated for `prompt`; every other sample kept, bit for bit, outside a
-        `CROSSFADE_SECONDS` crossfade on each side. `settings` are `SongRequest`'s."""
+        `CROSSFADE_SECONDS` crossfade on each side, which may move up to
+        `SPLICE_SEARCH_SECONDS` into the region (`salong.edit.splice_points`). `settings` are
+        `SongRequest`'s."""
         seconds = SongRequest(prompt, 1.0, inpaint=source, start=start, end=end)
         request = SongRequest(prompt, source_seconds(seconds), inpaint=source, start=start, end=end, **settings)
         return self.sample(request.resolve(self.config), progress)
@@ -399,7 +401,8 @@ class Generator:
                before: bool = False, progress: Progress | None = None, **settings: Any) -> Song:
         """`source` continued for `prompt` to `seconds` in all, past its end (or, `before`,
         before its start), from its last (first) window-minus-new seconds; its own samples
-        kept bit for bit outside one crossfade. `settings` are `SongRequest`'s."""
+        kept bit for bit outside one crossfade; with no key (tempo) given or stated, in the
+        key (tempo) estimated from `source` (`SongRequest.resolve`). `settings` are `SongRequest`'s."""
         request = SongRequest(prompt, seconds, extend=source, extend_before=before, **settings)
         return self.sample(request.resolve(self.config), progress)
 

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -370,7 +371,7 @@ class SongRequest:
                       steps=self.steps if self.steps is not None else defaults.steps,
                       cfg=self.cfg if self.cfg is not None else float(defaults.cfg_scale),
                       sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames,
-                      seconds=seconds)
+                      seconds=seconds, **self._source_controls(model))
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
         resolved = copy.copy(self)
         for name, value in filled.items():
@@ -391,6 +392,40 @@ class SongRequest:
             return loop_seconds(self.seconds, self.controls.bpm, self.controls.beats_per_bar, model.max_seconds)
         return self.seconds
 
+    def _source_controls(self, model: GeneratorConfig) -> dict[str, Any]:
+        """An extension asked for in no key, or no tempo (none given, none in the prompt),
+        continues in its source's: those `salong.evaluation` hears in the part of the source
+        the window sees, with a one-line note, kept as `key` and `bpm` so that the recipe
+        remakes the song. For a model with a beat conditioner, whose grid starts at 0 s of the
+        song, the tempo only where the source's beats fall on that grid (`_beats_on_grid`)."""
+        if self.extend is None or None not in (self.controls.key, self.controls.bpm):
+            return {}
+        from salong.controls import MAX_BPM, MIN_BPM
+        from salong.evaluation import estimate_key, estimate_tempo
+
+        audio, rate = self.extend.samples
+        audio = np.asarray(audio)
+        part = min(audio.shape[1], max(1, round(model.max_seconds * rate)))
+        # The part next to the new audio, and where it starts in the song, in seconds.
+        at = self.seconds - audio.shape[1] / rate if self.extend_before else (audio.shape[1] - part) / rate
+        audio = audio[:, :part] if self.extend_before else audio[:, audio.shape[1] - part :]
+        found: dict[str, Any] = {}
+        if self.controls.key is None:
+            found["key"] = " ".join(estimate_key(audio, rate))
+        if self.controls.bpm is None:
+            bpm = float(min(MAX_BPM, max(MIN_BPM, round(estimate_tempo(audio, rate)))))
+            if "beat" not in model.dit.controls or _beats_on_grid(audio, rate, bpm, at):
+                found["bpm"] = bpm
+        if not found:
+            return {}
+        said = ([found["key"]] if "key" in found else []) + ([f"{found['bpm']:g} BPM"] if "bpm" in found else [])
+        names = " or ".join(name for name, key in (("key", "key"), ("tempo", "bpm")) if key in found)
+        warnings.warn(f"no {names} given: the extension is asked for {'in' if 'key' in found else 'at'} "
+                      f"{' at '.join(said)}, as estimated from its source")
+        found["controls"] = resolve_controls(self.prompt, found.get("bpm", self.bpm), found.get("key", self.key),
+                                             self.meter, self.drums)
+        return found
+
     def with_seed(self, seed: int) -> SongRequest:
         """The same song with another seed (a variation); only the seed is checked."""
         varied = copy.copy(self)
@@ -408,6 +443,19 @@ class SongRequest:
             if getattr(self, name) is not None:
                 record[name] = getattr(self, name).record()
         return record
+
+
+def _beats_on_grid(audio: np.ndarray, rate: int, bpm: float, at: float) -> bool:
+    """Whether the beats of `audio`, which starts `at` seconds into a song, fall within a
+    tenth of a beat of the grid a beat conditioner lays at `bpm` from the song's 0 s (as
+    they do in a song salong made at that tempo)."""
+    from salong.evaluation import estimate_beat_grid
+
+    grid = estimate_beat_grid(audio, rate)
+    if grid is None:
+        return False
+    phase = ((at + grid[1]) * bpm / 60.0) % 1.0  # of the first grid beat, in beats
+    return min(phase, 1.0 - phase) < 0.1
 
 
 @functools.lru_cache(maxsize=None)

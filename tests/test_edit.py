@@ -13,7 +13,8 @@ import torch
 
 from conftest import run_cli, tiny_generator
 from salong.diffusion import get_sampler, get_sigmas_loglinear, get_ts_logsnr
-from salong.edit import CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, Fill, keep_known, splice
+from salong.edit import (CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, SPLICE_SEARCH_SECONDS, Fill, keep_known, splice,
+                         splice_points)
 from salong.errors import SalongError
 from salong.request import SongRequest
 
@@ -90,6 +91,38 @@ def test_extend_keeps_the_song_and_adds_to_it(gen, source, before):
         assert song.audio[:, -1].tolist() == [0.0, 0.0]  # the new end is faded, as a new song's
 
 
+def test_an_extension_asked_for_in_no_key_or_tempo_continues_in_its_sources(gen, source, monkeypatch):
+    from salong.controls import parse_key
+    from salong.evaluation import estimate_key, estimate_tempo
+
+    with pytest.warns(UserWarning, match="no key or tempo given: the extension is asked for in .* BPM, as estimated"):
+        song = gen.extend("calm piano", (source, RATE), 2.6, seed=1, steps=2)
+    heard = " ".join(estimate_key(source, RATE))
+    assert song.request.key == heard and song.request.controls.key == parse_key(heard)
+    assert song.request.bpm == song.request.controls.bpm == round(estimate_tempo(source, RATE))
+    stated = gen.extend("calm piano in A minor at 90 BPM", (source, RATE), 2.6, seed=1, steps=2)
+    assert stated.request.key is None and str(stated.request.controls.key) == "A minor"
+    assert stated.request.bpm is None and stated.request.controls.bpm == 90
+    given = gen.extend("calm piano", (source, RATE), 2.6, seed=1, steps=2, key="F# major", bpm=100)
+    assert (given.request.key, given.request.bpm) == ("F# major", 100)
+    beat = dataclasses.replace(gen.config, dit=dataclasses.replace(gen.config.dit, controls=("beat",)))
+    for on_grid in (False, True):  # a beat grid from 0 s only where the source's beats fall on it
+        monkeypatch.setattr("salong.request._beats_on_grid", lambda *args, on=on_grid: on)
+        with pytest.warns(UserWarning, match="no key or tempo given" if on_grid else "no key given: .* in [^,]*, as"):
+            request = SongRequest("calm piano", 2.6, extend=(source, RATE)).resolve(beat)
+        assert request.key == heard and request.bpm == (song.request.bpm if on_grid else None)
+
+
+def test_beats_on_the_grid_from_0_s():
+    from salong.request import _beats_on_grid
+
+    clicks = np.zeros((1, 12 * RATE), np.float32)
+    for beat in range(24):  # 120 BPM from 0 s
+        clicks[0, beat * RATE // 2 : beat * RATE // 2 + 200] = 0.5
+    assert _beats_on_grid(clicks, RATE, 120.0, 0.0) and _beats_on_grid(clicks, RATE, 120.0, 3.0)
+    assert not _beats_on_grid(clicks, RATE, 120.0, 0.25)  # half a beat off
+
+
 def test_extend_a_song_longer_than_the_window_from_its_last_part(gen, monkeypatch):
     long = noise_song(4.0)
     seen = []
@@ -155,6 +188,26 @@ def test_splice_is_equal_power_and_exact_outside():
     gain_in = (1 - out[0, 30:40]) / 2  # out = cos * 1 + sin * -1 over the fade; cos^2 + sin^2 = 1
     assert np.all(np.diff(out[0, 30:40]) < 0) and np.all(np.diff(out[0, 60:70]) > 0)
     assert 0 < gain_in[0] and gain_in[-1] < 1
+
+
+def test_splice_moves_into_the_region_to_where_the_two_match():
+    """Known audio is one tone; the made audio another, except a stretch early in the region
+    where it is the known tone itself: the start seam moves there, where the splice changes
+    nothing, within the search and with the kept part exact."""
+    t = np.arange(3 * RATE) / RATE
+    known = np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (2, 1)).astype(np.float32)
+    made = np.tile(0.3 * np.sin(2 * np.pi * 3000 * t), (2, 1)).astype(np.float32)
+    start, end, search = RATE, 2 * RATE, round(SPLICE_SEARCH_SECONDS * RATE)
+    same = slice(start + RATE // 20, start + 3 * RATE // 10)  # 50 ms to 300 ms into the region
+    made[:, same] = known[:, same]
+    fill = Fill(known, start, end, FADE, search)
+    moved, back = splice_points(fill, made[:, start - FADE : end + FADE])
+    assert same.start + FADE <= moved <= min(same.stop - FADE, start + search)  # the crossfade lies in the match
+    out = splice(fill, made, 0)
+    assert np.array_equal(out[:, : moved - FADE], known[:, : moved - FADE])
+    assert np.array_equal(out[:, moved:back], made[:, moved:back]) and end - search <= back <= end
+    assert np.array_equal(out[:, back + FADE :], known[:, back + FADE :])
+    assert splice_points(dataclasses.replace(fill, search=0), made[:, start - FADE : end + FADE]) == (start, end)
 
 
 # --- checks --------------------------------------------------------------------------------
