@@ -400,6 +400,12 @@ class SongRequest:
         song, the tempo only where the source's beats fall on that grid (`_beats_on_grid`)."""
         if self.extend is None or None not in (self.controls.key, self.controls.bpm):
             return {}
+        try:  # the estimators' library is an extra (`.[eval]`); without it the prompt alone decides
+            import librosa  # noqa: F401
+        except ImportError:
+            warnings.warn("no key or tempo given: the extension follows its prompt alone (hearing the source's "
+                          "needs librosa: pip install -e '.[eval]'); give --key and --bpm to set them")
+            return {}
         from salong.controls import MAX_BPM, MIN_BPM
         from salong.evaluation import estimate_key, estimate_tempo
 

@@ -5,6 +5,7 @@ loads; the recipe records the edit and remakes it."""
 import dataclasses
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -111,6 +112,14 @@ def test_an_extension_asked_for_in_no_key_or_tempo_continues_in_its_sources(gen,
         with pytest.warns(UserWarning, match="no key or tempo given" if on_grid else "no key given: .* in [^,]*, as"):
             request = SongRequest("calm piano", 2.6, extend=(source, RATE)).resolve(beat)
         assert request.key == heard and request.bpm == (song.request.bpm if on_grid else None)
+
+
+def test_an_extension_without_librosa_follows_its_prompt(gen, source, monkeypatch):
+    """librosa is an extra: without it an extension still renders, in the prompt's key and tempo."""
+    monkeypatch.setitem(sys.modules, "librosa", None)  # import librosa raises ImportError
+    with pytest.warns(UserWarning, match="follows its prompt alone .* pip install"):
+        request = SongRequest("calm piano", 2.6, extend=(source, RATE)).resolve(gen.config)
+    assert request.key is None and request.bpm is None and request.controls.key is None
 
 
 def test_beats_on_the_grid_from_0_s():
