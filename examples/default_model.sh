@@ -29,6 +29,9 @@ AE_STEPS=${AE_STEPS:-8000}
 # R@5 0.15 at 1000 and at 1500 updates, 67 pairs) and the cores went to the autoencoder.
 CLAP_STEPS=${CLAP_STEPS:-1517}
 DIT_STEPS=${DIT_STEPS:-20000}
+# Decoder-only updates after the DiT (0: none): the autoencoder's decoder trained further on
+# its frozen encoder's mean latents, so the DiT's latents stay valid (docs/architecture.md).
+DECODER_STEPS=${DECODER_STEPS:-0}
 # The DiT's learning rate and data-order seed. A run continued from a generator (INIT) at a
 # lower rate is a cooldown: the bundled DiT's last 4344 updates ran at 4e-5 (seed 9) and
 # lowered its held-out v-loss at every noise level (benchmarks/text_use.py).
@@ -164,6 +167,19 @@ stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/d
 # 4. Export: EMA weights, matrices in float16, with the measured sampling defaults.
 stage export threads "$THREADS" $RUN train export "$WORK/dit" -o "$WORK/salong-default.safetensors" --half --overwrite \
     --steps "$SAMPLE_STEPS" --cfg-scale "$CFG_SCALE"
+
+# 4b. Decoder: the generator's autoencoder decoder alone, trained further on the mean latents
+#     of its frozen encoder (the latents the DiT learned), then put into the generator.
+if [ "$DECODER_STEPS" -gt 0 ]; then
+    if [ -n "$(resume_flag "$WORK/decoder")" ]; then DECODER_START=(--resume)
+    else DECODER_START=(--init "$WORK/salong-default.safetensors" --decoder-only); fi
+    stage decoder threads "$THREADS" $RUN train autoencoder --data "$WORK/corpus" --out "$WORK/decoder" \
+        "${DECODER_START[@]}" --steps "$DECODER_STEPS" --batch-size 16 --window-seconds 2.0 --lr 2e-4 --seed 1 \
+        --checkpoint-every 250 --demo-every 1000 --eval-every 500 --quiet
+    stage export-decoder threads "$THREADS" $RUN train export "$WORK/decoder" --generator \
+        "$WORK/salong-default.safetensors" -o "$WORK/with-decoder.safetensors" --half --overwrite
+    mv "$WORK/with-decoder.safetensors" "$WORK/salong-default.safetensors"
+fi
 
 # 5. Evaluate: prompt adherence (tempo, drums, mode, silence) at 30 s and 285 s, both frame
 #    modes, the estimators' own ceiling, autoencoder reconstruction and CLAP recall.

@@ -21,7 +21,7 @@ import torch
 from salong.checkpoint import load_checkpoint, write_atomic
 from salong.train.state import list_checkpoints
 
-STAGES = ("autoencoder", "clap", "dit")
+STAGES = ("autoencoder", "clap", "dit", "decoder")
 
 
 def stage_runs(work: Path) -> list[str]:

@@ -84,9 +84,19 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
         old, new = old_part.state_dict(), new_part.state_dict()
         assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
     assert "started from the generator `init.safetensors`" in (ship2 / "README.md").read_text()
-    fourth = run_recipe(work2, ship2)  # the folder remembers its generator: still no autoencoder stage
+    # The folder remembers its generator: still no autoencoder stage. DECODER_STEPS trains the
+    # decoder alone after the DiT, and the shipped generator keeps the encoder its DiT learned.
+    third_model = Generator.load(ship2 / "salong-default.safetensors")
+    fourth = run_recipe(work2, ship2, DECODER_STEPS="2")
     assert fourth.returncode == 0, fourth.stderr[-3000:]
-    assert stages(work2)[4:] == ["dit", "export", "evaluate"]
+    assert stages(work2)[4:] == ["dit", "export", "decoder", "export-decoder", "evaluate"]
+    shipped = Generator.load(ship2 / "salong-default.safetensors")
+    old, new = third_model.autoencoder.state_dict(), shipped.autoencoder.state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old if not k.startswith("decoder."))
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
+    old, new = third_model.dit.state_dict(), shipped.dit.state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    assert "| decoder | 2 of 2 |" in (ship2 / "README.md").read_text()
 
     missing = run_recipe(tmp_path / "work3", ship2, INIT=str(tmp_path / "nope.safetensors"))
     assert missing.returncode == 2 and "no such file" in missing.stderr and not (tmp_path / "work3").exists()
