@@ -202,6 +202,15 @@ def test_export_puts_a_new_decoder_into_its_generator(corpus, generator_path, tm
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("autoencoder.decoder."))
     song = Generator.load(out).generate("calm piano", 0.5, steps=2, seed=0)
     assert song.audio.shape[-1] == 22050 and np.isfinite(song.audio).all()
+    # what it writes is a generator, so it takes a generator's sampling defaults
+    tuned = tmp_path / "tuned.safetensors"
+    code, _, err = run_cli(capsys, "train", "export", run, "-o", tuned, "--generator", generator_path,
+                           "--cfg-scale", 2.5, "--steps", 3)
+    assert code == 0, err
+    sampling = Generator.load(tuned).config.sampling
+    assert (sampling.cfg_scale, sampling.steps) == (2.5, 3)
+    code, _, err = run_cli(capsys, "train", "export", run, "-o", tmp_path / "x.safetensors", "--cfg-scale", 2.5)
+    assert code != 0 and "sampling defaults of generators" in err
 
     other = tiny_generator(seed=1).save(tmp_path / "other.safetensors")
     refused = tmp_path / "refused.safetensors"

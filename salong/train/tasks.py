@@ -171,20 +171,24 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
                           folder / "prepared"])
     task = task_for_run(run if run.is_dir() else run.parent.parent)
     sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
-    if sampling and task.kind != "dit":
+    base_sampling = getattr(task.config, "sampling", None)
+    if generator is not None:
+        if task.kind != "autoencoder":
+            raise SalongError(f"--generator takes an autoencoder run's decoder into a generator; {run} is a "
+                              f"{task.kind} run")
+        refuse_inputs([out], [generator])
+        from salong.pipeline import GeneratorConfig
+
+        # before any work: a generator file, readable; what it writes is a generator
+        base_sampling = config_from_dict(GeneratorConfig, load_checkpoint(generator, "generator").config).sampling
+    if sampling and base_sampling is None:
         raise SalongError(f"--steps, --cfg-scale and --sampler are sampling defaults of generators; {run} is a "
                           f"{task.kind} run")
     if sampling and getattr(task.config, "lora", None) is not None:
         raise SalongError(f"{run} trains LoRA adapters, whose file holds no sampling defaults; drop --steps, "
                           "--cfg-scale and --sampler")
     if sampling:
-        dataclasses.replace(task.config.sampling, **sampling)
-    if generator is not None:
-        if task.kind != "autoencoder":
-            raise SalongError(f"--generator takes an autoencoder run's decoder into a generator; {run} is a "
-                              f"{task.kind} run")
-        refuse_inputs([out], [generator])
-        load_checkpoint(generator, "generator")  # before any work: a generator file, readable
+        dataclasses.replace(base_sampling, **sampling)
     # written whole beside `out`, then renamed onto it: exclusively without `overwrite`, so a file
     # another run wrote meanwhile is kept
     with staged(out, ".safetensors", overwrite) as tmp:
