@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from salong.checkpoint import config_from_dict, load_checkpoint, load_state_strict, rewrite_checkpoint
+from salong.checkpoint import Checkpoint, config_from_dict, load_checkpoint, load_state_strict, rewrite_checkpoint
 from salong.errors import SalongError
 from salong.outputs import (check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream, staged,
                             write_atomic)
@@ -179,8 +179,9 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
         refuse_inputs([out], [generator])
         from salong.pipeline import GeneratorConfig
 
-        # before any work: a generator file, readable; what it writes is a generator
-        base_sampling = config_from_dict(GeneratorConfig, load_checkpoint(generator, "generator").config).sampling
+        # read once, before any work: a generator file, readable; what it writes is a generator
+        base = load_checkpoint(generator, "generator")
+        base_sampling = config_from_dict(GeneratorConfig, base.config).sampling
     if sampling and base_sampling is None:
         raise SalongError(f"--steps, --cfg-scale and --sampler are sampling defaults of generators; {run} is a "
                           f"{task.kind} run")
@@ -194,27 +195,28 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
     with staged(out, ".safetensors", overwrite) as tmp:
         export_run(run, tmp, task)
         if generator is not None:
-            with_autoencoder(generator, tmp, tmp)
+            with_autoencoder(base, tmp, tmp)
         if half or sampling:
             rewrite_checkpoint(tmp, half=half, config_changes={"sampling": sampling} if sampling else None)
     return out
 
 
-def with_autoencoder(generator: Path, autoencoder: Path, out: Path) -> Path:
-    """Write `generator` with the autoencoder of the file `autoencoder` in place of its own.
+def with_autoencoder(gen: Checkpoint, autoencoder: Path, out: Path) -> Path:
+    """Write the generator `gen` with the autoencoder of the file `autoencoder` in place of its own.
 
     Only a decoder may differ: the autoencoder's config and its encoder's weights must be the
     generator's (as stored, float16 or not), so every latent the generator's DiT learned
     decodes through the new decoder (`train autoencoder --decoder-only`)."""
-    gen, ae = load_checkpoint(generator, "generator"), load_checkpoint(autoencoder, "autoencoder")
     from salong.autoencoder import AutoencoderConfig
+
+    ae, generator = load_checkpoint(autoencoder, "autoencoder"), gen.path
 
     if config_from_dict(AutoencoderConfig, gen.config["autoencoder"]) != config_from_dict(AutoencoderConfig, ae.config):
         raise SalongError(f"{str(autoencoder)!r} is not an autoencoder of {str(generator)!r}'s kind (their configs "
                           "differ); train one with `salong train autoencoder --init GENERATOR --decoder-only`")
     own = {k[len(AE_PREFIX):]: v for k, v in gen.tensors.items() if k.startswith(AE_PREFIX)}
     if own.keys() != ae.tensors.keys() or not all(
-            torch.equal(v.float(), ae.tensors[k].to(v.dtype).float())
+            torch.equal(v, ae.tensors[k].to(v.dtype))
             for k, v in own.items() if not k.startswith("decoder.")):
         raise SalongError(f"{str(autoencoder)!r} encodes differently from {str(generator)!r}'s autoencoder, so its "
                           "DiT would not fit it; train the decoder alone with `salong train autoencoder --init "
