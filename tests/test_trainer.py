@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ from salong.train import (
 )
 from salong.train.state import read_state
 from salong.train.runs import OPTION_FIELDS
-from train_worker import ToyDataset, ToyTask
+from train_worker import DONE, ToyDataset, ToyTask
 
 WORKER = Path(__file__).with_name("train_worker.py")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -429,6 +430,12 @@ def test_kill_9_leaves_a_resumable_run(tmp_path):
 def torchrun(*args: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), *args]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+    if proc.returncode and all(f"rank {r}: {DONE}" in proc.stderr for r in (0, 1)):
+        # Both ranks finished, wrote their weights and left the group; a rank then died as the
+        # interpreter exited (gloo's threads, once in CI: "terminate called without an active
+        # exception"). The weights and the run folder are checked below all the same.
+        warnings.warn(f"torchrun exited {proc.returncode} after both ranks had finished: {proc.stderr[-300:]}")
+        return
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

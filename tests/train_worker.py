@@ -23,6 +23,7 @@ from salong.checkpoint import save_checkpoint, write_atomic
 from salong.errors import SalongError
 from salong.train import Part, Task, TrainConfig, TrainingInterrupted, seed_everything, train
 
+DONE = "done, process group left"  # the last line a rank prints before it exits
 TRUE_W = torch.tensor([[1.5], [-2.0], [0.5], [1.0]])
 
 
@@ -127,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     except SalongError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(f"rank {rank}: trained", file=sys.stderr, flush=True)
     if args.dump_dir:
         tensors = {f"final/{k}": v.contiguous() for k, v in task.net.state_dict().items()}
         tensors.update({f"initial/{k}": v.contiguous() for k, v in initial.items()})
         save_file(tensors, str(Path(args.dump_dir) / f"rank{rank}.safetensors"))
+    print(f"rank {rank}: {DONE}", file=sys.stderr, flush=True)
     return 0
 
 
