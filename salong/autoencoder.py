@@ -60,6 +60,11 @@ class AutoencoderConfig:
     frame_blocks: int = 2  # spectral: ConvNeXt blocks at the STFT frame rate, each side
     latent_blocks: int = 4  # spectral: ConvNeXt blocks at the latent rate, each side
     griffin_lim_iterations: int = 32  # spectral: phase retrieval iterations when decoding
+    # spectral: hidden width of a residual MLP on each log-magnitude frame the decoder draws
+    # (0: none). The output layer alone is linear in `channels` numbers a frame, which blurs
+    # harmonics across bins; the MLP starts at zero, so adding it to a trained decoder changes
+    # nothing until it trains (`train autoencoder --decoder-only --decoder-head N`).
+    decoder_head: int = 0
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -87,7 +92,7 @@ class AutoencoderConfig:
             raise SalongError(
                 f"AutoencoderConfig.strides must all be even (got {self.strides}); use e.g. (2, 4, 4, 8, 8)"
             )
-        for name in ("frame_blocks", "latent_blocks", "griffin_lim_iterations"):
+        for name in ("frame_blocks", "latent_blocks", "griffin_lim_iterations", "decoder_head"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise SalongError(f"AutoencoderConfig.{name} must be a whole number >= 0, got {value!r}")
@@ -98,6 +103,9 @@ class AutoencoderConfig:
                 f"AutoencoderConfig needs an even n_fft and stft_hop <= n_fft / 2, got n_fft={self.n_fft} "
                 f"and stft_hop={self.stft_hop}; use e.g. 2048 and 512"
             )
+        if self.decoder_head and self.architecture != "spectral":
+            raise SalongError(f"AutoencoderConfig.decoder_head is for the spectral architecture, got "
+                              f"{self.decoder_head} with {self.architecture!r}; leave it at 0")
         if self.architecture == "spectral" and self.samples_per_latent % self.n_fft:
             raise SalongError(
                 f"AutoencoderConfig: stft_hop * frame_stride ({self.samples_per_latent}) must be a multiple of "

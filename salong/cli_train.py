@@ -152,6 +152,10 @@ def train_autoencoder_cmd(
     decoder_only: bool = typer.Option(False, "--decoder-only", help="Train the decoder alone on the mean latents of "
                                       "the --init model's frozen encoder: the latents stay as they are, so a "
                                       "generator's DiT works with the new decoder."),
+    decoder_head: Optional[int] = typer.Option(
+        None, help="Spectral: add a residual MLP of this width on each log-magnitude frame the decoder draws; it "
+                   "starts at zero, so an --init model sounds as before until it trains. 0: none. \\[default: "
+                   "the model's]"),
 ) -> None:
     """Train the autoencoder: Oobleck (STFT + adversarial + KL losses) or spectral (STFT magnitudes + KL). \
 Works under torchrun."""
@@ -165,6 +169,12 @@ Works under torchrun."""
         dict(window_seconds=window_seconds, adversarial_start=adversarial_start,
              discriminator=critic_for(run.preset, discriminator), train_encoder=False if decoder_only else None),
     )
+    if decoder_head is not None and decoder_head != task_config.model.decoder_head:
+        if run.resume:
+            raise SalongError(f"--decoder-head {decoder_head}: a resumed run keeps its decoder "
+                              f"(head {task_config.model.decoder_head}); start a new run to change it")
+        task_config = dataclasses.replace(task_config, model=dataclasses.replace(task_config.model,
+                                                                                 decoder_head=decoder_head))
     if not task_config.train_encoder and run.init is None and not run.resume:
         raise SalongError("--decoder-only keeps a trained encoder: give the model to start from with --init "
                           "(an autoencoder or generator file)")

@@ -126,11 +126,19 @@ class SpectralDecoder(nn.Module):
         self.output = nn.Conv1d(c, config.audio_channels * bins, 1)
         with torch.no_grad():  # start near a typical level (e^-4 a bin, about -50 dB re a full-scale sine)
             self.output.bias.fill_(INITIAL_LOG_MAGNITUDE)
+        self.head = None
+        if config.decoder_head:  # a residual MLP per frame, zero at the start (AutoencoderConfig.decoder_head)
+            self.head = nn.Sequential(nn.Conv1d(c, config.decoder_head, 1), nn.GELU(),
+                                      nn.Conv1d(config.decoder_head, config.audio_channels * bins, 1))
+            nn.init.zeros_(self.head[2].weight)
+            nn.init.zeros_(self.head[2].bias)
 
     def log_magnitudes(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (B, latent_dim, L) -> log |STFT| of mid/side (B, audio_channels, F, L * frame_stride)."""
         h = self.frame_blocks(self.up(self.latent_blocks(self.input(z))))  # (B, c, T)
         out = self.output(h)  # (B, C*F, T)
+        if self.head is not None:
+            out = out + self.head(h)
         return out.reshape(out.shape[0], self.config.audio_channels, -1, out.shape[-1])  # (B, C, F, T)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -222,3 +222,66 @@ def test_export_puts_a_new_decoder_into_its_generator(corpus, generator_path, tm
                            "--overwrite")
     assert code != 0 and torch.equal(load_file(generator_path)["dit.preprocess_conv.weight"],
                                      old["dit.preprocess_conv.weight"])
+
+
+def spectral_generator(path: Path) -> Path:
+    """A tiny generator whose autoencoder is the spectral kind (the bundled model's)."""
+    import dataclasses
+
+    from conftest import tiny_generator
+    from salong.autoencoder import Autoencoder
+    from salong.pipeline import Generator
+
+    gen = tiny_generator()
+    config = dataclasses.replace(gen.config, autoencoder=PRESETS["tiny-spectral"])
+    torch.manual_seed(3)
+    autoencoder = Autoencoder(config.autoencoder)
+    with torch.no_grad():
+        for p in autoencoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return Generator(config, gen.dit, autoencoder, gen.text_encoder).save(path)
+
+
+def test_a_decoder_head_starts_as_the_decoder_it_joins_and_exports_into_its_generator(corpus, tmp_path, capsys):
+    """--decoder-head N adds a residual MLP to a trained spectral decoder: the decoder draws the
+    same magnitudes until it trains, the head trains, the encoder stays, and the generator it
+    is exported into loads with the head and generates."""
+    import dataclasses
+
+    from salong.autoencoder import Autoencoder, load_autoencoder_from
+    from salong.pipeline import Generator
+
+    generator = spectral_generator(tmp_path / "gen.safetensors")
+    plain = load_autoencoder_from(generator)[0]
+    headed = Autoencoder(dataclasses.replace(plain.config, decoder_head=8))
+    headed.load_state_dict({**headed.state_dict(), **plain.state_dict()})
+    z = torch.randn(1, plain.config.latent_dim, 5)
+    assert torch.equal(headed.decoder.log_magnitudes(z), plain.decoder.log_magnitudes(z))
+
+    run = tmp_path / "decoder"
+    code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", run, "--init", generator,
+                           "--decoder-only", "--decoder-head", 8, "--steps", 2, "--batch-size", 1, "--lr", 1e-2,
+                           "--window-seconds", 0.5, "--demo-every", 0, "--eval-every", 0, "--quiet")
+    assert code == 0, err
+    trained = load_file(run / "model.safetensors")
+    assert trained["decoder.head.2.weight"].abs().sum() > 0  # started at zero, and learned
+    assert all(torch.equal(v, trained[k]) for k, v in plain.state_dict().items() if not k.startswith("decoder."))
+    assert json.loads((run / "config.json").read_text())["task"]["model"]["decoder_head"] == 8
+    code, _, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", run, "--resume",
+                           "--decoder-head", 16, "--steps", 3, "--quiet")
+    assert code != 0 and "a resumed run keeps its decoder" in err and len(err.strip().splitlines()) == 1
+
+    out = tmp_path / "new.safetensors"
+    code, _, err = run_cli(capsys, "train", "export", run, "-o", out, "--generator", generator)
+    assert code == 0, err
+    new = Generator.load(out)
+    assert new.config.autoencoder.decoder_head == 8 and new.autoencoder.decoder.head is not None
+    song = new.generate("calm piano", 0.5, steps=2, seed=0)
+    assert song.audio.shape[-1] == 22050 and np.isfinite(song.audio).all()
+
+
+def test_a_decoder_head_is_for_spectral_decoders(corpus, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", "autoencoder", "--data", corpus, "--out", tmp_path / "run",
+                             "--preset", "tiny", "--decoder-head", 8, "--steps", 1)
+    assert code != 0 and out == "" and "decoder_head is for the spectral architecture" in err
+    assert not (tmp_path / "run").exists()

@@ -51,6 +51,7 @@ def critic_for(preset: str | None, discriminator: str | None = None) -> Discrimi
 # The two parts, by the names run folders store them under (`generator/stft` in metrics.jsonl,
 # `model/generator/*` in checkpoints): the GAN's names, kept so that earlier runs resume and export.
 AUTOENCODER_PART, DISCRIMINATOR_PART = "generator", "discriminator"
+HEAD_PREFIX = "decoder.head."  # the spectral decoder's optional residual MLP (AutoencoderConfig.decoder_head)
 
 @dataclass(frozen=True)
 class AutoencoderTaskConfig:
@@ -224,6 +225,10 @@ def train_autoencoder(
     if init is not None:
         from salong.checkpoint import load_state_strict
 
-        weights = init_weights(init)
-        load_state_strict(task.model, weights.state_dict(), source=str(init))
+        weights = init_weights(init).state_dict()
+        if task.model.config.decoder_head and not weights.keys() >= {k for k in task.model.state_dict()
+                                                                     if k.startswith(HEAD_PREFIX)}:
+            # a decoder head added to a model without one starts at zero (AutoencoderConfig.decoder_head)
+            weights = {**{k: v for k, v in task.model.state_dict().items() if k.startswith(HEAD_PREFIX)}, **weights}
+        load_state_strict(task.model, weights, source=str(init))
     return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)

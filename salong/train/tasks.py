@@ -5,6 +5,7 @@ that a run's config.json describes the models its checkpoints hold (`check_run_m
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -211,16 +212,21 @@ def with_autoencoder(gen: Checkpoint, autoencoder: Path, out: Path) -> Path:
 
     ae, generator = load_checkpoint(autoencoder, "autoencoder"), gen.path
 
-    if config_from_dict(AutoencoderConfig, gen.config["autoencoder"]) != config_from_dict(AutoencoderConfig, ae.config):
+    def encoder_side(config: dict) -> AutoencoderConfig:  # a decoder's head may differ (AutoencoderConfig.decoder_head)
+        return dataclasses.replace(config_from_dict(AutoencoderConfig, config), decoder_head=0)
+
+    if encoder_side(gen.config["autoencoder"]) != encoder_side(ae.config):
         raise SalongError(f"{str(autoencoder)!r} is not an autoencoder of {str(generator)!r}'s kind (their configs "
                           "differ); train one with `salong train autoencoder --init GENERATOR --decoder-only`")
-    own = {k[len(AE_PREFIX):]: v for k, v in gen.tensors.items() if k.startswith(AE_PREFIX)}
-    if own.keys() != ae.tensors.keys() or not all(
-            torch.equal(v, ae.tensors[k].to(v.dtype))
-            for k, v in own.items() if not k.startswith("decoder.")):
+    own = {k[len(AE_PREFIX):]: v for k, v in gen.tensors.items()
+           if k.startswith(AE_PREFIX) and not k.startswith(AE_PREFIX + "decoder.")}
+    theirs = {k: v for k, v in ae.tensors.items() if not k.startswith("decoder.")}
+    if own.keys() != theirs.keys() or not all(torch.equal(v, theirs[k].to(v.dtype)) for k, v in own.items()):
         raise SalongError(f"{str(autoencoder)!r} encodes differently from {str(generator)!r}'s autoencoder, so its "
                           "DiT would not fit it; train the decoder alone with `salong train autoencoder --init "
                           "GENERATOR --decoder-only`")
     tensors = {k: v for k, v in gen.tensors.items() if not k.startswith(AE_PREFIX)}
     tensors.update({AE_PREFIX + k: v.contiguous() for k, v in ae.tensors.items()})
-    return write_atomic(Path(out), lambda tmp: save_file(tensors, str(tmp), metadata=gen.metadata), ".safetensors")
+    # the autoencoder's own config, which may add a decoder head
+    metadata = {**gen.metadata, "config": json.dumps({**gen.config, "autoencoder": ae.config})}
+    return write_atomic(Path(out), lambda tmp: save_file(tensors, str(tmp), metadata=metadata), ".safetensors")
