@@ -32,6 +32,9 @@ DIT_STEPS=${DIT_STEPS:-20000}
 # Decoder-only updates after the DiT (0: none): the autoencoder's decoder trained further on
 # its frozen encoder's mean latents, so the DiT's latents stay valid (docs/architecture.md).
 DECODER_STEPS=${DECODER_STEPS:-0}
+# Width of the decoder head that run adds (0: none; a spectral decoder only): a per-frame MLP
+# that starts at zero, for harmonics the linear output layer smears (docs/architecture.md).
+DECODER_HEAD=${DECODER_HEAD:-0}
 # The DiT's learning rate and data-order seed. A run continued from a generator (INIT) at a
 # lower rate is a cooldown: the bundled DiT's last 4344 updates ran at 4e-5 (seed 9) and
 # lowered its held-out v-loss at every noise level (benchmarks/text_use.py).
@@ -172,7 +175,7 @@ stage export threads "$THREADS" $RUN train export "$WORK/dit" -o "$WORK/salong-d
 #     of its frozen encoder (the latents the DiT learned), then put into the generator.
 if [ "$DECODER_STEPS" -gt 0 ]; then
     if [ -n "$(resume_flag "$WORK/decoder")" ]; then DECODER_START=(--resume)
-    else DECODER_START=(--init "$WORK/salong-default.safetensors" --decoder-only); fi
+    else DECODER_START=(--init "$WORK/salong-default.safetensors" --decoder-only --decoder-head "$DECODER_HEAD"); fi
     stage decoder threads "$THREADS" $RUN train autoencoder --data "$WORK/corpus" --out "$WORK/decoder" \
         "${DECODER_START[@]}" --steps "$DECODER_STEPS" --batch-size 16 --window-seconds 2.0 --lr 2e-4 --seed 1 \
         --checkpoint-every 250 --demo-every 1000 --eval-every 500 --quiet

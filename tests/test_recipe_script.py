@@ -87,11 +87,12 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     # The folder remembers its generator: still no autoencoder stage. DECODER_STEPS trains the
     # decoder alone after the DiT, and the shipped generator keeps the encoder its DiT learned.
     third_model = Generator.load(ship2 / "salong-default.safetensors")
-    fourth = run_recipe(work2, ship2, DECODER_STEPS="2")
+    fourth = run_recipe(work2, ship2, DECODER_STEPS="2", DECODER_HEAD="4")
     assert fourth.returncode == 0, fourth.stderr[-3000:]
     assert stages(work2)[4:] == ["dit", "export", "decoder", "export-decoder", "evaluate"]
     shipped = Generator.load(ship2 / "salong-default.safetensors")
     old, new = third_model.autoencoder.state_dict(), shipped.autoencoder.state_dict()
+    assert shipped.config.autoencoder.decoder_head == 4 and "decoder.head.2.weight" in new
     assert all(torch.equal(old[k], new[k]) for k in old if not k.startswith("decoder."))
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
     old, new = third_model.dit.state_dict(), shipped.dit.state_dict()
