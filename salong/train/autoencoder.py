@@ -225,10 +225,7 @@ def train_autoencoder(
     if init is not None:
         from salong.checkpoint import load_state_strict
 
-        weights = init_weights(init).state_dict()
-        if task.model.config.decoder_head and not weights.keys() >= {k for k in task.model.state_dict()
-                                                                     if k.startswith(HEAD_PREFIX)}:
-            # a decoder head added to a model without one starts at zero (AutoencoderConfig.decoder_head)
-            weights = {**{k: v for k, v in task.model.state_dict().items() if k.startswith(HEAD_PREFIX)}, **weights}
-        load_state_strict(task.model, weights, source=str(init))
+        # a decoder head the init model lacks keeps its zero start (AutoencoderConfig.decoder_head)
+        head = {k: v for k, v in task.model.state_dict().items() if k.startswith(HEAD_PREFIX)}
+        load_state_strict(task.model, {**head, **init_weights(init).state_dict()}, source=str(init))
     return train(task, dataset, train_config, run_dir, resume=resume, task_config=task_config, quiet=quiet)
