@@ -43,7 +43,8 @@ DIT_SEED=${DIT_SEED:-0}
 # Control conditioners of a new DiT run (docs/architecture.md, Controls): beat and bar phase
 # per latent frame at each piece's tempo, and its key, from the corpus's attributes. A run
 # started from a generator without them (INIT) gets them added at zero. Empty: none.
-# beat,key,drums adds the drums/groove choice (docs/architecture.md, Controls).
+# beat,key,drums adds the drums/groove choice, and form the section of each frame, e.g.
+# beat,key,form (docs/architecture.md, Controls).
 CONTROLS=${CONTROLS-beat,key}
 # Spell each caption's and prompt's words alike whatever their case or place (1) or as written (0).
 CANONICAL_TEXT=${CANONICAL_TEXT:-1}

@@ -319,6 +319,13 @@ def generate(
                                         "prompt states, else 4/4]"),
     drums: Optional[str] = typer.Option(None, "--drums", help="none, on, or a groove: four-on-the-floor, backbeat, "
                                         "shuffle, breakbeat. \\[default: what the prompt states, e.g. \"no drums\"]"),
+    form: Optional[str] = typer.Option(None, "--form", help="Sections: auto (the training corpus's rule at the "
+                                       "song's length and tempo: intro, A, B, A', outro from 40 s on, else one A), "
+                                       "none, or sections and bars, e.g. \"intro 4, A 16, B 16, A' 16, outro 4\" "
+                                       "(A2 for A'). Listed bars are scaled by one factor to fill the song, each "
+                                       "bound on a bar line, so the last section ends with the song; a model "
+                                       "without a form conditioner reads listed sections as words; a --loop has "
+                                       "none. \\[default: auto]"),
     sampler: Optional[str] = typer.Option(
         None, help="dpmpp-2m, dpmpp-2m-sde or euler. \\[default: the model's, dpmpp-2m]"),
     model: Optional[Path] = typer.Option(None, help="Generator file, or Stable Audio Open folder (model_config.json + "
@@ -337,7 +344,7 @@ def generate(
                                "true peak over --peak-db, turn those peaks down (a look-ahead limiter) so the "
                                "loudness is reached. \\[default: off: the ceiling wins and the song stays quieter]"),
     prompts: Optional[Path] = typer.Option(None, help="Batch file: a prompt per line, or JSON lines with prompt, "
-                                           "seconds, seed, output, negative, bpm, key, meter, drums."),
+                                           "seconds, seed, output, negative, bpm, key, meter, drums, form."),
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 to 10,000 (consecutive seeds)."),
     name: str = typer.Option(
         DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
@@ -402,7 +409,7 @@ def generate(
     # bad settings fail here, before the model loads
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
-                       bpm=bpm, key=key, meter=meter, drums=drums, lora=lora or None, lora_merge=lora_merge,
+                       bpm=bpm, key=key, meter=meter, drums=drums, form=form, lora=lora or None, lora_merge=lora_merge,
                        bit_depth=bit_depth, loudness=loudness, peak_db=peak_db, limit=limit, inpaint=inpaint,
                        start=start, end=end, extend=extend, extend_before=extend_before, loop=loop)
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,

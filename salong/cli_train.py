@@ -258,8 +258,10 @@ def train_dit_cmd(
                                                    "draws t uniformly (the reference), above 1 trains high noise, "
                                                    "where a prompt shapes a song, more; above 0. \\[default: 1]"),
     controls: Optional[str] = typer.Option(None, help="Control conditioners, comma-separated: beat (tempo and meter "
-                                           "as beat and bar phase per frame), key; read from each file's metadata "
-                                           "(bpm, key, meter). With --init, added to the file's DiT at zero, so "
+                                           "as beat and bar phase per frame), key, drums (none, on or the groove), "
+                                           "form (the section of each frame and how far through it); read from "
+                                           "each file's metadata (bpm, key, meter, drums, sections). With --init, "
+                                           "added to the file's DiT at zero, so "
                                            "training starts from its exact predictions. \\[default: the preset's or "
                                            "the file's, none]"),
     control_dropout: Optional[float] = typer.Option(None, help="Share of samples trained without each control, 0 to "

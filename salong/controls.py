@@ -1,13 +1,16 @@
-"""Musical controls: tempo, meter, key and drums, read from flags or from the prompt, and the
-features a DiT with control conditioners reads (docs/architecture.md, Controls).
+"""Musical controls: tempo, meter, key, drums and form, read from flags or from the prompt,
+and the features a DiT with control conditioners reads (docs/architecture.md, Controls).
 
 A tempo reaches the DiT as something local to each latent frame: the phase of the beat
 and of the bar at the requested BPM, as sin/cos pairs (`beat_features`), so "a hit on
 every beat" is a rule each frame can apply on its own instead of a count the model has
 to keep. The grid starts on a downbeat at 0 s. A key is categorical: its tonic, its mode
 and the pitch classes of its scale (`key_features`). Drums are categorical too: drums, no
-drums, or a named groove (`drum_features`). Absent controls are all-zero
-features, which is also what control dropout and the unconditional half of guidance use.
+drums, or a named groove (`drum_features`). A form is local to each frame again: the
+section it lies in and how far through it (`form_features`), from a plan in bars laid
+from 0 s (`song_form`, by the synth corpus's own rule `form_bars`, or as the user lists
+the sections). Absent controls are all-zero features, which is also what control
+dropout and the unconditional half of guidance use.
 
 Models without control conditioners get the controls written into their prompt instead
 (`prompt_with_controls`), in the wording they were trained on.
@@ -40,6 +43,12 @@ GROOVES = ("four-on-the-floor", "backbeat", "shuffle", "breakbeat")
 DRUMS = ("none", "on") + GROOVES  # a drums control: no drums, drums, or drums playing a groove
 # Per song: drums asked for, no drums asked for, the groove one-hot (zero when none is named).
 DRUM_FEATURES = 2 + len(GROOVES)
+# The sections of the synth corpus's long pieces, in their order (`salong.synth.attributes.form_bars`).
+FORM_SECTIONS = ("intro", "A", "B", "A'", "outro")
+# Per latent frame: presence, the section one-hot (5), progress through the section in [0, 1).
+FORM_FEATURES = 2 + len(FORM_SECTIONS)
+MAX_FORM_SECTIONS, MAX_SECTION_BARS = 64, 9999
+Section = tuple[str, float, float]  # (name, start s, end s)
 
 _LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
@@ -69,10 +78,12 @@ class Controls:
     key: Key | None = None
     beats_per_bar: int | None = None
     drums: str | None = None  # among DRUMS
+    form: tuple[Section, ...] | None = None  # the sections, in seconds from the piece's 0 s
 
     @property
     def empty(self) -> bool:
-        return self.bpm is None and self.key is None and self.beats_per_bar is None and self.drums is None
+        return (self.bpm is None and self.key is None and self.beats_per_bar is None and self.drums is None
+                and self.form is None)
 
     def record(self) -> dict:
         """JSON-ready values for a song's recipe (only those given)."""
@@ -85,6 +96,8 @@ class Controls:
             out["meter"] = f"{self.beats_per_bar}/4"
         if self.drums is not None:
             out["drums"] = self.drums
+        if self.form is not None:  # as a metadata line gives them
+            out["sections"] = [{"name": name, "start": start, "end": end} for name, start, end in self.form]
         return out
 
 
@@ -143,6 +156,113 @@ def parse_drums(value: object) -> str:
     if not isinstance(value, str) or word not in _DRUM_WORDS:
         raise SalongError(f"--drums {text!r} is not a drums choice; give none, on, or a groove: {', '.join(GROOVES)}")
     return _DRUM_WORDS[word]
+
+
+_SECTION_NAMES = {"intro": "intro", "a": "A", "b": "B", "a'": "A'", "a’": "A'", "a2": "A'", "outro": "outro"}
+FORM_EXAMPLE = "\"intro 4, A 16, B 16, A' 16, outro 4\""
+
+
+def _form_error(text: str, problem: str) -> SalongError:
+    return SalongError(f"--form {text!r}: {problem}; give auto, none, or sections in bars among intro, A, B, "
+                       f"A' (or A2), outro, e.g. {FORM_EXAMPLE}")
+
+
+def parse_form(value: object) -> str | tuple[tuple[str, int], ...]:
+    """A form as asked: "auto" (the synth's rule at the song's length and tempo), "none", or
+    sections and their bars, "intro 4, A 16, B 16, A' 16, outro 4" (also "intro:4 A:16 ...",
+    A2 for A', names in any case). One-line error otherwise."""
+    text = str(value).strip()
+    if not isinstance(value, str):
+        raise _form_error(text, "is not text")
+    if text.lower() in ("auto", "none"):
+        return text.lower()
+    tokens = [t for t in re.split(r"[\s,;:=]+", text) if t]
+    if not tokens:
+        raise _form_error(text, "names no section")
+    sections = []
+    for i in range(0, len(tokens), 2):
+        name = _SECTION_NAMES.get(tokens[i].lower())
+        if name is None:
+            problem = (f"{tokens[i]!r} follows no section" if re.fullmatch(r"[0-9]+", tokens[i])
+                       else f"{tokens[i]!r} is not a section")
+            raise _form_error(text, problem)
+        if i + 1 == len(tokens):
+            raise _form_error(text, f"{name} has no bars")
+        bars = tokens[i + 1]
+        if not re.fullmatch(r"[0-9]+", bars) or not 1 <= int(bars) <= MAX_SECTION_BARS:
+            raise _form_error(text, f"{name} {bars!r} is not a whole number of bars from 1 to {MAX_SECTION_BARS}")
+        sections.append((name, int(bars)))
+    if len(sections) > MAX_FORM_SECTIONS:
+        raise _form_error(text, f"{len(sections)} sections are more than {MAX_FORM_SECTIONS}")
+    return tuple(sections)
+
+
+def parse_sections(value: object) -> tuple[Section, ...]:
+    """Sections as a metadata line gives them, in seconds and in order, as the synth writes
+    them: [{"name": "intro", "start": 0.0, "end": 8.0}, ...] (names spelled as for --form).
+    One-line error otherwise."""
+    entries = value if isinstance(value, list) and 0 < len(value) <= MAX_FORM_SECTIONS else None
+    sections: list[Section] = []
+    for entry in entries or ():
+        if not isinstance(entry, dict) or set(entry) != {"name", "start", "end"}:
+            break
+        name, start, end = _SECTION_NAMES.get(str(entry["name"]).lower()), entry["start"], entry["end"]
+        times = [t for t in (start, end) if isinstance(t, (int, float)) and not isinstance(t, bool)
+                 and math.isfinite(t)]
+        if name is None or len(times) < 2 or not (sections[-1][2] if sections else 0.0) <= start < end:
+            break
+        sections.append((name, float(start), float(end)))
+    if entries is None or len(sections) < len(entries):
+        raise SalongError(f"sections {value!r} are not sections; give a list of {{\"name\", \"start\", \"end\"}} "
+                          "in seconds, in order, named intro, A, B, A' or outro")
+    return tuple(sections)
+
+
+def song_form(form: str | tuple[tuple[str, int], ...], seconds: float, bpm: float | None = None,
+              beats_per_bar: int | None = None) -> tuple[tuple[str, int], ...] | None:
+    """The sections and their bars a song of `seconds` plays for `form` (`parse_form`), at
+    `bpm` in `beats_per_bar`/4 (120 BPM, 4/4 where not given); None for "none".
+
+    "auto" is the synth corpus's rule (`form_bars`): intro, A, B, A', outro from
+    LONG_FORM_SECONDS on, else one A. Listed sections are scaled by one factor to the song's
+    bars (its last bar counted whole), each bound rounded to a bar line: the last section
+    ends with the song, and one scaled to no bars is left out. Sections that already fill
+    the song's bars stay as they are, so a recorded form (`form_text`) gives itself back."""
+    from salong.synth.attributes import form_bars  # here: the synth's package is not needed to read controls
+
+    if form == "none":
+        return None
+    bpm, beats = bpm or REFERENCE_BPM, beats_per_bar or 4
+    if form == "auto":
+        return tuple((name, end - first) for name, first, end in form_bars(seconds, bpm, beats))
+    bar_s = beats * (60.0 / bpm)
+    song_bars = max(1, math.ceil(seconds / bar_s - 1e-9))  # as `form_bars` counts them
+    total = sum(bars for _, bars in form)
+    scaled, done, at = [], 0, 0
+    for name, bars in form:
+        done += bars
+        end = (2 * done * song_bars + total) // (2 * total)  # done * song_bars / total to the nearest bar
+        if end > at:
+            scaled.append((name, end - at))
+            at = end
+    return tuple(scaled)
+
+
+def form_sections(bars: tuple[tuple[str, int], ...], seconds: float, bpm: float | None = None,
+                  beats_per_bar: int | None = None) -> tuple[Section, ...]:
+    """(name, start s, end s) of sections in bars laid from 0 s, the last cut at `seconds`
+    (as `salong.synth.attributes.form_plan`)."""
+    bar_s = (beats_per_bar or 4) * (60.0 / (bpm or REFERENCE_BPM))
+    sections, first = [], 0
+    for name, count in bars:
+        sections.append((name, first * bar_s, min((first + count) * bar_s, seconds)))
+        first += count
+    return tuple(sections)
+
+
+def form_text(bars: tuple[tuple[str, int], ...]) -> str:
+    """Sections in bars as --form takes them: "intro 4, A 16, B 16, A' 16, outro 4"."""
+    return ", ".join(f"{name} {count}" for name, count in bars)
 
 
 def parse_meter(value: object) -> int:
@@ -302,7 +422,9 @@ def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong",
 
     A value the prompt states differently is replaced where it stands; one it does not
     state is appended (unless `append` is false), as salong's captions ("... at 120 BPM in
-    A minor") or Stable Audio Open's tags (", 120 BPM, A minor") say it."""
+    A minor") or Stable Audio Open's tags (", 120 BPM, A minor") say it; a form as the
+    synth's captions do (", with an intro, a contrasting middle section and an outro",
+    `form_words`), unless the prompt speaks of intros, outros, verses or choruses itself."""
     stated = _read_prompt_lenient(prompt)
     text = prompt
     edits = []
@@ -317,10 +439,11 @@ def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong",
     add_bpm = append and controls.bpm is not None and "bpm" not in stated.spans
     add_key = append and controls.key is not None and "key" not in stated.spans
     add_drums = append and controls.drums is not None and "drums" not in stated.spans
+    form = form_words(controls.form) if append and not _FORM_STATED.search(prompt) else None
     tail = text.rstrip().rstrip(".")
     if style == "sao":
         parts = (([f"{controls.bpm:g} BPM"] if add_bpm else []) + ([str(controls.key)] if add_key else [])
-                 + ([_drums_words(controls.drums)] if add_drums else []))
+                 + ([_drums_words(controls.drums)] if add_drums else []) + ([form] if form else []))
         return ", ".join([tail] + parts) if parts else text
     if add_bpm:
         tail += f" at {controls.bpm:g} BPM"
@@ -328,7 +451,25 @@ def prompt_with_controls(prompt: str, controls: Controls, style: str = "salong",
         tail += f" in {controls.key}"
     if add_drums:
         tail += f" with {_drums_words(controls.drums)}"
-    return tail if (add_bpm or add_key or add_drums) else text
+    if form:
+        tail += f", {form}"
+    return tail if (add_bpm or add_key or add_drums or form) else text
+
+
+# A prompt that speaks of its form already is not given the words again.
+_FORM_STATED = re.compile(r"\b(?:intros?|outros?|middle\s+section|verses?|chorus(?:es)?)\b", re.IGNORECASE)
+
+
+def form_words(sections: tuple[Section, ...] | None) -> str | None:
+    """A form as the synth's captions say it ("with an intro, a contrasting middle section
+    and an outro"), from the sections there are; None where there are no words for it (one
+    A section, or none)."""
+    names = {name for name, _, _ in sections or ()}
+    parts = [words for name, words in (("intro", "an intro"), ("B", "a contrasting middle section"),
+                                       ("outro", "an outro")) if name in names]
+    if not parts:
+        return None
+    return "with " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
 
 
 def _drums_words(drums: str) -> str:
@@ -385,4 +526,26 @@ def drum_features(drums: str | None) -> torch.Tensor:
     out[1 if drums == "none" else 0] = 1.0
     if drums in GROOVES:
         out[2 + GROOVES.index(drums)] = 1.0
+    return out
+
+
+def form_features(frames: int, latent_rate: float, sections: tuple[Section, ...] | None,
+                  start_seconds: float = 0.0) -> torch.Tensor:
+    """(frames, FORM_FEATURES) float32: for each latent frame's centre, [1, the one-hot of
+    its section, how far through the section it is, in [0, 1)]. A frame belongs to the last
+    section that starts at or before it, so one past the last section's end belongs to the
+    last; `start_seconds` is where the frames start in the piece (a training crop's offset,
+    an edit's window). No sections: all zero."""
+    out = torch.zeros(frames, FORM_FEATURES)
+    if not sections:
+        return out
+    seconds = start_seconds + (torch.arange(frames, dtype=torch.float64) + 0.5) / latent_rate  # (frames,)
+    starts = torch.tensor([start for _, start, _ in sections], dtype=torch.float64)  # (S,)
+    ends = torch.tensor([end for _, _, end in sections], dtype=torch.float64)  # (S,)
+    index = (torch.searchsorted(starts, seconds, right=True) - 1).clamp(0, len(sections) - 1)  # (frames,)
+    names = torch.tensor([FORM_SECTIONS.index(name) for name, _, _ in sections])  # (S,)
+    progress = (seconds - starts[index]) / (ends[index] - starts[index])  # (frames,)
+    out[:, 0] = 1.0
+    out[torch.arange(frames), 1 + names[index]] = 1.0
+    out[:, -1] = progress.clamp(0.0, 1.0 - 2.0**-24).float()  # below 1 in float32 too
     return out

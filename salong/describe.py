@@ -95,12 +95,13 @@ def describe_audio(path: str | Path) -> str:
     recipe = Recipe.from_json(info.tags["comment"], repr(str(path)))
     request = recipe.request
     model = recipe.model or "the bundled model"
-    tempo, key, meter, drums = _controls(request)
+    tempo, key, meter, drums, form = _controls(request)
     init_audio = request.init_audio.record() if request.init_audio is not None else None
     settings = [
         ("prompt", request.prompt), ("negative prompt", request.negative), ("seconds", f"{request.seconds:g}"),
         ("seed", request.seed), ("steps", request.steps), ("cfg scale", f"{request.cfg:g}"),
         ("sampler", request.sampler), ("tempo", tempo), ("key", key), ("meter", meter), ("drums", drums),
+        ("form", form),
         ("frames", "the model's whole window, then cut" if request.frames == "window" else "only those the song needs"),
         ("init audio", init_audio), ("init noise level", request.init_noise_level),
         ("bit depth", {"32f": "32-bit float"}.get(request.bit_depth, f"{request.bit_depth}-bit")
@@ -142,12 +143,24 @@ def _adapters(recipe: Recipe) -> list[tuple[str, str]]:
 
 
 def _controls(request: SongRequest) -> tuple[str | None, ...]:
-    """The tempo, key, meter and drums a song asked for, each saying whether an option or the prompt gave it."""
+    """The tempo, key, meter and drums a song asked for, each saying whether an option or the prompt gave it,
+    and the sections it played, in bars and seconds."""
     values = request.controls.record()
     shown = {name: f"{values[name]:g} BPM" if name == "bpm" else values[name] for name in values}
-    return tuple(None if name not in shown else
-                 f"{shown[name]} ({'--' + name if getattr(request, name) is not None else 'from the prompt'})"
-                 for name in CONTROL_FIELDS)
+    asked = tuple(None if name not in shown else
+                  f"{shown[name]} ({'--' + name if getattr(request, name) is not None else 'from the prompt'})"
+                  for name in CONTROL_FIELDS if name != "form")
+    return (*asked, _form(request))
+
+
+def _form(request: SongRequest) -> str | None:
+    """The sections a song played, as `--form` lists them, and where each falls: "intro 4, A 16 (intro
+    0-8 s, A 8-40 s)"; "none"; None where no form was asked of a model without a form conditioner."""
+    sections = request.controls.form
+    if sections is None:
+        return request.form
+    where = ", ".join(f"{name} {start:.4g}-{end:.4g} s" for name, start, end in sections)
+    return f"{request.form} ({where})"
 
 
 def describe_bundled() -> str:

@@ -25,7 +25,8 @@ from salong.clap import (Clap, ClapModelConfig, holds_text_tower_only, text_towe
                          tokenizer_from_metadata, tokenizer_metadata)
 from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear, get_ts_logsnr,
                               start_from_init_rf)
-from salong.controls import Controls, beat_features, drum_features, key_features, prompt_with_controls
+from salong.controls import (Controls, beat_features, drum_features, form_features, form_words, key_features,
+                             prompt_with_controls)
 from salong.dit import DiT, DiTConfig
 from salong.edit import (Fill, edit_mode, keep_known, limit_made, loop_fill, place_window, regenerated_frames,
                          source_fill, source_seconds, splice)
@@ -249,6 +250,7 @@ class Generator:
         key: str | None = None,
         meter: str | None = None,
         drums: str | None = None,
+        form: str | None = None,
         lora: Sequence[Lora | str | Path | tuple[str | Path, float]] | None = None,
         lora_merge: bool = False,
     ) -> Song:
@@ -262,14 +264,15 @@ class Generator:
         `lora` adapters are files or (file, strength) pairs."""
         if isinstance(request, SongRequest):
             given = (seconds, steps, cfg_scale, seed, negative_prompt, sampler, frames, init_audio, init_noise_level,
-                     bpm, key, meter, drums, lora)
+                     bpm, key, meter, drums, form, lora)
             if full_window or lora_merge or any(value is not None for value in given):
                 raise TypeError("give a SongRequest, or a prompt with its settings; not both")
         else:
             request = SongRequest(request, seconds, seed=seed, steps=steps, cfg=cfg_scale, sampler=sampler,
                                   frames="window" if full_window else frames, negative=negative_prompt,
                                   init_audio=init_audio, init_noise_level=init_noise_level,
-                                  bpm=bpm, key=key, meter=meter, drums=drums, lora=lora, lora_merge=lora_merge)
+                                  bpm=bpm, key=key, meter=meter, drums=drums, form=form, lora=lora,
+                                  lora_merge=lora_merge)
         return self.sample(request.resolve(self.config), progress)
 
     @torch.inference_mode()
@@ -292,7 +295,8 @@ class Generator:
         outside the crossfades; `loop` samples the song, then regenerates its wrap-around.
 
         Controls (`salong.controls`): a model with control conditioners reads the request's
-        tempo, key and meter as beat and key features, its grid on a downbeat at 0 s; any
+        tempo, key and meter as beat and key features, its grid on a downbeat at 0 s, and its
+        form as the section of each frame it samples, where that frame lies in the song; any
         other model reads them as words in its prompt (`prompt_with_controls`, with a
         one-line warning).
 
@@ -455,24 +459,31 @@ class Generator:
 
     @property
     def controls(self) -> tuple[str, ...]:
-        """The control conditioners of the DiT ("beat", "key", "drums"); none for Stable Audio Open."""
+        """The control conditioners of the DiT ("beat", "key", "drums", "form"); none for Stable Audio Open."""
         return self.config.dit.controls
 
     def text_with_controls(self, prompt: str, controls: Controls) -> str:
         """What the text encoder reads: the prompt, its stated tempo, key and drums changed to
         the controls' where a flag changed them, and the controls the DiT has no conditioner
-        for written in (with a one-line warning). The meter stays in the words as stated."""
+        for written in (with a one-line warning). The meter stays in the words as stated. A
+        form reaches such a model only as asked with --form (`SongRequest.resolve`); one the
+        words cannot say (one section) is a one-line warning too."""
         style = "salong" if self.config.clap is not None else "sao"
         said = Controls(bpm=controls.bpm, key=controls.key, drums=controls.drums)
         text = prompt_with_controls(prompt, said, style, append=False)
         has = set(self.controls)
         words = Controls(bpm=None if "beat" in has else controls.bpm, key=None if "key" in has else controls.key,
-                         drums=None if "drums" in has else controls.drums)
+                         drums=None if "drums" in has else controls.drums,
+                         form=None if "form" in has else controls.form)
         written = prompt_with_controls(text, words, style)
+        said_form = words.form is not None and form_words(words.form) is not None
+        missing = [what for what, value in (("tempo", words.bpm), ("key", words.key), ("drums", words.drums))
+                   if value is not None] + (["form"] if said_form else [])
         if written != text:
-            missing = [what for what, name, value in (("tempo", "beat", words.bpm), ("key", "key", words.key),
-                                                      ("drums", "drums", words.drums)) if value is not None]
             warnings.warn(f"this model has no {' or '.join(missing)} conditioner; the prompt it reads is {written!r}")
+        if words.form is not None and not said_form:
+            warnings.warn("this model has no form conditioner, and its captions have no words for a form without "
+                          "an intro, a B section or an outro; the song is sampled without it")
         return written
 
     def _conditioning(self, prompt: str, negative_prompt: str | None, seconds: float,
@@ -483,9 +494,9 @@ class Generator:
         prompt = self.text_with_controls(prompt, controls)
         prompts = [prompt] if negative_prompt is None else [prompt, negative_prompt]
         tokens, _ = self.text_encoder.encode(prompts)  # (1 or 2, L, W), padding zero
-        start, total = timing_condition(start, seconds)
+        seconds_start, total = timing_condition(start, seconds)
         timing = {
-            "seconds_start": torch.full((1,), start, device=self.device),
+            "seconds_start": torch.full((1,), seconds_start, device=self.device),
             "seconds_total": torch.full((1,), total, device=self.device),
         }
         keep = torch.zeros(1, dtype=torch.bool, device=self.device)
@@ -506,6 +517,10 @@ class Generator:
                 drums = drum_features(controls.drums)[None].to(self.device)  # (1, DRUM_FEATURES)
                 cond.update(drums=drums)
                 uncond.update(drums=torch.zeros_like(drums))
+            if "form" in self.controls:  # the sections of the frames sampled, wherever they start in the song
+                form = form_features(frames, rate, controls.form, start_seconds=start)[None].to(self.device)
+                cond.update(form=form)  # (1, frames, FORM_FEATURES)
+                uncond.update(form=torch.zeros_like(form))
         return cond, uncond
 
 

@@ -18,7 +18,9 @@ absolute), `init_noise_level`, `lora` (the adapters, each as
 `{"path": "/abs/style.safetensors", "sha256": "...", "strength": 0.8}`, its sha256 as the
 model's), `lora_merge` (true: merged into the weights), `text_encoder` (a T5 folder given
 apart from a Stable Audio Open model), `bpm`, `key`, `meter`, `drums` (what the prompt states is
-read from it again, so a new prompt given with `--like` states its own), `bit_depth` (a
+read from it again, so a new prompt given with `--like` states its own), `form` (the sections
+the song played, in bars: "intro 4, A 44, B 44, A' 46, outro 5"; "none"; left out where a
+model without a form conditioner was asked for none), `bit_depth` (a
 WAV's or FLAC's: "16", "24" or "32f"; none in ogg and mp3), `loudness` and `peak_db` (the
 LUFS and dBTP ceiling it was normalised to), `limit` (true: its peaks were limited under the
 ceiling), `model` for the bundled model, and an edit's
@@ -178,7 +180,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg": (int, float),
     "sampler": (str,), "frames": (str,), "negative": (str,), "init_audio": (str,),
     "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
-    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "drums": (str,),
+    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "drums": (str,), "form": (str,),
     "lora": (list,), "lora_merge": (bool,),
     "salong": (str,), "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
     "limit": (bool,),

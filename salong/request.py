@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from salong.checks import check_seed, is_real, random_seed
-from salong.controls import Controls, resolve as resolve_controls
+from salong.controls import (Controls, form_sections, form_text, parse_form, resolve as resolve_controls,
+                             song_form)
 from salong.diffusion import RF_SAMPLERS, SAMPLERS, get_sampler
 from salong.errors import SalongError
 from salong.mastering import BLOCK_SECONDS, DEFAULT_PEAK_DB, check_bit_depth, check_loudness, check_peak_db
@@ -42,7 +43,7 @@ MAX_STEPS = 10_000  # the paper samples 100-250; a crafted recipe's 10**18 would
 MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
 MAX_LORA_STRENGTH = 10.0  # an adapter's update is trained at 1; far beyond 10 the DiT's output is noise
 FRAME_MODES = ("needed", "window")
-CONTROL_FIELDS = ("bpm", "key", "meter", "drums")  # the controls given as options (`salong.controls`)
+CONTROL_FIELDS = ("bpm", "key", "meter", "drums", "form")  # the controls given as options (`salong.controls`)
 
 
 # --- one rule per setting (the model's stored defaults, `SamplingConfig`, obey them too) --
@@ -204,9 +205,12 @@ class SongRequest:
     in. `init_audio` (a file, an `InitAudio`, or (audio, rate)) is noised to
     `init_noise_level` and sampled from. `bpm`, `key`, `meter` and `drums` are the controls given
     as options, kept as given; `controls` is what the song asks for, the options over
-    what the prompt states. `lora` are the adapters the DiT samples with, each with its
-    strength (`Lora`; `check_lora` says what it takes), added on the fly or, with
-    `lora_merge`, baked into a copy of the DiT's weights (faster; equal to float rounding).
+    what the prompt states. `form` is "auto" (None), "none" or sections in bars
+    (`salong.controls.parse_form`); `resolve` makes it the sections the song plays for the
+    model, in bars (`form_text`), and lays them in `controls.form`. `lora` are the adapters
+    the DiT samples with, each with its strength (`Lora`; `check_lora` says what it takes),
+    added on the fly or, with `lora_merge`, baked into a copy of the DiT's weights (faster;
+    equal to float rounding).
 
     The field names are the keys of the song's recipe and of its `--json` record. A new
     input (regions to keep or fill, LoRA adapters) joins as a field that defaults to None:
@@ -228,6 +232,7 @@ class SongRequest:
     key: str | None = None
     meter: str | int | None = None
     drums: str | None = None
+    form: str | None = None
     lora: tuple[Lora, ...] | None = None
     lora_merge: bool | None = None
     bit_depth: str | None = None
@@ -268,9 +273,29 @@ class SongRequest:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
                 raise SalongError(f"{name} must be a string or number, got {value!r}")
-        checked["controls"] = resolve_controls(checked["prompt"], self.bpm, self.key, self.meter, self.drums)
+        controls = resolve_controls(checked["prompt"], self.bpm, self.key, self.meter, self.drums)
+        checked["controls"], _ = self._laid_form(controls, checked["seconds"])
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+
+    def _laid_form(self, controls: Controls, seconds: float, conditioned: bool | None = None
+                   ) -> tuple[Controls, str | None]:
+        """`controls` with the sections of `form` laid over a song of `seconds` (`song_form`),
+        and the form as the recipe records it (`form_text`; "none"; None where none was asked):
+        listed sections always, "auto" only for a model with a form conditioner (`conditioned`;
+        None: no model yet) and not in a loop, whose end flows into its start. A listed form in
+        a loop is a one-line error."""
+        form = "auto" if self.form is None else parse_form(self.form)
+        if isinstance(form, tuple) and self.loop:
+            raise SalongError("--form lays sections from a song's start to its end, and a --loop has neither; "
+                              "leave --form out")
+        if form == "none":
+            return dataclasses.replace(controls, form=None), "none"
+        if form == "auto" and (not conditioned or self.loop):
+            return dataclasses.replace(controls, form=None), None
+        bars = song_form(form, seconds, controls.bpm, controls.beats_per_bar)
+        sections = form_sections(bars, seconds, controls.bpm, controls.beats_per_bar)
+        return dataclasses.replace(controls, form=sections), form_text(bars)
 
     def _check_init(self) -> dict[str, Any]:
         """The init audio as an `InitAudio` and its level, given together."""
@@ -372,6 +397,8 @@ class SongRequest:
                       cfg=self.cfg if self.cfg is not None else float(defaults.cfg_scale),
                       sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames,
                       seconds=seconds, **self._source_controls(model))
+        filled["controls"], filled["form"] = self._laid_form(filled.get("controls", self.controls), seconds,
+                                                             "form" in model.dit.controls)
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
         resolved = copy.copy(self)
         for name, value in filled.items():

@@ -104,10 +104,8 @@ class PieceAttributes:
 
     @property
     def sections(self) -> tuple[tuple[str, float, float], ...]:
-        """(name, start_s, end_s) of each section; one "A" section for short pieces."""
-        bar_s = self.beats_per_bar * self.beat_seconds
-        return tuple((name, first * bar_s, min(last * bar_s, self.seconds))
-                     for name, first, last in _form(self))
+        """(name, start_s, end_s) of each section (`form_plan`); one "A" section for short pieces."""
+        return form_plan(self.seconds, self.bpm, self.beats_per_bar)
 
     def beat_times(self) -> np.ndarray:
         """Onsets (s) of every beat of the grid the notes and drums are placed on."""
@@ -148,21 +146,33 @@ _TEMPO_STREAM = 4  # a corpus's tempo within --min-bpm/--max-bpm
 
 
 # ----------------------------------------------------------------------------- form
+# One rule for the synth's pieces and for the form a song asks for (`salong.controls`).
 
-def _form(attrs: PieceAttributes) -> list[tuple[str, int, int]]:
-    """Sections as (name, first_bar, end_bar); the last one runs past the final bar line."""
-    bar_s = attrs.beats_per_bar * attrs.beat_seconds
-    total = max(1, math.ceil(attrs.seconds / bar_s - 1e-9))
-    if attrs.seconds < LONG_FORM_SECONDS:
+def form_bars(seconds: float, bpm: float, beats_per_bar: int) -> list[tuple[str, int, int]]:
+    """Sections as (name, first_bar, end_bar): from LONG_FORM_SECONDS on intro, A, B, A'
+    and outro (the edges 1, 2 or 4 bars as the piece grows, the middle in thirds of whole
+    4-bar progressions where there is room), else one "A". The last section runs past the
+    final bar line; a section left without bars (a very slow tempo) is left out."""
+    bar_s = beats_per_bar * (60.0 / bpm)
+    total = max(1, math.ceil(seconds / bar_s - 1e-9))
+    if seconds < LONG_FORM_SECONDS:
         return [("A", 0, total)]
-    full = int(attrs.seconds // bar_s)  # >= 10 bars: 40 s at 60 BPM in 4/4
+    full = int(seconds // bar_s)  # >= 10 bars for the synth's tempos: 40 s at 60 BPM in 4/4
     edge = 1 if full < 16 else 2 if full < 32 else 4
-    middle = full - 2 * edge
+    middle = max(0, full - 2 * edge)
     unit = 4 if middle >= 12 else 1  # whole 4-bar progressions once there is room
     k = middle // unit
     a, b, a2 = (unit * (k // 3 + (i < k % 3)) for i in range(3))
     a2 += middle - unit * k
-    bounds = np.cumsum([0, edge, a, b, a2])
+    bounds = np.minimum(np.cumsum([0, edge, a, b, a2]), total)
     names = ("intro", "A", "B", "A'")
-    return [(n, int(s), int(e)) for n, s, e in zip(names, bounds[:-1], bounds[1:])] + [
+    sections = [(n, int(s), int(e)) for n, s, e in zip(names, bounds[:-1], bounds[1:])] + [
         ("outro", int(bounds[-1]), total)]
+    return [(n, s, e) for n, s, e in sections if e > s]
+
+
+def form_plan(seconds: float, bpm: float, beats_per_bar: int) -> tuple[tuple[str, float, float], ...]:
+    """(name, start_s, end_s) of each section of `form_bars`, the last cut at `seconds`."""
+    bar_s = beats_per_bar * (60.0 / bpm)
+    return tuple((name, first * bar_s, min(last * bar_s, seconds))
+                 for name, first, last in form_bars(seconds, bpm, beats_per_bar))

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from salong.synth.attributes import LONG_FORM_SECONDS, TONICS, PieceAttributes, _form
+from salong.synth.attributes import LONG_FORM_SECONDS, TONICS, PieceAttributes, form_bars
 
 
 class _Note(NamedTuple):
@@ -184,7 +184,7 @@ def _compose(attrs: PieceAttributes, rng: np.random.Generator) -> _Score:
     long_form = attrs.seconds >= LONG_FORM_SECONDS
     score = _Score([], [], [], [])
 
-    for name, first, end in _form(attrs):
+    for name, first, end in form_bars(attrs.seconds, attrs.bpm, attrs.beats_per_bar):
         variant = "B" if name == "B" else "A"
         for j, bar in enumerate(range(first, end)):
             chord = 0 if name == "outro" else prog[variant][j % 4]

@@ -22,7 +22,8 @@ from salong.autoencoder import Autoencoder, save_autoencoder
 from salong.checkpoint import (build_strict, config_from_dict, content_digest, load_checkpoint, save_checkpoint,
                                write_atomic)
 from salong.clap import Clap, save_clap, tokenizer_from_metadata, tokenizer_metadata
-from salong.controls import GROOVES, beat_features, drum_features, key_features, parse_key
+from salong.controls import (GROOVES, beat_features, drum_features, form_features, key_features, parse_key,
+                             parse_sections)
 from salong.data import caption_index, index_audio
 from salong.distributed import Dist
 from salong.errors import SalongError
@@ -31,7 +32,8 @@ from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder
 from salong.timing import timing_condition
 from salong.train.trainer import PREPARED_DIR
 
-CACHE_VERSION = 4  # 2: text holds every caption of a file; 3: items carry tempo, key and meter; 4: and drums
+# 2: text holds every caption of a file; 3: items carry tempo, key and meter; 4: and drums; 5: and sections
+CACHE_VERSION = 5
 _GROOVE_STREAM = 3  # the random stream (beside an item seed) that draws whether a crop names its groove
 # Share of crops with drums whose drums control says "drums" without naming the groove, so a
 # model learns plain "drums" (a prompt that names none) as well as each groove.
@@ -235,7 +237,8 @@ class LatentDataset(torch.utils.data.Dataset):
     timing follows `salong.timing`. A file's tempo becomes beat features that keep the
     phase of the crop's offset (a piece's grid starts on a downbeat at 0 s), its key key
     features and its drums drum features, the groove unnamed in a share of crops
-    (`UNNAMED_GROOVE`) (`salong.controls`; zeros where the metadata gives none).
+    (`UNNAMED_GROOVE`), its sections form features that keep the crop's offset into the
+    piece (`salong.controls`; zeros where the metadata gives none).
     """
 
     def __init__(self, cache_dir: Path, items: list[dict[str, Any]], lengths: CropLengths, latent_rate: float) -> None:
@@ -243,6 +246,7 @@ class LatentDataset(torch.utils.data.Dataset):
         self.silence = load_file(str(cache_dir / "silence.safetensors"))["latent"]  # (64,)
         # each file's key features, read once rather than per crop
         self.keys = [key_features(parse_key(item["key"]) if item.get("key") else None) for item in items]
+        self.forms = [parse_sections(item["sections"]) if item.get("sections") else None for item in items]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -269,6 +273,7 @@ class LatentDataset(torch.utils.data.Dataset):
         drums = item.get("drums")
         if drums in GROOVES and np.random.default_rng([seed, _GROOVE_STREAM]).random() < UNNAMED_GROOVE:
             drums = "on"
+        form = form_features(frames, self.latent_rate, self.forms[index], start_seconds=offset / self.latent_rate)
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
             "mask": mask,
@@ -278,4 +283,5 @@ class LatentDataset(torch.utils.data.Dataset):
             "beat": beat,
             "key": key,
             "drums": drum_features(drums),  # (DRUM_FEATURES,)
+            "form": form,  # (frames, FORM_FEATURES)
         }
