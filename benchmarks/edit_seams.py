@@ -4,9 +4,11 @@
         [--crossfade SECONDS]
 
 For each of `--songs` prompts it makes a song, then inpaints seconds 40%-60% of it, extends
-it by half its length, extends its first 60% back to its length ("extend cut": a source
-that does not end, as a song the model was asked for does, often into silence), and makes
-a loop of the same prompt (`salong.edit`). Each song is measured in log-mel frames
+it by half its length (from where its sound ends: a silent tail is skipped, as `salong
+generate --extend` does without `--from`; the medians say how many songs had one and how
+long), extends its first 60% back to its length ("extend cut": a source that does not end,
+as a song the model was asked for does, often into silence), and makes a loop of the same
+prompt (`salong.edit`). Each song is measured in log-mel frames
 (2048-point FFT, hop 512, 64 bands, dB): the distance between neighbouring frames (mean
 absolute dB change) is the song's own frame-to-frame change. `--crossfade` sets
 `salong.edit.CROSSFADE_SECONDS` for the run (default: the library's, 50 ms).
@@ -47,6 +49,7 @@ import salong.edit
 from salong.bundled import default_generator
 from salong.edit import CROSSFADE_SECONDS, LOOP_SEAM_SECONDS
 from salong.evaluation import estimate_key, estimate_tempo
+from salong.pipeline import Song
 from salong.sao import load_generator
 
 PROMPTS = [
@@ -118,6 +121,12 @@ def rank(value: float, values: np.ndarray) -> float:
     return float(np.mean(values < value) * 100)
 
 
+def kept_samples(song: Song) -> int:
+    """The sample where an extension (past its source's end) starts its new audio: the source is
+    kept up to there, the cut its request resolved to, as `salong.edit.source_fill` places it."""
+    return salong.edit.source_fill(song.request, song.sample_rate, song.audio.shape[0]).start
+
+
 def main() -> None:
     global CROSSFADE_SECONDS  # `near` reads it: a seam is measured over its crossfade
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -137,6 +146,7 @@ def main() -> None:
     jumps: list[tuple[float, float]] = []
     bar_lines: list[tuple[float, float]] = []  # (loop wrap, the largest of its other bar lines)
     kept_all = True
+    skipped: list[float] = []  # seconds of silent tail each extension left out (0: none)
     tempo_close: dict[str, list[float]] = {"extend": [], "extend cut": []}  # |BPM change| of the new part
     key_same: dict[str, list[bool]] = {"extend": [], "extend cut": []}
     print(f"model {args.model or 'bundled'}, {args.songs} songs of {args.seconds:g} s, "
@@ -166,25 +176,28 @@ def main() -> None:
               f"splices moved {(ea - sa) / rate * 1000:.0f} and {(sb - eb) / rate * 1000:.0f} ms into the region")
 
         total = 1.5 * args.seconds
-        longer = gen.extend(prompt, (song, rate), total, seed=200 + i, steps=args.steps).audio
-        have = song.shape[1]
+        extended = gen.extend(prompt, (song, rate), total, seed=200 + i, steps=args.steps)
+        longer, have = extended.audio, kept_samples(extended)  # up to where its sound ends
+        skipped.append((song.shape[1] - have) / rate)
         kept_ext = np.array_equal(longer[:, : have - fade], song[:, : have - fade])
         d = frame_distances(longer, rate)
         new = d[have // HOP + 2 :]
         rows["extend"].append((seam(d, have - fade // 2, rate), p95(own), rank(seam(d, have - fade // 2, rate), own),
                                own_w))
         jumps.append((abs(level_jump(longer, rate, have)), p95(own_jumps)))
-        tail = longer[:, have:]
-        tempo_close["extend"].append(abs(estimate_tempo(tail, rate) - estimate_tempo(song, rate)))
-        key_same["extend"].append(estimate_key(tail, rate) == estimate_key(song, rate))
+        tail, heard = longer[:, have:], song[:, :have]
+        tempo_close["extend"].append(abs(estimate_tempo(tail, rate) - estimate_tempo(heard, rate)))
+        key_same["extend"].append(estimate_key(tail, rate) == estimate_key(heard, rate))
         print(f"{i:<5} {'extend':<10} {rows['extend'][-1][0]:>8.2f} {p95(own):>8.2f} {p95(new):>8.2f} "
               f"{level_jump(longer, rate, have):>8.2f} {p95(own_jumps):>10.2f}  kept {kept_ext}  "
-              f"tempo {estimate_tempo(song, rate):.0f}->{estimate_tempo(tail, rate):.0f} "
-              f"key {' '.join(estimate_key(song, rate))}->{' '.join(estimate_key(tail, rate))}")
+              f"silent tail skipped {skipped[-1]:.2f} s  "
+              f"tempo {estimate_tempo(heard, rate):.0f}->{estimate_tempo(tail, rate):.0f} "
+              f"key {' '.join(estimate_key(heard, rate))}->{' '.join(estimate_key(tail, rate))}")
         kept_all &= kept and kept_ext
 
-        cut = round(0.6 * args.seconds * rate)
-        longer = gen.extend(prompt, (song[:, :cut], rate), args.seconds, seed=300 + i, steps=args.steps).audio
+        extended = gen.extend(prompt, (song[:, : round(0.6 * args.seconds * rate)], rate), args.seconds,
+                              seed=300 + i, steps=args.steps)
+        longer, cut = extended.audio, kept_samples(extended)  # 60%, or less where that ends in silence
         kept_all &= np.array_equal(longer[:, : cut - fade], song[:, : cut - fade])
         d = frame_distances(longer, rate)
         rows["extend cut"].append((seam(d, cut - fade // 2, rate), p95(own), rank(seam(d, cut - fade // 2, rate), own),
@@ -241,6 +254,9 @@ def main() -> None:
     for name, changes in tempo_close.items():
         print(f"  continuation ({name}): median |tempo change| {np.median(changes):.1f} BPM, within 4 BPM "
               f"{np.mean(np.array(changes) <= 4):.0%}, same key {np.mean(key_same[name]):.0%} of {len(changes)}")
+    gaps = np.array(skipped)
+    print(f"  extend: a silent tail skipped in {np.sum(gaps > 0)} of {len(gaps)} songs, median "
+          f"{np.median(gaps[gaps > 0]) if np.any(gaps > 0) else 0.0:.2f} s of those")
     print(f"  kept samples bit-identical outside the crossfades: {kept_all}")
 
 

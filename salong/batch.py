@@ -75,9 +75,9 @@ def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
     """Entries of a prompts file: plain lines are prompts; lines starting with `{` are JSON
     objects with `prompt` and optionally `seconds`, `seed`, `output`, `negative`, `bpm`, `key`
     `meter`, `drums` and `form`, and an edit (`salong.edit`): `inpaint` (a file) with `from` and `to`
-    (or `start` and `end`), `extend` (a file) with `extend_before`, or `loop` (their values are
-    checked as the song's request, `plan_jobs`). Blank lines and lines starting with `#` are
-    skipped."""
+    (or `start` and `end`), `extend` (a file) with `extend_before` and its cut, `from` (before
+    its start: `to`), or `loop` (their values are checked as the song's request, `plan_jobs`).
+    Blank lines and lines starting with `#` are skipped."""
     refuse_special(path, "prompts file")
     if not path.is_file():
         raise SalongError(f"prompts file {str(path)!r} not found; give a text file with one prompt per line")

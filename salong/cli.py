@@ -21,7 +21,7 @@ from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
 import salong
-from salong.errors import SalongError
+from salong.errors import Note, SalongError
 from salong.outputs import DEFAULT_NAME
 from salong.progress import status_bar
 
@@ -294,6 +294,17 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return ctx.get_parameter_source(name).name == "COMMANDLINE"  # typer vendors click: compare by name
 
 
+def _cut_over_take(ctx: typer.Context, start: Optional[float], end: Optional[float],
+                   keep_silence: bool) -> tuple[Optional[float], Optional[float], bool]:
+    """An extension's cut (--from or --to, --keep-silence) under --like: the take's belongs to its
+    own source and side, so any of them, or --extend or --extend-before, given on the command
+    line replaces all of the take's."""
+    if not any(_given(ctx, name) for name in ("start", "end", "keep_silence", "extend", "extend_before")):
+        return start, end, keep_silence
+    return (start if _given(ctx, "start") else None, end if _given(ctx, "end") else None,
+            keep_silence if _given(ctx, "keep_silence") else False)
+
+
 @app.command()
 def generate(
     ctx: typer.Context,
@@ -365,14 +376,23 @@ def generate(
                                            "outside a 50 ms crossfade at each side (moved up to 0.25 s into the "
                                            "region, where the splice changes least); the song keeps its length."),
     start: Optional[float] = typer.Option(None, "--from", metavar="S", help="Start of the --inpaint region, "
-                                          "seconds into SONG, 0 or more."),
+                                          "seconds into SONG, 0 or more. With --extend: keep SONG's first S seconds "
+                                          "(0 < S <= its length) and make the rest. \\[default: where SONG's sound "
+                                          "ends, past a silent tail]"),
     end: Optional[float] = typer.Option(None, "--to", metavar="E", help="End of the --inpaint region, seconds: "
-                                        "after --from, at most SONG's length; the region fits the model's window."),
-    extend: Optional[Path] = typer.Option(None, "--extend", metavar="SONG", help="Continue SONG to -s TOTAL seconds, "
-                                          "from its last window-minus-new seconds; SONG's own samples are kept. With "
-                                          "no --key (--bpm) given or stated, in the key (tempo) estimated from SONG."),
+                                        "after --from, at most SONG's length; the region fits the model's window. "
+                                        "With --extend-before: keep SONG from E seconds on (0 <= E < its length). "
+                                        "\\[default: where SONG's sound starts]"),
+    extend: Optional[Path] = typer.Option(None, "--extend", metavar="SONG", help="Continue SONG to -s TOTAL seconds "
+                                          "from --from S, keeping its own samples up to there (by default where its "
+                                          "sound ends: a silent tail, under -50 dBFS for 0.25 s or more, is left "
+                                          "out). With no --key (--bpm) given or stated, in the key (tempo) estimated "
+                                          "from SONG."),
     extend_before: bool = typer.Option(False, "--extend-before/--extend-after", help="With --extend: add the new "
                                        "part before SONG's start (an intro) instead of after its end."),
+    keep_silence: bool = typer.Option(False, "--keep-silence/--skip-silence", help="With --extend and no --from "
+                                      "(--to): keep SONG's silent tail (head) and extend from its very end (start), "
+                                      "as salong did before it skipped them."),
     loop: bool = typer.Option(False, "--loop/--no-loop", help="A seamless loop: the song's end flows into its "
                               "start. With a tempo (--bpm or stated) its length snaps to whole bars."),
     lora: Optional[List[str]] = typer.Option(None, "--lora", metavar="FILE[:STRENGTH]", help="A LoRA adapter made "
@@ -406,12 +426,15 @@ def generate(
     frames = "window" if full_window else getattr(frames, "value", frames)  # an enum, or a str from --like
     if inpaint is not None and _given(ctx, "seconds"):
         warnings.warn("--inpaint keeps the song's own length; -s is not used")
+    if like is not None and inpaint is None:
+        start, end, keep_silence = _cut_over_take(ctx, start, end, keep_silence)
     # bad settings fail here, before the model loads
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
                        bpm=bpm, key=key, meter=meter, drums=drums, form=form, lora=lora or None, lora_merge=lora_merge,
                        bit_depth=bit_depth, loudness=loudness, peak_db=peak_db, limit=limit, inpaint=inpaint,
-                       start=start, end=end, extend=extend, extend_before=extend_before, loop=loop)
+                       start=start, end=end, extend=extend, extend_before=extend_before, keep_silence=keep_silence,
+                       loop=loop)
     generate_songs(base, _reporter(json_out), prompts=prompts, variations=n, out=out, name=name, fmt=fmt,
                    model=model, text_encoder=text_encoder, device=device, skip_existing=skip_existing,
                    overwrite=overwrite, progress=progress,
@@ -428,8 +451,8 @@ import salong.cli_train  # noqa: E402,F401  `salong train ...`, registered on `a
 def main(argv: Optional[List[str]] = None) -> None:
     """Run the CLI; every failure becomes one line on stderr and a non-zero exit status."""
     # a library warning (a skipped file, a mixed-down input) is one line too
-    warnings.showwarning = lambda message, *_args, **_kw: err.print(f"warning: {message}", highlight=False,
-                                                                    soft_wrap=True)
+    warnings.showwarning = lambda message, category, *_args, **_kw: err.print(
+        f"{'note' if issubclass(category, Note) else 'warning'}: {message}", highlight=False, soft_wrap=True)
     try:
         os.getcwd()
     except OSError:  # torch fails to load its libraries from a deleted folder, with a misleading message

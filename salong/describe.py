@@ -129,7 +129,10 @@ def _edit(recipe: Recipe) -> str | None:
     if r.inpaint is not None:
         return f"inpainted {r.start:g} s to {r.end:g} s{of}"
     if r.extend is not None:
-        return f"extended {'before its start' if r.extend_before else 'past its end'}{of}"
+        cut = r.end if r.extend_before else r.start
+        if cut is None:  # made before extensions recorded their cut: at the source's very end (start)
+            return f"extended {'before its start' if r.extend_before else 'past its end'}{of}"
+        return f"extended {'before' if r.extend_before else 'past'} {cut:g} s{of}"
     return "a seamless loop" if r.loop else None
 
 

@@ -11,12 +11,17 @@ just outside each regenerated span, where an equal-power crossfade hands over. A
 region's crossfades may move up to `SPLICE_SEARCH_SECONDS` into it, to where the spliced
 audio changes least (`splice_points`); the source then goes on up to there.
 
+An extension cuts its source where the new part joins it: at `--from` (before its start:
+`--to`), or where its sound ends (starts), so that a song that fades out into silence, as a
+song made at its own length often does, is continued from its sound and not after a pause
+(`sound_bounds`, `extend_cut`).
+
 A loop is a song whose wrap-around is regenerated: the song is rotated by half its length,
 so its end meets its start in the middle, and that seam is inpainted (`loop_fill`); rotated
 back, the end flows into the start through audio the decoder made in one piece.
 
     song = generator.inpaint("calm piano", "take.wav", start=8.0, end=12.0, seed=1)
-    song = generator.extend("calm piano", "take.wav", seconds=60.0)
+    song = generator.extend("calm piano", "take.wav", seconds=60.0)  # start=8.0: keep its first 8 s
     song = generator.loop("drum groove at 120 BPM", 8.0)
 """
 
@@ -43,6 +48,11 @@ SPLICE_REACH = 2048  # and how far on each side of its crossfade they count
 LOOP_SEAM_SECONDS = 2.0  # regenerated on each side of a loop's wrap-around (at most a quarter of the loop)
 MIN_LOOP_SECONDS = 1.0
 EDIT_MODES = ("inpaint", "extend", "loop")
+# An extension skips its source's silent tail (head): frames as `salong.evaluation.longest_silence` reads them
+SILENCE_DB = -50.0  # a frame quieter than this (RMS, dB re full scale) is silence
+SILENCE_FRAME, SILENCE_HOP = 2048, 512  # RMS frames, in samples, power-averaged over the channels
+MIN_SILENCE_SECONDS = 0.25  # a shorter silent tail (head) is a rest, and kept
+CUT_STEP_SECONDS = 0.01  # the cut chosen there is rounded outwards to this, to read back as --from (--to) gives it
 
 
 @dataclass(frozen=True)
@@ -115,16 +125,57 @@ def check_edit(request: SongRequest, max_seconds: float | None = None) -> None:
                               f"{have:.2f} or less, or --extend it")
         new = request.end - request.start
     else:
-        if not request.seconds > have:
+        before = bool(request.extend_before)
+        given = request.end if before else request.start  # the cut asked for; None: where the sound ends (starts)
+        if before and given is not None and given >= have:
+            raise SalongError(f"--to {given:g} is not before the end of {name!r} ({have:.2f} s): --extend-before keeps "
+                              f"it from --to on; give --to below {have:.2f}")
+        if not before and given is not None and given > have + CUT_STEP_SECONDS / 2:
+            raise SalongError(f"--from {given:g} is past the end of {name!r} ({have:.2f} s); give --from "
+                              f"{_seconds(have)} or less")
+        if given is None and not request.seconds > have:
             raise SalongError(f"--extend makes {name!r} ({have:.2f} s) longer: give -s TOTAL above {have:.2f}, "
                               f"got {request.seconds:g}")
-        new = request.seconds - have
+        cut = extend_cut(request)
+        kept = have - cut if before else min(have, cut)
+        if given is not None and not request.seconds > kept:
+            raise SalongError(f"--extend keeps {kept:.2f} s of {name!r} ({'--to' if before else '--from'} {given:g}): "
+                              f"give -s TOTAL above {kept:.2f}, got {request.seconds:g}")
+        new = request.seconds - kept
     if max_seconds is not None:
         room = max_seconds - (2 if mode == "inpaint" else 1) * CROSSFADE_SECONDS
         if new > room + 1e-9:
             what = "region" if mode == "inpaint" else "extension"
             raise SalongError(f"the {what} of {new:.2f} s is longer than this model's window allows; the most is "
                               f"{room:.2f} s (window {max_seconds:.2f} s less the crossfades)")
+
+
+def check_cut(start: Any, end: Any, before: bool, keep_silence: bool) -> dict[str, float]:
+    """An extension's `--from S` (keep its source up to S) or, extended `before` its start,
+    `--to E` (keep it from E on), checked as far as it can be without the source: a one-line
+    error for the other flag of the two, for one given with `keep_silence`, or for a cut that
+    keeps nothing. Returns {"start": S} or {"end": E} as floats; {} where none is given."""
+    from salong.checks import is_real
+
+    if before and start is not None:
+        raise SalongError("--from is for --extend (keep SONG up to S); --extend-before keeps SONG from --to E on: "
+                          "give --to instead")
+    if not before and end is not None:
+        raise SalongError("--to is for --extend-before (keep SONG from E on); --extend keeps SONG up to --from S: "
+                          "give --from instead")
+    flag, value = ("--to", end) if before else ("--from", start)
+    if keep_silence and value is not None:
+        raise SalongError(f"--keep-silence (extend from SONG's very {'start' if before else 'end'}) and {flag} "
+                          f"{value!r} each say where SONG is cut; give one of them")
+    if value is None:
+        return {}
+    if not is_real(value):
+        raise SalongError(f"{flag} takes SECONDS, a number; got {value!r}")
+    if before and value < 0:
+        raise SalongError(f"--to must be 0 or more seconds (where the kept part of SONG starts), got {value:g}")
+    if not before and not value > 0:
+        raise SalongError(f"--from must be above 0 seconds (how much of SONG to keep), got {value:g}")
+    return {"end" if before else "start": float(value)}
 
 
 def loop_seconds(seconds: float, bpm: float | None, beats_per_bar: int | None, max_seconds: float) -> float:
@@ -147,6 +198,72 @@ def loop_seconds(seconds: float, bpm: float | None, beats_per_bar: int | None, m
 # --- plans ------------------------------------------------------------------------------
 
 
+def sound_bounds(audio: np.ndarray, sample_rate: int) -> tuple[float, float]:
+    """Where `audio` (channels, samples) starts and stops sounding, in seconds: the start of its
+    first frame and the end of its last whose RMS is SILENCE_DB or more (frames of SILENCE_FRAME
+    samples every SILENCE_HOP, power-averaged over the channels; those at the end over the
+    samples they have), rounded outwards to CUT_STEP_SECONDS. A silent head or tail shorter
+    than MIN_SILENCE_SECONDS counts as sound, and so does all of a song silent throughout:
+    (0, its length) is "nothing to skip". Only silence is skipped, never a fade still heard."""
+    samples = audio.shape[1]
+    length = samples / sample_rate
+    if samples == 0:
+        return 0.0, 0.0
+    starts = np.arange(0, samples, SILENCE_HOP)  # each frame's first sample, and each hop's
+    ends = np.minimum(starts + SILENCE_FRAME, samples)
+    hops = np.zeros(len(starts))  # (hops,) energy of each hop, summed over the channels one at a time
+    for channel in audio:
+        channel = np.asarray(channel, dtype=np.float32)
+        hops += np.add.reduceat(channel * channel, starts, dtype=np.float64)
+    per = SILENCE_FRAME // SILENCE_HOP
+    energy = np.convolve(hops, np.ones(per))[per - 1 :]  # (hops,) frame i: hops i to i + per - 1
+    heard = np.flatnonzero(energy / (ends - starts) / len(audio) >= 10 ** (SILENCE_DB / 10))
+    if heard.size == 0:
+        return 0.0, length
+    first, last = int(starts[heard[0]]), int(ends[heard[-1]])
+    least, steps = MIN_SILENCE_SECONDS * sample_rate, round(1 / CUT_STEP_SECONDS)
+    start = math.floor(first * steps / sample_rate + 1e-9) / steps if first >= least else 0.0
+    end = min(length, math.ceil(last * steps / sample_rate - 1e-9) / steps) if samples - last >= least else length
+    return start, end
+
+
+def extend_cut(request: SongRequest) -> float:
+    """Where an extension cuts its source, in seconds of it: `request.start` (the new part
+    follows what comes before) or, extended before its start, `request.end` (the new part leads
+    into what comes after); else where the source's sound ends (starts), past a silent tail
+    (head) (`sound_bounds`); with `keep_silence`, as recipes from before this rule say, at its
+    very end (start). A function of the source's samples alone, so a recipe remakes it."""
+    audio, rate = request.extend.samples
+    if request.extend_before:
+        if request.end is not None:
+            return request.end
+        return 0.0 if request.keep_silence else sound_bounds(np.asarray(audio), rate)[0]
+    if request.start is not None:
+        return request.start
+    return audio.shape[1] / rate if request.keep_silence else sound_bounds(np.asarray(audio), rate)[1]
+
+
+def silence_note(request: SongRequest, cut: float) -> str | None:
+    """The one line that tells of the silent tail (head) an extension cut at `cut` seconds
+    skips by itself, and how to keep it; None where it skips none or the cut was given."""
+    before = request.extend_before
+    if request.extend is None or request.keep_silence or (request.end if before else request.start) is not None:
+        return None
+    audio, rate = request.extend.samples
+    have, name = audio.shape[1] / rate, request.extend.path or "the source audio"
+    if before:
+        return None if cut <= 0 else (f"{name}'s first {cut:.2f} s are silent; the new start leads into its sound "
+                                      f"at {cut:g} s (give --to 0 to keep them)")
+    return None if cut >= have else (f"{name}'s last {have - cut:.2f} s are silent; the extension starts at {cut:g} s "
+                                     f"(give --from {_seconds(have)} to keep them)")
+
+
+def _seconds(value: float) -> str:
+    """Seconds to the hundredth (CUT_STEP_SECONDS), as a --from that keeps all of a source
+    `value` long (`check_edit` takes up to half a step past its end as its end)."""
+    return f"{round(value, 2):g}"
+
+
 def fade_samples(sample_rate: int) -> int:
     return max(1, round(CROSSFADE_SECONDS * sample_rate))
 
@@ -162,19 +279,27 @@ def source_audio(request: SongRequest, sample_rate: int, channels: int) -> np.nd
 
 def source_fill(request: SongRequest, sample_rate: int, channels: int) -> Fill:
     """The `Fill` of an inpaint or extend request: its source at the model's rate and channels
-    (`source_audio`), placed in the output (after the new part for an extension before the start)."""
+    (`source_audio`), placed in the output; an extension's source cut where the new part joins
+    it (`extend_cut`; a cut at its very end or start keeps all of it), and after the new part
+    for an extension before the start."""
     audio = source_audio(request, sample_rate, channels)
     have, fade = audio.shape[1], fade_samples(sample_rate)
     if request.inpaint is not None:
         start = min(have - 1, audio_samples(request.start, sample_rate))
         end = min(have, max(start + 1, audio_samples(request.end, sample_rate)))
         return Fill(audio, start, end, fade, round(SPLICE_SEARCH_SECONDS * sample_rate))
+    cut, length = extend_cut(request), source_seconds(request)
     total = audio_samples(request.seconds, sample_rate)
-    assert total > have, "check_edit: an extension adds samples"
-    pad = np.zeros((audio.shape[0], total - have), dtype=np.float32)
     if request.extend_before:
-        return Fill(np.concatenate([pad, audio], axis=1), 0, total - have, fade)
-    return Fill(np.concatenate([audio, pad], axis=1), have, total, fade)
+        audio = audio[:, (0 if cut <= 0 else min(have - 1, audio_samples(cut, sample_rate))) :]
+    else:
+        audio = audio[:, : (have if cut >= length else max(1, min(have, audio_samples(cut, sample_rate))))]
+    kept = audio.shape[1]
+    assert total > kept, "check_edit: an extension adds samples"
+    pad = np.zeros((audio.shape[0], total - kept), dtype=np.float32)
+    if request.extend_before:
+        return Fill(np.concatenate([pad, audio], axis=1), 0, total - kept, fade)
+    return Fill(np.concatenate([audio, pad], axis=1), kept, total, fade)
 
 
 def loop_fill(song: np.ndarray, sample_rate: int, bar_seconds: float | None = None,

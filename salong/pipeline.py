@@ -404,9 +404,12 @@ class Generator:
     def extend(self, prompt: str, source: str | Path | tuple[np.ndarray, int], seconds: float,
                before: bool = False, progress: Progress | None = None, **settings: Any) -> Song:
         """`source` continued for `prompt` to `seconds` in all, past its end (or, `before`,
-        before its start), from its last (first) window-minus-new seconds; its own samples
-        kept bit for bit outside one crossfade; with no key (tempo) given or stated, in the
-        key (tempo) estimated from `source` (`SongRequest.resolve`). `settings` are `SongRequest`'s."""
+        before its start), from the window-minus-new seconds kept next to its cut; its own
+        samples kept bit for bit outside one crossfade, up to where its sound ends (from
+        where it starts: a silent tail or head is left out, `salong.edit.extend_cut`), or up
+        to `start=` seconds (`before`: from `end=` seconds on); with no key (tempo) given or
+        stated, in the key (tempo) estimated from `source` (`SongRequest.resolve`).
+        `settings` are `SongRequest`'s."""
         request = SongRequest(prompt, seconds, extend=source, extend_before=before, **settings)
         return self.sample(request.resolve(self.config), progress)
 

@@ -25,8 +25,12 @@ WAV's or FLAC's: "16", "24" or "32f"; none in ogg and mp3), `loudness` and `peak
 LUFS and dBTP ceiling it was normalised to), `limit` (true: its peaks were limited under the
 ceiling), `model` for the bundled model, and an edit's
 settings (`salong.edit`): `inpaint` (the source song, absolute) with `start` and `end` (its
-`--from` and `--to`), or `extend` (the source) with `extend_before` (true: before its start),
-or `loop` (true); an edited song's `source_sha256` is its source file's, as the model's.
+`--from` and `--to`), or `extend` (the source) with `extend_before` (true: before its start)
+and where the source was cut, `start` (its `--from`: kept up to there) or, before its start,
+`end` (its `--to`: kept from there on), or `loop` (true); an edited song's `source_sha256` is
+its source file's, as the model's. An extension's recipe without its cut was made before
+extensions skipped a silent tail: it reads as `keep_silence` (true: cut at the very end or
+start), which remakes it as it was.
 """
 
 from __future__ import annotations
@@ -114,8 +118,11 @@ class Recipe:
         record.setdefault("frames", "needed")  # what songs were sampled with before recipes said
         if "init_noise_level" in record:  # a song started from audio given in memory has no init_audio
             record["init_audio"] = InitAudio(record.get("init_audio"))
-        if ("start" in record or "end" in record) and "inpaint" not in record:  # a source given in memory
-            record["inpaint"] = InitAudio()
+        if ("start" in record or "end" in record) and "inpaint" not in record and "extend" not in record:
+            # a source given in memory: an inpaint's region has both ends, an extension's cut one
+            record["inpaint" if "start" in record and "end" in record else "extend"] = InitAudio()
+        if "extend" in record and "start" not in record and "end" not in record:
+            record["keep_silence"] = True  # made before extensions skipped a silent tail: cut at the very end
         made = {name: record.pop(name) for name in (*MODEL_FIELDS, "salong", "source_sha256") if name in record}
         if "lora" in record:
             adapters = record["lora"]
@@ -185,7 +192,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "salong": (str,), "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
     "limit": (bool,),
     "inpaint": (str,), "start": (int, float), "end": (int, float), "extend": (str,), "extend_before": (bool,),
-    "loop": (bool,), "source_sha256": (str,),
+    "keep_silence": (bool,), "loop": (bool,), "source_sha256": (str,),
 }
 _REQUIRED = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "salong")
 

@@ -30,7 +30,7 @@ from salong.checks import check_seed, is_real, random_seed
 from salong.controls import (Controls, form_sections, form_text, parse_form, resolve as resolve_controls,
                              song_form)
 from salong.diffusion import RF_SAMPLERS, SAMPLERS, get_sampler
-from salong.errors import SalongError
+from salong.errors import Note, SalongError
 from salong.mastering import BLOCK_SECONDS, DEFAULT_PEAK_DB, check_bit_depth, check_loudness, check_peak_db
 from salong.textfile import from_command_line
 from salong.timing import audio_samples
@@ -244,6 +244,7 @@ class SongRequest:
     end: float | None = field(default=None, metadata={"flag": "--to"})
     extend: InitAudio | None = None
     extend_before: bool | None = None
+    keep_silence: bool | None = None
     loop: bool | None = None
     controls: Controls = field(init=False, repr=False, compare=False)
 
@@ -317,7 +318,7 @@ class SongRequest:
     def _check_edit(self) -> dict[str, Any]:
         """One edit at most (`salong.edit`): its source as an `InitAudio`, its region, its flags.
         What needs the source's samples or the model is checked later (`salong.edit.check_edit`)."""
-        from salong.edit import check_region
+        from salong.edit import check_cut, check_region
 
         given = [flag for flag, value in (("--inpaint", self.inpaint), ("--extend", self.extend),
                                           ("--loop", self.loop or None)) if value is not None]
@@ -333,10 +334,20 @@ class SongRequest:
         checked["extend_before"] = self.extend_before or None
         if checked["extend_before"] and self.extend is None:
             raise SalongError("--extend-before extends a song before its start; give --extend SONG too")
-        if self.inpaint is None and (self.start is not None or self.end is not None):
-            raise SalongError("--from and --to give the region --inpaint regenerates; give --inpaint SONG too")
+        if self.keep_silence not in (None, True, False):
+            raise SalongError(f"keep_silence must be True or False, got {self.keep_silence!r}")
+        checked["keep_silence"] = self.keep_silence or None
+        if checked["keep_silence"] and self.extend is None:
+            raise SalongError("--keep-silence keeps the silent end of the song --extend continues; give --extend SONG "
+                              "too")
+        if self.inpaint is None and self.extend is None and (self.start is not None or self.end is not None):
+            raise SalongError("--from and --to give the region to regenerate; give --inpaint SONG too (or --extend "
+                              "SONG, to make all from --from on)")
         if self.inpaint is not None:
             checked["start"], checked["end"] = check_region(self.start, self.end)
+        if self.extend is not None:
+            checked.update(check_cut(self.start, self.end, bool(checked["extend_before"]),
+                                     bool(checked["keep_silence"])))
         for name in ("inpaint", "extend"):
             source = getattr(self, name)
             if source is None or isinstance(source, InitAudio):
@@ -379,7 +390,8 @@ class SongRequest:
     def resolve(self, model: GeneratorConfig) -> SongRequest:
         """This request for `model`: checked against it (a length its window holds, a sampler
         of its objective, an init noise level its schedule starts from), with its sampling
-        defaults filled in and a random seed if none was given."""
+        defaults filled in, a random seed if none was given, and an extension's cut
+        (`salong.edit.extend_cut`) as its `start` (before its source: `end`)."""
         rate = model.autoencoder.sample_rate
         if audio_samples(self.seconds, rate) < 1:
             raise SalongError(f"seconds={self.seconds} is shorter than one sample; ask for at least {1 / rate:.6f}")
@@ -396,7 +408,9 @@ class SongRequest:
                       steps=self.steps if self.steps is not None else defaults.steps,
                       cfg=self.cfg if self.cfg is not None else float(defaults.cfg_scale),
                       sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames,
-                      seconds=seconds, **self._source_controls(model))
+                      seconds=seconds)
+        filled.update(self._cut())
+        filled.update(self._source_controls(model, filled.get("end" if self.extend_before else "start")))
         filled["controls"], filled["form"] = self._laid_form(filled.get("controls", self.controls), seconds,
                                                              "form" in model.dit.controls)
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
@@ -419,11 +433,26 @@ class SongRequest:
             return loop_seconds(self.seconds, self.controls.bpm, self.controls.beats_per_bar, model.max_seconds)
         return self.seconds
 
-    def _source_controls(self, model: GeneratorConfig) -> dict[str, Any]:
+    def _cut(self) -> dict[str, Any]:
+        """An extension's cut (`salong.edit.extend_cut`) as its `start` (or, before, `end`), so
+        that the recipe remakes it without the rule that chose it; a silent tail (head) the
+        rule skipped is a one-line note."""
+        from salong.edit import extend_cut, silence_note
+
+        if self.extend is None:
+            return {}
+        cut = extend_cut(self)
+        note = silence_note(self, cut)
+        if note is not None:
+            warnings.warn(note, Note)
+        return {"end" if self.extend_before else "start": cut, "keep_silence": None}
+
+    def _source_controls(self, model: GeneratorConfig, cut: float | None) -> dict[str, Any]:
         """An extension asked for in no key, or no tempo (none given, none in the prompt),
         continues in its source's: those `salong.evaluation` hears in the part of the source
-        the window sees, with a one-line note, kept as `key` and `bpm` so that the recipe
-        remakes the song. For a model with a beat conditioner, whose grid starts at 0 s of the
+        the window sees (of the part kept: up to `cut` seconds, or before its start from
+        there on), with a one-line note, kept as `key` and `bpm` so that the recipe remakes
+        the song. For a model with a beat conditioner, whose grid starts at 0 s of the
         song, the tempo only where the source's beats fall on that grid (`_beats_on_grid`)."""
         if self.extend is None or None not in (self.controls.key, self.controls.bpm):
             return {}
@@ -437,7 +466,8 @@ class SongRequest:
         from salong.evaluation import estimate_key, estimate_tempo
 
         audio, rate = self.extend.samples
-        audio = np.asarray(audio)
+        at_cut = min(audio.shape[1], max(0, round(cut * rate)))
+        audio = np.asarray(audio)[:, at_cut:] if self.extend_before else np.asarray(audio)[:, :at_cut]  # what is kept
         part = min(audio.shape[1], max(1, round(model.max_seconds * rate)))
         # The part next to the new audio, and where it starts in the song, in seconds.
         at = self.seconds - audio.shape[1] / rate if self.extend_before else (audio.shape[1] - part) / rate

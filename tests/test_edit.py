@@ -14,9 +14,9 @@ import torch
 
 from conftest import run_cli, tiny_generator
 from salong.diffusion import get_sampler, get_sigmas_loglinear, get_ts_logsnr
-from salong.edit import (CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, SPLICE_SEARCH_SECONDS, Fill, keep_known, splice,
-                         splice_points)
-from salong.errors import SalongError
+from salong.edit import (CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, SILENCE_FRAME, SPLICE_SEARCH_SECONDS, Fill, keep_known,
+                         sound_bounds, splice, splice_points)
+from salong.errors import Note, SalongError
 from salong.request import SongRequest
 
 RATE = 44100
@@ -44,6 +44,14 @@ def noise_song(seconds, rate=RATE, seed=0):
     """A song-like stand-in longer than the tiny window (2.97 s), at a level a song has."""
     rng = np.random.default_rng(seed)
     return (0.1 * rng.standard_normal((2, round(seconds * rate)))).astype(np.float32)
+
+
+def fading_song(sound=1.5, silence=0.5, rate=RATE):
+    """`noise_song` of `sound` seconds, then `silence` seconds of digital silence: a song made at
+    its own length, that fades out early."""
+    song = noise_song(sound + silence, rate)
+    song[:, round(sound * rate) :] = 0
+    return song
 
 
 def test_inpaint_keeps_the_rest_bit_for_bit(gen, source):
@@ -219,6 +227,76 @@ def test_splice_moves_into_the_region_to_where_the_two_match():
     assert splice_points(dataclasses.replace(fill, search=0), made[:, start - FADE : end + FADE]) == (start, end)
 
 
+# --- an extension's cut ----------------------------------------------------------------------
+
+FRAME_SECONDS = SILENCE_FRAME / RATE  # how far past the sound the frame that ends it may reach
+
+
+def test_sound_bounds_skip_a_silent_tail_and_head():
+    song = fading_song()  # 1.5 s of sound, 0.5 s of zeros
+    start, end = sound_bounds(song, RATE)
+    assert start == 0.0 and 1.5 <= end <= 1.5 + FRAME_SECONDS + 0.01 and round(end * 100) == end * 100
+    intro = np.concatenate([np.zeros((2, RATE // 2), np.float32), song], axis=1)  # 0.5 s of zeros first
+    start, end_too = sound_bounds(intro, RATE)
+    assert 0.5 - FRAME_SECONDS - 0.01 <= start <= 0.5 and round(start * 100) == start * 100
+    assert end_too == pytest.approx(end + 0.5)
+
+
+def test_a_tail_at_minus_60_dbfs_is_silence_but_an_audible_fade_is_not():
+    song = noise_song(2.0)
+    hum = song.copy()
+    hum[:, RATE:] *= 10 ** (-60 / 20) / 0.1  # the last second at -60 dBFS RMS
+    assert 1.0 <= sound_bounds(hum, RATE)[1] <= 1.0 + FRAME_SECONDS + 0.01
+    fade = song.copy()
+    fade[:, RATE:] *= np.geomspace(1, 10 ** (-28 / 20), RATE, dtype=np.float32)  # -20 down to -48 dBFS: heard
+    assert sound_bounds(fade, RATE) == (0.0, 2.0)
+    rest = fading_song(1.8, 0.2)  # a silence shorter than MIN_SILENCE_SECONDS is a rest, and kept
+    assert sound_bounds(rest, RATE) == (0.0, 2.0)
+
+
+def test_a_silent_song_and_one_silent_channel():
+    assert sound_bounds(np.zeros((2, 2 * RATE), np.float32), RATE) == (0.0, 2.0)  # extended from its very end
+    one = noise_song(2.0)
+    one[1] = 0  # the right channel silent throughout: the left still sounds
+    assert sound_bounds(one, RATE) == (0.0, 2.0)
+    one[0, round(1.5 * RATE) :] = 0  # both silent from 1.5 s
+    assert sound_bounds(one, RATE) == sound_bounds(fading_song(), RATE)
+    assert sound_bounds(one[:1], RATE)[1] == sound_bounds(fading_song()[:1], RATE)[1]  # mono too
+
+
+def test_extend_from_a_point_keeps_the_song_up_to_it(gen):
+    long = noise_song(4.0)
+    song = gen.extend("calm piano", (long, RATE), 3.0, start=1.2, seed=1, steps=2)
+    cut = round(1.2 * RATE)
+    assert song.audio.shape == (2, 3 * RATE) and song.request.start == 1.2
+    assert np.array_equal(song.audio[:, : cut - FADE], long[:, : cut - FADE])
+    assert not np.allclose(song.audio[:, cut : 2 * RATE], long[:, cut : 2 * RATE])  # the rest is new
+
+
+def test_extend_skips_the_silent_tail_by_itself(gen):
+    quiet = fading_song()
+    _, end = sound_bounds(quiet, RATE)
+    with pytest.warns(Note, match=rf"the source audio's last {2 - end:.2f} s are silent; the extension starts at "
+                                  rf"{end:g} s \(give --from 2 to keep them\)"):
+        song = gen.extend("calm piano", (quiet, RATE), 2.6, seed=1, steps=2)
+    cut = round(end * RATE)
+    assert song.request.start == end and song.audio.shape == (2, round(2.6 * RATE))
+    assert np.array_equal(song.audio[:, : cut - FADE], quiet[:, : cut - FADE])
+    assert np.abs(song.audio[:, cut : 2 * RATE]).max() > 1e-3  # new audio where the silence was
+    kept = gen.extend("calm piano", (quiet, RATE), 2.6, keep_silence=True, seed=1, steps=2)
+    assert kept.request.start == 2.0 and np.array_equal(kept.audio[:, : 2 * RATE - FADE], quiet[:, : 2 * RATE - FADE])
+
+
+@pytest.mark.parametrize("cut", [0.5, None])
+def test_extend_before_a_point_keeps_the_song_from_it(gen, cut):
+    quiet = np.concatenate([np.zeros((2, RATE // 2), np.float32), noise_song(1.5)], axis=1)  # a silent head
+    song = gen.extend("calm piano", (quiet, RATE), 2.6, before=True, end=cut, seed=1, steps=2)
+    at = round(song.request.end * RATE)  # the default: where the sound starts
+    new = round(2.6 * RATE) - (2 * RATE - at)
+    assert song.audio.shape == (2, round(2.6 * RATE)) and 0.5 - FRAME_SECONDS - 0.01 <= song.request.end <= 0.5
+    assert np.array_equal(song.audio[:, new + FADE :], quiet[:, at + FADE :])
+
+
 # --- checks --------------------------------------------------------------------------------
 
 
@@ -228,6 +306,12 @@ def test_splice_moves_into_the_region_to_where_the_two_match():
     (dict(inpaint="a.wav", start=-1.0, end=1.0), "--from must be 0 or more"),
     (dict(inpaint="a.wav", start=0.0), "--inpaint needs --to"),
     (dict(start=0.0, end=1.0), "give --inpaint SONG too"),
+    (dict(extend="a.wav", start=0.0), "--from must be above 0 seconds"),
+    (dict(extend="a.wav", end=1.0), "--to is for --extend-before .* give --from instead"),
+    (dict(extend="a.wav", extend_before=True, start=1.0), "--from is for --extend .* give --to instead"),
+    (dict(extend="a.wav", extend_before=True, end=-1.0), "--to must be 0 or more"),
+    (dict(extend="a.wav", start=1.0, keep_silence=True), "--keep-silence .* give one of them"),
+    (dict(keep_silence=True), "give --extend SONG too"),
     (dict(extend_before=True), "give --extend SONG too"),
     (dict(extend="a.wav", loop=True), "--extend and --loop are different edits"),
     (dict(inpaint="a.wav", start=0.0, end=1.0, init_audio="a.wav", init_noise_level=2.0), "not take --init-audio"),
@@ -257,6 +341,15 @@ def song_file(tmp_path):
     (["--inpaint", "{dir}/missing.wav", "--from", "0", "--to", "1"], "not found"),
     (["--inpaint", "{dir}", "--from", "0", "--to", "1"], "is a directory"),
     (["--extend", "{song}", "-s", "1.5"], r"give -s TOTAL above 2.00"),
+    (["--extend", "{song}", "-s", "3", "--from", "0"], r"--from must be above 0 seconds"),
+    (["--extend", "{song}", "-s", "3", "--from", "2.5"], r"--from 2.5 is past the end of .* give --from 2 or less"),
+    (["--extend", "{song}", "-s", "1", "--from", "1.5"], r"--extend keeps 1.50 s of .* give -s TOTAL above 1.50"),
+    (["--extend", "{song}", "-s", "3", "--to", "1"], r"--to is for --extend-before"),
+    (["--extend", "{song}", "-s", "3", "--extend-before", "--from", "1"], r"--from is for --extend \(keep"),
+    (["--extend", "{song}", "-s", "3", "--extend-before", "--to", "2"], r"--to 2 is not before the end of"),
+    (["--extend", "{song}", "-s", "3", "--extend-before", "--to", "-1"], r"--to must be 0 or more"),
+    (["--extend", "{song}", "-s", "3", "--from", "1", "--keep-silence"], r"--keep-silence .* give one of them"),
+    (["-s", "3", "--from", "1"], r"give --inpaint SONG too \(or --extend SONG"),
 ])
 def test_bad_regions_fail_in_one_line_before_the_model_loads(tmp_path, capsys, song_file, args, pattern):
     args = [a.format(song=song_file, dir=tmp_path) for a in args]
@@ -278,6 +371,12 @@ def test_a_region_longer_than_the_window_fails_before_the_model_loads(tmp_path, 
     code, out, err = run_cli(capsys, "generate", "calm", "--extend", path, "-s", "9",
                              "--model", generator_path, "-o", tmp_path / "x.wav")
     one_line_error(code, out, err, r"extension of 4.00 s is longer than this model's window allows")
+    code, out, err = run_cli(capsys, "generate", "calm", "--extend", path, "-s", "5", "--from", "1",
+                             "--model", generator_path, "-o", tmp_path / "x.wav")
+    one_line_error(code, out, err, r"extension of 4.00 s is longer than this model's window allows")
+    code, out, err = run_cli(capsys, "generate", "calm", "--extend", path, "-s", "5.5", "--extend-before", "--to",
+                             "4", "--model", generator_path, "-o", tmp_path / "x.wav")
+    one_line_error(code, out, err, r"extension of 4.50 s is longer than this model's window allows")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
 
 
@@ -332,6 +431,74 @@ def test_recipe_of_extend_and_loop(tmp_path, capsys, generator_path, song_file, 
     assert np.array_equal(sf.read(again)[0], sf.read(take)[0])
 
 
+@pytest.fixture
+def fading_file(tmp_path):
+    path = tmp_path / "fading.wav"
+    sf.write(path, fading_song().T, RATE, subtype="PCM_24")
+    return path
+
+
+@pytest.mark.parametrize("args", [[], ["--from", "1"], ["--extend-before", "--to", "0.5"]])
+def test_an_extensions_cut_is_in_its_recipe_and_remade(tmp_path, capsys, generator_path, fading_file, args):
+    from salong.recipe import read_recipe
+
+    take = tmp_path / "take.wav"
+    code, out, err = run_cli(capsys, "generate", "calm", "--extend", fading_file, "-s", "2.5", *args, "--seed", "1",
+                             "--steps", "2", "--model", generator_path, "-o", take, "--no-progress")
+    assert code == 0, err
+    original = sf.read(fading_file, dtype="float32")[0].T
+    if args:
+        cut = float(args[-1])
+        assert "note:" not in err
+    else:  # chosen where the sound ends, and said
+        cut = sound_bounds(original, RATE)[1]
+        assert (f"note: {fading_file}'s last {2 - cut:.2f} s are silent; the extension starts at {cut:g} s "
+                "(give --from 2 to keep them)") in err.splitlines()
+    recipe = read_recipe(take)
+    name, flag = ("end", "--to") if "--extend-before" in args else ("start", "--from")
+    assert getattr(recipe.request, name) == cut and f"{flag} {cut!r}" in recipe.command(take)
+    code, out, err = run_cli(capsys, "info", take)  # `salong info`: what it is, and the command that remakes it
+    assert f"edit: extended {'before' if name == 'end' else 'past'} {cut:g} s of {fading_file.resolve()}" in out
+    assert recipe.command(take) in out
+    written, at = sf.read(take, dtype="float32")[0].T, round(cut * RATE)
+    if name == "start":
+        assert np.array_equal(written[:, : at - FADE], original[:, : at - FADE])  # 24-bit in, 24-bit out
+    else:
+        new = round(2.5 * RATE) - (2 * RATE - at)
+        assert np.array_equal(written[:, new + FADE :], original[:, at + FADE :])
+    again = tmp_path / "again.wav"
+    code, out, err = run_cli(capsys, "generate", "--like", take, "-o", again, "--no-progress")
+    assert code == 0 and "note:" not in err, err
+    assert np.array_equal(sf.read(again)[0], sf.read(take)[0])
+
+
+def test_an_extension_recipe_from_before_the_cut_remakes_it_as_it_was(tmp_path, capsys, generator_path, fading_file):
+    """Recipes written before extensions recorded their cut were cut at the source's very end."""
+    from salong.audio import write_audio
+    from salong.recipe import read_recipe
+
+    take, old = tmp_path / "take.wav", tmp_path / "old.wav"
+    assert run_cli(capsys, "generate", "calm", "--extend", fading_file, "-s", "2.5", "--seed", "1", "--steps", "2",
+                   "--model", generator_path, "-o", take, "--no-progress")[0] == 0
+    recipe = json.loads(read_recipe(take).to_json())
+    del recipe["start"]  # as salong wrote it then
+    write_audio(old, sf.read(take, dtype="float32")[0].T, RATE, tags={"comment": json.dumps(recipe)}, bit_depth="24")
+    was = read_recipe(old)
+    assert was.request.keep_silence is True and was.request.start is None
+    assert "--keep-silence" in was.command(old) and "--from" not in was.command(old)
+    assert f"edit: extended past its end of {fading_file.resolve()}" in run_cli(capsys, "info", old)[1]
+    again = tmp_path / "again.wav"
+    code, out, err = run_cli(capsys, "generate", "--like", old, "-o", again, "--no-progress")
+    assert code == 0 and "note:" not in err, err
+    remade, original = sf.read(again, dtype="float32")[0].T, sf.read(fading_file, dtype="float32")[0].T
+    assert np.array_equal(remade[:, : 2 * RATE - FADE], original[:, : 2 * RATE - FADE])  # its silent tail kept
+    assert read_recipe(again).request.start == 2.0  # and now recorded
+    kept = tmp_path / "kept.wav"  # the take asked again to keep the silence: the same song
+    assert run_cli(capsys, "generate", "--like", take, "--keep-silence", "-o", kept, "--no-progress")[0] == 0
+    assert np.array_equal(sf.read(kept)[0], sf.read(again)[0])
+    assert not np.array_equal(sf.read(take)[0], sf.read(again)[0])
+
+
 @pytest.mark.parametrize("objective", ["v", "rf"])
 def test_stable_audio_open_folders_edit_too(tmp_path, objective):
     """Their default frames are the whole window: frames past the song's end are sampled freely."""
@@ -361,7 +528,8 @@ def test_prompts_file_lines_edit_and_json_records_the_edit(tmp_path, capsys, gen
     lines = [{"prompt": "brass", "inpaint": str(song_file), "from": 0.5, "to": 1.0, "seed": 2, "output": "a.wav"},
              {"prompt": "brass", "inpaint": str(song_file), "start": 0.5, "end": 1.0, "seed": 2},
              {"prompt": "calm", "extend": str(song_file), "seconds": 2.5, "extend_before": True, "seed": 1},
-             {"prompt": "drums", "loop": True, "seconds": 2.5, "bpm": 120, "seed": 1}]
+             {"prompt": "drums", "loop": True, "seconds": 2.5, "bpm": 120, "seed": 1},
+             {"prompt": "calm", "extend": str(song_file), "seconds": 2.5, "from": 1.0, "seed": 2}]
     prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "songs"
     code, stdout, err = run_cli(capsys, "generate", "--prompts", prompts, "--steps", "2", "--model", generator_path,
@@ -372,6 +540,8 @@ def test_prompts_file_lines_edit_and_json_records_the_edit(tmp_path, capsys, gen
     assert records[0]["seconds"] == 2.0 and records[0]["extend"] is None and records[0]["loop"] is None
     assert records[2]["extend"] == str(song_file.resolve()) and records[2]["extend_before"] is True
     assert records[2]["seconds"] == 2.5 and records[2]["inpaint"] is None
+    assert records[2]["end"] == 0.0 and records[2]["start"] is None  # the cut: no silent head, its start
+    assert records[4]["start"] == 1.0 and records[4]["end"] is None and records[4]["extend_before"] is None
     assert records[3]["loop"] is True and records[3]["seconds"] == 2.0  # whole bars at 120 BPM
     first, second = (sf.read(r["path"], dtype="float32")[0] for r in records[:2])
     assert np.array_equal(first, second)  # "from"/"to" and "start"/"end" are the same region
@@ -379,6 +549,8 @@ def test_prompts_file_lines_edit_and_json_records_the_edit(tmp_path, capsys, gen
     assert np.array_equal(first[: RATE // 2 - FADE], original[: RATE // 2 - FADE])
     extended = sf.read(records[2]["path"], dtype="float32")[0]
     assert np.array_equal(extended[RATE // 2 + FADE :], original[FADE:])  # the new half second comes first
+    extended = sf.read(records[4]["path"], dtype="float32")[0]
+    assert extended.shape[0] == round(2.5 * RATE) and np.array_equal(extended[: RATE - FADE], original[: RATE - FADE])
 
 
 @pytest.mark.parametrize("line,pattern", [
@@ -391,6 +563,8 @@ def test_prompts_file_lines_edit_and_json_records_the_edit(tmp_path, capsys, gen
     ({"prompt": "a", "inpaint": "{dir}/missing.wav", "from": 0, "to": 1}, r"line 2: .*not found"),
     ({"prompt": "a", "extend": "{song}", "seconds": 1.5}, r"line 2: --extend makes .* give -s TOTAL above 2.00"),
     ({"prompt": "a", "extend": "{song}", "loop": True}, r"line 2: --extend and --loop are different edits"),
+    ({"prompt": "a", "extend": "{song}", "seconds": 3, "to": 1}, r"line 2: --to is for --extend-before"),
+    ({"prompt": "a", "extend": "{song}", "seconds": 3, "from": 2.5}, r"line 2: --from 2.5 is past the end of"),
 ])
 def test_a_bad_edit_line_is_named_before_the_model_loads(tmp_path, capsys, generator_path, song_file, monkeypatch,
                                                          line, pattern):
