@@ -15,7 +15,7 @@ from salong.pipeline import Generator
 RECIPE = Path(__file__).resolve().parent.parent / "examples" / "default_model.sh"
 TOY = {
     "CORPUS_PIECES": "3", "CORPUS_MIN_SECONDS": "2", "CORPUS_MAX_SECONDS": "3",
-    "AE_STEPS": "2", "CLAP_STEPS": "2", "DIT_STEPS": "2",
+    "AE_STEPS": "2", "CLAP_STEPS": "2", "DIT_STEPS": "2", "DECODER_STEPS": "0",
     "AE_PRESET": "tiny-spectral", "CLAP_PRESET": "tiny", "DIT_PRESET": "tiny", "TEXT_LAYER": "-1",
     "CORPUS_CAPTIONS": "3", "TIMESTEP_SHIFT": "2",
     "SAMPLE_STEPS": "3", "CFG_SCALE": "2", "THREADS": "1", "EVAL_ARGS": "--quick",
