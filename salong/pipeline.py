@@ -511,8 +511,9 @@ class Generator:
             uncond = {"cond_tokens": tokens[1:], "cond_drop_mask": keep, **timing}
         if self.controls:
             rate = self.config.autoencoder.latent_rate
+            # the grid lies from the song's 0 s: an edit's window that starts later reads it at its offset
             beat = beat_features(frames, rate, controls.bpm if "beat" in self.controls else None,
-                                 controls.beats_per_bar)[None].to(self.device)  # (1, frames, F)
+                                 controls.beats_per_bar, start_seconds=start)[None].to(self.device)  # (1, frames, F)
             key = key_features(controls.key if "key" in self.controls else None)[None].to(self.device)  # (1, K)
             cond.update(beat=beat, key=key)
             uncond.update(beat=torch.zeros_like(beat), key=torch.zeros_like(key))

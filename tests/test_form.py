@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import perturbed_dit, run_cli, tiny_generator
-from salong.controls import (BEAT_FEATURES, FORM_FEATURES, FORM_SECTIONS, KEY_FEATURES, Controls, form_features,
-                             form_sections, form_text, form_words, parse_form, parse_sections, prompt_with_controls,
-                             song_form)
+from salong.controls import (BEAT_FEATURES, FORM_FEATURES, FORM_SECTIONS, KEY_FEATURES, Controls, beat_features,
+                             form_features, form_sections, form_text, form_words, parse_form, parse_sections,
+                             prompt_with_controls, song_form)
 from salong.errors import SalongError
 from salong.request import SongRequest
 from salong.synth.attributes import LONG_FORM_SECONDS, PieceAttributes
@@ -245,7 +245,8 @@ def test_form_changes_the_song(form_path):
 
 
 def test_sampling_reads_the_form_where_the_frames_lie_in_the_song(form_path, monkeypatch):
-    """Uncond gets zeros; an extension's window reads the sections at its offset into the song."""
+    """Uncond gets zeros; an extension's window reads the sections, and the beat grid laid from
+    the song's 0 s, at its offset into the song."""
     import salong.pipeline as pipeline
     from salong.edit import place_window, source_fill
     from salong.pipeline import Generator
@@ -258,7 +259,9 @@ def test_sampling_reads_the_form_where_the_frames_lie_in_the_song(form_path, mon
                         (seen.append((frames, sections, start_seconds)), features(frames, rate, sections,
                                                                                   start_seconds))[1])
     forward = g.dit.forward
-    monkeypatch.setattr(g.dit, "forward", lambda *a, **kw: (inputs.append(kw["form"]), forward(*a, **kw))[1])
+    beats = []
+    monkeypatch.setattr(g.dit, "forward", lambda *a, **kw: (inputs.append(kw["form"]), beats.append(kw["beat"]),
+                                                            forward(*a, **kw))[2])
     source = np.random.default_rng(0).normal(0, 0.1, (2, round(2.5 * 44100))).astype(np.float32)
     song = g.extend("calm piano", (source, 44100), 4.0, seed=1, steps=2, bpm=120, key="C major", form="A 1, B 1")
     assert song.request.controls.form == (("A", 0.0, 2.0), ("B", 2.0, 4.0))
@@ -269,6 +272,11 @@ def test_sampling_reads_the_form_where_the_frames_lie_in_the_song(form_path, mon
     assert torch.equal(cond[0], features(g.config.dit.window, g.config.autoencoder.latent_rate,
                                          song.request.controls.form, offset / 44100))
     assert not uncond.any()
+    rate = g.config.autoencoder.latent_rate
+    grid = beat_features(g.config.dit.window, rate, 120, None, start_seconds=offset / 44100)
+    assert offset / 44100 % 0.5 > 0.01  # off the beat: a grid laid from the window's start would differ
+    assert torch.equal(beats[0].chunk(2)[0][0], grid) and not torch.equal(grid, beat_features(
+        g.config.dit.window, rate, 120, None))
 
 
 def test_a_loop_has_no_form(form_path):
