@@ -134,3 +134,28 @@ def write_tiny_sao(folder, objective: str = "v", t5: bool = True, seed: int = 0)
     if t5:
         save_tiny_t5(folder / "t5-base")
     return folder
+
+
+def dit_task_inputs(controls, dropout, monkeypatch, **features):
+    """The keyword inputs a tiny `DiTTask` with `controls` and `control_dropout=dropout` passes to
+    `v_loss` for one batch of 256 rows whose every control feature is ones: `features` maps
+    each control batch key (beat, key, drums, form) to its shape after the batch dimension."""
+    import dataclasses
+
+    from salong.autoencoder import PRESETS as AE, Autoencoder
+    from salong.clap import PRESETS as CLAP, Clap
+    from salong.dit import PRESETS as DIT
+    from salong.train.dit import DiTTask, DiTTaskConfig
+
+    config = DiTTaskConfig(model=dataclasses.replace(DIT["tiny"], controls=controls), cond_dropout=0.0,
+                           control_dropout=dropout)
+    task = DiTTask(config, Autoencoder(AE["tiny"]), Clap(CLAP["tiny"]))
+    seen = {}
+    monkeypatch.setattr("salong.train.dit.v_loss", lambda *a, **kw: seen.update(kw) or torch.zeros(()))
+    b = 256
+    batch = {"latents": torch.randn(b, 64, 8), "mask": torch.ones(b, 8, dtype=torch.bool),
+             "text": torch.randn(b, 77, 128), "seconds_start": torch.zeros(b), "seconds_total": torch.full((b,), 9.0),
+             **{name: torch.ones(b, *shape) for name, shape in features.items()}}
+    torch.manual_seed(0)
+    task.loss("dit", batch, {"dit": task.dit}, 0)
+    return seen

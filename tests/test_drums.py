@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import perturbed_dit, run_cli, tiny_generator
+from conftest import dit_task_inputs, perturbed_dit, run_cli, tiny_generator
 from salong.controls import (BEAT_FEATURES, DRUM_FEATURES, GROOVES, KEY_FEATURES, Controls, drum_features,
                              parse_drums, prompt_with_controls, read_prompt, resolve)
 from salong.errors import SalongError
@@ -159,24 +159,8 @@ def test_crops_carry_the_drums_the_groove_named_in_about_half(tmp_path, drums):
 
 
 def _task(controls, dropout, monkeypatch):
-    from salong.autoencoder import PRESETS as AE, Autoencoder
-    from salong.clap import PRESETS as CLAP, Clap
-    from salong.dit import PRESETS as DIT
-    from salong.train.dit import DiTTask, DiTTaskConfig
-
-    config = DiTTaskConfig(model=dataclasses.replace(DIT["tiny"], controls=controls), cond_dropout=0.0,
-                           control_dropout=dropout)
-    task = DiTTask(config, Autoencoder(AE["tiny"]), Clap(CLAP["tiny"]))
-    seen = {}
-    monkeypatch.setattr("salong.train.dit.v_loss", lambda *a, **kw: seen.update(kw) or torch.zeros(()))
-    b = 256
-    batch = {"latents": torch.randn(b, 64, 8), "mask": torch.ones(b, 8, dtype=torch.bool),
-             "text": torch.randn(b, 77, 128), "seconds_start": torch.zeros(b), "seconds_total": torch.full((b,), 9.0),
-             "beat": torch.ones(b, 8, BEAT_FEATURES), "key": torch.ones(b, KEY_FEATURES),
-             "drums": torch.ones(b, DRUM_FEATURES)}
-    torch.manual_seed(0)
-    task.loss("dit", batch, {"dit": task.dit}, 0)
-    return seen
+    return dit_task_inputs(controls, dropout, monkeypatch, beat=(8, BEAT_FEATURES), key=(KEY_FEATURES,),
+                           drums=(DRUM_FEATURES,))
 
 
 def test_drums_dropout_is_drawn_apart_and_older_models_draw_as_before(monkeypatch):

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import perturbed_dit, run_cli, tiny_generator
-from salong.controls import (BEAT_FEATURES, FORM_FEATURES, FORM_SECTIONS, KEY_FEATURES, Controls, beat_features,
-                             form_features, form_sections, form_text, form_words, parse_form, parse_sections,
-                             prompt_with_controls, song_form)
+from conftest import dit_task_inputs, perturbed_dit, run_cli, tiny_generator
+from salong.controls import (BEAT_FEATURES, DRUM_FEATURES, FORM_FEATURES, FORM_SECTIONS, KEY_FEATURES, Controls,
+                             beat_features, form_features, form_sections, form_text, form_words, parse_form,
+                             parse_sections, prompt_with_controls, song_form)
 from salong.errors import SalongError
 from salong.request import SongRequest
 from salong.synth.attributes import LONG_FORM_SECONDS, PieceAttributes
@@ -426,25 +426,8 @@ def test_metadata_gives_sections_itself_or_through_synth_attributes(tmp_path):
 
 
 def _task(controls, dropout, monkeypatch):
-    from salong.autoencoder import PRESETS as AE, Autoencoder
-    from salong.clap import PRESETS as CLAP, Clap
-    from salong.controls import DRUM_FEATURES
-    from salong.dit import PRESETS as DIT
-    from salong.train.dit import DiTTask, DiTTaskConfig
-
-    config = DiTTaskConfig(model=dataclasses.replace(DIT["tiny"], controls=controls), cond_dropout=0.0,
-                           control_dropout=dropout)
-    task = DiTTask(config, Autoencoder(AE["tiny"]), Clap(CLAP["tiny"]))
-    seen = {}
-    monkeypatch.setattr("salong.train.dit.v_loss", lambda *a, **kw: seen.update(kw) or torch.zeros(()))
-    b = 256
-    batch = {"latents": torch.randn(b, 64, 8), "mask": torch.ones(b, 8, dtype=torch.bool),
-             "text": torch.randn(b, 77, 128), "seconds_start": torch.zeros(b), "seconds_total": torch.full((b,), 9.0),
-             "beat": torch.ones(b, 8, BEAT_FEATURES), "key": torch.ones(b, KEY_FEATURES),
-             "drums": torch.ones(b, DRUM_FEATURES), "form": torch.ones(b, 8, FORM_FEATURES)}
-    torch.manual_seed(0)
-    task.loss("dit", batch, {"dit": task.dit}, 0)
-    return seen
+    return dit_task_inputs(controls, dropout, monkeypatch, beat=(8, BEAT_FEATURES), key=(KEY_FEATURES,),
+                           drums=(DRUM_FEATURES,), form=(8, FORM_FEATURES))
 
 
 def test_form_dropout_is_drawn_apart_and_older_models_draw_as_before(monkeypatch):
