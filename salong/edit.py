@@ -10,8 +10,8 @@ end (`splice`): every kept sample is the source's, bit for bit, except the `CROS
 just outside each regenerated span, where an equal-power crossfade hands over. An inpainted
 region's crossfades may move up to `SPLICE_SEARCH_SECONDS` into it, to where the spliced
 audio changes least (`splice_points`); the source then goes on up to there. So may an
-extension's crossfade where its source goes on past the cut (a `--from` inside it, a silent
-tail): that source audio is kept for the splice alone, and the sampler sees the source up to
+extension's crossfade where its source goes on past a cut it was given (a `--from` inside
+it): that source audio is kept for the splice alone, and the sampler sees the source up to
 the cut only, as without it (`source_fill`).
 
 An extension cuts its source where the new part joins it: at `--from` (before its start:
@@ -294,9 +294,11 @@ def source_fill(request: SongRequest, sample_rate: int, channels: int) -> Fill:
     (`source_audio`), placed in the output; an extension's source cut where the new part joins
     it (`extend_cut`; a cut at its very end or start keeps all of it), and after the new part
     for an extension before the start. The sampler knows an extension's source up to the cut
-    only; where the source goes on past the cut, up to SPLICE_SEARCH_SECONDS of it (no more
-    than it has, nor than the new part's length) is kept for the splice as `source`, so
-    the crossfade may move into the new part as an inpaint's does (`splice_points`)."""
+    only; where the cut was given (`--from`, `--to`) and the source goes on past it, up to
+    SPLICE_SEARCH_SECONDS of it (no more than it has, nor than the new part's length) is
+    kept for the splice as `source`, so the crossfade may move into the new part as an
+    inpaint's does (`splice_points`). Past a cut found by itself lies only a silent tail
+    (head), which the cut is there to leave out."""
     audio = source_audio(request, sample_rate, channels)
     have, fade, reach = audio.shape[1], fade_samples(sample_rate), round(SPLICE_SEARCH_SECONDS * sample_rate)
     if request.inpaint is not None:
@@ -305,6 +307,8 @@ def source_fill(request: SongRequest, sample_rate: int, channels: int) -> Fill:
         return Fill(audio, start, end, fade, reach)
     cut, length = extend_cut(request), source_seconds(request)
     total = audio_samples(request.seconds, sample_rate)
+    if (request.end if request.extend_before else request.start) is None:
+        reach = 0  # a cut at the end (start) of sound: past it lies silence, or nothing
     if request.extend_before:  # kept from `at` on, after `new` samples; the source before `at` lies in the span
         at = 0 if cut <= 0 else min(have - 1, audio_samples(cut, sample_rate))
         new = total - (have - at)

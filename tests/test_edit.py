@@ -306,6 +306,19 @@ def extension_fill(source, seconds, before=False, **cut):
     return source_fill(request, RATE, 2)
 
 
+def test_an_extension_past_a_silent_tail_it_left_out_does_not_search_into_it():
+    """The cut found by itself is where the sound ends: the silence after it is not offered to
+    the splice (a crossfade moved into it would leave a gap before the new part)."""
+    fading = np.concatenate([noise_song(1.5), np.zeros((2, RATE // 2), np.float32)], axis=1)
+    for before, source in ((False, fading), (True, fading[:, ::-1].copy())):
+        fill = extension_fill(source, 3.0, before)
+        assert fill.source is None and fill.search == 0
+        start, end = sound_bounds(source, RATE)
+        assert 1.5 <= (2.0 - start if before else end) < 1.6  # the silent half second left out
+        kept = fill.known[:, fill.end :] if before else fill.known[:, : fill.start]
+        assert kept.shape[1] == round((2.0 - start if before else end) * RATE)
+
+
 @pytest.mark.parametrize("before,cut,seconds,past", [
     (False, 1.0, 3.0, REACH),  # --from inside the source: up to SPLICE_SEARCH_SECONDS of it past the cut
     (False, 1.9, 3.0, RATE // 10),  # no more than the source has past the cut
