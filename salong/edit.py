@@ -294,11 +294,11 @@ def source_fill(request: SongRequest, sample_rate: int, channels: int) -> Fill:
     (`source_audio`), placed in the output; an extension's source cut where the new part joins
     it (`extend_cut`; a cut at its very end or start keeps all of it), and after the new part
     for an extension before the start. The sampler knows an extension's source up to the cut
-    only; where the cut was given (`--from`, `--to`) and the source goes on past it, up to
-    SPLICE_SEARCH_SECONDS of it (no more than it has, nor than the new part's length) is
-    kept for the splice as `source`, so the crossfade may move into the new part as an
-    inpaint's does (`splice_points`). Past a cut found by itself lies only a silent tail
-    (head), which the cut is there to leave out."""
+    only; where the source goes on sounding past the cut (a `--from` inside it), up to
+    SPLICE_SEARCH_SECONDS of it (no more than sounds there, nor than the new part's length)
+    is kept for the splice as `source`, so the crossfade may move into the new part as an
+    inpaint's does (`splice_points`). A silent tail (head) past the cut (`sound_bounds`) is
+    never offered: a crossfade moved into it would leave a gap before the new part."""
     audio = source_audio(request, sample_rate, channels)
     have, fade, reach = audio.shape[1], fade_samples(sample_rate), round(SPLICE_SEARCH_SECONDS * sample_rate)
     if request.inpaint is not None:
@@ -307,20 +307,19 @@ def source_fill(request: SongRequest, sample_rate: int, channels: int) -> Fill:
         return Fill(audio, start, end, fade, reach)
     cut, length = extend_cut(request), source_seconds(request)
     total = audio_samples(request.seconds, sample_rate)
-    if (request.end if request.extend_before else request.start) is None:
-        reach = 0  # a cut at the end (start) of sound: past it lies silence, or nothing
+    heard = [audio_samples(t, sample_rate) for t in sound_bounds(audio, sample_rate)]  # where it sounds
     if request.extend_before:  # kept from `at` on, after `new` samples; the source before `at` lies in the span
         at = 0 if cut <= 0 else min(have - 1, audio_samples(cut, sample_rate))
         new = total - (have - at)
         assert new > 0, "check_edit: an extension adds samples"
-        past = min(reach, at, new)
+        past = min(reach, max(0, at - heard[0]), new)  # never into a silent head
         known = np.concatenate([np.zeros((channels, new), np.float32), audio[:, at:]], axis=1)
         source = known.copy()
         source[:, new - past : new] = audio[:, at - past : at]
         return Fill(known, 0, new, fade, past, source if past else None)
     at = have if cut >= length else max(1, min(have, audio_samples(cut, sample_rate)))  # kept up to `at`
     assert total > at, "check_edit: an extension adds samples"
-    past = min(reach, have - at, total - at)
+    past = min(reach, max(0, min(have, heard[1]) - at), total - at)  # never into a silent tail
     known = np.concatenate([audio[:, :at], np.zeros((channels, total - at), np.float32)], axis=1)
     source = known.copy()
     source[:, at : at + past] = audio[:, at : at + past]

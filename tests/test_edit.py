@@ -313,6 +313,12 @@ def test_an_extension_past_a_silent_tail_it_left_out_does_not_search_into_it():
     for before, source in ((False, fading), (True, fading[:, ::-1].copy())):
         fill = extension_fill(source, 3.0, before)
         assert fill.source is None and fill.search == 0
+        # as a recipe gives it back: the cut found, now given; and a cut given a little inside the sound
+        cut = fill.end / RATE - 1.0 if before else fill.start / RATE  # the cut in the source, s
+        found = extension_fill(source, 3.0, before, **{"end" if before else "start": cut})
+        assert found.search == 0 and found.source is None
+        inside = extension_fill(source, 3.0, before, **{"end" if before else "start": 1.4 if not before else 0.6})
+        assert 0 < inside.search <= round(0.1 * RATE) + round(0.05 * RATE)  # up to where the sound ends
         start, end = sound_bounds(source, RATE)
         assert 1.5 <= (2.0 - start if before else end) < 1.6  # the silent half second left out
         kept = fill.known[:, fill.end :] if before else fill.known[:, : fill.start]
