@@ -6,16 +6,18 @@
 For each of `--songs` prompts it makes a song, then inpaints seconds 40%-60% of it, extends
 it by half its length (from where its sound ends: a silent tail is skipped, as `salong
 generate --extend` does without `--from`; the medians say how many songs had one and how
-long), extends its first 60% back to its length ("extend cut": a source that does not end,
-as a song the model was asked for does, often into silence), and makes a loop of the same
-prompt (`salong.edit`). Each song is measured in log-mel frames
-(2048-point FFT, hop 512, 64 bands, dB): the distance between neighbouring frames (mean
-absolute dB change) is the song's own frame-to-frame change. `--crossfade` sets
-`salong.edit.CROSSFADE_SECONDS` for the run (default: the library's, 50 ms).
+long), extends its first 60% back to its length ("extend cut", `--from` at 60% of the whole
+song: a source that does not end, as a song the model was asked for does, often into
+silence, and goes on past the cut), and makes a loop of the same prompt (`salong.edit`).
+Each song is measured in log-mel frames (2048-point FFT, hop 512, 64 bands, dB): the
+distance between neighbouring frames (mean absolute dB change) is the song's own
+frame-to-frame change. `--crossfade` sets `salong.edit.CROSSFADE_SECONDS` for the run
+(default: the library's, 50 ms).
 
 - seam: the largest frame distance across a boundary (the frames that touch its crossfade,
   found where the edit first and last differs from the source: an inpaint's crossfades may
-  move into the region, `salong.edit.splice_points`),
+  move into the region, `salong.edit.splice_points`, and so may an extension's where the
+  source goes on past its cut, a silent tail or the rest of the song),
   against the 95th percentile of the song's own frame distances (the kept part) and of the
   regenerated part's, and its percentile among the song's own. A seam no larger than its
   song's 95th percentile is no more of an outlier than the song's own changes. A seam on a
@@ -30,7 +32,10 @@ absolute dB change) is the song's own frame-to-frame change. `--crossfade` sets
 - loop wrap: the frame distance where the loop, played twice, wraps from its end to its
   start, against its own 95th percentile; the plain song of the same seed wrapped the same
   way is the baseline. A loop with a tempo wraps on a downbeat, so the wrap is also set
-  against the same measure at the loop's other bar lines.
+  against the same measure at the loop's other bar lines, and against its distribution at
+  every other beat line of the loop played twice (the song's own seams at comparable
+  places, where a hit usually lands too): the wrap's percentile among them, and whether it
+  is at or under their 95th percentile.
 - kept: whether the kept samples are the source's bit for bit outside the crossfades.
 - continuation: tempo and key of the extension against the source (`salong.evaluation`).
 
@@ -122,9 +127,19 @@ def rank(value: float, values: np.ndarray) -> float:
 
 
 def kept_samples(song: Song) -> int:
-    """The sample where an extension (past its source's end) starts its new audio: the source is
-    kept up to there, the cut its request resolved to, as `salong.edit.source_fill` places it."""
+    """The sample where an extension (past its source's end) cuts its source: the sampler knows
+    the source up to there, the cut its request resolved to, as `salong.edit.source_fill`
+    places it."""
     return salong.edit.source_fill(song.request, song.sample_rate, song.audio.shape[0]).start
+
+
+def new_start(longer: np.ndarray, source: np.ndarray, fade: int) -> int:
+    """The sample where an extension's new audio starts: the end of its crossfade, which
+    starts where the extension first differs from its source (at the cut less the crossfade,
+    or up to `salong.edit.SPLICE_SEARCH_SECONDS` later, `salong.edit.splice_points`)."""
+    n = min(longer.shape[1], source.shape[1])
+    changed = np.flatnonzero(np.any(longer[:, :n] != source[:, :n], axis=0))
+    return int(changed[0] if changed.size else n) + fade
 
 
 def main() -> None:
@@ -145,6 +160,7 @@ def main() -> None:
         "inpaint": [], "untouched": [], "extend": [], "extend cut": [], "loop": [], "plain wrap": []}
     jumps: list[tuple[float, float]] = []
     bar_lines: list[tuple[float, float]] = []  # (loop wrap, the largest of its other bar lines)
+    beat_lines: list[tuple[float, float, float]] = []  # (loop wrap, p95 of its other beat lines, its percentile)
     kept_all = True
     skipped: list[float] = []  # seconds of silent tail each extension left out (0: none)
     tempo_close: dict[str, list[float]] = {"extend": [], "extend cut": []}  # |BPM change| of the new part
@@ -180,34 +196,36 @@ def main() -> None:
         longer, have = extended.audio, kept_samples(extended)  # up to where its sound ends
         skipped.append((song.shape[1] - have) / rate)
         kept_ext = np.array_equal(longer[:, : have - fade], song[:, : have - fade])
+        ea = new_start(longer, song, fade)  # the crossfade may move into a silent tail
         d = frame_distances(longer, rate)
-        new = d[have // HOP + 2 :]
-        rows["extend"].append((seam(d, have - fade // 2, rate), p95(own), rank(seam(d, have - fade // 2, rate), own),
+        new = d[ea // HOP + 2 :]
+        rows["extend"].append((seam(d, ea - fade // 2, rate), p95(own), rank(seam(d, ea - fade // 2, rate), own),
                                own_w))
-        jumps.append((abs(level_jump(longer, rate, have)), p95(own_jumps)))
-        tail, heard = longer[:, have:], song[:, :have]
+        jumps.append((abs(level_jump(longer, rate, ea)), p95(own_jumps)))
+        tail, heard = longer[:, ea:], song[:, :have]
         tempo_close["extend"].append(abs(estimate_tempo(tail, rate) - estimate_tempo(heard, rate)))
         key_same["extend"].append(estimate_key(tail, rate) == estimate_key(heard, rate))
         print(f"{i:<5} {'extend':<10} {rows['extend'][-1][0]:>8.2f} {p95(own):>8.2f} {p95(new):>8.2f} "
-              f"{level_jump(longer, rate, have):>8.2f} {p95(own_jumps):>10.2f}  kept {kept_ext}  "
-              f"silent tail skipped {skipped[-1]:.2f} s  "
+              f"{level_jump(longer, rate, ea):>8.2f} {p95(own_jumps):>10.2f}  kept {kept_ext}  "
+              f"silent tail skipped {skipped[-1]:.2f} s, splice moved {(ea - have) / rate * 1000:.0f} ms  "
               f"tempo {estimate_tempo(heard, rate):.0f}->{estimate_tempo(tail, rate):.0f} "
               f"key {' '.join(estimate_key(heard, rate))}->{' '.join(estimate_key(tail, rate))}")
         kept_all &= kept and kept_ext
 
-        extended = gen.extend(prompt, (song[:, : round(0.6 * args.seconds * rate)], rate), args.seconds,
-                              seed=300 + i, steps=args.steps)
-        longer, cut = extended.audio, kept_samples(extended)  # 60%, or less where that ends in silence
+        extended = gen.extend(prompt, (song, rate), args.seconds, start=0.6 * args.seconds, seed=300 + i,
+                              steps=args.steps)
+        longer, cut = extended.audio, kept_samples(extended)  # 60%
         kept_all &= np.array_equal(longer[:, : cut - fade], song[:, : cut - fade])
+        ea = new_start(longer, song, fade)  # the crossfade may move into the new part: the song goes on past 60%
         d = frame_distances(longer, rate)
-        rows["extend cut"].append((seam(d, cut - fade // 2, rate), p95(own), rank(seam(d, cut - fade // 2, rate), own),
+        rows["extend cut"].append((seam(d, ea - fade // 2, rate), p95(own), rank(seam(d, ea - fade // 2, rate), own),
                                    own_w))
-        tail = longer[:, cut:]
+        tail = longer[:, ea:]
         tempo_close["extend cut"].append(abs(estimate_tempo(tail, rate) - estimate_tempo(song[:, :cut], rate)))
         key_same["extend cut"].append(estimate_key(tail, rate) == estimate_key(song[:, :cut], rate))
         print(f"{i:<5} {'extend cut':<10} {rows['extend cut'][-1][0]:>8.2f} {p95(own):>8.2f} "
-              f"{p95(d[cut // HOP + 2 :]):>8.2f} {level_jump(longer, rate, cut):>8.2f} {p95(own_jumps):>10.2f}  "
-              f"untouched {seam(own, cut - fade // 2, rate):.2f}  "
+              f"{p95(d[ea // HOP + 2 :]):>8.2f} {level_jump(longer, rate, ea):>8.2f} {p95(own_jumps):>10.2f}  "
+              f"untouched {seam(own, ea - fade // 2, rate):.2f}  splice moved {(ea - cut) / rate * 1000:.0f} ms  "
               f"tempo {estimate_tempo(song[:, :cut], rate):.0f}->{estimate_tempo(tail, rate):.0f} "
               f"key {' '.join(estimate_key(song[:, :cut], rate))}->{' '.join(estimate_key(tail, rate))}")
 
@@ -230,6 +248,14 @@ def main() -> None:
             if own_bars:
                 bar_lines.append((seam(d, n, rate), max(own_bars)))
                 bars = f"; its other bar lines: {' '.join(f'{v:.2f}' for v in own_bars)}"
+            # and every other beat line, each place once, in the second time through (the first precedes it)
+            beat = 60 / loop.request.controls.bpm * rate
+            own_beats = np.array([seam(d, round(n + k * beat), rate) for k in range(1, round(n / beat))])
+            if own_beats.size:
+                wrap = seam(d, n, rate)
+                beat_lines.append((wrap, p95(own_beats), rank(wrap, own_beats)))
+                bars += (f"; its other {own_beats.size} beat lines: p95 {p95(own_beats):.2f}, "
+                         f"the wrap at percentile {rank(wrap, own_beats):.0f}")
         print(f"{i:<5} {'loop':<10} {rows['loop'][-1][0]:>8.2f} {p95(own_loop):>8.2f} {'':>8} "
               f"{level_jump(twice, rate, n):>8.2f} {p95(np.abs(np.diff(levels(audio, rate)))):>10.2f}  "
               f"{loop.request.seconds:.2f} s; plain song wrapped: {rows['plain wrap'][-1][0]:.2f}{bars}")
@@ -248,6 +274,12 @@ def main() -> None:
         print(f"  loop wrap against the loop's own other bar lines (loops with a tempo): wrap {np.median(wraps):.2f} "
               f"dB, largest bar line {np.median(most):.2f} dB (medians); wrap no larger: {np.mean(wraps <= most):.0%} "
               f"of {len(wraps)}")
+    if beat_lines:
+        wraps, refs, ranks = (np.array([b[j] for b in beat_lines]) for j in range(3))
+        print(f"  loop wrap against the loop's own other beat lines (loops with a tempo): wrap {np.median(wraps):.2f} "
+              f"dB, beat-line p95 {np.median(refs):.2f} dB (medians); wrap at or under its beat lines' p95: "
+              f"{np.mean(wraps <= refs):.0%} of {len(wraps)}, median percentile of the wrap among them: "
+              f"{np.median(ranks):.0f}")
     jump, ref = np.array([j[0] for j in jumps]), np.array([j[1] for j in jumps])
     print(f"  level     |jump| at boundaries {np.median(jump):.2f} dB, own p95 {np.median(ref):.2f} dB, "
           f"under p95: {np.mean(jump <= ref):.0%} of {len(jump)}")

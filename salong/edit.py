@@ -9,7 +9,10 @@ The decoder cannot give back the source exactly, so the source audio is spliced 
 end (`splice`): every kept sample is the source's, bit for bit, except the `CROSSFADE_SECONDS`
 just outside each regenerated span, where an equal-power crossfade hands over. An inpainted
 region's crossfades may move up to `SPLICE_SEARCH_SECONDS` into it, to where the spliced
-audio changes least (`splice_points`); the source then goes on up to there.
+audio changes least (`splice_points`); the source then goes on up to there. So may an
+extension's crossfade where its source goes on past a cut it was given (a `--from` inside
+it): that source audio is kept for the splice alone, and the sampler sees the source up to
+the cut only, as without it (`source_fill`).
 
 An extension cuts its source where the new part joins it: at `--from` (before its start:
 `--to`), or where its sound ends (starts), so that a song that fades out into silence, as a
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
     from salong.request import SongRequest
 
 CROSSFADE_SECONDS = 0.05  # each seam's equal-power crossfade, on the kept side
-SPLICE_SEARCH_SECONDS = 0.25  # how far into an inpainted region a crossfade may move (`splice_points`)
+SPLICE_SEARCH_SECONDS = 0.25  # how far into a regenerated span a crossfade may move (`splice_points`)
 SPLICE_FFT, SPLICE_HOP = 1024, 256  # the frames in which a splice's changes are measured
 SPLICE_REACH = 2048  # and how far on each side of its crossfade they count
 LOOP_SEAM_SECONDS = 2.0  # regenerated on each side of a loop's wrap-around (at most a quarter of the loop)
@@ -58,17 +61,26 @@ CUT_STEP_SECONDS = 0.01  # the cut chosen there is rounded outwards to this, to 
 @dataclass(frozen=True)
 class Fill:
     """One edit pass, in samples of the output: the known audio (channels, samples), zeros
-    where nothing is known, and the span [start, end) to regenerate."""
+    where nothing is known, and the span [start, end) to regenerate; `source`, where given,
+    is the audio spliced back, which may go on into the span where `known` is silent."""
 
-    known: np.ndarray
+    known: np.ndarray  # what the sampler is given (encoded, its frames outside the span kept)
     start: int
     end: int
     fade: int  # crossfade samples at each seam, on the kept side
-    search: int = 0  # how far into the span a crossfade may move (`splice_points`); 0 where nothing is known there
+    search: int = 0  # how far into the span a crossfade may move (`splice_points`); 0 where nothing is kept there
+    # For the splice alone: an extension's source up to `search` samples past its cut, which
+    # the sampler does not see (it continues from the cut); None: `known` is what is kept.
+    source: np.ndarray | None = None
 
     @property
     def samples(self) -> int:
         return self.known.shape[1]
+
+    @property
+    def kept(self) -> np.ndarray:
+        """The audio spliced back around the span (`splice`): `source`, else `known`."""
+        return self.known if self.source is None else self.source
 
     def needs(self) -> tuple[int, int]:
         """The stretch the sampled window must cover: the span and its crossfades."""
@@ -281,25 +293,37 @@ def source_fill(request: SongRequest, sample_rate: int, channels: int) -> Fill:
     """The `Fill` of an inpaint or extend request: its source at the model's rate and channels
     (`source_audio`), placed in the output; an extension's source cut where the new part joins
     it (`extend_cut`; a cut at its very end or start keeps all of it), and after the new part
-    for an extension before the start."""
+    for an extension before the start. The sampler knows an extension's source up to the cut
+    only; where the source goes on sounding past the cut (a `--from` inside it), up to
+    SPLICE_SEARCH_SECONDS of it (no more than sounds there, nor than the new part's length)
+    is kept for the splice as `source`, so the crossfade may move into the new part as an
+    inpaint's does (`splice_points`). A silent tail (head) past the cut (`sound_bounds`) is
+    never offered: a crossfade moved into it would leave a gap before the new part."""
     audio = source_audio(request, sample_rate, channels)
-    have, fade = audio.shape[1], fade_samples(sample_rate)
+    have, fade, reach = audio.shape[1], fade_samples(sample_rate), round(SPLICE_SEARCH_SECONDS * sample_rate)
     if request.inpaint is not None:
         start = min(have - 1, audio_samples(request.start, sample_rate))
         end = min(have, max(start + 1, audio_samples(request.end, sample_rate)))
-        return Fill(audio, start, end, fade, round(SPLICE_SEARCH_SECONDS * sample_rate))
+        return Fill(audio, start, end, fade, reach)
     cut, length = extend_cut(request), source_seconds(request)
     total = audio_samples(request.seconds, sample_rate)
-    if request.extend_before:
-        audio = audio[:, (0 if cut <= 0 else min(have - 1, audio_samples(cut, sample_rate))) :]
-    else:
-        audio = audio[:, : (have if cut >= length else max(1, min(have, audio_samples(cut, sample_rate))))]
-    kept = audio.shape[1]
-    assert total > kept, "check_edit: an extension adds samples"
-    pad = np.zeros((audio.shape[0], total - kept), dtype=np.float32)
-    if request.extend_before:
-        return Fill(np.concatenate([pad, audio], axis=1), 0, total - kept, fade)
-    return Fill(np.concatenate([audio, pad], axis=1), kept, total, fade)
+    heard = [audio_samples(t, sample_rate) for t in sound_bounds(audio, sample_rate)]  # where it sounds
+    if request.extend_before:  # kept from `at` on, after `new` samples; the source before `at` lies in the span
+        at = 0 if cut <= 0 else min(have - 1, audio_samples(cut, sample_rate))
+        new = total - (have - at)
+        assert new > 0, "check_edit: an extension adds samples"
+        past = min(reach, max(0, at - heard[0]), new)  # never into a silent head
+        known = np.concatenate([np.zeros((channels, new), np.float32), audio[:, at:]], axis=1)
+        source = known.copy()
+        source[:, new - past : new] = audio[:, at - past : at]
+        return Fill(known, 0, new, fade, past, source if past else None)
+    at = have if cut >= length else max(1, min(have, audio_samples(cut, sample_rate)))  # kept up to `at`
+    assert total > at, "check_edit: an extension adds samples"
+    past = min(reach, max(0, min(have, heard[1]) - at), total - at)  # never into a silent tail
+    known = np.concatenate([audio[:, :at], np.zeros((channels, total - at), np.float32)], axis=1)
+    source = known.copy()
+    source[:, at : at + past] = audio[:, at : at + past]
+    return Fill(known, at, total, fade, past, source if past else None)
 
 
 def loop_fill(song: np.ndarray, sample_rate: int, bar_seconds: float | None = None,
@@ -367,50 +391,54 @@ def keep_known(denoiser: Denoiser, known: torch.Tensor, regenerate: torch.Tensor
 
 
 def splice(fill: Fill, made: np.ndarray, offset: int) -> np.ndarray:
-    """The output of an edit pass: `fill.known` with the span taken from `made`, the audio the
-    decoder made for samples [offset, offset + made's length). Each seam is an equal-power
-    crossfade of `fill.fade` samples (cos / sin of a quarter turn) where the known audio hands
-    over to the made audio: just outside the span, or moved up to `fill.search` samples into
-    it (`splice_points`), with the known audio kept up to it. Outside the span and its
-    crossfades' documented places the known samples are kept bit for bit."""
-    out = fill.known.copy()
+    """The output of an edit pass: the kept audio (`fill.kept`) with the span taken from
+    `made`, the audio the decoder made for samples [offset, offset + made's length). Each seam
+    is an equal-power crossfade of `fill.fade` samples (cos / sin of a quarter turn) where the
+    kept audio hands over to the made audio: just outside the span, or moved up to
+    `fill.search` samples into it (`splice_points`), the kept audio going on up to it. Outside
+    the span and its crossfades' documented places the kept samples are kept bit for bit."""
+    kept = fill.kept
+    out = kept.copy()
     first, last = fill.needs()
     assert offset <= first and last <= offset + made.shape[1], "the made audio covers the span and its crossfades"
     made = made[:, first - offset : last - offset]  # (C, last - first), now at `first`
     start, end = splice_points(fill, made)
     out[:, start:end] = made[:, start - first : end - first]
-    if start > first:  # the known audio hands over to the new
+    if start > first:  # the kept audio hands over to the new
         n = min(fill.fade, start - first)
         fade_in = _quarter_sine(n)
-        out[:, start - n : start] = (fill.known[:, start - n : start] * fade_in[::-1]
+        out[:, start - n : start] = (kept[:, start - n : start] * fade_in[::-1]
                                      + made[:, start - n - first : start - first] * fade_in)
     if last > fill.end:  # and back
         n = min(fill.fade, last - fill.end)
         fade_in = _quarter_sine(n)
         out[:, end : end + n] = (made[:, end - first : end + n - first] * fade_in[::-1]
-                                 + fill.known[:, end : end + n] * fade_in)
+                                 + kept[:, end : end + n] * fade_in)
     return out
 
 
 def splice_points(fill: Fill, made: np.ndarray) -> tuple[int, int]:
     """Where the made audio starts and ends in an edit pass's output: `fill.start` and
-    `fill.end`, or, where a whole crossfade fits on the kept side and the known audio goes on
-    inside the span, up to `fill.search` samples into the span, wherever the spliced audio
-    changes least across the crossfade (`_crossfade_shift`), so the seam falls where the known
-    and made audio already match. made (C, samples) from the start of `fill.needs()`."""
+    `fill.end`, or, where a whole crossfade fits on the kept side and the kept audio
+    (`fill.kept`) goes on inside the span, up to `fill.search` samples into the span (and a
+    quarter of it), wherever the spliced audio changes least across the crossfade
+    (`_crossfade_shift`), so the seam falls where the kept and made audio already match: the
+    splice takes no kept sample further into the span than that. made (C, samples) from the
+    start of `fill.needs()`."""
     first, last = fill.needs()
+    kept = fill.kept
     search = min(fill.search, (fill.end - fill.start) // 4)
     start, end = fill.start, fill.end
     if search > 0 and fill.start - first == fill.fade:
         a, b = fill.start - fill.fade, fill.start + search  # the crossfade and the stretch it may move over
         before, after = min(SPLICE_REACH, a), min(SPLICE_REACH, last - b)  # context for the frames at its ends
-        known = fill.known[:, a - before : b + after]
+        known = kept[:, a - before : b + after]
         made_part = np.concatenate([known[:, :before], made[:, a - first : b + after - first]], axis=1)
         start += _crossfade_shift(known, made_part, before, fill.fade, search)
     if search > 0 and last - fill.end == fill.fade:  # the same, read backwards from the end seam
         a, b = fill.end - search, fill.end + fill.fade
         before, after = min(SPLICE_REACH, fill.samples - b), min(SPLICE_REACH, a - first)
-        known = fill.known[:, a - after : b + before]
+        known = kept[:, a - after : b + before]
         made_part = np.concatenate([made[:, a - after - first : b - first], known[:, b - a + after :]], axis=1)
         end -= _crossfade_shift(known[:, ::-1], made_part[:, ::-1], before, fill.fade, search)
     return start, end

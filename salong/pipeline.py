@@ -336,7 +336,7 @@ class Generator:
     def _fill(self, r: SongRequest, fill: Fill, seed: int, progress: Progress | None) -> np.ndarray:
         """One edit pass (`salong.edit`): the window around `fill`'s span encoded (posterior
         mean), sampled with the kept frames held to it (`keep_known`), decoded and spliced into
-        the known audio (`splice`). Returns (channels, fill.samples)."""
+        the kept audio (`splice`). Returns (channels, fill.samples)."""
         from salong.audio import PEAK_CEILING
 
         hop = self.config.autoencoder.samples_per_latent
@@ -407,7 +407,10 @@ class Generator:
         before its start), from the window-minus-new seconds kept next to its cut; its own
         samples kept bit for bit outside one crossfade, up to where its sound ends (from
         where it starts: a silent tail or head is left out, `salong.edit.extend_cut`), or up
-        to `start=` seconds (`before`: from `end=` seconds on); with no key (tempo) given or
+        to `start=` seconds (`before`: from `end=` seconds on). The new part is made from the
+        cut on; where `source` goes on past the cut, the crossfade may move up to
+        `SPLICE_SEARCH_SECONDS` into the new part, to where the splice changes least, with the
+        source kept up to there (`salong.edit.source_fill`). With no key (tempo) given or
         stated, in the key (tempo) estimated from `source` (`SongRequest.resolve`).
         `settings` are `SongRequest`'s."""
         request = SongRequest(prompt, seconds, extend=source, extend_before=before, **settings)

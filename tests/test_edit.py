@@ -15,12 +15,13 @@ import torch
 from conftest import run_cli, tiny_generator
 from salong.diffusion import get_sampler, get_sigmas_loglinear, get_ts_logsnr
 from salong.edit import (CROSSFADE_SECONDS, LOOP_SEAM_SECONDS, SILENCE_FRAME, SPLICE_SEARCH_SECONDS, Fill, keep_known,
-                         sound_bounds, splice, splice_points)
+                         sound_bounds, source_fill, splice, splice_points)
 from salong.errors import Note, SalongError
 from salong.request import SongRequest
 
 RATE = 44100
 FADE = round(CROSSFADE_SECONDS * RATE)
+REACH = round(SPLICE_SEARCH_SECONDS * RATE)
 
 
 @pytest.fixture(scope="module", params=["v", "rf"])
@@ -297,6 +298,130 @@ def test_extend_before_a_point_keeps_the_song_from_it(gen, cut):
     assert np.array_equal(song.audio[:, new + FADE :], quiet[:, at + FADE :])
 
 
+# --- an extension's crossfade, where its source goes on past the cut ---------------------------
+
+
+def extension_fill(source, seconds, before=False, **cut):
+    request = SongRequest("calm piano", seconds, extend=(source, RATE), extend_before=before or None, **cut)
+    return source_fill(request, RATE, 2)
+
+
+def test_an_extension_past_a_silent_tail_it_left_out_does_not_search_into_it():
+    """The cut found by itself is where the sound ends: the silence after it is not offered to
+    the splice (a crossfade moved into it would leave a gap before the new part)."""
+    fading = np.concatenate([noise_song(1.5), np.zeros((2, RATE // 2), np.float32)], axis=1)
+    for before, source in ((False, fading), (True, fading[:, ::-1].copy())):
+        fill = extension_fill(source, 3.0, before)
+        assert fill.source is None and fill.search == 0
+        # as a recipe gives it back: the cut found, now given; and a cut given a little inside the sound
+        cut = fill.end / RATE - 1.0 if before else fill.start / RATE  # the cut in the source, s
+        found = extension_fill(source, 3.0, before, **{"end" if before else "start": cut})
+        assert found.search == 0 and found.source is None
+        inside = extension_fill(source, 3.0, before, **{"end" if before else "start": 1.4 if not before else 0.6})
+        assert 0 < inside.search <= round(0.1 * RATE) + round(0.05 * RATE)  # up to where the sound ends
+        start, end = sound_bounds(source, RATE)
+        assert 1.5 <= (2.0 - start if before else end) < 1.6  # the silent half second left out
+        kept = fill.known[:, fill.end :] if before else fill.known[:, : fill.start]
+        assert kept.shape[1] == round((2.0 - start if before else end) * RATE)
+
+
+@pytest.mark.parametrize("before,cut,seconds,past", [
+    (False, 1.0, 3.0, REACH),  # --from inside the source: up to SPLICE_SEARCH_SECONDS of it past the cut
+    (False, 1.9, 3.0, RATE // 10),  # no more than the source has past the cut
+    (False, 1.9, 2.0, RATE // 10),  # nor than the new part's length
+    (False, 1.0, 1.1, RATE // 10),
+    (False, None, 3.0, 0),  # extended from its very end: nothing past the cut, as before
+    (True, 1.0, 2.5, REACH),
+    (True, 0.1, 2.5, RATE // 10),
+    (True, None, 2.5, 0),
+])
+def test_an_extensions_fill_keeps_the_source_past_its_cut_for_the_splice_alone(before, cut, seconds, past):
+    long = noise_song(2.0)
+    fill = extension_fill(long, seconds, before, **({} if cut is None else {"end" if before else "start": cut}))
+    at = (0 if before else 2 * RATE) if cut is None else round(cut * RATE)  # the cut, in the source
+    total = round(seconds * RATE)
+    assert fill.samples == total and fill.search == past and (fill.source is None) == (past == 0)
+    if not before:
+        assert (fill.start, fill.end) == (at, total)
+        assert np.array_equal(fill.known[:, :at], long[:, :at]) and not fill.known[:, at:].any()  # the sampler's
+        assert np.array_equal(fill.kept[:, : at + past], long[:, : at + past]) and not fill.kept[:, at + past :].any()
+    else:
+        new = total - (2 * RATE - at)
+        assert (fill.start, fill.end) == (0, new)
+        assert np.array_equal(fill.known[:, new:], long[:, at:]) and not fill.known[:, :new].any()
+        assert np.array_equal(fill.kept[:, new - past :], long[:, at - past :]) and not fill.kept[:, : new - past].any()
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_an_extensions_crossfade_moves_into_the_new_part_where_the_two_match(before):
+    """As an inpaint's: the made audio is another tone than the source's, except a stretch
+    next to the cut where it is the source itself; the seam moves there, never further than
+    the source kept past the cut, and the source is kept up to it bit for bit."""
+    t = np.arange(3 * RATE) / RATE
+    tone = np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (2, 1)).astype(np.float32)
+    fill = extension_fill(tone, 2.5, before, **({"end": 2.0} if before else {"start": 1.0}))
+    made = np.tile(0.3 * np.sin(2 * np.pi * 3000 * t[: fill.samples]), (2, 1)).astype(np.float32)
+    cut = fill.end if before else fill.start
+    same = (slice(cut - 3 * RATE // 10, cut - RATE // 20) if before  # 50 ms to 300 ms into the new part
+            else slice(cut + RATE // 20, cut + 3 * RATE // 10))
+    made[:, same] = fill.source[:, same]
+    first, last = fill.needs()
+    start, end = splice_points(fill, made[:, first:last])
+    out = splice(fill, made, 0)
+    if before:
+        assert start == 0 and max(same.start + FADE, cut - REACH) <= end <= same.stop - FADE
+        assert np.array_equal(out[:, : end], made[:, : end]) and np.array_equal(out[:, end + FADE :],
+                                                                               fill.source[:, end + FADE :])
+    else:
+        assert end == fill.samples and same.start + FADE <= start <= min(same.stop - FADE, cut + REACH)
+        assert np.array_equal(out[:, : start - FADE], tone[:, : start - FADE])
+        assert np.array_equal(out[:, start:], made[:, start:])
+    alone = dataclasses.replace(fill, search=0, source=None)  # nothing past the cut: the seam stays at it
+    assert splice_points(alone, made[:, first:last]) == (fill.start, fill.end)
+
+
+@pytest.mark.parametrize("before,cut", [(False, 1.0), (False, 1.9), (True, 1.0), (True, 0.1)])
+def test_an_extension_cut_inside_its_source_keeps_it_up_to_the_moved_crossfade(gen, monkeypatch, before, cut):
+    """Extending a source from a cut inside it makes the same new part as extending the source
+    cut there (the sampler knows the source up to the cut only); the crossfade then may move
+    into the new part, with the source kept bit for bit up to it, but never past the
+    source's own samples."""
+    long = noise_song(2.0)
+    at, total = round(cut * RATE), round(2.5 * RATE)
+    settings = dict(before=before, seed=1, steps=2, key="C major", bpm=100)
+    song = gen.extend("calm piano", (long, RATE), 2.5, **settings, **{"end" if before else "start": cut})
+    alone = gen.extend("calm piano", (long[:, at:] if before else long[:, :at], RATE), 2.5, **settings)
+    past = min(REACH, at if before else 2 * RATE - at)
+    new = total - (2 * RATE - at) if before else at  # where the new part ends (starts)
+    placed = np.zeros((2, total), np.float32)  # the whole source where the output holds it
+    lead = total - 2 * RATE if before else 0  # output sample = source sample + lead
+    placed[:, lead : lead + 2 * RATE] = long
+    if before:
+        differs = np.flatnonzero(np.any(song.audio != placed, axis=0))[-1] + 1  # the crossfade's end
+        assert new + FADE - past <= differs <= new + FADE
+        assert np.array_equal(song.audio[:, differs:], placed[:, differs:])
+        assert np.array_equal(song.audio[:, : differs - FADE], alone.audio[:, : differs - FADE])  # the same new part
+    else:
+        differs = np.flatnonzero(np.any(song.audio != placed, axis=0))[0]  # the crossfade's start
+        assert at - FADE <= differs <= at - FADE + past
+        assert np.array_equal(song.audio[:, :differs], long[:, :differs])
+        assert np.array_equal(song.audio[:, differs + FADE :], alone.audio[:, differs + FADE :])
+    # Moved as far as it may (the search forced to its end): no further than the source has
+    monkeypatch.setattr("salong.edit._crossfade_shift", lambda known, made, at, fade, search: search)
+    far = gen.extend("calm piano", (long, RATE), 2.5, **settings, **{"end" if before else "start": cut})
+    edge = new - past if before else new + past  # where the made audio starts (ends)
+    if before:
+        assert np.array_equal(far.audio[:, edge + FADE :], placed[:, edge + FADE :])
+        assert not np.array_equal(far.audio[:, edge : edge + FADE], placed[:, edge : edge + FADE])
+        assert np.array_equal(far.audio[:, :edge], alone.audio[:, :edge])
+    else:
+        assert np.array_equal(far.audio[:, : edge - FADE], long[:, : edge - FADE])
+        assert not np.array_equal(far.audio[:, edge - FADE : edge], long[:, edge - FADE : edge])
+        assert np.array_equal(far.audio[:, edge:], alone.audio[:, edge:])
+    assert np.array_equal(gen.extend("calm piano", (long[:, at:] if before else long[:, :at], RATE), 2.5,
+                                     **settings).audio, alone.audio)  # nothing past the cut: it cannot move
+
+
 # --- checks --------------------------------------------------------------------------------
 
 
@@ -461,11 +586,17 @@ def test_an_extensions_cut_is_in_its_recipe_and_remade(tmp_path, capsys, generat
     assert f"edit: extended {'before' if name == 'end' else 'past'} {cut:g} s of {fading_file.resolve()}" in out
     assert recipe.command(take) in out
     written, at = sf.read(take, dtype="float32")[0].T, round(cut * RATE)
+    # 24-bit in, 24-bit out: the kept samples are the file's up to the crossfade, which may move
+    # into the new part by as much of the source as lies past the cut
     if name == "start":
-        assert np.array_equal(written[:, : at - FADE], original[:, : at - FADE])  # 24-bit in, 24-bit out
+        differs = np.flatnonzero(np.any(written[:, : 2 * RATE] != original, axis=0))[0]
+        assert at - FADE <= differs <= at - FADE + min(REACH, 2 * RATE - at)
+        assert np.array_equal(written[:, :differs], original[:, :differs])
     else:
-        new = round(2.5 * RATE) - (2 * RATE - at)
-        assert np.array_equal(written[:, new + FADE :], original[:, at + FADE :])
+        lead = round(2.5 * RATE) - 2 * RATE  # output sample = source sample + lead
+        differs = np.flatnonzero(np.any(written[:, lead:] != original, axis=0))[-1] + 1
+        assert at + FADE - min(REACH, at) <= differs <= at + FADE
+        assert np.array_equal(written[:, lead + differs :], original[:, differs:])
     again = tmp_path / "again.wav"
     code, out, err = run_cli(capsys, "generate", "--like", take, "-o", again, "--no-progress")
     assert code == 0 and "note:" not in err, err
