@@ -44,9 +44,10 @@ DIT_SEED=${DIT_SEED:-0}
 # Control conditioners of a new DiT run (docs/architecture.md, Controls): beat and bar phase
 # per latent frame at each piece's tempo, and its key, from the corpus's attributes. A run
 # started from a generator without them (INIT) gets them added at zero. Empty: none.
-# beat,key,drums adds the drums/groove choice, and form the section of each frame, e.g.
-# beat,key,form (docs/architecture.md, Controls).
-CONTROLS=${CONTROLS-beat,key}
+# drums adds the drums/groove choice, and form the section of each frame (docs/architecture.md,
+# Controls). The bundled DiT got beat,key first (2000 updates), then form and drums as well
+# (6111 more, from that generator with INIT, DIT_LR=1e-4 DIT_SEED=11; see its card).
+CONTROLS=${CONTROLS-beat,key,form,drums}
 # Spell each caption's and prompt's words alike whatever their case or place (1) or as written (0).
 CANONICAL_TEXT=${CANONICAL_TEXT:-1}
 # Sizes; the bundled model uses these defaults (tiny ones make a quick smoke run of the recipe).
