@@ -403,6 +403,26 @@ def test_crops_carry_the_form_at_their_offset(tmp_path):
     assert len(starts) > 1
 
 
+
+def test_crops_past_a_pieces_end_have_no_section_on_the_padding(tmp_path):
+    """The silence padded after a piece's end is no part of its outro: a crop longer than the
+    piece has the form on its real frames and none on the padding (laid as the outro's last
+    moment, it taught the model that an outro's end is silence)."""
+    from salong.train.dit_data import CropLengths, LatentDataset
+
+    frames, rate = 1000, 21.5
+    sections = PieceAttributes("piano", None, False, "none", 100, "C", "major", "4/4", "soft", frames / rate).sections
+    save_file({"latents": torch.zeros(64, frames), "text": torch.randn(2, 77, 128)},
+              str(tmp_path / "000000.safetensors"))
+    save_file({"latent": torch.zeros(64)}, str(tmp_path / "silence.safetensors"))
+    item = {"file": "000000.safetensors", "path": "a.wav", "caption": "x", "duration": frames / rate,
+            **Controls(form=sections).record()}
+    crop = LatentDataset(tmp_path, [item], CropLengths(1200, 1200, 2), rate)[(0, 0, 0)]
+    assert crop["mask"][:frames].all() and not crop["mask"][frames:].any()
+    torch.testing.assert_close(crop["form"][:frames], form_features(frames, rate, sections))
+    assert crop["form"][frames - 1, -1] > 0.99  # the outro nearly through at the last real frame
+    assert not crop["form"][frames:].any()  # and nothing after it
+
 def test_metadata_gives_sections_itself_or_through_synth_attributes(tmp_path):
     import soundfile as sf
 

@@ -238,7 +238,8 @@ class LatentDataset(torch.utils.data.Dataset):
     phase of the crop's offset (a piece's grid starts on a downbeat at 0 s), its key key
     features and its drums drum features, the groove unnamed in a share of crops
     (`UNNAMED_GROOVE`), its sections form features that keep the crop's offset into the
-    piece (`salong.controls`; zeros where the metadata gives none).
+    piece, none on the padding past its end (`salong.controls`; zeros where the metadata
+    gives none).
     """
 
     def __init__(self, cache_dir: Path, items: list[dict[str, Any]], lengths: CropLengths, latent_rate: float) -> None:
@@ -274,6 +275,10 @@ class LatentDataset(torch.utils.data.Dataset):
         if drums in GROOVES and np.random.default_rng([seed, _GROOVE_STREAM]).random() < UNNAMED_GROOVE:
             drums = "on"
         form = form_features(frames, self.latent_rate, self.forms[index], start_seconds=offset / self.latent_rate)
+        # Past the piece's end (the silence padding) there is no section. Laid as the last
+        # section's end (the outro, nearly through), the padding taught "the end of the outro
+        # is silence", and songs ended early (checkpoints/README.md, Limits).
+        form[real:] = 0.0
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
             "mask": mask,
