@@ -276,8 +276,8 @@ class LatentDataset(torch.utils.data.Dataset):
             drums = "on"
         form = form_features(frames, self.latent_rate, self.forms[index], start_seconds=offset / self.latent_rate)
         # Past the piece's end (the silence padding) there is no section. Laid as the last
-        # section's end (the outro, nearly through), the padding taught "the end of the outro
-        # is silence", and songs ended early (checkpoints/README.md, Limits).
+        # section's end, the padding paired "the outro nearly through" with silence: the likely
+        # cause of songs that end early (checkpoints/README.md, Limits).
         form[real:] = 0.0
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
