@@ -12,120 +12,35 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from salong.autoencoder import Autoencoder, AutoencoderConfig
+from salong.autoencoder import Autoencoder
 from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
-from salong.clap import (Clap, ClapModelConfig, holds_text_tower_only, text_tower_state,
+from salong.clap import (Clap, holds_text_tower_only, text_tower_state,
                          tokenizer_from_metadata, tokenizer_metadata)
 from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear, get_ts_logsnr,
                               start_from_init_rf)
 from salong.controls import (Controls, beat_features, drum_features, form_features, form_words, key_features,
                              prompt_with_controls)
-from salong.dit import DiT, DiTConfig
+from salong.dit import DiT
 from salong.edit import (Fill, edit_mode, keep_known, limit_made, loop_fill, place_window, regenerated_frames,
                          source_fill, source_seconds, splice)
 from salong.errors import SalongError
+# The configs live beside the file readers; `salong.pipeline` names them too, as it always has.
+from salong.generator_config import KIND, GeneratorConfig, SamplingConfig, T5Spec  # noqa: F401
+from salong.generator_config import generator_config, window_seconds  # noqa: F401
 from salong.lora import Adapter, attach, load_adapter, merge
-from salong.request import Lora, SongRequest, check_cfg, check_frames, check_sampler, check_steps
-from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder, check_text_layer
-from salong.textfile import parse_json
+from salong.request import Lora, SongRequest
+from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder
 from salong.timing import audio_samples, latent_frames, timing_condition
 
-KIND = "generator"
 FADE_SECONDS = 0.01  # the cut at the requested length is faded so it does not click
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Sampling defaults stored with a generator (docs/diffusion.md, Sigma schedule and Classifier-free guidance)."""
-
-    steps: int = 100
-    cfg_scale: float = 7.0
-    sampler: str = "dpmpp-2m"
-    sigma_min: float = 0.3
-    sigma_max: float = 500.0
-    # "needed": sample only the latent frames a request needs; "window": the whole
-    # training window, then cut (what models trained on whole windows expect).
-    frames: str = "needed"
-
-    def __post_init__(self) -> None:  # the rules a song's own settings follow (`salong.request`)
-        check_steps(self.steps)
-        check_cfg(self.cfg_scale)
-        check_sampler(self.sampler)
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise SalongError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
-        check_frames(self.frames)
-
-
-@dataclass(frozen=True)
-class T5Spec:
-    """A T5 text encoder inside a generator file: its Hugging Face config and tokens per prompt."""
-
-    config: dict  # transformers `T5Config.to_dict()`, JSON
-    max_length: int = 128
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.config, dict) or self.config.get("model_type") != "t5":
-            raise SalongError("T5Spec.config must be a T5 config (model_type 't5')")
-        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
-            raise SalongError(f"T5Spec.max_length must be a positive integer, got {self.max_length!r}")
-
-    @property
-    def width(self) -> int:
-        return int(self.config["d_model"])
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """The configs of the three models plus sampling defaults.
-
-    The text encoder is `clap` (salong's own models) or `t5` (Stable Audio Open), one of
-    the two. `objective` is what the DiT was trained on: "v" (v-objective, cosine schedule)
-    or "rf" (rectified flow, Stable Audio Open Small).
-    """
-
-    dit: DiTConfig
-    autoencoder: AutoencoderConfig
-    clap: ClapModelConfig | None = None
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    t5: T5Spec | None = None
-    objective: str = "v"
-    # The CLAP text tower's hidden states the DiT reads: -1 its last layer, -2 the
-    # next-to-last (Stable Audio 2's), down to minus its depth, the first layer. A small
-    # tower trained on few captions can make every token alike in its top layers; a lower
-    # layer keeps the words apart (docs/architecture.md, CLAP: Which layer). Unused with T5.
-    text_layer: int = -2
-    # Spell each word alike whatever its case or place in the prompt (`canonical_tokens`);
-    # models trained so read prompts so. Unused with T5.
-    canonical_text: bool = False
-
-    def __post_init__(self) -> None:
-        if self.dit.latent_dim != self.autoencoder.latent_dim:
-            raise SalongError(f"DiT latent_dim {self.dit.latent_dim} "
-                              f"!= autoencoder latent_dim {self.autoencoder.latent_dim}")
-        if (self.clap is None) == (self.t5 is None):
-            raise SalongError("a generator needs one text encoder: a CLAP or a T5 config")
-        width, length, what = ((self.clap.text_width, self.clap.max_text_length, "CLAP") if self.clap is not None
-                               else (self.t5.width, self.t5.max_length, "T5"))
-        if self.dit.cond_width != width:
-            raise SalongError(f"DiT cond_width {self.dit.cond_width} != {what} text width {width}")
-        if self.dit.max_text_tokens != length:
-            raise SalongError(f"DiT max_text_tokens {self.dit.max_text_tokens} != {what} max length {length}")
-        if self.clap is not None:
-            check_text_layer(self.text_layer, self.clap.text_layers)
-        get_sampler(self.sampling.sampler, self.objective)  # the default sampler fits the objective
-
-    @property
-    def max_seconds(self) -> float:
-        """The longest song the DiT's window holds."""
-        return self.dit.window * self.autoencoder.samples_per_latent / self.autoencoder.sample_rate
 
 
 @dataclass(frozen=True)
@@ -551,34 +466,6 @@ def fade_end(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 def _counted(progress: Progress | None, before: int, total: int) -> Progress | None:
     """`progress` for a pass that comes after `before` of `total` steps."""
     return None if progress is None else (lambda done, _steps: progress(before + done, total))
-
-
-def generator_config(path: str | Path) -> GeneratorConfig:
-    """The config of a generator checkpoint, read without building its models."""
-    return config_from_dict(GeneratorConfig, load_checkpoint(path, KIND).config)
-
-
-def window_seconds(path: Path) -> float | None:
-    """The longest song the generator file or Stable Audio Open folder at `path` samples, read
-    from its config alone (no weights), so that an edit's region is checked before the model
-    loads; None where `path` is not a model, which loading it then reports in one line."""
-    from salong.checkpoint import FORMAT_KEY, VERSION_KEY, FileConfig, Origin, read_metadata
-    from salong.sao import read_config
-
-    if path.is_dir():
-        sao = read_config(path)
-        return sao.dit.window * sao.autoencoder.samples_per_latent / sao.autoencoder.sample_rate
-    meta = read_metadata(path)
-    if meta.get("kind") != KIND or not meta.get(FORMAT_KEY, "").isdigit() or "config" not in meta:
-        return None
-    try:
-        config = parse_json(meta["config"])
-    except ValueError:  # a nesting bomb, or not JSON: loading the model says so
-        return None
-    if not isinstance(config, dict):
-        return None
-    origin = Origin(repr(str(path)), int(meta[FORMAT_KEY]), meta.get(VERSION_KEY))
-    return config_from_dict(GeneratorConfig, FileConfig(config, origin)).max_seconds
 
 
 def save_generator(path: str | Path, config: GeneratorConfig, dit: DiT, autoencoder: Autoencoder,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import perturbed_dit, run_cli, tiny_generator
+from conftest import dit_task_inputs, perturbed_dit, run_cli, tiny_generator
 from salong.controls import (BEAT_FEATURES, KEY_FEATURES, Controls, Key, beat_features, key_features, parse_bpm,
                              parse_key, parse_meter, prompt_with_controls, read_prompt, resolve)
 from salong.errors import SalongError
@@ -259,21 +259,7 @@ def test_control_dropout(dropout, monkeypatch):
 
 
 def test_control_dropout_is_drawn_apart_per_control(monkeypatch):
-    from salong.autoencoder import PRESETS as AE, Autoencoder
-    from salong.clap import PRESETS as CLAP, Clap
-    from salong.dit import PRESETS as DIT
-    from salong.train.dit import DiTTask, DiTTaskConfig
-
-    config = DiTTaskConfig(model=dataclasses.replace(DIT["tiny"], controls=("beat", "key")), control_dropout=0.5)
-    task = DiTTask(config, Autoencoder(AE["tiny"]), Clap(CLAP["tiny"]))
-    seen = {}
-    monkeypatch.setattr("salong.train.dit.v_loss", lambda *a, **kw: seen.update(kw) or torch.zeros(()))
-    b = 256
-    batch = {"latents": torch.randn(b, 64, 8), "mask": torch.ones(b, 8, dtype=torch.bool),
-             "text": torch.randn(b, 77, 128), "seconds_start": torch.zeros(b), "seconds_total": torch.full((b,), 9.0),
-             "beat": torch.ones(b, 8, BEAT_FEATURES), "key": torch.ones(b, KEY_FEATURES)}
-    torch.manual_seed(0)
-    task.loss("dit", batch, {"dit": task.dit}, 0)
+    seen = dit_task_inputs(("beat", "key"), 0.5, monkeypatch, beat=(8, BEAT_FEATURES), key=(KEY_FEATURES,))
     kept_beat, kept_key = seen["beat"][:, 0, 0] > 0, seen["key"][:, 0] > 0
     assert 0.35 < kept_beat.float().mean() < 0.65 and 0.35 < kept_key.float().mean() < 0.65
     assert not torch.equal(kept_beat, kept_key)
