@@ -307,8 +307,11 @@ def train_dit_cmd(
     if chosen is not None and run.resume:
         raise SalongError("--controls sets a new run's DiT; a resumed run keeps its own (drop --controls)")
 
+    # without --controls, a generator's DiT keeps its own, so a --preset of its size agrees with it
+    kept = chosen if chosen is not None or initial is None else initial.dit.controls
+
     def with_controls(model: Any) -> Any:
-        return model if chosen is None else dataclasses.replace(model, controls=chosen)
+        return model if kept is None else dataclasses.replace(model, controls=kept)
 
     train_config, task_config = run.settings(
         "dit", {name: with_controls(p) for name, p in PRESETS.items()}, lambda path: with_controls(initial.dit),

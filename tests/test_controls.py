@@ -487,6 +487,21 @@ def test_train_dit_estimates_the_tempo_of_files_without_one(tmp_path):
     assert items[1]["bpm"] == 70 and "downbeat" not in items[1]  # the metadata's tempo is kept
 
 
+def test_a_generator_with_controls_continues_under_a_preset_of_its_size(tmp_path, capsys, controlled_path):
+    """--init G --preset P (G's size) without --controls: the DiT keeps G's conditioners."""
+    from salong.pipeline import Generator
+
+    assert run_cli(capsys, "synth", 2, tmp_path / "data", "--min-seconds", 2, "--max-seconds", 3)[0] == 0
+    code, out, err = run_cli(capsys, "train", "dit", "--data", tmp_path / "data", "--out", tmp_path / "run",
+                             "--init", controlled_path, "--preset", "tiny", "--steps", 1, "--batch-size", 2,
+                             "--demo-every", 0, "--quiet")
+    assert code == 0, err
+    assert Generator.load(out.strip()).controls == ("beat", "key")
+    code, _, err = run_cli(capsys, "train", "dit", "--data", tmp_path / "data", "--out", tmp_path / "bad",
+                           "--init", controlled_path, "--preset", "small", "--steps", 1, "--quiet")
+    assert code == 1 and "another size than --preset small" in err and not (tmp_path / "bad").exists()
+
+
 def test_pictures_mark_the_bar_lines_of_the_tempo_asked(tmp_path, capsys, controlled_path):
     from salong.plots import _bar_lines
 
