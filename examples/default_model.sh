@@ -24,6 +24,11 @@ CORPUS_MIN_SECONDS=${CORPUS_MIN_SECONDS:-4}
 CORPUS_MAX_SECONDS=${CORPUS_MAX_SECONDS:-285}
 # Wordings per piece: each training crop draws one, so models learn the words, not 600 captions.
 CORPUS_CAPTIONS=${CORPUS_CAPTIONS:-8}
+# Share of pieces without drums, 0 to 1 (`salong synth --no-drums`); empty: the synth's own draw
+# (one style in five), as the corpus of every stage before dit-nd was.
+CORPUS_NO_DRUMS=${CORPUS_NO_DRUMS:-}
+NO_DRUMS=()
+if [ -n "$CORPUS_NO_DRUMS" ]; then NO_DRUMS=(--no-drums "$CORPUS_NO_DRUMS"); fi
 AE_STEPS=${AE_STEPS:-8000}
 # CLAP stopped at 1517 of a planned 6000 updates: its held-out recall had flattened (text->audio
 # R@5 0.15 at 1000 and at 1500 updates, 67 pairs) and the cores went to the autoencoder.
@@ -119,13 +124,14 @@ steps_done() {
 if [ ! -f "$WORK/corpus/metadata.jsonl" ]; then
     stage corpus threads "$THREADS" $RUN synth "$CORPUS_PIECES" "$WORK/corpus" --seed "$SEED" --durations log \
         --min-seconds "$CORPUS_MIN_SECONDS" --max-seconds "$CORPUS_MAX_SECONDS" --jobs "$THREADS" --overwrite \
-        --captions "$CORPUS_CAPTIONS"
+        --captions "$CORPUS_CAPTIONS" "${NO_DRUMS[@]}"
 elif [ "$CORPUS_CAPTIONS" -gt 1 ] && ! grep -q '"captions"' "$WORK/corpus/metadata.jsonl"; then
     # a corpus written with one caption per piece gets its other wordings; the audio stays
     $RUN synth "$CORPUS_PIECES" "$WORK/corpus" --captions "$CORPUS_CAPTIONS" --recaption > /dev/null
 fi
-printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": %s, "max_seconds": %s, "captions": %s}\n' \
-    "$SEED" "$CORPUS_PIECES" "$CORPUS_MIN_SECONDS" "$CORPUS_MAX_SECONDS" "$CORPUS_CAPTIONS" > "$WORK/corpus.json"
+printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": %s, "max_seconds": %s, "captions": %s, "no_drums": %s}\n' \
+    "$SEED" "$CORPUS_PIECES" "$CORPUS_MIN_SECONDS" "$CORPUS_MAX_SECONDS" "$CORPUS_CAPTIONS" "${CORPUS_NO_DRUMS:-null}" \
+    > "$WORK/corpus.json"
 
 # 2. Autoencoder and CLAP do not depend on each other: they train side by side, each on half
 #    the cores (all of them for the autoencoder once CLAP is done). A finished stage only

@@ -39,10 +39,12 @@ def corpus_facts(work: Path) -> str:
     config = json.loads((work / "corpus.json").read_text()) if (work / "corpus.json").is_file() else {}
     seed = config.get("seed", "see the recipe")
     wordings = max(len(json.loads(line).get("captions", [None])) for line in lines)
-    return (f"{len(durations)} procedural pieces (`salong synth`, seed {seed}, log-uniform lengths "
+    drumless = sum(json.loads(line).get("attributes", {}).get("drums") == "none" for line in lines)
+    share = "" if config.get("no_drums") is None else f", `--no-drums {config['no_drums']:g}`"
+    return (f"{len(durations)} procedural pieces (`salong synth`, seed {seed}{share}, log-uniform lengths "
             f"{min(durations):.1f}-{max(durations):.1f} s), {sum(durations) / 3600:.2f} hours, "
             f"{sum(d >= 40 for d in durations)} of them long enough for sections (40 s or more), "
-            f"up to {wordings} caption wordings per piece")
+            f"{drumless} without drums, up to {wordings} caption wordings per piece")
 
 
 def stage_facts(work: Path, stage: str) -> tuple[str, dict] | None:

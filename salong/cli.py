@@ -169,6 +169,8 @@ def synth(
                                        "style). \\[default: drawn per piece]"),
     min_bpm: Optional[int] = typer.Option(None, help="Slowest tempo, 60 to --max-bpm. \\[default: 60]"),
     max_bpm: Optional[int] = typer.Option(None, help="Fastest tempo, --min-bpm to 180. \\[default: 180]"),
+    no_drums: Optional[float] = typer.Option(None, help="Share of pieces without drums, 0 to 1; the others keep "
+                                             "their drawn groove. \\[default: drawn per piece, one style in five]"),
 ) -> None:
     """Write a procedural music corpus with exact captions (the training data format)."""
     from salong.synth import recaption_corpus, write_corpus
@@ -183,7 +185,7 @@ def synth(
     with status_bar("synthesising") as bar:
         path = write_corpus(count, out_dir, seed=seed, min_seconds=min_seconds, max_seconds=max_seconds, fmt=fmt,
                             durations=durations, jobs=jobs, progress=bar, overwrite=overwrite, captions=captions,
-                            lead=lead, bpm_range=bpm_range)
+                            lead=lead, bpm_range=bpm_range, no_drums=no_drums)
     say(path, path)
 
 

@@ -58,6 +58,7 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert json.loads((work / "dit" / "config.json").read_text())["task"]["timestep_shift"] == 2.0
     assert stages(work) == ["corpus", "autoencoder", "clap", "dit", "export", "evaluate"]
     assert json.loads((work / "corpus.json").read_text())["max_seconds"] == 3
+    assert json.loads((work / "corpus.json").read_text())["no_drums"] is None
 
     second = run_recipe(work, ship)  # finished stages resume at their last step: nothing trains again
     assert second.returncode == 0, second.stderr[-3000:]
@@ -73,8 +74,11 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     init.write_bytes(model.read_bytes())
     work2, ship2 = tmp_path / "work2", tmp_path / "ship2"
     ship2.mkdir()
-    third = run_recipe(work2, ship2, INIT=str(init))
+    third = run_recipe(work2, ship2, INIT=str(init), CORPUS_NO_DRUMS="1")
     assert third.returncode == 0, third.stderr[-3000:]
+    corpus = [json.loads(line) for line in (work2 / "corpus" / "metadata.jsonl").read_text().splitlines()]
+    assert all(entry["attributes"]["drums"] == "none" for entry in corpus)
+    assert json.loads((work2 / "corpus.json").read_text())["no_drums"] == 1
     assert stages(work2) == ["corpus", "dit", "export", "evaluate"]
     assert not (work2 / "autoencoder").exists() and not (work2 / "clap").exists()
     assert json.loads((work2 / "init.json").read_text())["init"] == str(init)
@@ -83,7 +87,9 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
                                (before.text_encoder.clap, after.text_encoder.clap)]:
         old, new = old_part.state_dict(), new_part.state_dict()
         assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
-    assert "started from the generator `init.safetensors`" in (ship2 / "README.md").read_text()
+    card = (ship2 / "README.md").read_text()
+    assert "started from the generator `init.safetensors`" in card
+    assert "`--no-drums 1`" in card and "3 without drums" in card
     # The folder remembers its generator: still no autoencoder stage. DECODER_STEPS trains the
     # decoder alone after the DiT, and the shipped generator keeps the encoder its DiT learned.
     third_model = Generator.load(ship2 / "salong-default.safetensors")

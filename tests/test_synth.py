@@ -350,6 +350,35 @@ def test_a_corpus_of_one_lead_and_a_tempo_range_keeps_the_other_draws(tmp_path, 
     assert code != 0 and "min_bpm=100, max_bpm=90" in err and err.count("\n") == 1
 
 
+
+def test_a_corpus_share_without_drums_keeps_the_other_draws(tmp_path, capsys):
+    """`salong synth --no-drums P`: about a share P of the pieces have no drums (their captions and
+    bass say so), the others a groove; every other attribute is that of the plain corpus."""
+    from conftest import run_cli
+
+    plain = synth.write_corpus(40, tmp_path / "plain", seed=5, min_seconds=0.5, max_seconds=0.6)
+    plain = [json.loads(line) for line in (plain / "metadata.jsonl").read_text().splitlines()]
+    shares = {}
+    for share in (0.0, 0.5, 1.0):
+        out = tmp_path / f"share{share}"
+        code, _, err = run_cli(capsys, "synth", 40, out, "--seed", 5, "--min-seconds", 0.5, "--max-seconds", 0.6,
+                               "--no-drums", share)
+        assert code == 0, err
+        lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+        shares[share] = sum(e["attributes"]["drums"] == "none" for e in lines)
+        for mine, theirs in zip(lines, plain):
+            a, b = mine["attributes"], theirs["attributes"]
+            assert {k: v for k, v in a.items() if k not in ("drums", "mood")} == {
+                k: v for k, v in b.items() if k not in ("drums", "mood")}
+            if a["drums"] != "none" and b["drums"] != "none":
+                assert a["drums"] == b["drums"]  # a groove the seed drew is kept
+            piece = synth.make_piece(mine["seed"], a["seconds"], drums=a["drums"])
+            assert piece.caption == mine["caption"]
+    assert shares[0.0] == 0 and shares[1.0] == 40 and 12 <= shares[0.5] <= 28
+    assert sum(e["attributes"]["drums"] == "none" for e in plain) < shares[0.5]  # the seed's draw: one in five
+    code, _, err = run_cli(capsys, "synth", 1, tmp_path / "bad", "--no-drums", 1.5)
+    assert code != 0 and "no_drums=1.5" in err and err.count("\n") == 1 and not (tmp_path / "bad").exists()
+
 # ------------------------------------------------------------------ bad arguments
 
 @pytest.mark.parametrize("call,match", [

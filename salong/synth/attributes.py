@@ -143,6 +143,7 @@ def _check_seed(seed: int) -> None:
 # Independent random streams of one seed: default_rng([seed, stream]).
 _ATTRIBUTE_STREAM, _CAPTION_STREAM, _RENDER_STREAM, _LENGTH_STREAM = 0, 1, 2, 3
 _TEMPO_STREAM = 4  # a corpus's tempo within --min-bpm/--max-bpm
+_DRUMS_STREAM = 5  # a corpus's pieces without drums (--no-drums)
 
 
 # ----------------------------------------------------------------------------- form

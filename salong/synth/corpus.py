@@ -18,7 +18,8 @@ import numpy as np
 from salong.checks import refuse_special
 from salong.errors import SalongError
 from salong.outputs import folder_lock, write_atomic
-from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _LENGTH_STREAM, _TEMPO_STREAM, LEADS,
+from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _DRUMS_STREAM, _LENGTH_STREAM,
+                                     _TEMPO_STREAM, DRUM_STYLES, LEADS,
                                      MAX_BPM, MAX_SECONDS, MIN_BPM, SAMPLE_RATE, PieceAttributes, _check_choice,
                                      _check_seed, random_attributes)
 from salong.textfile import parse_json, read_lines
@@ -118,20 +119,34 @@ def check_room(out: Path, n: int, min_seconds: float, max_seconds: float, durati
                           f"{str(folder)!r} has {free / 1e9:,.1f} GB free; make fewer or shorter pieces")
 
 
-def corpus_overrides(piece_seed: int, lead: str | None, bpm_range: tuple[int, int] | None) -> dict[str, object]:
-    """The attributes a restricted corpus fixes for one piece: its `lead`, and a tempo drawn
-    uniformly from `bpm_range` (inclusive) on a stream of its own, so the piece's other
-    attributes are those the seed draws without restrictions."""
+def corpus_overrides(piece_seed: int, lead: str | None, bpm_range: tuple[int, int] | None,
+                     no_drums: float | None = None) -> dict[str, object]:
+    """The attributes a restricted corpus fixes for one piece: its `lead`, a tempo drawn
+    uniformly from `bpm_range` (inclusive), and, with `no_drums`, no drums with that
+    probability (else the groove the seed draws, or where it draws none, one of the grooves
+    uniformly), each on a stream of its own, so the piece's other attributes are those the
+    seed draws without restrictions."""
     overrides: dict[str, object] = {}
     if lead is not None:
         overrides["lead"] = lead
     if bpm_range is not None:
         low, high = bpm_range
         overrides["bpm"] = int(np.random.default_rng([piece_seed, _TEMPO_STREAM]).integers(low, high + 1))
+    if no_drums is not None:
+        rng = np.random.default_rng([piece_seed, _DRUMS_STREAM])
+        drawn = random_attributes(np.random.default_rng([piece_seed, _ATTRIBUTE_STREAM]), 1.0).drums
+        grooves = DRUM_STYLES[1:]
+        if rng.random() < no_drums:
+            overrides["drums"] = "none"
+        elif drawn == "none":
+            overrides["drums"] = grooves[rng.integers(len(grooves))]
     return overrides
 
 
-def _check_restrictions(lead: str | None, bpm_range: tuple[int, int] | None) -> None:
+def _check_restrictions(lead: str | None, bpm_range: tuple[int, int] | None, no_drums: float | None = None) -> None:
+    if no_drums is not None and (isinstance(no_drums, bool) or not isinstance(no_drums, (int, float))
+                                 or not 0 <= no_drums <= 1):
+        raise SalongError(f"no_drums={no_drums!r} is not allowed; give the share of pieces without drums, 0 to 1")
     if lead is not None:
         _check_choice("lead", lead, LEADS)
     if bpm_range is not None:
@@ -151,10 +166,10 @@ def _write_piece(job: tuple) -> str:
     """Render and write piece `i`; its metadata line (runs in a worker process under `jobs`)."""
     from salong.audio import write_audio
 
-    out, seed, i, min_seconds, max_seconds, durations, fmt, captions, lead, bpm_range = job
+    out, seed, i, min_seconds, max_seconds, durations, fmt, captions, lead, bpm_range, no_drums = job
     piece_seed = _corpus_seed(seed, i)
     piece = make_piece(piece_seed, piece_length(piece_seed, min_seconds, max_seconds, durations),
-                       **corpus_overrides(piece_seed, lead, bpm_range))
+                       **corpus_overrides(piece_seed, lead, bpm_range, no_drums))
     rel = piece_path(i, fmt)
     write_audio(out / rel, piece.audio, SAMPLE_RATE, fmt=fmt, bit_depth="16")  # training data: half the bytes of 24
     return _metadata_line(rel, piece_seed, piece.attributes, piece.audio.shape[1] / SAMPLE_RATE, captions)
@@ -177,14 +192,16 @@ def _refuse_existing_corpus(out: Path, n: int, fmt: str, overwrite: bool) -> Non
 def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float = 5.0,
                  max_seconds: float = 30.0, fmt: str = "wav", durations: str = "uniform", jobs: int = 1,
                  progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
-                 captions: int = 1, lead: str | None = None, bpm_range: tuple[int, int] | None = None) -> Path:
+                 captions: int = 1, lead: str | None = None, bpm_range: tuple[int, int] | None = None,
+                 no_drums: float | None = None) -> Path:
     """Write n pieces as out_dir/audio/NNNNNN.<fmt> plus out_dir/metadata.jsonl; returns out_dir.
 
     Each metadata line: {"path", "caption", "duration", "seed", "attributes"}; path is
     relative to out_dir. With `captions` > 1 a line also lists "captions": up to that many
     different descriptions (`captions_for`), the first of them the caption. `lead` (one of
     `LEADS`) and `bpm_range` (lowest and highest tempo) restrict every piece to one lead
-    instrument and a tempo range (`corpus_overrides`), for a corpus of one style. Piece i
+    instrument and a tempo range, and `no_drums` (0 to 1) sets the share of pieces without
+    drums (`corpus_overrides`; None: the seed's draw, one style in five). Piece i
     depends only on (seed, i), so corpora are reproducible, whatever the number of worker
     processes (`jobs`). metadata.jsonl is written last: a
     corpus folder with one is complete.
@@ -201,7 +218,7 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     _check_choice("fmt", fmt, ("wav", "flac"))
     _check_choice("durations", durations, DURATION_LAWS)
     _check_captions(captions)
-    _check_restrictions(lead, bpm_range)
+    _check_restrictions(lead, bpm_range, no_drums)
     most = 4 * (os.cpu_count() or 1)  # more workers than CPUs only cost memory
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= most:
         raise SalongError(f"jobs={jobs!r} is not allowed; use an integer from 1 to {most} (4 per CPU)")
@@ -209,7 +226,8 @@ def write_corpus(n: int, out_dir: str | Path, seed: int = 0, min_seconds: float 
     _refuse_existing_corpus(out, n, fmt, overwrite)
     check_room(out, n, min_seconds, max_seconds, durations, fmt)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    work = ((out, seed, i, min_seconds, max_seconds, durations, fmt, captions, lead, bpm_range) for i in range(n))
+    work = ((out, seed, i, min_seconds, max_seconds, durations, fmt, captions, lead, bpm_range, no_drums)
+            for i in range(n))
     lines = []
     with contextlib.ExitStack() as stack:
         # a second salong writing into this folder is refused at once, not after both wrote pieces
