@@ -25,7 +25,7 @@ CORPUS_MAX_SECONDS=${CORPUS_MAX_SECONDS:-285}
 # Wordings per piece: each training crop draws one, so models learn the words, not 600 captions.
 CORPUS_CAPTIONS=${CORPUS_CAPTIONS:-8}
 # Share of pieces without drums, 0 to 1 (`salong synth --no-drums`); empty: the synth's own draw
-# (one style in five), as the corpus of every stage before dit-nd was.
+# (one style in five), as the bundled model's corpus was.
 CORPUS_NO_DRUMS=${CORPUS_NO_DRUMS:-}
 NO_DRUMS=()
 if [ -n "$CORPUS_NO_DRUMS" ]; then NO_DRUMS=(--no-drums "$CORPUS_NO_DRUMS"); fi
