@@ -34,12 +34,12 @@ def stage_runs(work: Path) -> list[str]:
 
 
 def corpus_facts(work: Path) -> str:
-    lines = (work / "corpus" / "metadata.jsonl").read_text().splitlines()
-    durations = [json.loads(line)["duration"] for line in lines]
+    entries = [json.loads(line) for line in (work / "corpus" / "metadata.jsonl").read_text().splitlines()]
+    durations = [entry["duration"] for entry in entries]
     config = json.loads((work / "corpus.json").read_text()) if (work / "corpus.json").is_file() else {}
     seed = config.get("seed", "see the recipe")
-    wordings = max(len(json.loads(line).get("captions", [None])) for line in lines)
-    drumless = sum(json.loads(line).get("attributes", {}).get("drums") == "none" for line in lines)
+    wordings = max(len(entry.get("captions", [None])) for entry in entries)
+    drumless = sum(entry.get("attributes", {}).get("drums") == "none" for entry in entries)
     share = "" if config.get("no_drums") is None else f", `--no-drums {config['no_drums']:g}`"
     return (f"{len(durations)} procedural pieces (`salong synth`, seed {seed}{share}, log-uniform lengths "
             f"{min(durations):.1f}-{max(durations):.1f} s), {sum(durations) / 3600:.2f} hours, "
