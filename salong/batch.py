@@ -74,7 +74,7 @@ def slug(text: str, limit: int = 40) -> str:
 def read_prompts(path: Path) -> list[dict[str, Any] | BadLine]:
     """Entries of a prompts file: plain lines are prompts; lines starting with `{` are JSON
     objects with `prompt` and optionally `seconds`, `seed`, `output`, `negative`, `bpm`, `key`
-    `meter`, `drums` and `form`, and an edit (`salong.edit`): `inpaint` (a file) with `from` and `to`
+    `meter`, `drums`, `form` and `chords`, and an edit (`salong.edit`): `inpaint` (a file) with `from` and `to`
     (or `start` and `end`), `extend` (a file) with `extend_before` and its cut, `from` (before
     its start: `to`), or `loop` (their values are checked as the song's request, `plan_jobs`).
     Blank lines and lines starting with `#` are skipped."""
@@ -110,7 +110,7 @@ def _check_entry(entry: Any) -> str | None:
     unknown = sorted(set(entry) - {*LINE_KEYS, *FLAG_KEYS, "output"})
     if unknown:
         return (f"unknown keys {unknown}; use prompt, seconds, seed, output, negative, bpm, key, meter, drums, "
-                "form, inpaint, from, to, extend, extend_before, loop")
+                "form, chords, inpaint, from, to, extend, extend_before, loop")
     for flag, name in FLAG_KEYS.items():
         if flag in entry and name in entry:
             return f"give the region's {flag!r} or {name!r}, not both"
@@ -209,14 +209,15 @@ class Rendered:
     def record(self) -> dict[str, Any]:
         """The song's request as one JSON-ready record (what `salong generate --json` prints):
         its settings, the tempo, key, meter and drums it asked for (options over the prompt), the form
-        it played (as its recipe records it, `SongRequest.resolve`), the model
+        and chords it played (as its recipe records them, `SongRequest.resolve`), the model
         and its adapters (absolute path and strength each, or None), and its edit (the source file
         absolute; None where not an edit)."""
         request = self.song.request
         controls = request.controls.record()
         fields = request.record()
         return dict(path=str(self.path), **{name: getattr(request, name) for name in RECORD_FIELDS},
-                    **{name: request.form if name == "form" else controls.get(name) for name in CONTROL_FIELDS},
+                    **{name: getattr(request, name) if name in ("form", "chords") else controls.get(name)
+                       for name in CONTROL_FIELDS},
                     model=self.model,
                     lora=fields["lora"], **{name: fields[name] for name in EDIT_KEYS}, elapsed=round(self.elapsed, 3))
 

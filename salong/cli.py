@@ -339,6 +339,12 @@ def generate(
                                        "bound on a bar line, so the last section ends with the song; a model "
                                        "without a form conditioner reads listed sections as words; a --loop has "
                                        "none. \\[default: auto]"),
+    chords: Optional[str] = typer.Option(None, "--chords", help="Chords, one triad per bar, cycled: names (\"Am F "
+                                         "C G\") or degrees of the key (\"i VI III VII\", upper case major, lower "
+                                         "case minor, ° diminished); after a /, the B sections' (\"Am F C G / F G "
+                                         "Em Am\"); an outro holds the first chord. auto draws a progression for "
+                                         "the song's key, none plays none; a model without a chords conditioner "
+                                         "samples without them. \\[default: auto]"),
     sampler: Optional[str] = typer.Option(
         None, help="dpmpp-2m, dpmpp-2m-sde or euler. \\[default: the model's, dpmpp-2m]"),
     model: Optional[Path] = typer.Option(None, help="Generator file, or Stable Audio Open folder (model_config.json + "
@@ -357,7 +363,7 @@ def generate(
                                "true peak over --peak-db, turn those peaks down (a look-ahead limiter) so the "
                                "loudness is reached. \\[default: off: the ceiling wins and the song stays quieter]"),
     prompts: Optional[Path] = typer.Option(None, help="Batch file: a prompt per line, or JSON lines with prompt, "
-                                           "seconds, seed, output, negative, bpm, key, meter, drums, form."),
+                                           "seconds, seed, output, negative, bpm, key, meter, drums, form, chords."),
     n: int = typer.Option(1, "-n", help="Variations per prompt, 1 to 10,000 (consecutive seeds)."),
     name: str = typer.Option(
         DEFAULT_NAME, help="Output name template: {slug} {seed} {index} {variation} {seconds} {ext}."),
@@ -434,7 +440,8 @@ def generate(
     # bad settings fail here, before the model loads
     base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
-                       bpm=bpm, key=key, meter=meter, drums=drums, form=form, lora=lora or None, lora_merge=lora_merge,
+                       bpm=bpm, key=key, meter=meter, drums=drums, form=form, chords=chords, lora=lora or None,
+                       lora_merge=lora_merge,
                        bit_depth=bit_depth, loudness=loudness, peak_db=peak_db, limit=limit, inpaint=inpaint,
                        start=start, end=end, extend=extend, extend_before=extend_before, keep_silence=keep_silence,
                        loop=loop)

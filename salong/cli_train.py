@@ -259,8 +259,9 @@ def train_dit_cmd(
                                                    "where a prompt shapes a song, more; above 0. \\[default: 1]"),
     controls: Optional[str] = typer.Option(None, help="Control conditioners, comma-separated: beat (tempo and meter "
                                            "as beat and bar phase per frame), key, drums (none, on or the groove), "
-                                           "form (the section of each frame and how far through it); read from "
-                                           "each file's metadata (bpm, key, meter, drums, sections). With --init, "
+                                           "form (the section of each frame and how far through it), chords "
+                                           "(the chord of each frame); read from each file's metadata (bpm, key, "
+                                           "meter, drums, sections, chords). With --init, "
                                            "added to the file's DiT at zero, so "
                                            "training starts from its exact predictions. \\[default: the preset's or "
                                            "the file's, none]"),

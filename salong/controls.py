@@ -79,11 +79,12 @@ class Controls:
     beats_per_bar: int | None = None
     drums: str | None = None  # among DRUMS
     form: tuple[Section, ...] | None = None  # the sections, in seconds from the piece's 0 s
+    chords: tuple[Section, ...] | None = None  # (chord name, start s, end s) from the piece's 0 s (`salong.chords`)
 
     @property
     def empty(self) -> bool:
         return (self.bpm is None and self.key is None and self.beats_per_bar is None and self.drums is None
-                and self.form is None)
+                and self.form is None and self.chords is None)
 
     def record(self) -> dict:
         """JSON-ready values for a song's recipe (only those given)."""
@@ -98,6 +99,8 @@ class Controls:
             out["drums"] = self.drums
         if self.form is not None:  # as a metadata line gives them
             out["sections"] = [{"name": name, "start": start, "end": end} for name, start, end in self.form]
+        if self.chords is not None:
+            out["chords"] = [{"name": name, "start": start, "end": end} for name, start, end in self.chords]
         return out
 
 

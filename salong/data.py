@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from salong.audio import native_path, resample, to_channels
 from salong.checks import refuse_special, special_kind
+from salong.chords import parse_timeline
 from salong.controls import Controls, parse_bpm, parse_drums, parse_key, parse_meter, parse_sections
 from salong.errors import SalongError
 from salong.textfile import parse_json, read_lines, read_text
@@ -102,11 +103,12 @@ def _normalise(relpath: str) -> str:
 
 
 def file_controls(entry: Mapping[str, Any], where: str) -> Controls:
-    """A metadata line's tempo, key, meter, drums and form: its own "bpm", "key" ("F# minor"),
-    "meter" ("3/4"), "drums" ("none", "on" or a groove) and "sections" ([{"name": "intro",
-    "start": 0.0, "end": 8.0}, ...] in seconds), else those of its synth "attributes" (bpm,
-    tonic and mode, meter, drums, sections); absent ones stay None. A value that cannot be
-    read is a one-line error naming the line."""
+    """A metadata line's tempo, key, meter, drums, form and chords: its own "bpm", "key" ("F# minor"),
+    "meter" ("3/4"), "drums" ("none", "on" or a groove), "sections" ([{"name": "intro",
+    "start": 0.0, "end": 8.0}, ...] in seconds) and "chords" ([{"name": "Am", "start": 0.0,
+    "end": 2.4}, ...]), else those of its synth "attributes" (bpm, tonic and mode, meter,
+    drums, sections); absent ones stay None. A value that cannot be read is a one-line error
+    naming the line."""
     attrs = entry.get("attributes") if isinstance(entry.get("attributes"), Mapping) else {}
     bpm, key, meter = entry.get("bpm", attrs.get("bpm")), entry.get("key"), entry.get("meter", attrs.get("meter"))
     drums, sections = entry.get("drums", attrs.get("drums")), entry.get("sections", attrs.get("sections"))
@@ -116,7 +118,8 @@ def file_controls(entry: Mapping[str, Any], where: str) -> Controls:
         return Controls(bpm=None if bpm is None else parse_bpm(bpm), key=None if key is None else parse_key(key),
                         beats_per_bar=None if meter is None else parse_meter(meter),
                         drums=None if drums is None else parse_drums(drums),
-                        form=None if sections is None else parse_sections(sections))
+                        form=None if sections is None else parse_sections(sections),
+                        chords=None if entry.get("chords") is None else parse_timeline(entry["chords"]))
     except SalongError as exc:
         raise SalongError(f"{where}: {str(exc).replace('--', '', 1)}; fix or remove that value") from None
 

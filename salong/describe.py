@@ -95,13 +95,13 @@ def describe_audio(path: str | Path) -> str:
     recipe = Recipe.from_json(info.tags["comment"], repr(str(path)))
     request = recipe.request
     model = recipe.model or "the bundled model"
-    tempo, key, meter, drums, form = _controls(request)
+    tempo, key, meter, drums, form, chords = _controls(request)
     init_audio = request.init_audio.record() if request.init_audio is not None else None
     settings = [
         ("prompt", request.prompt), ("negative prompt", request.negative), ("seconds", f"{request.seconds:g}"),
         ("seed", request.seed), ("steps", request.steps), ("cfg scale", f"{request.cfg:g}"),
         ("sampler", request.sampler), ("tempo", tempo), ("key", key), ("meter", meter), ("drums", drums),
-        ("form", form),
+        ("form", form), ("chords", chords),
         ("frames", "the model's whole window, then cut" if request.frames == "window" else "only those the song needs"),
         ("init audio", init_audio), ("init noise level", request.init_noise_level),
         ("bit depth", {"32f": "32-bit float"}.get(request.bit_depth, f"{request.bit_depth}-bit")
@@ -147,13 +147,13 @@ def _adapters(recipe: Recipe) -> list[tuple[str, str]]:
 
 def _controls(request: SongRequest) -> tuple[str | None, ...]:
     """The tempo, key, meter and drums a song asked for, each saying whether an option or the prompt gave it,
-    and the sections it played, in bars and seconds."""
+    the sections it played, in bars and seconds, and the chords it played ("Am F G Am / C G F Em")."""
     values = request.controls.record()
     shown = {name: f"{values[name]:g} BPM" if name == "bpm" else values[name] for name in values}
     asked = tuple(None if name not in shown else
                   f"{shown[name]} ({'--' + name if getattr(request, name) is not None else 'from the prompt'})"
-                  for name in CONTROL_FIELDS if name != "form")
-    return (*asked, _form(request))
+                  for name in CONTROL_FIELDS if name not in ("form", "chords"))
+    return (*asked, _form(request), request.chords)
 
 
 def _form(request: SongRequest) -> str | None:

@@ -26,6 +26,7 @@ import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
+from salong.chords import CHORD_FEATURES
 from salong.controls import BEAT_FEATURES, DRUM_FEATURES, FORM_FEATURES, KEY_FEATURES
 from salong.errors import SalongError
 
@@ -35,9 +36,9 @@ from salong.errors import SalongError
 TIMING_INPUTS = ("seconds_start", "seconds_total")
 # Control conditioners (salong.controls): "beat", per-frame beat and bar phase at the requested
 # tempo; "key", the song's key; "drums", drums or none and the groove; "form", per-frame section
-# and progress through it. Each is a bias-free linear map, zero at initialisation, added to the
-# tokens; a model without them is the reference network.
-CONTROLS = ("beat", "key", "drums", "form")
+# and progress through it; "chords", the per-frame chord (`salong.chords`). Each is a bias-free
+# linear map, zero at initialisation, added to the tokens; a model without them is the reference network.
+CONTROLS = ("beat", "key", "drums", "form", "chords")
 CONTROL_EMBEDS = tuple(f"{name}_embed" for name in CONTROLS)  # their modules' names
 
 
@@ -390,6 +391,8 @@ class DiT(nn.Module):
             self.drums_embed = nn.Linear(DRUM_FEATURES, c.width, bias=False)
         if "form" in c.controls:  # per patch, as the beat
             self.form_embed = nn.Linear(FORM_FEATURES * c.patch_size, c.width, bias=False)
+        if "chords" in c.controls:  # per patch, as the beat
+            self.chords_embed = nn.Linear(CHORD_FEATURES * c.patch_size, c.width, bias=False)
         self.preprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.postprocess_conv = nn.Conv1d(c.latent_dim, c.latent_dim, 1, bias=False)
         self.transformer = ContinuousTransformer(c)
@@ -451,11 +454,12 @@ class DiT(nn.Module):
 
     def control_bias(self, beat: torch.Tensor | None, key: torch.Tensor | None,
                      drop: torch.Tensor | None, drums: torch.Tensor | None = None,
-                     form: torch.Tensor | None = None) -> torch.Tensor | None:
+                     form: torch.Tensor | None = None, chords: torch.Tensor | None = None) -> torch.Tensor | None:
         """The controls' embeddings, (B, 1 + L/p, W) for the prepended token and every latent
         token, or None for a model without controls.
 
-        beat (B, L, BEAT_FEATURES) and form (B, L, FORM_FEATURES) per latent frame reach the
+        beat (B, L, BEAT_FEATURES), form (B, L, FORM_FEATURES) and chords (B, L,
+        CHORD_FEATURES) per latent frame reach the
         latent tokens, the features of a patch's frames together; key (B, KEY_FEATURES) and
         drums (B, DRUM_FEATURES) reach every token. Each is all zero where absent
         (`salong.controls`); `drop` (B,) bool zeroes them in its rows with the rest of the
@@ -474,6 +478,9 @@ class DiT(nn.Module):
         if form is not None and hasattr(self, "form_embed"):
             feats = rearrange(form.to(dtype), "b (t p) f -> b t (p f)", p=self.config.patch_size)  # (B, T, p*F)
             parts.append(F.pad(self.form_embed(feats), (0, 0, 1, 0)))  # (B, 1 + T, W), nothing on the prepended token
+        if chords is not None and hasattr(self, "chords_embed"):
+            feats = rearrange(chords.to(dtype), "b (t p) f -> b t (p f)", p=self.config.patch_size)  # (B, T, p*F)
+            parts.append(F.pad(self.chords_embed(feats), (0, 0, 1, 0)))  # (B, 1 + T, W)
         if not parts:
             return None
         bias = parts[0]
@@ -514,17 +521,20 @@ class DiT(nn.Module):
         key: torch.Tensor | None = None,
         drums: torch.Tensor | None = None,
         form: torch.Tensor | None = None,
+        chords: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict v for noisy latents.
 
         x (B, latent_dim, L); t (B,) in [0, 1]; cond_tokens (B, N, cond_width), zero at
         padded positions; seconds_start, seconds_total (B,) in seconds; cond_drop_mask (B,)
         bool or None; beat (B, L, BEAT_FEATURES), key (B, KEY_FEATURES), drums (B, DRUM_FEATURES)
-        and form (B, L, FORM_FEATURES), zero where absent, or None (`control_bias`). Returns
+        form (B, L, FORM_FEATURES) and chords (B, L, CHORD_FEATURES), zero where absent, or None
+        (`control_bias`). Returns
         (B, latent_dim, L).
         """
         context, global_cond = self.conditioning(cond_tokens, seconds_start, seconds_total, cond_drop_mask)
-        return self.backbone(x, t, context, global_cond, self.control_bias(beat, key, cond_drop_mask, drums, form))
+        bias = self.control_bias(beat, key, cond_drop_mask, drums, form, chords)
+        return self.backbone(x, t, context, global_cond, bias)
 
 
 # --- cost ----------------------------------------------------------------------------

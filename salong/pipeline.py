@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 
 from salong.autoencoder import Autoencoder
 from salong.checkpoint import build_strict, config_from_dict, load_checkpoint, save_checkpoint
+from salong.chords import chord_features, rotate_spans
 from salong.clap import (Clap, holds_text_tower_only, text_tower_state,
                          tokenizer_from_metadata, tokenizer_metadata)
 from salong.diffusion import (RFDenoiser, VDenoiser, cfg_denoiser, get_sampler, get_sigmas_loglinear, get_ts_logsnr,
@@ -166,6 +168,7 @@ class Generator:
         meter: str | None = None,
         drums: str | None = None,
         form: str | None = None,
+        chords: str | None = None,
         lora: Sequence[Lora | str | Path | tuple[str | Path, float]] | None = None,
         lora_merge: bool = False,
     ) -> Song:
@@ -179,14 +182,14 @@ class Generator:
         `lora` adapters are files or (file, strength) pairs."""
         if isinstance(request, SongRequest):
             given = (seconds, steps, cfg_scale, seed, negative_prompt, sampler, frames, init_audio, init_noise_level,
-                     bpm, key, meter, drums, form, lora)
+                     bpm, key, meter, drums, form, chords, lora)
             if full_window or lora_merge or any(value is not None for value in given):
                 raise TypeError("give a SongRequest, or a prompt with its settings; not both")
         else:
             request = SongRequest(request, seconds, seed=seed, steps=steps, cfg=cfg_scale, sampler=sampler,
                                   frames="window" if full_window else frames, negative=negative_prompt,
                                   init_audio=init_audio, init_noise_level=init_noise_level,
-                                  bpm=bpm, key=key, meter=meter, drums=drums, form=form, lora=lora,
+                                  bpm=bpm, key=key, meter=meter, drums=drums, form=form, chords=chords, lora=lora,
                                   lora_merge=lora_merge)
         return self.sample(request.resolve(self.config), progress)
 
@@ -228,7 +231,8 @@ class Generator:
             bpm, beats = r.controls.bpm, r.controls.beats_per_bar or 4
             fill, shift = loop_fill(song, self.sample_rate, None if bpm is None else beats * 60 / bpm,
                                     None if bpm is None else 60 / bpm)
-            seam = self._fill(r, fill, r.seed + 3, _counted(progress, r.steps, 2 * r.steps))
+            seam = self._fill(_rotated(r, shift / self.sample_rate), fill, r.seed + 3,
+                              _counted(progress, r.steps, 2 * r.steps))
             audio = np.roll(seam, shift, axis=1)  # back: the regenerated seam is the wrap-around
         else:
             fill = source_fill(r, self.sample_rate, self.config.autoencoder.audio_channels)
@@ -443,7 +447,22 @@ class Generator:
                 form = form_features(frames, rate, controls.form, start_seconds=start)[None].to(self.device)
                 cond.update(form=form)  # (1, frames, FORM_FEATURES)
                 uncond.update(form=torch.zeros_like(form))
+            if "chords" in self.controls:  # as the form
+                chords = chord_features(frames, rate, controls.chords, start_seconds=start)[None].to(self.device)
+                cond.update(chords=chords)  # (1, frames, CHORD_FEATURES)
+                uncond.update(chords=torch.zeros_like(chords))
         return cond, uncond
+
+
+def _rotated(r: SongRequest, seconds: float) -> SongRequest:
+    """`r` for a loop's seam pass, whose song is rotated left by `seconds` (whole bars): its
+    chords rotated with it (`rotate_spans`); the beat grid needs nothing, as whole bars."""
+    if r.controls.chords is None:
+        return r
+    rotated = copy.copy(r)
+    chords = rotate_spans(r.controls.chords, seconds, r.seconds)
+    object.__setattr__(rotated, "controls", dataclasses.replace(r.controls, chords=chords))
+    return rotated
 
 
 def finish(audio: np.ndarray, samples: int, sample_rate: int) -> np.ndarray:

@@ -20,7 +20,9 @@ model's), `lora_merge` (true: merged into the weights), `text_encoder` (a T5 fol
 apart from a Stable Audio Open model), `bpm`, `key`, `meter`, `drums` (what the prompt states is
 read from it again, so a new prompt given with `--like` states its own), `form` (the sections
 the song played, in bars: "intro 4, A 44, B 44, A' 46, outro 5"; "none"; left out where a
-model without a form conditioner was asked for none), `bit_depth` (a
+model without a form conditioner was asked for none), `chords` (the chords it played, by name:
+"Am F G Am / C G F Em"; "none"; left out where none were asked of a model without a chords
+conditioner, or of one whose song had no key), `bit_depth` (a
 WAV's or FLAC's: "16", "24" or "32f"; none in ogg and mp3), `loudness` and `peak_db` (the
 LUFS and dBTP ceiling it was normalised to), `limit` (true: its peaks were limited under the
 ceiling), `model` for the bundled model, and an edit's
@@ -187,7 +189,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg": (int, float),
     "sampler": (str,), "frames": (str,), "negative": (str,), "init_audio": (str,),
     "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
-    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "drums": (str,), "form": (str,),
+    "bpm": (str, int, float), "key": (str,), "meter": (str, int), "drums": (str,), "form": (str,), "chords": (str,),
     "lora": (list,), "lora_merge": (bool,),
     "salong": (str,), "bit_depth": (str,), "loudness": (int, float), "peak_db": (int, float),
     "limit": (bool,),

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from salong.checks import check_seed, is_real, random_seed
+from salong.chords import auto_progressions, chords_text, lay_chords, needs_key, parse_chords
 from salong.controls import (Controls, form_sections, form_text, parse_form, resolve as resolve_controls,
                              song_form)
 from salong.diffusion import RF_SAMPLERS, SAMPLERS, get_sampler
@@ -43,7 +44,7 @@ MAX_STEPS = 10_000  # the paper samples 100-250; a crafted recipe's 10**18 would
 MAX_CFG_SCALE = 100.0  # far beyond any useful guidance; larger scales overflow float32
 MAX_LORA_STRENGTH = 10.0  # an adapter's update is trained at 1; far beyond 10 the DiT's output is noise
 FRAME_MODES = ("needed", "window")
-CONTROL_FIELDS = ("bpm", "key", "meter", "drums", "form")  # the controls given as options (`salong.controls`)
+CONTROL_FIELDS = ("bpm", "key", "meter", "drums", "form", "chords")  # the controls given as options (`salong.controls`)
 
 
 # --- one rule per setting (the model's stored defaults, `SamplingConfig`, obey them too) --
@@ -207,7 +208,9 @@ class SongRequest:
     as options, kept as given; `controls` is what the song asks for, the options over
     what the prompt states. `form` is "auto" (None), "none" or sections in bars
     (`salong.controls.parse_form`); `resolve` makes it the sections the song plays for the
-    model, in bars (`form_text`), and lays them in `controls.form`. `lora` are the adapters
+    model, in bars (`form_text`), and lays them in `controls.form`. `chords` is "auto" (None),
+    "none" or progressions (`salong.chords.parse_chords`); `resolve` makes it the chords the
+    song plays, by name (`chords_text`), and lays them in `controls.chords`. `lora` are the adapters
     the DiT samples with, each with its strength (`Lora`; `check_lora` says what it takes),
     added on the fly or, with `lora_merge`, baked into a copy of the DiT's weights (faster;
     equal to float rounding).
@@ -233,6 +236,7 @@ class SongRequest:
     meter: str | int | None = None
     drums: str | None = None
     form: str | None = None
+    chords: str | None = None
     lora: tuple[Lora, ...] | None = None
     lora_merge: bool | None = None
     bit_depth: str | None = None
@@ -276,6 +280,8 @@ class SongRequest:
                 raise SalongError(f"{name} must be a string or number, got {value!r}")
         controls = resolve_controls(checked["prompt"], self.bpm, self.key, self.meter, self.drums)
         checked["controls"], _ = self._laid_form(controls, checked["seconds"])
+        if self.chords is not None and (controls.key is not None or self.extend is None or not needs_key(self.chords)):
+            parse_chords(self.chords, controls.key)  # read now, so a bad value fails before any model loads
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -413,11 +419,40 @@ class SongRequest:
         filled.update(self._source_controls(model, filled.get("end" if self.extend_before else "start")))
         filled["controls"], filled["form"] = self._laid_form(filled.get("controls", self.controls), seconds,
                                                              "form" in model.dit.controls)
+        filled["controls"], filled["chords"] = self._laid_chords(filled["controls"], seconds, filled["seed"],
+                                                                 "chords" in model.dit.controls)
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
         resolved = copy.copy(self)
         for name, value in filled.items():
             object.__setattr__(resolved, name, value)
         return resolved
+
+    def _laid_chords(self, controls: Controls, seconds: float, seed: int, conditioned: bool
+                     ) -> tuple[Controls, str | None]:
+        """`controls` with the chords of `chords` laid over a song of `seconds` (`lay_chords`,
+        over its sections where it has them), and the chords as the recipe records them
+        (`chords_text`: by name, or by degree when drawn or so given; "none"; None where none
+        were asked). "auto" draws a progression for the song's key with its seed
+        (`auto_progressions`), for a model with a chords
+        conditioner only, and needs a key; listed chords reach only such a model too (with a
+        one-line warning for another)."""
+        asked = "auto" if self.chords is None else self.chords
+        degrees = None  # the key a progression drawn or given by degree is recorded in, so --like --key moves it
+        if asked.strip().lower() == "none":
+            return dataclasses.replace(controls, chords=None), "none"
+        if asked.strip().lower() == "auto":
+            if not conditioned or controls.key is None:
+                return dataclasses.replace(controls, chords=None), None
+            progressions, degrees = auto_progressions(controls.key, seed), controls.key
+        else:
+            progressions = parse_chords(asked, controls.key)
+            degrees = controls.key if needs_key(asked) else None
+            if not conditioned:
+                warnings.warn("this model has no chords conditioner, and its captions have no words for chords; "
+                              "the song is sampled without --chords")
+                return dataclasses.replace(controls, chords=None), chords_text(progressions)
+        spans = lay_chords(progressions, seconds, controls.bpm, controls.beats_per_bar, controls.form)
+        return dataclasses.replace(controls, chords=spans), chords_text(progressions, degrees)
 
     def _edited_seconds(self, model: GeneratorConfig) -> float:
         """The song's length for `model`, with an edit's checks (`salong.edit.check_edit`): an

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from salong.synth.attributes import LONG_FORM_SECONDS, TONICS, PieceAttributes, form_bars
+from salong.synth.attributes import _RENDER_STREAM, LONG_FORM_SECONDS, TONICS, PieceAttributes, _check_seed, form_bars
 
 
 class _Note(NamedTuple):
@@ -30,6 +30,7 @@ class _Score:
     chords: list[_Note]
     bass: list[_Note]
     drums: list[_Hit]
+    harmony: list[tuple[float, float, int]]  # (start s, end s, scale degree) of each bar's chord
 
 
 _SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}  # natural minor
@@ -182,12 +183,13 @@ def _compose(attrs: PieceAttributes, rng: np.random.Generator) -> _Score:
     center = {"A": 60, "B": 67}
     energy = {"A": 0.8, "B": 1.0}
     long_form = attrs.seconds >= LONG_FORM_SECONDS
-    score = _Score([], [], [], [])
+    score = _Score([], [], [], [], [])
 
     for name, first, end in form_bars(attrs.seconds, attrs.bpm, attrs.beats_per_bar):
         variant = "B" if name == "B" else "A"
         for j, bar in enumerate(range(first, end)):
             chord = 0 if name == "outro" else prog[variant][j % 4]
+            score.harmony.append((bar * bar_s, min((bar + 1) * bar_s, attrs.seconds), chord))
 
             if attrs.chords is not None and (name != "outro" or j == 0):
                 hold = (end - first if name == "outro" else 1) * bar_s * 0.98
@@ -233,3 +235,25 @@ def _compose(attrs: PieceAttributes, rng: np.random.Generator) -> _Score:
                     for i, step in enumerate(range(steps - 4, steps)):
                         score.drums.append(_Hit(at(bar, step), "snare", vel(0.45 + 0.15 * i)))
     return score
+
+
+def harmony(attrs: PieceAttributes, seed: int) -> list[dict]:
+    """The chord of every bar of the piece `render(attrs, seed)` plays, as a metadata line
+    gives chords (`salong.chords.parse_timeline`): [{"name": "Am", "start": 0.0, "end": 2.4},
+    ...], neighbouring bars on one chord joined. Composed again with render's random stream,
+    which the chords are drawn from; no audio is made."""
+    from salong.chords import chord_name, degree_chord
+    from salong.controls import Key
+
+    _check_seed(seed)
+    key = Key(TONICS.index(attrs.tonic), attrs.mode)
+    spans: list[dict] = []
+    for start, end, degree in _compose(attrs, np.random.default_rng([seed, _RENDER_STREAM])).harmony:
+        if start >= end:
+            continue
+        name = chord_name(degree_chord(key, degree))
+        if spans and spans[-1]["name"] == name and abs(spans[-1]["end"] - start) < 1e-9:
+            spans[-1]["end"] = round(end, 6)
+        else:
+            spans.append({"name": name, "start": round(start, 6), "end": round(end, 6)})
+    return spans

@@ -24,6 +24,7 @@ from salong.synth.attributes import (_ATTRIBUTE_STREAM, _CAPTION_STREAM, _DRUMS_
                                      _check_seed, random_attributes)
 from salong.textfile import parse_json, read_lines
 from salong.synth.captions import caption_for
+from salong.synth.compose import harmony
 from salong.synth.mix import render
 
 
@@ -73,7 +74,8 @@ def _check_captions(captions: int) -> None:
 def _metadata_line(rel: str, piece_seed: int, attrs: PieceAttributes, seconds: float, captions: int) -> str:
     texts = captions_for(attrs, piece_seed, captions)
     entry = {"path": rel, "caption": texts[0], **({"captions": texts} if captions > 1 else {}),
-             "duration": seconds, "seed": piece_seed, "attributes": attrs.to_dict()}
+             "duration": seconds, "seed": piece_seed, "attributes": attrs.to_dict(),
+             "chords": harmony(attrs, piece_seed)}
     return json.dumps(entry)
 
 

@@ -78,7 +78,7 @@ class DiTTaskConfig:
     crop_law: str = "log"
     text_layer: int = -2  # the CLAP hidden states the DiT reads (`GeneratorConfig.text_layer`)
     canonical_text: bool = False  # words spelled alike whatever their case or place (`GeneratorConfig.canonical_text`)
-    # Share of samples trained without each control (tempo, key, drums, form; drawn apart), so the model
+    # Share of samples trained without each control (tempo, key, drums, form, chords; drawn apart), so the model
     # also works without it and guidance can amplify it. Samples without conditioning
     # (`cond_dropout`) lose their controls too.
     control_dropout: float = 0.2
@@ -220,8 +220,8 @@ class DiTTask(Task):
         mask = batch["mask"] | whole[:, None]  # (B, L)
         controls = {}
         if self.config.model.controls:  # drawn only for models with controls, so older runs resume as they were
-            # drums and form only for models with them, so the draws of models without stay as they were
-            later = tuple(name for name in ("drums", "form") if name in self.config.model.controls)
+            # drums, form and chords only for models with them, so the draws of models without stay as they were
+            later = tuple(name for name in ("drums", "form", "chords") if name in self.config.model.controls)
             for name in ("beat", "key") + later:
                 kept = torch.rand(b, device=x0.device) >= self.config.control_dropout  # (B,)
                 value = batch[name]

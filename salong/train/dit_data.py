@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from salong.audio import load_audio
 from salong.autoencoder import Autoencoder, save_autoencoder
+from salong.chords import chord_features, parse_timeline
 from salong.checkpoint import (build_strict, config_from_dict, content_digest, load_checkpoint, save_checkpoint,
                                write_atomic)
 from salong.clap import Clap, save_clap, tokenizer_from_metadata, tokenizer_metadata
@@ -237,9 +238,9 @@ class LatentDataset(torch.utils.data.Dataset):
     timing follows `salong.timing`. A file's tempo becomes beat features that keep the
     phase of the crop's offset (a piece's grid starts on a downbeat at 0 s), its key key
     features and its drums drum features, the groove unnamed in a share of crops
-    (`UNNAMED_GROOVE`), its sections form features that keep the crop's offset into the
-    piece, none on the padding past its end (`salong.controls`; zeros where the metadata
-    gives none).
+    (`UNNAMED_GROOVE`), its sections form features and its chords chord features that keep
+    the crop's offset into the piece, none on the padding past its end (`salong.controls`,
+    `salong.chords`; zeros where the metadata gives none).
     """
 
     def __init__(self, cache_dir: Path, items: list[dict[str, Any]], lengths: CropLengths, latent_rate: float) -> None:
@@ -248,6 +249,7 @@ class LatentDataset(torch.utils.data.Dataset):
         # each file's key features, read once rather than per crop
         self.keys = [key_features(parse_key(item["key"]) if item.get("key") else None) for item in items]
         self.forms = [parse_sections(item["sections"]) if item.get("sections") else None for item in items]
+        self.chords = [parse_timeline(item["chords"]) if item.get("chords") else None for item in items]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -279,6 +281,8 @@ class LatentDataset(torch.utils.data.Dataset):
         # section's end, the padding paired "the outro nearly through" with silence: the likely
         # cause of songs that end early (checkpoints/README.md, Limits).
         form[real:] = 0.0
+        chords = chord_features(frames, self.latent_rate, self.chords[index], start_seconds=offset / self.latent_rate)
+        chords[real:] = 0.0  # and no chord
         return {
             "latents": torch.cat([crop, padding], dim=1),  # (64, frames)
             "mask": mask,
@@ -289,4 +293,5 @@ class LatentDataset(torch.utils.data.Dataset):
             "key": key,
             "drums": drum_features(drums),  # (DRUM_FEATURES,)
             "form": form,  # (frames, FORM_FEATURES)
+            "chords": chords,  # (frames, CHORD_FEATURES)
         }
