@@ -25,8 +25,8 @@ CORPUS_MAX_SECONDS=${CORPUS_MAX_SECONDS:-285}
 # Wordings per piece: each training crop draws one, so models learn the words, not 600 captions.
 CORPUS_CAPTIONS=${CORPUS_CAPTIONS:-8}
 # Share of pieces without drums, 0 to 1 (`salong synth --no-drums`); empty: the synth's own draw
-# (one style in five), as the bundled model's corpus was.
-CORPUS_NO_DRUMS=${CORPUS_NO_DRUMS:-}
+# (one style in five). The bundled model's last two runs trained on the corpus with 0.5 (its card).
+CORPUS_NO_DRUMS=${CORPUS_NO_DRUMS-0.5}
 NO_DRUMS=()
 if [ -n "$CORPUS_NO_DRUMS" ]; then NO_DRUMS=(--no-drums "$CORPUS_NO_DRUMS"); fi
 AE_STEPS=${AE_STEPS:-8000}
@@ -50,9 +50,11 @@ DIT_SEED=${DIT_SEED:-0}
 # per latent frame at each piece's tempo, and its key, from the corpus's attributes. A run
 # started from a generator without them (INIT) gets them added at zero. Empty: none.
 # drums adds the drums/groove choice, and form the section of each frame (docs/architecture.md,
-# Controls). The bundled DiT got beat,key first (2000 updates), then form and drums as well
-# (6111 more, from that generator with INIT, DIT_LR=1e-4 DIT_SEED=11; see its card).
-CONTROLS=${CONTROLS-beat,key,form,drums}
+# Controls), and chords the chord of each frame (the synth writes each piece's). The bundled DiT
+# got beat,key first (2000 updates), then form and drums as well (6111 more, from that generator
+# with INIT, DIT_LR=1e-4 DIT_SEED=11), then 3819 on the corpus half without drums (seed 12) and
+# 2745 with chords as well (seed 13; see its card).
+CONTROLS=${CONTROLS-beat,key,drums,form,chords}
 # Spell each caption's and prompt's words alike whatever their case or place (1) or as written (0).
 CANONICAL_TEXT=${CANONICAL_TEXT:-1}
 # Sizes; the bundled model uses these defaults (tiny ones make a quick smoke run of the recipe).
@@ -125,13 +127,20 @@ if [ ! -f "$WORK/corpus/metadata.jsonl" ]; then
     stage corpus threads "$THREADS" $RUN synth "$CORPUS_PIECES" "$WORK/corpus" --seed "$SEED" --durations log \
         --min-seconds "$CORPUS_MIN_SECONDS" --max-seconds "$CORPUS_MAX_SECONDS" --jobs "$THREADS" --overwrite \
         --captions "$CORPUS_CAPTIONS" "${NO_DRUMS[@]}"
-elif [ "$CORPUS_CAPTIONS" -gt 1 ] && ! grep -q '"captions"' "$WORK/corpus/metadata.jsonl"; then
-    # a corpus written with one caption per piece gets its other wordings; the audio stays
+    CORPUS_WRITTEN=1
+elif { [ "$CORPUS_CAPTIONS" -gt 1 ] && ! grep -q '"captions"' "$WORK/corpus/metadata.jsonl"; } \
+        || ! grep -q '"chords"' "$WORK/corpus/metadata.jsonl"; then
+    # a corpus written with one caption per piece gets its other wordings, and one written before
+    # the synth recorded each piece's chords gets them; the audio stays
     $RUN synth "$CORPUS_PIECES" "$WORK/corpus" --captions "$CORPUS_CAPTIONS" --recaption > /dev/null
 fi
-printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": %s, "max_seconds": %s, "captions": %s, "no_drums": %s}\n' \
-    "$SEED" "$CORPUS_PIECES" "$CORPUS_MIN_SECONDS" "$CORPUS_MAX_SECONDS" "$CORPUS_CAPTIONS" "${CORPUS_NO_DRUMS:-null}" \
-    > "$WORK/corpus.json"
+# What the corpus was written with, for the card; a kept corpus keeps its own record (a changed
+# default, such as CORPUS_NO_DRUMS, does not rewrite what its pieces are).
+if [ "${CORPUS_WRITTEN:-0}" = 1 ] || [ ! -f "$WORK/corpus.json" ]; then
+    printf '{"seed": %s, "pieces": %s, "durations": "log", "min_seconds": %s, "max_seconds": %s, "captions": %s, "no_drums": %s}\n' \
+        "$SEED" "$CORPUS_PIECES" "$CORPUS_MIN_SECONDS" "$CORPUS_MAX_SECONDS" "$CORPUS_CAPTIONS" "${CORPUS_NO_DRUMS:-null}" \
+        > "$WORK/corpus.json"
+fi
 
 # 2. Autoencoder and CLAP do not depend on each other: they train side by side, each on half
 #    the cores (all of them for the autoencoder once CLAP is done). A finished stage only

@@ -58,7 +58,9 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert json.loads((work / "dit" / "config.json").read_text())["task"]["timestep_shift"] == 2.0
     assert stages(work) == ["corpus", "autoencoder", "clap", "dit", "export", "evaluate"]
     assert json.loads((work / "corpus.json").read_text())["max_seconds"] == 3
-    assert json.loads((work / "corpus.json").read_text())["no_drums"] is None
+    assert json.loads((work / "corpus.json").read_text())["no_drums"] == 0.5  # the bundle's corpus: half drumless
+    assert all(entry["chords"] for entry in (json.loads(line) for line in
+                                             (work / "corpus" / "metadata.jsonl").read_text().splitlines()))
 
     second = run_recipe(work, ship)  # finished stages resume at their last step: nothing trains again
     assert second.returncode == 0, second.stderr[-3000:]
