@@ -159,3 +159,22 @@ def dit_task_inputs(controls, dropout, monkeypatch, **features):
     torch.manual_seed(0)
     task.loss("dit", batch, {"dit": task.dit}, 0)
     return seen
+
+
+def saved_with_controls(tmp_path_factory, controls, name):
+    """A tiny generator with the DiT's `controls`, its weights perturbed, saved in a fresh folder."""
+    import dataclasses
+
+    from salong.dit import DiT
+    from salong.pipeline import Generator
+
+    base = tiny_generator(0)
+    config = dataclasses.replace(base.config, dit=dataclasses.replace(base.config.dit, controls=controls),
+                                 canonical_text=True)
+    dit = DiT(config.dit)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return Generator(config, dit, base.autoencoder, base.text_encoder.clap).save(
+        tmp_path_factory.mktemp(name) / f"{name}.safetensors")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import dit_task_inputs, run_cli, tiny_generator
+from conftest import dit_task_inputs, saved_with_controls, run_cli
 from salong.chords import (CHORD_FEATURES, auto_progressions, chord_features, chords_text, lay_chords, parse_chords,
                            parse_timeline, rotate_spans)
 from salong.controls import (BEAT_FEATURES, DRUM_FEATURES, FORM_FEATURES, KEY_FEATURES, Controls, form_sections,
@@ -186,30 +186,14 @@ def test_chords_added_to_a_trained_model_start_at_its_predictions_then_matter():
 
 # --- generation ---------------------------------------------------------------------------------
 
-def _saved(tmp_path_factory, controls, name):
-    from salong.dit import DiT
-    from salong.pipeline import Generator
-
-    base = tiny_generator(0)
-    config = dataclasses.replace(base.config, dit=dataclasses.replace(base.config.dit, controls=controls),
-                                 canonical_text=True)
-    dit = DiT(config.dit)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in dit.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return Generator(config, dit, base.autoencoder, base.text_encoder.clap).save(
-        tmp_path_factory.mktemp(name) / f"{name}.safetensors")
-
-
 @pytest.fixture(scope="module")
 def chords_path(tmp_path_factory):
-    return _saved(tmp_path_factory, ("beat", "key", "form", "chords"), "chords")
+    return saved_with_controls(tmp_path_factory, ("beat", "key", "form", "chords"), "chords")
 
 
 @pytest.fixture(scope="module")
 def form_path(tmp_path_factory):
-    return _saved(tmp_path_factory, ("beat", "key", "form"), "form")
+    return saved_with_controls(tmp_path_factory, ("beat", "key", "form"), "form")
 
 
 def test_chords_change_the_song_and_auto_is_drawn_in_the_key(chords_path):

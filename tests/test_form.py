@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import dit_task_inputs, perturbed_dit, run_cli, tiny_generator
+from conftest import dit_task_inputs, saved_with_controls, perturbed_dit, run_cli
 from salong.controls import (BEAT_FEATURES, DRUM_FEATURES, FORM_FEATURES, FORM_SECTIONS, KEY_FEATURES, Controls,
                              beat_features, form_features, form_sections, form_text, form_words, parse_form,
                              parse_sections, prompt_with_controls, song_form)
@@ -196,30 +196,14 @@ def test_form_added_to_a_trained_model_starts_at_its_predictions_then_matters(pa
 
 # --- generation ---------------------------------------------------------------------------------
 
-def _saved(tmp_path_factory, controls, name):
-    from salong.dit import DiT
-    from salong.pipeline import Generator
-
-    base = tiny_generator(0)
-    config = dataclasses.replace(base.config, dit=dataclasses.replace(base.config.dit, controls=controls),
-                                 canonical_text=True)
-    dit = DiT(config.dit)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in dit.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return Generator(config, dit, base.autoencoder, base.text_encoder.clap).save(
-        tmp_path_factory.mktemp(name) / f"{name}.safetensors")
-
-
 @pytest.fixture(scope="module")
 def form_path(tmp_path_factory):
-    return _saved(tmp_path_factory, ("beat", "key", "form"), "form")
+    return saved_with_controls(tmp_path_factory, ("beat", "key", "form"), "form")
 
 
 @pytest.fixture(scope="module")
 def beat_path(tmp_path_factory):
-    return _saved(tmp_path_factory, ("beat", "key"), "beat")
+    return saved_with_controls(tmp_path_factory, ("beat", "key"), "beat")
 
 
 SPEC = "intro 1, A 1, outro 1"  # three bars of 0.75 s at 240 BPM in 3/4: a 2.25 s song
