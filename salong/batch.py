@@ -43,8 +43,8 @@ LINE_KEYS = ("prompt", "seconds", "seed", "negative", *CONTROL_FIELDS, *EDIT_KEY
 FLAG_KEYS = {"from": "start", "to": "end"}  # a line may name the region as the flags do
 MAX_VARIATIONS = 10_000  # -n
 MAX_SONGS = 100_000  # songs of one run: prompts x -n (each planned job is kept in memory)
-RECORD_FIELDS = ("prompt", "seconds", "seed", "steps", "cfg", "sampler", "negative")  # `--json`, with the controls
-# and the edit (`EDIT_KEYS`)
+# `--json`, with the controls and the edit (`EDIT_KEYS`)
+RECORD_FIELDS = ("prompt", "seconds", "seed", "steps", "cfg", "cfg_interval", "sampler", "negative")
 
 
 @dataclass(frozen=True)

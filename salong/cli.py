@@ -320,6 +320,10 @@ def generate(
         None, help="Sampler steps, 1 or more. \\[default: the model's, 100 for paper settings]"),
     cfg: Optional[float] = typer.Option(None, "--cfg-scale", help="Classifier-free guidance scale, >= 0 (at most "
                                         "100); 1 = none. \\[default: the model's, 7]"),
+    cfg_interval: Optional[str] = typer.Option(
+        None, "--cfg-interval", help="Noise levels LO,HI (1 = pure noise, 0 = clean) where guidance applies; 0,1 = "
+        "every step, 0.7,1 = not the last steps (fewer hits where none are asked for). \\[default: the model's; "
+        "the bundled model's 0.7,1]"),
     seed: Optional[int] = typer.Option(None, help="Seed, 0 or more; the same seed and settings give the same song. "
                                        "\\[default: random]"),
     negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt: what to steer away from."),
@@ -438,7 +442,8 @@ def generate(
     if like is not None and inpaint is None:
         start, end, keep_silence = _cut_over_take(ctx, start, end, keep_silence)
     # bad settings fail here, before the model loads
-    base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, sampler=sampler, frames=frames,
+    base = SongRequest(prompt or "", seconds, seed=seed, steps=steps, cfg=cfg, cfg_interval=cfg_interval,
+                       sampler=sampler, frames=frames,
                        negative=negative, init_audio=init_audio, init_noise_level=init_noise_level,
                        bpm=bpm, key=key, meter=meter, drums=drums, form=form, chords=chords, lora=lora or None,
                        lora_merge=lora_merge,

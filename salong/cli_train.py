@@ -342,6 +342,9 @@ def train_export_cmd(
         None, help="Generators: default CFG scale stored in the file, >= 0 (at most 100). \\[default: the run's]"),
     sampler: Optional[str] = typer.Option(
         None, help="Generators: default sampler stored in the file. \\[default: the run's]"),
+    cfg_interval: Optional[str] = typer.Option(
+        None, help="Generators: default noise levels LO,HI where guidance applies, stored in the file (0,1: every "
+                   "step). \\[default: the run's]"),
     generator: Optional[Path] = typer.Option(
         None, help="Autoencoder runs: write this generator file with the run's autoencoder in place of its own "
                    "(a `--decoder-only` run of its autoencoder, so its DiT fits)."),
@@ -350,5 +353,5 @@ def train_export_cmd(
     """Write a run's EMA weights as a model file that --model accepts."""
     from salong.train.tasks import export_model
 
-    path = export_model(run, out, half, steps, cfg_scale, sampler, overwrite, generator)
+    path = export_model(run, out, half, steps, cfg_scale, sampler, overwrite, generator, cfg_interval)
     say(path, path)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from salong.checkpoint import load_checkpoint, read_metadata
-from salong.request import CONTROL_FIELDS, SongRequest
+from salong.request import CONTROL_FIELDS, SongRequest, cfg_interval_levels
 from salong.textfile import visible
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ def describe_audio(path: str | Path) -> str:
     settings = [
         ("prompt", request.prompt), ("negative prompt", request.negative), ("seconds", f"{request.seconds:g}"),
         ("seed", request.seed), ("steps", request.steps), ("cfg scale", f"{request.cfg:g}"),
-        ("sampler", request.sampler), ("tempo", tempo), ("key", key), ("meter", meter), ("drums", drums),
-        ("form", form), ("chords", chords),
+        ("cfg interval", _interval(request.cfg_interval)), ("sampler", request.sampler), ("tempo", tempo),
+        ("key", key), ("meter", meter), ("drums", drums), ("form", form), ("chords", chords),
         ("frames", "the model's whole window, then cut" if request.frames == "window" else "only those the song needs"),
         ("init audio", init_audio), ("init noise level", request.init_noise_level),
         ("bit depth", {"32f": "32-bit float"}.get(request.bit_depth, f"{request.bit_depth}-bit")
@@ -197,7 +197,15 @@ def _generator_summary(config: dict, parts: dict[str, list], path: Path) -> str:
     ae, sampling = c.autoencoder, c.sampling
     return (f"window {c.dit.window} latent frames = {c.max_seconds:.2f} s at {ae.latent_rate:.2f} Hz; "
             f"{ae.sample_rate} Hz, {ae.audio_channels} channels; sampler {sampling.sampler}, "
-            f"{sampling.steps} steps, CFG {sampling.cfg_scale:g}")
+            f"{sampling.steps} steps, CFG {sampling.cfg_scale:g}"
+            + ("" if sampling.cfg_interval == (0.0, 1.0) else f" at noise levels {_interval(sampling.cfg_interval)}"))
+
+
+def _interval(levels: str | tuple[float, float] | None) -> str:
+    """Guidance's noise levels for people: "0.7-1", "0-1 (every step)"; None (a recipe from
+    before the setting) is every step."""
+    lo, hi = cfg_interval_levels(levels) if isinstance(levels, str) else levels or (0.0, 1.0)
+    return f"{lo:g}-{hi:g}" + (" (every step)" if (lo, hi) == (0.0, 1.0) else "")
 
 
 def _millions(tensors) -> str:

@@ -300,8 +300,24 @@ def get_sampler(name: str, objective: str = "v") -> Sampler:
 # --- classifier-free guidance --------------------------------------------------------
 
 
-def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[str, Any], scale: float) -> Denoiser:
+FULL_INTERVAL = (0.0, 1.0)  # guidance at every noise level
+
+
+def noise_level(sigma: Tensor, objective: str = "v") -> float:
+    """Where a sampler step is, from 1 (pure noise) to 0 (clean), as stable-audio-tools
+    places its `cfg_interval`: sigma / sqrt(1 + sigma^2) for a v-objective sigma (the sine
+    of the angle t pi / 2), t itself for rectified flow."""
+    value = float(sigma.flatten()[0])
+    return value / math.sqrt(1.0 + value * value) if objective == "v" else value
+
+
+def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[str, Any], scale: float,
+                 interval: tuple[float, float] = FULL_INTERVAL, objective: str = "v") -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2022) in one batch: `u + scale * (c - u)`.
+
+    Guidance applies where the step's `noise_level` lies in `interval` (ends included;
+    Kynkaanniemi et al. 2024, stable-audio-tools' `cfg_interval`); elsewhere the step is the
+    conditional denoiser alone, one batch of B.
 
     `cond` and `uncond` hold the same keyword arguments of `denoiser` (tensors with the batch
     first, or None on both sides); the unconditional one usually has every cross-attention
@@ -330,6 +346,8 @@ def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[st
             both[key] = torch.cat([c, u])  # (2B, ...)
 
     def guided(x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
+        if tuple(interval) != FULL_INTERVAL and not interval[0] <= noise_level(sigma, objective) <= interval[1]:
+            return denoiser(x, sigma, **cond, **extra)
         out = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **both, **extra)  # (2B, C, L)
         c, u = out.chunk(2)  # (B, C, L) each
         return u + scale * (c - u)

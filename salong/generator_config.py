@@ -14,7 +14,8 @@ from salong.clap import ClapModelConfig
 from salong.diffusion import get_sampler
 from salong.dit import DiTConfig
 from salong.errors import SalongError
-from salong.request import check_cfg, check_frames, check_sampler, check_steps
+from salong.request import (cfg_interval_levels, check_cfg, check_cfg_interval, check_frames, check_sampler,
+                            check_steps)
 from salong.text_encoder import check_text_layer
 from salong.textfile import parse_json
 
@@ -33,10 +34,14 @@ class SamplingConfig:
     # "needed": sample only the latent frames a request needs; "window": the whole
     # training window, then cut (what models trained on whole windows expect).
     frames: str = "needed"
+    # Noise levels (1 = pure noise, 0 = clean) where guidance applies (`salong.diffusion.cfg_denoiser`);
+    # (0, 1): every step, as every file before it.
+    cfg_interval: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:  # the rules a song's own settings follow (`salong.request`)
         check_steps(self.steps)
         check_cfg(self.cfg_scale)
+        object.__setattr__(self, "cfg_interval", cfg_interval_levels(check_cfg_interval(self.cfg_interval)))
         check_sampler(self.sampler)
         if not 0 < self.sigma_min < self.sigma_max:
             raise SalongError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")

@@ -37,7 +37,7 @@ from salong.errors import SalongError
 from salong.generator_config import KIND, GeneratorConfig, SamplingConfig, T5Spec  # noqa: F401
 from salong.generator_config import generator_config, window_seconds  # noqa: F401
 from salong.lora import Adapter, attach, load_adapter, merge
-from salong.request import Lora, SongRequest
+from salong.request import Lora, SongRequest, cfg_interval_levels
 from salong.text_encoder import ClapTextEncoder, T5TextEncoder, TextEncoder
 from salong.timing import audio_samples, latent_frames, timing_condition
 
@@ -171,6 +171,7 @@ class Generator:
         chords: str | None = None,
         lora: Sequence[Lora | str | Path | tuple[str | Path, float]] | None = None,
         lora_merge: bool = False,
+        cfg_interval: str | tuple[float, float] | None = None,
     ) -> Song:
         """Sample one song: `request` resolved against this model (`SongRequest.resolve`: its
         defaults, its checks), then `sample`d.
@@ -179,10 +180,11 @@ class Generator:
         request from a prompt and the long-standing keywords of this method: `cfg_scale` is the
         request's `cfg`, `negative_prompt` its `negative`, `full_window=True` its
         `frames="window"`; `init_audio` is a file or (audio (channels, samples), sample rate);
-        `lora` adapters are files or (file, strength) pairs."""
+        `lora` adapters are files or (file, strength) pairs; `cfg_interval` the noise levels
+        guidance applies at, "0.7,1" or (0.7, 1.0)."""
         if isinstance(request, SongRequest):
             given = (seconds, steps, cfg_scale, seed, negative_prompt, sampler, frames, init_audio, init_noise_level,
-                     bpm, key, meter, drums, form, chords, lora)
+                     bpm, key, meter, drums, form, chords, lora, cfg_interval)
             if full_window or lora_merge or any(value is not None for value in given):
                 raise TypeError("give a SongRequest, or a prompt with its settings; not both")
         else:
@@ -190,7 +192,7 @@ class Generator:
                                   frames="window" if full_window else frames, negative=negative_prompt,
                                   init_audio=init_audio, init_noise_level=init_noise_level,
                                   bpm=bpm, key=key, meter=meter, drums=drums, form=form, chords=chords, lora=lora,
-                                  lora_merge=lora_merge)
+                                  lora_merge=lora_merge, cfg_interval=cfg_interval)
         return self.sample(request.resolve(self.config), progress)
 
     @torch.inference_mode()
@@ -298,7 +300,8 @@ class Generator:
 
         sample = get_sampler(r.sampler, self.config.objective)
         with self._adapted(r) as adapted:
-            denoiser = cfg_denoiser(adapted, cond, uncond, r.cfg)
+            denoiser = cfg_denoiser(adapted, cond, uncond, r.cfg, cfg_interval_levels(r.cfg_interval),
+                                    self.config.objective)
             if known is not None:
                 denoiser = keep_known(denoiser, known[0], known[1], noise, self.config.objective)
             latents = sample(denoiser, x, sigmas, callback=callback,

@@ -12,7 +12,10 @@ re-makes the file; `salong generate --like FILE` starts from it. With the same m
      "model_sha256": "3f0c9a51d2e87b64"}
 
 The keys are the fields of the song's request (`salong.request.SongRequest`, resolved:
-`frames` is the frame mode it was sampled with), then the model that made it, then the
+`frames` is the frame mode it was sampled with, `cfg_interval` the noise levels guidance
+applied at, "0.7,1.0", left out where it was every step, "0.0,1.0", as in every song before
+the setting: a recipe without it is read as None and given to `--like` as every step), then
+the model that made it, then the
 controls given as options. What is None is left out: `negative`, `init_audio` (written
 absolute), `init_noise_level`, `lora` (the adapters, each as
 `{"path": "/abs/style.safetensors", "sha256": "...", "strength": 0.8}`, its sha256 as the
@@ -59,6 +62,7 @@ WAV_TAG_LIMIT = 2000
 TITLE_LIMIT = 200  # the title is for people; the full prompt is in the recipe
 SHA256_DIGITS = 16
 MODEL_FIELDS = ("model", "model_sha256", "text_encoder")
+EVERY_STEP = "0.0,1.0"  # the cfg_interval every song had before the setting, and that a recipe leaves out
 
 
 @dataclass(frozen=True)
@@ -77,15 +81,18 @@ class Recipe:
     def __post_init__(self) -> None:
         assert self.lora_sha256 is None or len(self.lora_sha256) == len(self.request.lora or ()), "a sha256 each"
 
-    def items(self) -> dict[str, Any]:
+    def items(self, every_step: bool = False) -> dict[str, Any]:
         """The recipe's keys and values, in the file's order: the request's settings (each
         adapter with its file's sha256), the model, then the controls given as options; what
-        is None is left out."""
+        is None is left out, and so is a guidance interval of every step (`EVERY_STEP`, which a
+        recipe without one means) unless `every_step`."""
         settings = self.request.record()
         if settings["lora"] is not None and self.lora_sha256 is not None:
             settings["lora"] = [{"path": a["path"], "sha256": sha, "strength": a["strength"]}
                                 for a, sha in zip(settings["lora"], self.lora_sha256)]
         controls = {name: settings.pop(name) for name in CONTROL_FIELDS}
+        interval = settings["cfg_interval"] or EVERY_STEP  # None: read from a recipe without it
+        settings["cfg_interval"] = interval if every_step or interval != EVERY_STEP else None
         model = {name: getattr(self, name) for name in MODEL_FIELDS}
         return {k: v for k, v in {**settings, "source_sha256": self.source_sha256, **model, **controls}.items()
                 if v is not None}
@@ -153,7 +160,8 @@ class Recipe:
     def options(self) -> dict[str, Any]:
         """`salong generate`'s parameters (by their Python names, the recipe's keys) that make this
         song, as the command line gives them: `lora` as its `--lora FILE:STRENGTH` values."""
-        options = {k: v for k, v in self.items().items() if k not in ("model_sha256", "source_sha256")}
+        # the guidance interval even where the recipe leaves it out: another model's default may differ
+        options = {k: v for k, v in self.items(every_step=True).items() if k not in ("model_sha256", "source_sha256")}
         if "lora" in options:
             options["lora"] = [adapter.text() for adapter in self.request.lora]
         return options
@@ -187,7 +195,7 @@ def shell_word(word: str) -> str:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "seconds": (int, float), "seed": (int,), "steps": (int,), "cfg": (int, float),
-    "sampler": (str,), "frames": (str,), "negative": (str,), "init_audio": (str,),
+    "cfg_interval": (str,), "sampler": (str,), "frames": (str,), "negative": (str,), "init_audio": (str,),
     "init_noise_level": (int, float), "model": (str,), "model_sha256": (str,), "text_encoder": (str,),
     "bpm": (str, int, float), "key": (str,), "meter": (str, int), "drums": (str,), "form": (str,), "chords": (str,),
     "lora": (list,), "lora_merge": (bool,),

@@ -72,6 +72,27 @@ def check_cfg(cfg: Any) -> float:
     return float(cfg)
 
 
+def check_cfg_interval(value: Any) -> str:
+    """Guidance's noise levels, "LO,HI" (or two numbers), 0 <= LO <= HI <= 1 (`cfg_denoiser`),
+    as the text the recipe records ("0.7,1.0")."""
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        lo, hi = (float(part) for part in parts)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if isinstance(value, bool) or not 0 <= lo <= hi <= 1:
+        raise SalongError(f"cfg interval must be two noise levels LO,HI with 0 <= LO <= HI <= 1 (guidance where "
+                          f"the step's noise level is in it; 0,1: every step, 0.7,1: not the last steps), "
+                          f"got {value!r}")
+    return f"{lo!r},{hi!r}"
+
+
+def cfg_interval_levels(text: str) -> tuple[float, float]:
+    """A checked `check_cfg_interval` text as its two levels."""
+    lo, hi = (float(part) for part in text.split(","))
+    return lo, hi
+
+
 def check_sampler(name: Any) -> str:
     """A sampler salong has for some objective; `resolve` checks it fits the model's."""
     if not isinstance(name, str) or name.strip().lower().replace("_", "-") not in {**SAMPLERS, **RF_SAMPLERS}:
@@ -226,6 +247,7 @@ class SongRequest:
     seed: int | None = None
     steps: int | None = None
     cfg: float | None = field(default=None, metadata={"flag": "--cfg-scale"})
+    cfg_interval: str | None = None
     sampler: str | None = None
     frames: str | None = None
     negative: str | None = None
@@ -258,7 +280,7 @@ class SongRequest:
         checked: dict[str, Any] = {"prompt": from_command_line(self.prompt, "the prompt"),
                                    "seconds": check_seconds(self.seconds)}
         for name, check in (("seed", check_seed), ("steps", check_steps), ("cfg", check_cfg),
-                            ("sampler", check_sampler), ("frames", check_frames)):
+                            ("cfg_interval", check_cfg_interval), ("sampler", check_sampler), ("frames", check_frames)):
             if getattr(self, name) is not None:
                 checked[name] = check(getattr(self, name))
         if self.negative is not None:
@@ -391,7 +413,7 @@ class SongRequest:
     @property
     def resolved(self) -> bool:
         """Whether every default is filled in (`resolve`)."""
-        return None not in (self.seed, self.steps, self.cfg, self.sampler, self.frames)
+        return None not in (self.seed, self.steps, self.cfg, self.cfg_interval, self.sampler, self.frames)
 
     def resolve(self, model: GeneratorConfig) -> SongRequest:
         """This request for `model`: checked against it (a length its window holds, a sampler
@@ -413,6 +435,7 @@ class SongRequest:
         filled = dict(seed=random_seed() if self.seed is None else self.seed,
                       steps=self.steps if self.steps is not None else defaults.steps,
                       cfg=self.cfg if self.cfg is not None else float(defaults.cfg_scale),
+                      cfg_interval=self.cfg_interval or check_cfg_interval(defaults.cfg_interval),
                       sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames,
                       seconds=seconds)
         filled.update(self._cut())

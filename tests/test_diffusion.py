@@ -17,6 +17,7 @@ from salong.diffusion import (
     get_sampler,
     get_sigmas_loglinear,
     get_ts_logsnr,
+    noise_level,
     rf_loss,
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -275,6 +276,31 @@ def test_cfg_batches_cond_and_uncond_in_one_call_and_scale_one_is_conditional() 
         cfg_denoiser(counted, {**cond, "beat": None}, {**uncond, "beat": torch.zeros(b, 11, 4)}, 7.0)
     with pytest.raises(SalongError, match="'cond_tokens' is .* in cond but .* in uncond; give both the same shape"):
         cfg_denoiser(counted, cond, {**uncond, "cond_tokens": uncond["cond_tokens"][:, :1]}, 7.0)
+
+
+def test_cfg_interval_guides_only_the_steps_whose_noise_level_is_in_it() -> None:
+    """stable-audio-tools' `cfg_interval`: guidance where sigma / sqrt(1 + sigma^2) (v) or t (rf)
+    lies in [lo, hi]; the other steps are the conditional denoiser alone, one batch of B."""
+    calls = []
+
+    def net(x, sigma, cond_drop_mask):  # the conditional rows give 1, the unconditional 0
+        calls.append(x.shape[0])
+        return (~cond_drop_mask).float()[:, None, None].expand_as(x).clone()
+
+    b = 2
+    cond = dict(cond_drop_mask=torch.zeros(b, dtype=torch.bool))
+    uncond = dict(cond_drop_mask=torch.ones(b, dtype=torch.bool))
+    x = torch.zeros(b, 3, 4)
+    guided = cfg_denoiser(net, cond, uncond, 5.0, (0.7, 1.0))
+    for sigma, level, expected in ((500.0, 1.0, 5.0), (1.0, 0.7071, 5.0), (0.9, 0.669, 1.0), (0.3, 0.287, 1.0)):
+        assert noise_level(torch.full((b,), sigma)) == pytest.approx(level, abs=1e-3)
+        calls.clear()
+        assert torch.equal(guided(x, torch.full((b,), sigma)), torch.full_like(x, expected))
+        assert calls == ([2 * b] if expected == 5.0 else [b])
+    rf = cfg_denoiser(net, cond, uncond, 5.0, (0.2, 0.6), objective="rf")
+    assert [float(rf(x, torch.full((b,), t))[0, 0, 0]) for t in (0.9, 0.59, 0.4, 0.21, 0.1)] == [1, 5, 5, 5, 1]
+    full = cfg_denoiser(net, cond, uncond, 5.0)  # the default: every step, as before the option
+    assert all(float(full(x, torch.full((b,), s))[0, 0, 0]) == 5.0 for s in (500.0, 0.3, 0.01))
 
 
 # --- rectified flow ------------------------------------------------------------------

@@ -45,7 +45,8 @@ def test_variations_and_json(tmp_path, capsys, generator_path):
     records = [json.loads(line) for line in out.strip().splitlines()]
     assert [r["seed"] for r in records] == [10, 11, 12]
     assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["0-0-10.wav", "0-1-11.wav", "0-2-12.wav"]
-    assert set(records[0]) == {"path", "prompt", "seconds", "seed", "steps", "cfg", "sampler", "negative", "bpm", "key",
+    assert set(records[0]) == {"path", "prompt", "seconds", "seed", "steps", "cfg", "cfg_interval", "sampler",
+                               "negative", "bpm", "key",
                                "meter", "drums", "form", "chords", "model", "lora", "inpaint", "start", "end", "extend",
                                "extend_before", "loop", "elapsed"}
     assert records[0]["steps"] == 2 and records[0]["seconds"] == 0.5 and records[0]["model"] == str(generator_path)

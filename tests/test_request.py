@@ -72,8 +72,11 @@ def test_resolve_fills_the_model_defaults_and_checks_against_the_model(gen):
     request = SongRequest("calm piano", 1.0).resolve(gen.config)
     assert request.resolved and (request.steps, request.cfg, request.sampler, request.frames) == (4, 3.0, "dpmpp-2m",
                                                                                                    "needed")
+    assert request.cfg_interval == "0.0,1.0"  # a model that stores none guides every step
     assert 0 <= request.seed < 2**31  # drawn when none was given
-    given = SongRequest("calm piano", 1.0, seed=5, steps=2, cfg=1.5, sampler="euler", frames="window")
+    given = SongRequest("calm piano", 1.0, seed=5, steps=2, cfg=1.5, cfg_interval="0.5, 1", sampler="euler",
+                        frames="window")
+    assert given.cfg_interval == "0.5,1.0"
     assert given.resolve(gen.config) == given
     for kwargs, message in [(dict(seconds=10.0), r"longer than this model's window; the maximum is 2\.97"),
                             (dict(seconds=1e-6), "shorter than one sample"),
