@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from salong.checkpoint import load_checkpoint, read_metadata
+from salong.diffusion import FULL_INTERVAL
 from salong.request import CONTROL_FIELDS, SongRequest, cfg_interval_levels
 from salong.textfile import visible
 
@@ -198,14 +199,15 @@ def _generator_summary(config: dict, parts: dict[str, list], path: Path) -> str:
     return (f"window {c.dit.window} latent frames = {c.max_seconds:.2f} s at {ae.latent_rate:.2f} Hz; "
             f"{ae.sample_rate} Hz, {ae.audio_channels} channels; sampler {sampling.sampler}, "
             f"{sampling.steps} steps, CFG {sampling.cfg_scale:g}"
-            + ("" if sampling.cfg_interval == (0.0, 1.0) else f" at noise levels {_interval(sampling.cfg_interval)}"))
+            + (f" at noise levels {_interval(sampling.cfg_interval)}" if sampling.cfg_interval != FULL_INTERVAL
+               else ""))
 
 
 def _interval(levels: str | tuple[float, float] | None) -> str:
     """Guidance's noise levels for people: "0.7-1", "0-1 (every step)"; None (a recipe from
     before the setting) is every step."""
-    lo, hi = cfg_interval_levels(levels) if isinstance(levels, str) else levels or (0.0, 1.0)
-    return f"{lo:g}-{hi:g}" + (" (every step)" if (lo, hi) == (0.0, 1.0) else "")
+    lo, hi = cfg_interval_levels(levels) if isinstance(levels, str) else levels or FULL_INTERVAL
+    return f"{lo:g}-{hi:g}" + (" (every step)" if (lo, hi) == FULL_INTERVAL else "")
 
 
 def _millions(tensors) -> str:

@@ -346,7 +346,7 @@ def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[st
             both[key] = torch.cat([c, u])  # (2B, ...)
 
     def guided(x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
-        if tuple(interval) != FULL_INTERVAL and not interval[0] <= noise_level(sigma, objective) <= interval[1]:
+        if not interval[0] <= noise_level(sigma, objective) <= interval[1]:
             return denoiser(x, sigma, **cond, **extra)
         out = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **both, **extra)  # (2B, C, L)
         c, u = out.chunk(2)  # (B, C, L) each

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import dit_task_inputs, perturbed_dit, run_cli, tiny_generator
+from conftest import dit_task_inputs, perturbed_dit, run_cli, saved_with_controls
 from salong.controls import (BEAT_FEATURES, DRUM_FEATURES, GROOVES, KEY_FEATURES, Controls, drum_features,
                              parse_drums, prompt_with_controls, read_prompt, resolve)
 from salong.errors import SalongError
@@ -198,19 +198,7 @@ def test_metadata_drums(tmp_path):
 
 @pytest.fixture(scope="module")
 def drums_path(tmp_path_factory):
-    from salong.dit import DiT
-    from salong.pipeline import Generator
-
-    base = tiny_generator(0)
-    dit_config = dataclasses.replace(base.config.dit, controls=("beat", "key", "drums"))
-    config = dataclasses.replace(base.config, dit=dit_config, canonical_text=True)
-    dit = DiT(config.dit)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in dit.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return Generator(config, dit, base.autoencoder, base.text_encoder.clap).save(
-        tmp_path_factory.mktemp("drums") / "drums.safetensors")
+    return saved_with_controls(tmp_path_factory, ("beat", "key", "drums"), "drums")
 
 
 def test_drums_change_the_song_and_the_prompt_states_them(drums_path):
