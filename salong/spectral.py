@@ -192,6 +192,7 @@ def bin_centre_phases(bins: int, start: int, frames: int, n_fft: int, hop: int, 
     return torch.polar(torch.ones_like(angle), angle)
 
 
+@torch.no_grad()  # phase retrieval: nothing trains through it, and its FFTs write into buffers
 def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop: int, iterations: int,
                 phases: torch.Tensor, momentum: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast Griffin-Lim (Perraudin et al. 2013; librosa.griffinlim): magnitudes (R, F, T + 1)
@@ -200,19 +201,58 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop: int, iterations: int,
     Each iteration rebuilds the signal from magnitude and phase, takes the phases of its
     STFT, and steps past them by `momentum` of the change, which converges far faster than
     plain alternating projections.
+
+    The same sums as `torch.istft` / `torch.stft` (centred, reflect-padded Hann frames), spelled
+    out on buffers made once: on a CPU each round is memory-bound, and fresh tensors of tens
+    of MB cost a page fault per 4 kB, which took more time than the FFTs.
     """
     window = _hann(n_fft, magnitude)
-    length = (magnitude.shape[-1] - 1) * hop
-    angles = phases.expand_as(magnitude).clone()
-    previous = torch.zeros_like(angles)
-    for _ in range(iterations):
-        signal = torch.istft(magnitude * angles, n_fft, hop, n_fft, window, center=True, length=length)
-        rebuilt = torch.stft(signal, n_fft, hop, n_fft, window, center=True, pad_mode="reflect", return_complex=True)
-        angles = rebuilt - (momentum / (1 + momentum)) * previous
-        previous = rebuilt
-        angles = angles / angles.abs().clamp_min(1e-16)
-    signal = torch.istft(magnitude * angles, n_fft, hop, n_fft, window, center=True, length=length)
-    return signal, angles
+    rows, _, frames_count = magnitude.shape
+    half, length = n_fft // 2, (frames_count - 1) * hop
+    mag = magnitude.transpose(1, 2).contiguous()  # (R, T + 1, F): each frame's bins adjacent, as the FFTs want
+    spec = mag * phases.transpose(1, 2)  # magnitude times unit phases
+    frames = magnitude.new_empty(rows, frames_count, n_fft)
+    summed = magnitude.new_empty(rows, frames_count + -(-n_fft // hop) - 1, hop)
+    envelope = _overlap_add(window.square().expand(1, frames_count, n_fft), hop, summed[:1].clone())
+    inverse_envelope = 1 / envelope.view(-1)[half : half + length].clamp_min(1e-11)
+    padded = magnitude.new_empty(rows, length + n_fft)
+    signal = padded[:, half : half + length]
+    rebuilt, previous = torch.empty_like(spec), torch.zeros_like(spec)
+    scale = torch.empty_like(mag)
+    step = momentum / (1 + momentum)
+
+    def synthesise() -> None:  # torch.istft(spec) into `signal`
+        torch.fft.irfft(spec, n=n_fft, out=frames)
+        _overlap_add(frames.mul_(window), hop, summed)
+        torch.mul(summed.view(rows, -1)[:, half : half + length], inverse_envelope, out=signal)
+
+    last = phases.expand_as(magnitude)
+    for round_ in range(iterations):
+        synthesise()
+        padded[:, :half] = signal[:, 1 : half + 1].flip(-1)  # reflect padding, as torch.stft's
+        padded[:, half + length :] = signal[:, -half - 1 : -1].flip(-1)
+        torch.fft.rfft(torch.mul(padded.unfold(-1, n_fft, hop), window, out=frames), out=rebuilt)
+        torch.sub(rebuilt, previous, alpha=step, out=spec)
+        rebuilt, previous = previous, rebuilt
+        parts = torch.view_as_real(spec)
+        torch.mul(parts[..., 0], parts[..., 0], out=scale).addcmul_(parts[..., 1], parts[..., 1])
+        scale.clamp_min_(1e-32).rsqrt_()  # 1 / |spec|
+        if round_ == iterations - 1:
+            last = (spec * scale).transpose(1, 2)  # the unit phases returned
+        parts.mul_(scale.mul_(mag).unsqueeze(-1))
+    synthesise()
+    return signal.clone(), last
+
+
+def _overlap_add(frames: torch.Tensor, hop: int, out: torch.Tensor) -> torch.Tensor:
+    """Frames (R, T, n) summed `hop` apart -> `out` (R, T + ceil(n / hop) - 1, hop), which is
+    the signal laid out a hop per row."""
+    out.zero_()
+    count = frames.shape[1]
+    for start in range(0, frames.shape[-1], hop):
+        piece = frames[..., start : start + hop]
+        out[:, start // hop : start // hop + count, : piece.shape[-1]].add_(piece)
+    return out
 
 
 GL_BLOCK_FRAMES = 2048  # STFT frames per Griffin-Lim block (about 24 s at hop 512)

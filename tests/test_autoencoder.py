@@ -22,7 +22,7 @@ from salong.autoencoder import (
 from salong.chunking import chunk_plan
 from salong.errors import SalongError
 from salong.layers import SnakeBeta, WNConv1d, WNConvTranspose1d
-from salong.spectral import griffin_lim_blocks, griffin_lim_long
+from salong.spectral import griffin_lim, griffin_lim_blocks, griffin_lim_long
 
 TINY = PRESETS["tiny"]  # hop 2048, C = 4
 # Strides (2, 4): hop 8, so receptive-field and chunking checks see many frames cheaply.
@@ -162,6 +162,30 @@ def test_griffin_lim_recovers_a_signal_with_these_magnitudes(block_frames: int) 
     rebuilt = griffin_lim_long(target, n_fft, hop, 32, block_frames=block_frames)
     assert rebuilt.shape == signal.shape
     assert convergence(rebuilt) < 0.15 < convergence(first_guess)
+
+
+@pytest.mark.parametrize("n_fft, hop", [(64, 16), (96, 36)], ids=["hop-divides", "hop-does-not"])
+def test_griffin_lim_is_the_loop_written_with_torch_stft(n_fft: int, hop: int) -> None:
+    """`griffin_lim`'s own STFT pair is torch.istft / torch.stft (centred, reflect-padded Hann),
+    round by round: the textbook loop in float64 gives the same signals and last phases."""
+    generator = torch.Generator().manual_seed(4)
+    magnitude = torch.rand(3, n_fft // 2 + 1, 30, generator=generator, dtype=torch.float64)
+    magnitude[:, 2] = 0  # a silent bin keeps its phase unit
+    phases = torch.polar(torch.ones_like(magnitude[:1]), 6.3 * torch.rand(magnitude[:1].shape, generator=generator,
+                                                                           dtype=torch.float64))
+    window, length = torch.hann_window(n_fft, dtype=torch.float64), 29 * hop
+    for iterations in (0, 1, 5):
+        angles, previous = phases.expand_as(magnitude), torch.zeros_like(magnitude, dtype=phases.dtype)
+        for _ in range(iterations):
+            y = torch.istft(magnitude * angles, n_fft, hop, n_fft, window, center=True, length=length)
+            rebuilt = torch.stft(y, n_fft, hop, n_fft, window, center=True, pad_mode="reflect", return_complex=True)
+            angles = rebuilt - (0.99 / 1.99) * previous
+            previous = rebuilt
+            angles = angles / angles.abs().clamp_min(1e-16)
+        expected = torch.istft(magnitude * angles, n_fft, hop, n_fft, window, center=True, length=length)
+        signal, last = griffin_lim(magnitude, n_fft, hop, iterations, phases)
+        torch.testing.assert_close(signal, expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(last, angles, rtol=0, atol=1e-9)
 
 
 
