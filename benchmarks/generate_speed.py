@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+PROMPT = "a calm piano piece"
 
 def build_generator(args, path: Path) -> Path:
     from salong.autoencoder import PRESETS as AE, Autoencoder
@@ -47,7 +48,7 @@ def build_generator(args, path: Path) -> Path:
     return path
 
 
-def one(model: str, seconds: float, steps: int, full_window: bool) -> dict:
+def one(model: str, seconds: float, steps: int, full_window: bool, prompt: str = PROMPT) -> dict:
     """A single generate call in this process."""
     from salong.pipeline import Generator
     from salong.timing import audio_samples
@@ -55,7 +56,7 @@ def one(model: str, seconds: float, steps: int, full_window: bool) -> dict:
     start = time.perf_counter()
     gen = Generator.load(model)
     load = time.perf_counter() - start
-    song = gen.generate("a calm piano piece", seconds, steps=steps, seed=0, full_window=full_window)
+    song = gen.generate(prompt, seconds, steps=steps, seed=0, full_window=full_window)
     wall = time.perf_counter() - start  # model load included, as a user waits for it
     assert song.audio.shape[1] == audio_samples(seconds, gen.config.autoencoder.sample_rate)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -103,10 +104,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs="+", default=[10, 30, 285])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--no-full-window", action="store_true", help="skip the --full-window measurements")
+    parser.add_argument("--prompt", default=PROMPT,
+                        help="the prompt generated (a song asked with no drums at a tempo guides a third row on "
+                             "models that store beat_guidance_without_drums)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "SECONDS", "FULL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one[0], float(args.one[1]), args.steps, args.one[2] == "1")))
+        print(json.dumps(one(args.one[0], float(args.one[1]), args.steps, args.one[2] == "1", args.prompt)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,14 +123,14 @@ def main() -> None:
         window_s = cfg.dit.window * ae.samples_per_latent / ae.sample_rate
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
               f"model {args.model or 'random ' + args.preset}"
-              f" (window {window_s:.1f} s), {args.steps} steps, CFG on")
+              f" (window {window_s:.1f} s), {args.steps} steps, CFG on; {args.prompt!r}")
         for seconds in args.seconds:
             if seconds > window_s + 1e-6:
                 print(f"{seconds:>6g} s: skipped, longer than the model's window ({window_s:.1f} s)")
                 continue
             for full in ([False] if args.no_full_window else [False, True]):
                 cmd = [sys.executable, __file__, "--one", model, str(seconds), "1" if full else "0",
-                       "--steps", str(args.steps)]
+                       "--steps", str(args.steps), "--prompt", args.prompt]
                 r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True)
                                .stdout.strip().splitlines()[-1])
                 kind = "full window" if full else "needed frames"

@@ -83,6 +83,9 @@ CFG_SCALE=${CFG_SCALE:-5}
 # songs "no drums" was followed in 18 of 24 against 8 with guidance at every step, drums as asked
 # in 42 of 48 against 32, tempo 39 against 41 (docs/architecture.md, Controls).
 CFG_INTERVAL=${CFG_INTERVAL:-0.7,1}
+# The share of the guidance the beat control gets in songs asked with no drums (1: as the rest);
+# at full strength it draws percussive onsets on the grid there (docs/architecture.md, Controls).
+BEAT_GUIDANCE_WITHOUT_DRUMS=${BEAT_GUIDANCE_WITHOUT_DRUMS:-0.5}
 INIT=${INIT:-}             # a generator file to continue from (see above); empty: train every stage
 EVAL_ARGS=${EVAL_ARGS:-}   # more options for benchmarks/adherence.py (--quick for a smoke run)
 OUT_MODEL=${OUT_MODEL:-$(cd "$(dirname "$0")/.." && pwd)/checkpoints/salong-default.safetensors}
@@ -191,7 +194,8 @@ stage dit threads "$THREADS" $RUN train dit --data "$WORK/corpus" --out "$WORK/d
 
 # 4. Export: EMA weights, matrices in float16, with the measured sampling defaults.
 stage export threads "$THREADS" $RUN train export "$WORK/dit" -o "$WORK/salong-default.safetensors" --half --overwrite \
-    --steps "$SAMPLE_STEPS" --cfg-scale "$CFG_SCALE" --cfg-interval "$CFG_INTERVAL"
+    --steps "$SAMPLE_STEPS" --cfg-scale "$CFG_SCALE" --cfg-interval "$CFG_INTERVAL" \
+    --beat-guidance-without-drums "$BEAT_GUIDANCE_WITHOUT_DRUMS"
 
 # 4b. Decoder: the generator's autoencoder decoder alone, trained further on the mean latents
 #     of its frozen encoder (the latents the DiT learned), then put into the generator.

@@ -345,6 +345,9 @@ def train_export_cmd(
     cfg_interval: Optional[str] = typer.Option(
         None, help="Generators: default noise levels LO,HI where guidance applies, stored in the file (0,1: every "
                    "step). \\[default: the run's]"),
+    beat_guidance_without_drums: Optional[float] = typer.Option(
+        None, help="Generators: the share (0 to 1) of the guidance the beat control gets in songs asked with no "
+                   "drums, stored in the file (1: guided with the rest). \\[default: the run's]"),
     generator: Optional[Path] = typer.Option(
         None, help="Autoencoder runs: write this generator file with the run's autoencoder in place of its own "
                    "(a `--decoder-only` run of its autoencoder, so its DiT fits)."),
@@ -353,5 +356,6 @@ def train_export_cmd(
     """Write a run's EMA weights as a model file that --model accepts."""
     from salong.train.tasks import export_model
 
-    path = export_model(run, out, half, steps, cfg_scale, sampler, overwrite, generator, cfg_interval)
+    path = export_model(run, out, half, steps, cfg_scale, sampler, overwrite, generator, cfg_interval,
+                        beat_guidance_without_drums)
     say(path, path)

@@ -200,7 +200,9 @@ def _generator_summary(config: dict, parts: dict[str, list], path: Path) -> str:
             f"{ae.sample_rate} Hz, {ae.audio_channels} channels; sampler {sampling.sampler}, "
             f"{sampling.steps} steps, CFG {sampling.cfg_scale:g}"
             + (f" at noise levels {_interval(sampling.cfg_interval)}" if sampling.cfg_interval != FULL_INTERVAL
-               else ""))
+               else "")
+            + (f"; the beat control gets {sampling.beat_guidance_without_drums:g} of the guidance in songs without "
+               "drums" if sampling.beat_guidance_without_drums != 1 else ""))
 
 
 def _interval(levels: str | tuple[float, float] | None) -> str:

@@ -312,7 +312,8 @@ def noise_level(sigma: Tensor, objective: str = "v") -> float:
 
 
 def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[str, Any], scale: float,
-                 interval: tuple[float, float] = FULL_INTERVAL, objective: str = "v") -> Denoiser:
+                 interval: tuple[float, float] = FULL_INTERVAL, objective: str = "v",
+                 part: Mapping[str, Any] | None = None, part_scale: float = 1.0) -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2022) in one batch: `u + scale * (c - u)`.
 
     Guidance applies where the step's `noise_level` lies in `interval` (ends included;
@@ -324,33 +325,44 @@ def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[st
     token dropped (`cond_drop_mask` all True) or a negative prompt's tokens, timing kept.
     Conditional and unconditional rows run as one batch of 2B. Scale 1 is just the
     conditional denoiser.
+
+    `part`, the conditional inputs with some conditions left out (a control zeroed), weighs
+    what those conditions add at `part_scale` instead: `u + scale * (p - u) + part_scale * (c - p)`
+    (composable diffusion, Liu et al., ECCV 2022), in one batch of 3B.
     """
-    if set(cond) != set(uncond):
-        raise SalongError(f"guidance: cond and uncond need the same keys, got {sorted(cond)} and {sorted(uncond)}; "
-                          "give uncond every input cond has (None where it has none)")
-    if scale == 1.0:
+    sides = [cond, uncond] if part is None else [cond, part, uncond]
+    for side in sides[1:]:
+        if set(side) != set(cond):
+            raise SalongError(f"guidance: cond and uncond need the same keys, got {sorted(cond)} and {sorted(side)}; "
+                              "give uncond every input cond has (None where it has none)")
+    if scale == 1.0 and (part is None or part_scale == 1.0):
         return lambda x, sigma, **extra: denoiser(x, sigma, **cond, **extra)
 
-    both: dict[str, Any] = {}
+    rows: dict[str, Any] = {}
     for key in cond:
-        c, u = cond[key], uncond[key]
-        if c is None or u is None:
-            if c is not None or u is not None:
+        values = [side[key] for side in sides]
+        if any(v is None for v in values):
+            if any(v is not None for v in values):
                 raise SalongError(f"guidance: {key!r} is None in one of cond and uncond only; "
                                   "give it on both sides or on neither")
-            both[key] = None
+            rows[key] = None
         else:
-            if c.shape != u.shape:
-                raise SalongError(f"guidance: {key!r} is {tuple(c.shape)} in cond but {tuple(u.shape)} in uncond; "
-                                  "give both the same shape (pad text tokens to one length)")
-            both[key] = torch.cat([c, u])  # (2B, ...)
+            if any(v.shape != values[0].shape for v in values):
+                raise SalongError(f"guidance: {key!r} is {tuple(values[0].shape)} in cond but "
+                                  f"{tuple(values[-1].shape)} in uncond; give both the same shape (pad text tokens "
+                                  "to one length)")
+            rows[key] = torch.cat(values)  # (2B or 3B, ...)
 
     def guided(x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
         if not interval[0] <= noise_level(sigma, objective) <= interval[1]:
             return denoiser(x, sigma, **cond, **extra)
-        out = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **both, **extra)  # (2B, C, L)
-        c, u = out.chunk(2)  # (B, C, L) each
-        return u + scale * (c - u)
+        n = len(sides)
+        out = denoiser(torch.cat([x] * n), torch.cat([sigma] * n), **rows, **extra)  # (nB, C, L)
+        if part is None:
+            c, u = out.chunk(2)  # (B, C, L) each
+            return u + scale * (c - u)
+        c, p, u = out.chunk(3)
+        return u + scale * (p - u) + part_scale * (c - p)
 
     return guided
 

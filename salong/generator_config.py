@@ -37,12 +37,20 @@ class SamplingConfig:
     # Noise levels (1 = pure noise, 0 = clean) where guidance applies (`salong.diffusion.cfg_denoiser`);
     # (0, 1): every step, as every file before it.
     cfg_interval: tuple[float, float] = (0.0, 1.0)
+    # The share of the guidance the beat control gets in a song asked with no drums: its scale
+    # is 1 + share * (cfg - 1) (`salong.pipeline`, docs/architecture.md); 1: guided with the rest.
+    beat_guidance_without_drums: float = 1.0
 
     def __post_init__(self) -> None:  # the rules a song's own settings follow (`salong.request`)
         check_steps(self.steps)
         check_cfg(self.cfg_scale)
         object.__setattr__(self, "cfg_interval", cfg_interval_levels(check_cfg_interval(self.cfg_interval)))
         check_sampler(self.sampler)
+        share = self.beat_guidance_without_drums
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise SalongError(f"beat_guidance_without_drums is a share of the guidance, 0 to 1, got "
+                              f"{share!r}; use e.g. 0.5")
+        object.__setattr__(self, "beat_guidance_without_drums", float(share))
         if not 0 < self.sigma_min < self.sigma_max:
             raise SalongError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         check_frames(self.frames)

@@ -293,6 +293,7 @@ class Generator:
             x = noise if x_init is None else start_from_init_rf(x_init, noise, float(sigmas[0]))
 
         cond, uncond = self._conditioning(r.prompt, r.negative, total, r.controls, length, start)
+        part, beat_scale = self._drumless_beat(cond, r)
 
         def callback(info: Mapping) -> None:
             if progress is not None:
@@ -301,7 +302,7 @@ class Generator:
         sample = get_sampler(r.sampler, self.config.objective)
         with self._adapted(r) as adapted:
             denoiser = cfg_denoiser(adapted, cond, uncond, r.cfg, cfg_interval_levels(r.cfg_interval),
-                                    self.config.objective)
+                                    self.config.objective, part, beat_scale)
             if known is not None:
                 denoiser = keep_known(denoiser, known[0], known[1], noise, self.config.objective)
             latents = sample(denoiser, x, sigmas, callback=callback,
@@ -455,6 +456,17 @@ class Generator:
                 cond.update(chords=chords)  # (1, frames, CHORD_FEATURES)
                 uncond.update(chords=torch.zeros_like(chords))
         return cond, uncond
+
+
+    def _drumless_beat(self, cond: dict, r: SongRequest) -> tuple[dict | None, float]:
+        """(the conditional inputs without the beat, the beat's guidance scale) for a song asked
+        with no drums on a model whose `beat_guidance_without_drums` is under 1, else (None, 1).
+        Guided at the full scale, the beat control draws percussive onsets on the grid even
+        without drums (docs/architecture.md, Controls)."""
+        share = self.config.sampling.beat_guidance_without_drums
+        if share == 1.0 or r.controls.drums != "none" or r.controls.bpm is None or "beat" not in self.controls:
+            return None, 1.0
+        return {**cond, "beat": torch.zeros_like(cond["beat"])}, 1 + share * (r.cfg - 1)
 
 
 def _rotated(r: SongRequest, seconds: float) -> SongRequest:

@@ -106,7 +106,7 @@ def test_half_export_with_sampling_defaults(corpus, tmp_path, capsys, generator_
     assert code == 0, err
     full = out.strip()
     code, out, err = run_cli(capsys, "train", "export", run, "-o", tmp_path / "half.safetensors", "--half",
-                             "--steps", 3, "--cfg-scale", 2.5)
+                             "--steps", 3, "--cfg-scale", 2.5, "--beat-guidance-without-drums", 0.25)
     assert code == 0, err
     half = out.strip()
     with safe_open(half, "pt") as f:
@@ -115,6 +115,7 @@ def test_half_export_with_sampling_defaults(corpus, tmp_path, capsys, generator_
     assert all(d == "F32" for k, d in dtypes.items() if k.endswith("inv_freq") or k.endswith(".bias"))
     config = load_checkpoint(half).config
     assert config["sampling"]["steps"] == 3 and config["sampling"]["cfg_scale"] == 2.5
+    assert config["sampling"]["beat_guidance_without_drums"] == 0.25
     a, b = Generator.load(full), Generator.load(half)
     assert b.config.sampling.steps == 3 and next(b.dit.parameters()).dtype == torch.float32  # computes in fp32
     x = torch.randn(1, 64, 32)
@@ -126,6 +127,9 @@ def test_half_export_with_sampling_defaults(corpus, tmp_path, capsys, generator_
     assert code == 1 and "steps must be" in err and not (tmp_path / "x.safetensors").exists()
     code, _, err = run_cli(capsys, "train", "export", run, "-o", tmp_path / "y.safetensors", "--sampler", "nope")
     assert code == 1 and "unknown sampler" in err and not (tmp_path / "y.safetensors").exists()
+    code, _, err = run_cli(capsys, "train", "export", run, "-o", tmp_path / "z.safetensors",
+                           "--beat-guidance-without-drums", 2)
+    assert code == 1 and "a share of the guidance, 0 to 1" in err and not (tmp_path / "z.safetensors").exists()
 
 
 def test_half_precision_keeps_small_tensors_exact():

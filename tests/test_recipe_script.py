@@ -49,6 +49,7 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     generator = Generator.load(model)
     assert (generator.config.sampling.steps, generator.config.sampling.cfg_scale) == (3, 2.0)
     assert generator.config.sampling.cfg_interval == (0.7, 1.0)  # the recipe's default, as the bundle's
+    assert generator.config.sampling.beat_guidance_without_drums == 0.5
     assert generator.config.text_layer == -1  # the recipe's TEXT_LAYER
     assert not (ship / "autoencoder.safetensors").exists()
     card = (ship / "README.md").read_text()

@@ -154,7 +154,7 @@ def export_run(source: str | Path, out_path: str | Path, task: Task) -> Path:
 
 def export_model(run: Path, out: Path, half: bool = False, steps: int | None = None, cfg_scale: float | None = None,
                  sampler: str | None = None, overwrite: bool = False, generator: Path | None = None,
-                 cfg_interval: str | None = None) -> Path:
+                 cfg_interval: str | None = None, beat_guidance_without_drums: float | None = None) -> Path:
     """A run's EMA weights (`run`: its folder, or one of its checkpoints) as a model file that
     --model accepts: in float16 storage with `half`, and for a generator with the sampling
     defaults given (checked as a song's settings are, before any file is written). An existing
@@ -176,6 +176,8 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
     sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
     if cfg_interval is not None:
         sampling["cfg_interval"] = list(cfg_interval_levels(check_cfg_interval(cfg_interval)))
+    if beat_guidance_without_drums is not None:
+        sampling["beat_guidance_without_drums"] = beat_guidance_without_drums
     base_sampling = getattr(task.config, "sampling", None)
     if generator is not None:
         if task.kind != "autoencoder":
@@ -188,11 +190,11 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
         base = load_checkpoint(generator, "generator")
         base_sampling = config_from_dict(GeneratorConfig, base.config).sampling
     if sampling and base_sampling is None:
-        raise SalongError(f"--steps, --cfg-scale, --cfg-interval and --sampler are sampling defaults of generators; "
-                          f"{run} is a {task.kind} run")
+        raise SalongError(f"--steps, --cfg-scale, --cfg-interval, --beat-guidance-without-drums and --sampler are "
+                          f"sampling defaults of generators; {run} is a {task.kind} run")
     if sampling and getattr(task.config, "lora", None) is not None:
         raise SalongError(f"{run} trains LoRA adapters, whose file holds no sampling defaults; drop --steps, "
-                          "--cfg-scale, --cfg-interval and --sampler")
+                          "--cfg-scale, --cfg-interval, --beat-guidance-without-drums and --sampler")
     if sampling:
         dataclasses.replace(base_sampling, **sampling)
     # written whole beside `out`, then renamed onto it: exclusively without `overwrite`, so a file
