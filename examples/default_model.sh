@@ -84,7 +84,8 @@ CFG_SCALE=${CFG_SCALE:-5}
 # in 42 of 48 against 32, tempo 39 against 41 (docs/architecture.md, Controls).
 CFG_INTERVAL=${CFG_INTERVAL:-0.7,1}
 # The share of the guidance the beat control gets in songs asked with no drums (1: as the rest);
-# at full strength it draws percussive onsets on the grid there (docs/architecture.md, Controls).
+# at full strength it draws percussive onsets on the grid there. Over the 48 benchmark songs,
+# 0.5 followed "no drums" in 20 of 24 against 18, tempo 38 against 39 (docs/architecture.md, Controls).
 BEAT_GUIDANCE_WITHOUT_DRUMS=${BEAT_GUIDANCE_WITHOUT_DRUMS:-0.5}
 INIT=${INIT:-}             # a generator file to continue from (see above); empty: train every stage
 EVAL_ARGS=${EVAL_ARGS:-}   # more options for benchmarks/adherence.py (--quick for a smoke run)
