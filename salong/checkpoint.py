@@ -59,9 +59,10 @@ Migration = str | Callable[[dict[str, Any]], dict[str, Any]]
 #   folders and training checkpoints ("task.model").
 # No field was removed. Every other change added fields with defaults that keep the old
 # behaviour (DiTConfig.timing/project_cond_tokens/qk_norm/controls, GeneratorConfig.t5/
-# objective/text_layer/canonical_text, SamplingConfig.frames/cfg_interval/beat_guidance_without_drums,
-# AutoencoderConfig.architecture and the spectral fields, train dit's crops/min_crop_seconds/crop_law/text_layer/
-# timestep_shift/canonical_text/control_dropout), so files without them load as they are.
+# objective/text_layer/canonical_text, SamplingConfig.frames/cfg_interval/
+# beat_guidance_without_drums, AutoencoderConfig.architecture and the spectral fields, train
+# dit's crops/min_crop_seconds/crop_law/text_layer/timestep_shift/canonical_text/
+# control_dropout), so files without them load as they are.
 # Old files: tests/fixtures/old_files/.
 MIGRATIONS: dict[int, dict[str, dict[str, Migration]]] = {
     2: {"DiTConfig": {"max_seconds": "timing_max_seconds"}},

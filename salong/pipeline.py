@@ -457,7 +457,6 @@ class Generator:
                 uncond.update(chords=torch.zeros_like(chords))
         return cond, uncond
 
-
     def _drumless_beat(self, cond: dict, r: SongRequest) -> tuple[dict | None, float]:
         """(the conditional inputs without the beat, the beat's guidance scale) for a song asked
         with no drums on a model whose `beat_guidance_without_drums` is under 1, else (None, 1).
