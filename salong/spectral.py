@@ -213,7 +213,7 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop: int, iterations: int,
     spec = mag * phases.transpose(1, 2)  # magnitude times unit phases
     frames = magnitude.new_empty(rows, frames_count, n_fft)
     summed = magnitude.new_empty(rows, frames_count + -(-n_fft // hop) - 1, hop)
-    envelope = _overlap_add(window.square().expand(1, frames_count, n_fft), hop, summed[:1].clone())
+    envelope = _overlap_add(window.square().expand(1, frames_count, n_fft), hop, torch.empty_like(summed[:1]))
     inverse_envelope = 1 / envelope.view(-1)[half : half + length].clamp_min(1e-11)
     padded = magnitude.new_empty(rows, length + n_fft)
     signal = padded[:, half : half + length]

@@ -15,7 +15,6 @@ from torch import nn
 
 from salong.checkpoint import Checkpoint, config_from_dict, load_checkpoint, load_state_strict, rewrite_checkpoint
 from salong.errors import SalongError
-from salong.request import cfg_interval_levels, check_cfg_interval
 from salong.outputs import (check_extension, check_writable, refuse_existing, refuse_inputs, refuse_stream, staged,
                             write_atomic)
 from salong.train import state as st
@@ -173,11 +172,9 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
     refuse_inputs([out], [*([run] if not run.is_dir() else []), folder / st.CHECKPOINT_DIR, folder / st.CONFIG_FILE,
                           folder / "prepared"])
     task = task_for_run(run if run.is_dir() else run.parent.parent)
-    sampling = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler).items() if v is not None}
-    if cfg_interval is not None:
-        sampling["cfg_interval"] = list(cfg_interval_levels(check_cfg_interval(cfg_interval)))
-    if beat_guidance_without_drums is not None:
-        sampling["beat_guidance_without_drums"] = beat_guidance_without_drums
+    given = dict(steps=steps, cfg_scale=cfg_scale, sampler=sampler, cfg_interval=cfg_interval,
+                 beat_guidance_without_drums=beat_guidance_without_drums)
+    sampling = {k: v for k, v in given.items() if v is not None}
     base_sampling = getattr(task.config, "sampling", None)
     if generator is not None:
         if task.kind != "autoencoder":
@@ -195,8 +192,9 @@ def export_model(run: Path, out: Path, half: bool = False, steps: int | None = N
     if sampling and getattr(task.config, "lora", None) is not None:
         raise SalongError(f"{run} trains LoRA adapters, whose file holds no sampling defaults; drop --steps, "
                           "--cfg-scale, --cfg-interval, --beat-guidance-without-drums and --sampler")
-    if sampling:
-        dataclasses.replace(base_sampling, **sampling)
+    if sampling:  # checked as SamplingConfig checks them, and written as it holds them ("0.7,1" -> (0.7, 1.0))
+        checked = dataclasses.replace(base_sampling, **sampling)
+        sampling = {k: getattr(checked, k) for k in sampling}
     # written whole beside `out`, then renamed onto it: exclusively without `overwrite`, so a file
     # another run wrote meanwhile is kept
     with staged(out, ".safetensors", overwrite) as tmp:
