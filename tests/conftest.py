@@ -1,7 +1,15 @@
 """Shared fixtures: tiny models built and saved by the tests themselves (no downloads)."""
 
+import os
+
 import pytest
 import torch
+
+# The suite runs in one process per core (pytest-xdist, setup.cfg): each takes one thread,
+# and so do the processes its tests start, or the workers' threads would fight for the cores.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 CAPTIONS = [
     "Calm piano ballad at 70 BPM in C major.",
