@@ -31,6 +31,8 @@ back, the end flows into the start through audio the decoder made in one piece.
 from __future__ import annotations
 
 import math
+import shlex
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +40,12 @@ import numpy as np
 import torch
 
 from salong.diffusion import Denoiser, append_dims
-from salong.errors import SalongError
+from salong.errors import Note, SalongError
 from salong.timing import audio_samples
 
 if TYPE_CHECKING:
-    from salong.request import SongRequest
+    from salong.generator_config import GeneratorConfig
+    from salong.request import InitAudio, SongRequest
 
 CROSSFADE_SECONDS = 0.05  # each seam's equal-power crossfade, on the kept side
 SPLICE_SEARCH_SECONDS = 0.25  # how far into a regenerated span a crossfade may move (`splice_points`)
@@ -465,6 +468,93 @@ def _crossfade_shift(known: np.ndarray, made: np.ndarray, at: int, fade: int, se
         if cost < best:
             best, shift = cost, moved
     return shift
+
+
+# --- an edit's key and tempo from its source ------------------------------------------------
+
+
+def recorded_controls(source: InitAudio) -> dict[str, Any]:
+    """The key ("E minor"), tempo (BPM) and meter (beats a bar) the recipe of a song salong
+    made records, stated or read from its prompt, of those it has; none for audio given in
+    memory, or a file without a recipe salong can read."""
+    from salong.recipe import read_recipe
+
+    if source.path is None:
+        return {}
+    try:
+        controls = read_recipe(source.path).request.controls
+    except SalongError:
+        return {}
+    recorded = {"key": None if controls.key is None else str(controls.key), "bpm": controls.bpm,
+                "meter": controls.beats_per_bar}
+    return {name: value for name, value in recorded.items() if value is not None}
+
+
+def said_control(name: str, value: Any) -> str:
+    """"in E minor", "at 100 BPM": a key or tempo as the notes say it."""
+    return f"in {value}" if name == "key" else f"at {value:g} BPM"
+
+
+def on_beat(seconds: float, bpm: float) -> bool:
+    """Whether `seconds` is within a tenth of a beat of a whole number of beats at `bpm` (of bars,
+    at `bpm` over the beats a bar)."""
+    phase = (seconds * bpm / 60.0) % 1.0
+    return min(phase, 1.0 - phase) < 0.1
+
+
+def inpaint_note(recorded: dict[str, Any]) -> None:
+    """A one-line note that an inpainted region asked for in no key or tempo follows its prompt
+    alone, and how to keep the ones its source was made with."""
+    if recorded:
+        said = " ".join(said_control(name, recorded[name]) for name in ("key", "bpm") if name in recorded)
+        flags = " ".join(f"--{name} {shlex.quote(str(recorded[name]) if name == 'key' else f'{recorded[name]:g}')}"
+                         for name in ("key", "bpm") if name in recorded)
+        warnings.warn(f"the source was made {said}; the region follows its prompt alone: give {flags} to keep "
+                      "them", Note)
+
+
+def beats_on_grid(audio: np.ndarray, rate: int, bpm: float, at: float) -> bool:
+    """Whether the beats of `audio`, which starts `at` seconds into a song, fall within a
+    tenth of a beat of the grid a beat conditioner lays at `bpm` from the song's 0 s (as
+    they do in a song salong made at that tempo)."""
+    from salong.evaluation import estimate_beat_grid
+
+    grid = estimate_beat_grid(audio, rate)
+    if grid is None:
+        return False
+    return on_beat(at + grid[1], bpm)  # the first grid beat, in the song
+
+
+def heard_controls(wanted: list[str], model: GeneratorConfig, audio: np.ndarray, rate: int, seconds: float,
+                   before: bool) -> dict[str, Any]:
+    """The key ("E minor") and tempo (BPM) of `wanted` that `salong.evaluation` hears in the
+    part an extension's window sees of its kept source `audio` (the song is `seconds` long;
+    `before`: the new part comes first); for a model with a beat conditioner the tempo only
+    where the source's beats fall on its grid from the song's 0 s (`beats_on_grid`). A note
+    instead where librosa is missing."""
+    if not wanted:
+        return {}
+    try:  # the estimators' library is an extra (`.[eval]`); without it the prompt alone decides
+        import librosa  # noqa: F401
+    except ImportError:
+        warnings.warn("no key or tempo given: the extension follows its prompt alone (hearing the source's "
+                      "needs librosa: pip install -e '.[eval]'); give --key and --bpm to set them")
+        return {}
+    from salong.controls import MAX_BPM, MIN_BPM
+    from salong.evaluation import estimate_key, estimate_tempo
+
+    part = min(audio.shape[1], max(1, round(model.max_seconds * rate)))
+    # The part next to the new audio, and where it starts in the song, in seconds.
+    at = seconds - audio.shape[1] / rate if before else (audio.shape[1] - part) / rate
+    audio = audio[:, :part] if before else audio[:, audio.shape[1] - part :]
+    heard: dict[str, Any] = {}
+    if "key" in wanted:
+        heard["key"] = " ".join(estimate_key(audio, rate))
+    if "bpm" in wanted:
+        bpm = float(min(MAX_BPM, max(MIN_BPM, round(estimate_tempo(audio, rate)))))
+        if "beat" not in model.dit.controls or beats_on_grid(audio, rate, bpm, at):
+            heard["bpm"] = bpm
+    return heard
 
 
 def _log_bands(audio: np.ndarray) -> np.ndarray:

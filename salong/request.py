@@ -507,44 +507,53 @@ class SongRequest:
 
     def _source_controls(self, model: GeneratorConfig, cut: float | None) -> dict[str, Any]:
         """An extension asked for in no key, or no tempo (none given, none in the prompt),
-        continues in its source's: those `salong.evaluation` hears in the part of the source
-        the window sees (of the part kept: up to `cut` seconds, or before its start from
-        there on), with a one-line note, kept as `key` and `bpm` so that the recipe remakes
-        the song. For a model with a beat conditioner, whose grid starts at 0 s of the
-        song, the tempo only where the source's beats fall on that grid (`_beats_on_grid`)."""
+        continues in its source's, with a one-line note, kept as `key` and `bpm` so that the
+        recipe remakes the song: those its source's recipe records where salong made it
+        (`salong.edit.recorded_controls`: its exact tempo), else those `salong.evaluation` hears in the
+        part of the source the window sees (of the part kept: up to `cut` seconds, or before
+        its start from there on). For a model with a beat conditioner, whose grid starts at
+        0 s of the song, the tempo only where the source's beats fall on that grid
+        (`salong.edit.beats_on_grid`; a recorded tempo's grid runs from the source's 0 s). An inpainted
+        region asked for in neither only gets a note naming the ones its source records."""
+        from salong.edit import heard_controls, inpaint_note, on_beat, recorded_controls, said_control
+
+        if self.inpaint is not None:
+            if self.controls.key is None and self.controls.bpm is None:
+                inpaint_note(recorded_controls(self.inpaint))
+            return {}
         if self.extend is None or None not in (self.controls.key, self.controls.bpm):
             return {}
-        try:  # the estimators' library is an extra (`.[eval]`); without it the prompt alone decides
-            import librosa  # noqa: F401
-        except ImportError:
-            warnings.warn("no key or tempo given: the extension follows its prompt alone (hearing the source's "
-                          "needs librosa: pip install -e '.[eval]'); give --key and --bpm to set them")
-            return {}
-        from salong.controls import MAX_BPM, MIN_BPM
-        from salong.evaluation import estimate_key, estimate_tempo
-
+        beat = "beat" in model.dit.controls
         audio, rate = self.extend.samples
         at_cut = min(audio.shape[1], max(0, round(cut * rate)))
         audio = np.asarray(audio)[:, at_cut:] if self.extend_before else np.asarray(audio)[:, :at_cut]  # what is kept
-        part = min(audio.shape[1], max(1, round(model.max_seconds * rate)))
-        # The part next to the new audio, and where it starts in the song, in seconds.
-        at = self.seconds - audio.shape[1] / rate if self.extend_before else (audio.shape[1] - part) / rate
-        audio = audio[:, :part] if self.extend_before else audio[:, audio.shape[1] - part :]
         found: dict[str, Any] = {}
-        if self.controls.key is None:
-            found["key"] = " ".join(estimate_key(audio, rate))
-        if self.controls.bpm is None:
-            bpm = float(min(MAX_BPM, max(MIN_BPM, round(estimate_tempo(audio, rate)))))
-            if "beat" not in model.dit.controls or _beats_on_grid(audio, rate, bpm, at):
-                found["bpm"] = bpm
+        recorded = recorded_controls(self.extend)
+        if self.controls.key is None and "key" in recorded:
+            found["key"] = recorded["key"]
+        zero = self.seconds - audio.shape[1] / rate - at_cut / rate if self.extend_before else 0.0  # its 0 s, here
+        bar = recorded.get("meter", 4) if self.controls.beats_per_bar is None else self.controls.beats_per_bar
+        if (self.controls.bpm is None and "bpm" in recorded
+                and (not beat or on_beat(zero, recorded["bpm"] / bar))):  # its bars' grid is the song's
+            found["bpm"] = recorded["bpm"]
+            if self.controls.beats_per_bar is None and "meter" in recorded:
+                found["meter"] = recorded["meter"]
+        wanted = [name for name in ("key", "bpm") if getattr(self.controls, name) is None
+                  and name not in found and name not in recorded]
+        heard = heard_controls(wanted, model, audio, rate, self.seconds, self.extend_before)
+        said = [(said_control(name, found[name]), "as its source's recipe records") for name in ("key", "bpm")
+                if name in found] + [(said_control(name, heard[name]), "as estimated from its source")
+                                     for name in ("key", "bpm") if name in heard]
+        found.update(heard)
         if not found:
             return {}
-        said = ([found["key"]] if "key" in found else []) + ([f"{found['bpm']:g} BPM"] if "bpm" in found else [])
         names = " or ".join(name for name, key in (("key", "key"), ("tempo", "bpm")) if key in found)
-        warnings.warn(f"no {names} given: the extension is asked for {'in' if 'key' in found else 'at'} "
-                      f"{' at '.join(said)}, as estimated from its source")
+        hows = {how for _, how in said}
+        asked = (" ".join(words for words, _ in said) + ", " + hows.pop() if len(hows) == 1
+                 else " ".join(f"{words} ({how})" for words, how in said))
+        warnings.warn(f"no {names} given: the extension is asked for {asked}")
         found["controls"] = resolve_controls(self.prompt, found.get("bpm", self.bpm), found.get("key", self.key),
-                                             self.meter, self.drums)
+                                             found.get("meter", self.meter), self.drums)
         return found
 
     def with_seed(self, seed: int) -> SongRequest:
@@ -564,19 +573,6 @@ class SongRequest:
             if getattr(self, name) is not None:
                 record[name] = getattr(self, name).record()
         return record
-
-
-def _beats_on_grid(audio: np.ndarray, rate: int, bpm: float, at: float) -> bool:
-    """Whether the beats of `audio`, which starts `at` seconds into a song, fall within a
-    tenth of a beat of the grid a beat conditioner lays at `bpm` from the song's 0 s (as
-    they do in a song salong made at that tempo)."""
-    from salong.evaluation import estimate_beat_grid
-
-    grid = estimate_beat_grid(audio, rate)
-    if grid is None:
-        return False
-    phase = ((at + grid[1]) * bpm / 60.0) % 1.0  # of the first grid beat, in beats
-    return min(phase, 1.0 - phase) < 0.1
 
 
 @functools.lru_cache(maxsize=None)

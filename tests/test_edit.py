@@ -117,7 +117,7 @@ def test_an_extension_asked_for_in_no_key_or_tempo_continues_in_its_sources(gen,
     assert (given.request.key, given.request.bpm) == ("F# major", 100)
     beat = dataclasses.replace(gen.config, dit=dataclasses.replace(gen.config.dit, controls=("beat",)))
     for on_grid in (False, True):  # a beat grid from 0 s only where the source's beats fall on it
-        monkeypatch.setattr("salong.request._beats_on_grid", lambda *args, on=on_grid: on)
+        monkeypatch.setattr("salong.edit.beats_on_grid", lambda *args, on=on_grid: on)
         with pytest.warns(UserWarning, match="no key or tempo given" if on_grid else "no key given: .* in [^,]*, as"):
             request = SongRequest("calm piano", 2.6, extend=(source, RATE)).resolve(beat)
         assert request.key == heard and request.bpm == (song.request.bpm if on_grid else None)
@@ -132,13 +132,13 @@ def test_an_extension_without_librosa_follows_its_prompt(gen, source, monkeypatc
 
 
 def test_beats_on_the_grid_from_0_s():
-    from salong.request import _beats_on_grid
+    from salong.edit import beats_on_grid
 
     clicks = np.zeros((1, 12 * RATE), np.float32)
     for beat in range(24):  # 120 BPM from 0 s
         clicks[0, beat * RATE // 2 : beat * RATE // 2 + 200] = 0.5
-    assert _beats_on_grid(clicks, RATE, 120.0, 0.0) and _beats_on_grid(clicks, RATE, 120.0, 3.0)
-    assert not _beats_on_grid(clicks, RATE, 120.0, 0.25)  # half a beat off
+    assert beats_on_grid(clicks, RATE, 120.0, 0.0) and beats_on_grid(clicks, RATE, 120.0, 3.0)
+    assert not beats_on_grid(clicks, RATE, 120.0, 0.25)  # half a beat off
 
 
 def test_extend_a_song_longer_than_the_window_from_its_last_part(gen, monkeypatch):
