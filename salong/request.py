@@ -509,12 +509,13 @@ class SongRequest:
         """An extension asked for in no key, or no tempo (none given, none in the prompt),
         continues in its source's, with a one-line note, kept as `key` and `bpm` so that the
         recipe remakes the song: those its source's recipe records where salong made it
-        (`salong.edit.recorded_controls`: its exact tempo), else those `salong.evaluation` hears in the
-        part of the source the window sees (of the part kept: up to `cut` seconds, or before
-        its start from there on). For a model with a beat conditioner, whose grid starts at
-        0 s of the song, the tempo only where the source's beats fall on that grid
-        (`salong.edit.beats_on_grid`; a recorded tempo's grid runs from the source's 0 s). An inpainted
-        region asked for in neither only gets a note naming the ones its source records."""
+        (`salong.edit.recorded_controls`: its exact tempo, and its meter with it), else those
+        `salong.evaluation` hears in the part of the source the window sees (of the part
+        kept: up to `cut` seconds, or before its start from there on). For a model with a
+        beat conditioner, whose grid starts at 0 s of the song, the tempo only where the
+        source's grid falls on it: a recorded tempo's bars run from the source's 0 s, an
+        estimate's beats are found (`salong.edit.beats_on_grid`). An inpainted region asked
+        for in neither only gets a note naming the ones its source records."""
         from salong.edit import heard_controls, inpaint_note, on_beat, recorded_controls, said_control
 
         if self.inpaint is not None:
@@ -538,6 +539,7 @@ class SongRequest:
             found["bpm"] = recorded["bpm"]
             if self.controls.beats_per_bar is None and "meter" in recorded:
                 found["meter"] = recorded["meter"]
+        # A recorded tempo whose bars miss the grid is not estimated instead: the estimate would miss it too.
         wanted = [name for name in ("key", "bpm") if getattr(self.controls, name) is None
                   and name not in found and name not in recorded]
         heard = heard_controls(wanted, model, audio, rate, self.seconds, self.extend_before)
