@@ -475,18 +475,19 @@ def _crossfade_shift(known: np.ndarray, made: np.ndarray, at: int, fade: int, se
 
 def recorded_controls(source: InitAudio) -> dict[str, Any]:
     """The key ("E minor"), tempo (BPM) and meter (beats a bar) the recipe of a song salong
-    made records, stated or read from its prompt, of those it has; none for audio given in
-    memory, or a file without a recipe salong can read."""
+    made records, stated or read from its prompt, and its chords as recorded (`--chords`), of
+    those it has; none for audio given in memory, or a file without a recipe salong can read."""
     from salong.recipe import read_recipe
 
     if source.path is None:
         return {}
     try:
-        controls = read_recipe(source.path).request.controls
+        request = read_recipe(source.path).request
     except SalongError:
         return {}
+    controls = request.controls
     recorded = {"key": None if controls.key is None else str(controls.key), "bpm": controls.bpm,
-                "meter": controls.beats_per_bar}
+                "meter": controls.beats_per_bar, "chords": request.chords}
     return {name: value for name, value in recorded.items() if value is not None}
 
 

@@ -443,23 +443,40 @@ class SongRequest:
         filled["controls"], filled["form"] = self._laid_form(filled.get("controls", self.controls), seconds,
                                                              "form" in model.dit.controls)
         filled["controls"], filled["chords"] = self._laid_chords(filled["controls"], seconds, filled["seed"],
-                                                                 "chords" in model.dit.controls)
+                                                                 "chords" in model.dit.controls,
+                                                                 self._source_chords(filled["controls"]))
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
         resolved = copy.copy(self)
         for name, value in filled.items():
             object.__setattr__(resolved, name, value)
         return resolved
 
-    def _laid_chords(self, controls: Controls, seconds: float, seed: int, conditioned: bool
-                     ) -> tuple[Controls, str | None]:
-        """`controls` with the chords of `chords` laid over a song of `seconds` (`lay_chords`,
-        over its sections where it has them), and the chords as the recipe records them
-        (`chords_text`: by name, or by degree when drawn or so given; "none"; None where none
-        were asked). "auto" draws a progression for the song's key with its seed
-        (`auto_progressions`), for a model with a chords
-        conditioner only, and needs a key; listed chords reach only such a model too (with a
-        one-line warning for another)."""
-        asked = "auto" if self.chords is None else self.chords
+    def _source_chords(self, controls: Controls) -> str | None:
+        """The chords an extension past its source's end asked for none (not even "auto")
+        plays: its source's, as the source's recipe records them
+        (`salong.edit.recorded_controls`), so its progression goes on through the new part,
+        with a one-line note; else None (the request's own)."""
+        from salong.edit import recorded_controls
+
+        if self.extend is None or self.extend_before or self.chords is not None:
+            return None
+        chords = recorded_controls(self.extend).get("chords")
+        if chords is None or (controls.key is None and needs_key(chords)):
+            return None
+        warnings.warn(f"the extension plays its source's chords ({chords}), as its recipe records; give --chords "
+                      "auto for new ones", Note)
+        return chords
+
+    def _laid_chords(self, controls: Controls, seconds: float, seed: int, conditioned: bool,
+                     chords: str | None = None) -> tuple[Controls, str | None]:
+        """`controls` with the chords of `chords` (the request's where None) laid over a song
+        of `seconds` (`lay_chords`, over its sections where it has them), and the chords as
+        the recipe records them (`chords_text`: by name, or by degree when drawn or so given;
+        "none"; None where none were asked). "auto" draws a progression for the song's key
+        with its seed (`auto_progressions`), for a model with a chords conditioner only, and
+        needs a key; listed chords reach only such a model too (with a one-line warning for
+        another)."""
+        asked = chords or ("auto" if self.chords is None else self.chords)
         degrees = None  # the key a progression drawn or given by degree is recorded in, so --like --key moves it
         if asked.strip().lower() == "none":
             return dataclasses.replace(controls, chords=None), "none"

@@ -1,6 +1,6 @@
 """An edit of a song salong made keeps the tempo, key and meter its recipe records: an
-extension asked for in none continues at them (its exact grid, no estimate), and an
-inpainted region asked for in none says how to keep them."""
+extension asked for in none continues at them (its exact grid, no estimate) and plays its
+chords, and an inpainted region asked for in none says how to keep them."""
 
 import dataclasses
 import sys
@@ -19,13 +19,15 @@ RATE = 44100
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, generator_path):
-    """A 2 s song the tiny generator made at 100 BPM in E minor, 3/4, with its recipe."""
+    """A 2 s song the tiny generator made at 100 BPM in E minor, 3/4, with its recipe (the
+    chords too, which this model without a chords conditioner records but does not hear)."""
     from salong.cli import main
 
     path = tmp_path_factory.mktemp("made") / "take.wav"
     with warnings.catch_warnings(), pytest.raises(SystemExit) as done:
         warnings.simplefilter("ignore")  # the tiny model has no controls: they go into its prompt
-        main(["generate", "calm piano", "--bpm", "100", "--key", "E minor", "--meter", "3/4", "-s", "2", "--seed", "1",
+        main(["generate", "calm piano", "--bpm", "100", "--key", "E minor", "--meter", "3/4", "--chords", "i VI / iv v",
+              "-s", "2", "--seed", "1",
               "--steps", "2", "--model", str(generator_path), "-o", str(path), "--no-progress"])
     assert done.value.code == 0
     return path
@@ -103,3 +105,20 @@ def test_the_extension_records_what_it_took_and_remakes_bit_for_bit(made, tmp_pa
     again = tmp_path / "again.wav"
     assert run_cli(capsys, "generate", "--like", take, "-o", again, "--no-progress")[0] == 0
     assert np.array_equal(sf.read(again)[0], sf.read(take)[0])
+
+
+def test_an_extension_past_the_end_plays_its_sources_chords(made, beat_config, monkeypatch):
+    from salong.recipe import read_recipe
+
+    recorded = read_recipe(made).request.chords
+    assert recorded == "Em C / Am Bm"  # by name: the model had no chords conditioner to lay them by degree
+    config = dataclasses.replace(beat_config, dit=dataclasses.replace(beat_config.dit, controls=("beat", "chords")))
+    with pytest.warns(Note, match=r"^the extension plays its source's chords \(Em C / Am Bm\), as its recipe "
+                                  r"records; give --chords auto for new ones$"):
+        request = SongRequest("calm piano", 2.6, extend=InitAudio(str(made))).resolve(config)
+    assert request.chords == recorded and [span[0] for span in request.controls.chords[:2]] == ["Em", "C"]
+    drawn = SongRequest("calm piano", 2.6, extend=InitAudio(str(made)), chords="auto", seed=1).resolve(config)
+    assert drawn.chords != recorded  # asked for new ones: drawn for the key with the seed
+    before = SongRequest("calm piano", 3.8, extend=InitAudio(str(made)), extend_before=True,
+                         keep_silence=True, seed=1).resolve(config)
+    assert before.chords != recorded  # before its start the cycle would not meet the source's bars
