@@ -452,10 +452,9 @@ class SongRequest:
         return resolved
 
     def _source_chords(self, controls: Controls) -> str | None:
-        """The chords an extension past its source's end asked for none (not even "auto")
-        plays: its source's, as the source's recipe records them
-        (`salong.edit.recorded_controls`), so its progression goes on through the new part,
-        with a one-line note; else None (the request's own)."""
+        """The chords an extension past its source's end asked for none (not even "auto") plays:
+        its source's recipe's (`salong.edit.recorded_controls`), so its progression goes on
+        through the new part, with a one-line note; else None (the request's own)."""
         from salong.edit import recorded_controls
 
         if self.extend is None or self.extend_before or self.chords is not None:
