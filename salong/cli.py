@@ -400,7 +400,8 @@ def generate(
                                           "sound ends: a silent tail, under -50 dBFS for 0.25 s or more, is left "
                                           "out); past a --from inside SONG, its crossfade may move up to 0.25 s on, "
                                           "to where the splice changes least. With no --key (--bpm) given or stated, "
-                                          "in the key (tempo) estimated from SONG."),
+                                          "in SONG's: those its recipe records where salong made it (past its end, "
+                                          "its chords too), else those estimated from it."),
     extend_before: bool = typer.Option(False, "--extend-before/--extend-after", help="With --extend: add the new "
                                        "part before SONG's start (an intro) instead of after its end."),
     keep_silence: bool = typer.Option(False, "--keep-silence/--skip-silence", help="With --extend and no --from "

@@ -334,8 +334,8 @@ class Generator:
         cut on; where `source` goes on past the cut, the crossfade may move up to
         `SPLICE_SEARCH_SECONDS` into the new part, to where the splice changes least, with the
         source kept up to there (`salong.edit.source_fill`). With no key (tempo) given or
-        stated, in the key (tempo) estimated from `source` (`SongRequest.resolve`).
-        `settings` are `SongRequest`'s."""
+        stated, in `source`'s: its recipe's where salong made it (past its end, its chords
+        too), else estimated (`SongRequest.resolve`). `settings` are `SongRequest`'s."""
         request = SongRequest(prompt, seconds, extend=source, extend_before=before, **settings)
         return self.sample(request.resolve(self.config), progress)
 
