@@ -470,7 +470,30 @@ def _crossfade_shift(known: np.ndarray, made: np.ndarray, at: int, fade: int, se
     return shift
 
 
-# --- an edit's key and tempo from its source ------------------------------------------------
+def _log_bands(audio: np.ndarray) -> np.ndarray:
+    """(frames, bands) dB of the mono mix's energy in log-spaced bands (whole FFT bins at the
+    low end), Hann frames of SPLICE_FFT samples every SPLICE_HOP."""
+    mono = np.asarray(audio, dtype=np.float64).mean(axis=0)
+    frames = np.lib.stride_tricks.sliding_window_view(mono, SPLICE_FFT)[::SPLICE_HOP]  # (F, FFT)
+    power = np.abs(np.fft.rfft(frames * np.hanning(SPLICE_FFT), axis=1)) ** 2  # (F, FFT / 2 + 1)
+    edges = np.unique(np.geomspace(1, SPLICE_FFT // 2, 33).astype(int))  # low bins are whole bands
+    return 10 * np.log10(np.add.reduceat(power, edges, axis=1) + 1e-10)  # (F, bands)
+
+
+def _quarter_sine(n: int) -> np.ndarray:
+    """(n,) float32 from about 0 up to about 1, sin of a quarter turn at sample centres; its
+    reverse is the matching cos, so the two gains' squares sum to 1 (equal power)."""
+    return np.sin((np.arange(n, dtype=np.float64) + 0.5) / n * (np.pi / 2)).astype(np.float32)
+
+
+def limit_made(made: np.ndarray, ceiling: float) -> np.ndarray:
+    """The decoder's audio scaled down if it peaks over `ceiling`, so writing the edit does not
+    scale the whole song (and the kept samples with it) to avoid clipping."""
+    peak = float(np.max(np.abs(made))) if made.size else 0.0
+    return made if peak <= ceiling else (made * (ceiling / peak)).astype(np.float32)
+
+
+# --- an edit's key, tempo, meter and chords from its source ---------------------------
 
 
 def recorded_controls(source: InitAudio) -> dict[str, Any]:
@@ -556,27 +579,3 @@ def heard_controls(wanted: list[str], model: GeneratorConfig, audio: np.ndarray,
         if "beat" not in model.dit.controls or beats_on_grid(audio, rate, bpm, at):
             heard["bpm"] = bpm
     return heard
-
-
-def _log_bands(audio: np.ndarray) -> np.ndarray:
-    """(frames, bands) dB of the mono mix's energy in log-spaced bands (whole FFT bins at the
-    low end), Hann frames of SPLICE_FFT samples every SPLICE_HOP."""
-    mono = np.asarray(audio, dtype=np.float64).mean(axis=0)
-    frames = np.lib.stride_tricks.sliding_window_view(mono, SPLICE_FFT)[::SPLICE_HOP]  # (F, FFT)
-    power = np.abs(np.fft.rfft(frames * np.hanning(SPLICE_FFT), axis=1)) ** 2  # (F, FFT / 2 + 1)
-    edges = np.unique(np.geomspace(1, SPLICE_FFT // 2, 33).astype(int))  # low bins are whole bands
-    return 10 * np.log10(np.add.reduceat(power, edges, axis=1) + 1e-10)  # (F, bands)
-
-
-def _quarter_sine(n: int) -> np.ndarray:
-    """(n,) float32 from about 0 up to about 1, sin of a quarter turn at sample centres; its
-    reverse is the matching cos, so the two gains' squares sum to 1 (equal power)."""
-    return np.sin((np.arange(n, dtype=np.float64) + 0.5) / n * (np.pi / 2)).astype(np.float32)
-
-
-def limit_made(made: np.ndarray, ceiling: float) -> np.ndarray:
-    """The decoder's audio scaled down if it peaks over `ceiling`, so writing the edit does not
-    scale the whole song (and the kept samples with it) to avoid clipping."""
-    peak = float(np.max(np.abs(made))) if made.size else 0.0
-    return made if peak <= ceiling else (made * (ceiling / peak)).astype(np.float32)
-
