@@ -526,15 +526,17 @@ def on_beat(seconds: float, bpm: float) -> bool:
     return min(phase, 1.0 - phase) < 0.1
 
 
-def inpaint_note(recorded: dict[str, Any]) -> None:
+def inpaint_note(source: InitAudio) -> None:
     """A one-line note that an inpainted region asked for in no key or tempo follows its prompt
-    alone, and how to keep the ones its source was made with."""
-    if recorded:
-        said = " ".join(said_control(name, recorded[name]) for name in ("key", "bpm") if name in recorded)
+    alone, and how to keep the ones its source was made with (`recorded_controls`): those
+    flags, or `--like` the source, which keeps its other settings too."""
+    recorded = recorded_controls(source)
+    said = " ".join(said_control(name, recorded[name]) for name in ("key", "bpm") if name in recorded)
+    if said:
         flags = " ".join(f"--{name} {shlex.quote(str(recorded[name]) if name == 'key' else f'{recorded[name]:g}')}"
                          for name in ("key", "bpm") if name in recorded)
         warnings.warn(f"the source was made {said}; the region follows its prompt alone: give {flags} to keep "
-                      "them", Note)
+                      f"them (--like {shlex.quote(str(source.path))}: its chords and other settings too)", Note)
 
 
 def beats_on_grid(audio: np.ndarray, rate: int, bpm: float, at: float) -> bool:

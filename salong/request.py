@@ -536,7 +536,7 @@ class SongRequest:
 
         if self.inpaint is not None:
             if self.controls.key is None and self.controls.bpm is None:
-                inpaint_note(recorded_controls(self.inpaint))
+                inpaint_note(self.inpaint)
             return {}
         if self.extend is None or None not in (self.controls.key, self.controls.bpm):
             return {}

@@ -81,7 +81,8 @@ def test_a_source_without_a_recipe_is_heard(tmp_path, beat_config):
 def test_an_inpainted_region_says_how_to_keep_its_sources_tempo_and_key(made, beat_config, tmp_path, capsys,
                                                                         generator_path):
     with pytest.warns(Note, match=r"^the source was made in E minor at 100 BPM; the region follows its prompt "
-                                  r"alone: give --key 'E minor' --bpm 100 to keep them$"):
+                                  r"alone: give --key 'E minor' --bpm 100 to keep them \(--like .*take\.wav: its "
+                                  r"chords and other settings too\)$"):
         request = SongRequest("calm piano", 2.0, inpaint=InitAudio(str(made)), start=0.5, end=1.0).resolve(beat_config)
     assert request.bpm is None and request.key is None  # as asked: the recipe remakes it as it was
     with warnings.catch_warnings():
