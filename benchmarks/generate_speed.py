@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROMPT = "a calm piano piece"
 
+
 def build_generator(args, path: Path) -> Path:
     from salong.autoencoder import PRESETS as AE, Autoencoder
     from salong.clap import PRESETS as CLAP, Clap

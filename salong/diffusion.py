@@ -347,9 +347,10 @@ def cfg_denoiser(denoiser: Denoiser, cond: Mapping[str, Any], uncond: Mapping[st
                                   "give it on both sides or on neither")
             rows[key] = None
         else:
-            if any(v.shape != values[0].shape for v in values):
+            other = next((v for v in values if v.shape != values[0].shape), None)
+            if other is not None:
                 raise SalongError(f"guidance: {key!r} is {tuple(values[0].shape)} in cond but "
-                                  f"{tuple(values[-1].shape)} in uncond; give both the same shape (pad text tokens "
+                                  f"{tuple(other.shape)} in uncond; give both the same shape (pad text tokens "
                                   "to one length)")
             rows[key] = torch.cat(values)  # (2B or 3B, ...)
 

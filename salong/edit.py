@@ -526,11 +526,10 @@ def on_beat(seconds: float, bpm: float) -> bool:
     return min(phase, 1.0 - phase) < 0.1
 
 
-def inpaint_note(source: InitAudio) -> None:
+def inpaint_note(source: InitAudio, recorded: dict[str, Any]) -> None:
     """A one-line note that an inpainted region asked for in no key or tempo follows its prompt
-    alone, and how to keep the ones its source was made with (`recorded_controls`): those
-    flags, or `--like` the source, which keeps its other settings too."""
-    recorded = recorded_controls(source)
+    alone, and how to keep the ones its source was made with (`recorded`, `recorded_controls`):
+    those flags, or `--like` the source, which keeps its other settings too."""
     said = " ".join(said_control(name, recorded[name]) for name in ("key", "bpm") if name in recorded)
     if said:
         flags = " ".join(f"--{name} {shlex.quote(str(recorded[name]) if name == 'key' else f'{recorded[name]:g}')}"

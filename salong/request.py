@@ -439,27 +439,29 @@ class SongRequest:
                       sampler=sampler, frames=self.frames if self.frames is not None else defaults.frames,
                       seconds=seconds)
         filled.update(self._cut())
-        filled.update(self._source_controls(model, filled.get("end" if self.extend_before else "start")))
+        from salong.edit import recorded_controls
+
+        source = self.extend if self.extend is not None else self.inpaint
+        recorded = recorded_controls(source) if source is not None else {}  # the source's recipe, read once
+        filled.update(self._source_controls(model, filled.get("end" if self.extend_before else "start"), recorded))
         filled["controls"], filled["form"] = self._laid_form(filled.get("controls", self.controls), seconds,
                                                              "form" in model.dit.controls)
         filled["controls"], filled["chords"] = self._laid_chords(filled["controls"], seconds, filled["seed"],
                                                                  "chords" in model.dit.controls,
-                                                                 self._source_chords(filled["controls"]))
+                                                                 self._source_chords(filled["controls"], recorded))
         # The defaults were checked when the model loaded (`SamplingConfig`): filled in, not checked again.
         resolved = copy.copy(self)
         for name, value in filled.items():
             object.__setattr__(resolved, name, value)
         return resolved
 
-    def _source_chords(self, controls: Controls) -> str | None:
+    def _source_chords(self, controls: Controls, recorded: dict[str, Any]) -> str | None:
         """The chords an extension past its source's end asked for none (not even "auto") plays:
-        its source's recipe's (`salong.edit.recorded_controls`), so its progression goes on
-        through the new part, with a one-line note; else None (the request's own)."""
-        from salong.edit import recorded_controls
-
+        its source's `recorded` ones (`salong.edit.recorded_controls`), so its progression goes
+        on through the new part, with a one-line note; else None (the request's own)."""
         if self.extend is None or self.extend_before or self.chords is not None:
             return None
-        chords = recorded_controls(self.extend).get("chords")
+        chords = recorded.get("chords")
         if chords is None or (controls.key is None and needs_key(chords)):
             return None
         warnings.warn(f"the extension plays its source's chords ({chords}), as its recipe records; give --chords "
@@ -521,22 +523,22 @@ class SongRequest:
             warnings.warn(note, Note)
         return {"end" if self.extend_before else "start": cut, "keep_silence": None}
 
-    def _source_controls(self, model: GeneratorConfig, cut: float | None) -> dict[str, Any]:
+    def _source_controls(self, model: GeneratorConfig, cut: float | None, recorded: dict[str, Any]) -> dict[str, Any]:
         """An extension asked for in no key, or no tempo (none given, none in the prompt),
         continues in its source's, with a one-line note, kept as `key` and `bpm` so that the
         recipe remakes the song: those its source's recipe records where salong made it
-        (`salong.edit.recorded_controls`: its exact tempo, and its meter with it), else those
-        `salong.evaluation` hears in the part of the source the window sees (of the part
-        kept: up to `cut` seconds, or before its start from there on). For a model with a
+        (`recorded`, `salong.edit.recorded_controls`: its exact tempo, and its meter with
+        it), else those `salong.evaluation` hears in the part of the source the window sees
+        (of the part kept: up to `cut` seconds, or before its start from there on). For a model with a
         beat conditioner, whose grid starts at 0 s of the song, the tempo only where the
         source's grid falls on it: a recorded tempo's bars run from the source's 0 s, an
         estimate's beats are found (`salong.edit.beats_on_grid`). An inpainted region asked
         for in neither only gets a note naming the ones its source records."""
-        from salong.edit import heard_controls, inpaint_note, on_beat, recorded_controls, said_control
+        from salong.edit import heard_controls, inpaint_note, on_beat, said_control
 
         if self.inpaint is not None:
             if self.controls.key is None and self.controls.bpm is None:
-                inpaint_note(self.inpaint)
+                inpaint_note(self.inpaint, recorded)
             return {}
         if self.extend is None or None not in (self.controls.key, self.controls.bpm):
             return {}
@@ -545,7 +547,6 @@ class SongRequest:
         at_cut = min(audio.shape[1], max(0, round(cut * rate)))
         audio = np.asarray(audio)[:, at_cut:] if self.extend_before else np.asarray(audio)[:, :at_cut]  # what is kept
         found: dict[str, Any] = {}
-        recorded = recorded_controls(self.extend)
         if self.controls.key is None and "key" in recorded:
             found["key"] = recorded["key"]
         zero = self.seconds - audio.shape[1] / rate - at_cut / rate if self.extend_before else 0.0  # its 0 s, here
@@ -556,8 +557,7 @@ class SongRequest:
             if self.controls.beats_per_bar is None and "meter" in recorded:
                 found["meter"] = recorded["meter"]
         # A recorded tempo whose bars miss the grid is not estimated instead: the estimate would miss it too.
-        wanted = [name for name in ("key", "bpm") if getattr(self.controls, name) is None
-                  and name not in found and name not in recorded]
+        wanted = [name for name in ("key", "bpm") if getattr(self.controls, name) is None and name not in recorded]
         heard = heard_controls(wanted, model, audio, rate, self.seconds, self.extend_before)
         said = [(said_control(name, found[name]), "as its source's recipe records") for name in ("key", "bpm")
                 if name in found] + [(said_control(name, heard[name]), "as estimated from its source")
